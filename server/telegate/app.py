@@ -1,0 +1,338 @@
+"""The HTTP API: a Bottle app built by :func:`create_app` around one :class:`~telegate.store.Store`.
+
+Routes only parse, authorise and format; every pool decision is the store's. Errors of
+every kind (ours, Bottle's 404/405, anything unexpected) leave as JSON
+``{"error": code, "detail": text}``; a traceback goes to the log, never to the client.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from typing import Any, Callable
+
+import bottle
+
+from . import store as store_mod
+from ._http import MAX_FLOOD_WAIT, MAX_TTL, ApiError, Fields, bad_request, check_text, iso, parse_id, read_json
+from .settings import Settings
+from .store import STATES, Store
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("telegate.access")
+
+_NO_KEY = ApiError(401, "unauthorized",
+                   "send your API key in the X-API-Key header (or Authorization: Bearer <key>)")
+_BAD_KEY = ApiError(401, "unauthorized", "this API key is unknown or revoked; ask an admin for a valid key")
+_ADMIN_ONLY = ApiError(403, "forbidden", "this endpoint needs an admin key; yours is a client key")
+
+#: How long a client should wait before polling again while sessions are leased: a
+#: holder may release at any moment, so Retry-After stays short then.
+POLL_WHILE_LEASED = 5
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> bottle.HTTPResponse:
+    body = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    response = bottle.HTTPResponse(body, status=status, headers=headers)
+    response.content_type = "application/json"
+    return response
+
+
+def _error_response(error: ApiError) -> bottle.HTTPResponse:
+    return _json(error.body(), error.status, error.headers)
+
+
+def _session_json(row: dict[str, Any], now: float) -> dict[str, Any]:
+    flood_until = row["flood_wait_until"]
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "kind": row["kind"],
+        "state": row["state"],
+        "holder": row["holder"] if row["state"] == "in_use" else None,
+        "leased_at": iso(row["leased_at"]),
+        "lease_expires_at": iso(row["lease_expires_at"]) if row["state"] == "in_use" else None,
+        "flood_wait_until": iso(flood_until) if flood_until and flood_until > now else None,
+        "flood_wait_remaining": round(flood_until - now, 3) if flood_until and flood_until > now else None,
+        "disabled": row["disabled"],
+        "disabled_reason": row["disabled_reason"],
+        "use_count": row["use_count"],
+        "flood_count": row["flood_count"],
+        "expired_count": row["expired_count"],
+        "created_at": iso(row["created_at"]),
+        "last_released_at": iso(row["last_released_at"]),
+        "meta": row["meta"],
+    }
+
+
+def _unavailable(exc: store_mod.NoSessionAvailable) -> ApiError:
+    headers = {}
+    if exc.in_use:
+        hint = min(filter(None, (exc.next_release_in, exc.next_lease_end_in, POLL_WHILE_LEASED)))
+        headers["Retry-After"] = str(max(1, math.ceil(hint)))
+    elif exc.next_release_in is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(exc.next_release_in)))
+    if exc.total == 0:
+        detail = "the pool is empty; an admin must add sessions (telegate sessions add NAME)"
+    elif exc.in_use or exc.next_release_in is not None:
+        detail = (f"no free session: {exc.in_use} in use, {exc.waiting_count} in flood wait;"
+                  " retry after the Retry-After seconds")
+    else:
+        detail = "no session can be leased: every session is disabled; an admin must enable one"
+    return ApiError(503, "no_session_available", detail, headers=headers, extra={
+        "waiting_count": exc.waiting_count,
+        "in_use": exc.in_use,
+        "next_release_in": None if exc.next_release_in is None else round(exc.next_release_in, 3),
+        "next_lease_end_in": None if exc.next_lease_end_in is None else round(exc.next_lease_end_in, 3),
+        "total": exc.total,
+    })
+
+
+class _ApiPlugin:
+    """Authorises each route by its ``auth`` config and turns exceptions into JSON errors."""
+
+    name = "telegate"
+    api = 2
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def _authorise(self, need: str) -> None:
+        environ = bottle.request.environ
+        key = environ.get("HTTP_X_API_KEY")
+        if not key:
+            auth = environ.get("HTTP_AUTHORIZATION", "")
+            scheme, _, value = auth.partition(" ")
+            if scheme.lower() == "bearer" and value.strip():
+                key = value.strip()
+        if not key:
+            raise _NO_KEY
+        info = self.store.authenticate(key)
+        if info is None:
+            raise _BAD_KEY
+        environ["telegate.key_name"] = info.name
+        if need == "admin" and info.scope != "admin":
+            raise _ADMIN_ONLY
+
+    def apply(self, callback: Callable, route: bottle.Route) -> Callable:
+        need = route.config.get("auth", "client")
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                if need:
+                    self._authorise(need)
+                return callback(*args, **kwargs)
+            except ApiError as exc:
+                return _error_response(exc)
+            except store_mod.NotFound as exc:
+                return _error_response(ApiError(404, "not_found", str(exc)))
+            except store_mod.LeaseMismatch as exc:
+                return _error_response(ApiError(409, "lease_mismatch", str(exc)))
+            except store_mod.Conflict as exc:
+                return _error_response(ApiError(409, "conflict", str(exc)))
+            except store_mod.NoSessionAvailable as exc:
+                return _error_response(_unavailable(exc))
+            except store_mod.DatabaseError as exc:
+                log.error("database error on %s %s: %s", bottle.request.method, bottle.request.path, exc)
+                return _error_response(ApiError(503, "database_unavailable",
+                                                "the pool database is busy or unavailable; retry shortly",
+                                                headers={"Retry-After": "1"}))
+            except bottle.HTTPResponse:
+                raise
+            except Exception:
+                log.exception("unexpected error on %s %s", bottle.request.method, bottle.request.path)
+                return _error_response(ApiError(500, "internal_error",
+                                                "the server hit an unexpected error; it is logged"))
+
+        return wrapper
+
+
+def _bottle_error(res: bottle.HTTPError) -> str:
+    """Bottle's own errors (no route, wrong method, ...) as JSON instead of an HTML page."""
+    codes = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+    code = codes.get(res.status_code, "error" if res.status_code < 500 else "internal_error")
+    if res.status_code == 404:
+        detail = f"no endpoint {bottle.request.path}; see /openapi.json for the API"
+    elif res.status_code == 405:
+        detail = f"{bottle.request.method} is not allowed here; allowed: {res.get_header('Allow', '')}"
+    elif res.status_code >= 500:
+        if res.exception is not None:
+            log.error("unhandled error: %s", res.traceback or res.exception)
+        detail = "the server hit an unexpected error; it is logged"
+    else:
+        detail = str(res.body) if isinstance(res.body, str) else res.status_line
+    bottle.response.content_type = "application/json"
+    return json.dumps({"error": code, "detail": detail})
+
+
+def create_app(settings: Settings, store: Store) -> bottle.Bottle:
+    """A fresh WSGI app serving the API over ``store`` (which the caller owns and closes)."""
+    app = bottle.Bottle()
+    app.config["catchall"] = True
+    app.default_error_handler = _bottle_error  # type: ignore[method-assign]
+    app.install(_ApiPlugin(store))
+    clock = store.clock
+
+    def body(allowed: set[str]) -> Fields:
+        return Fields(read_json(bottle.request.environ, settings.max_body), allowed)
+
+    def route(path: str, method: str = "GET", auth: str | None = "client"):
+        return app.route(path, method, auth=auth)
+
+    @route("/healthz", auth=None)
+    def healthz() -> Any:
+        return _json({"status": "ok"})
+
+    @route("/session", "POST")
+    def acquire() -> Any:
+        fields = body({"ttl", "holder", "name"})
+        ttl = fields.number("ttl", low=1, high=MAX_TTL)
+        holder = fields.text("holder", max_length=200)
+        name = fields.text("name", max_length=store_mod.MAX_NAME_LENGTH)
+        lease = store.acquire(ttl or settings.lease_ttl, holder=holder, name=name)
+        log.info("leased session %d (%s) to %s until %s", lease.session_id, lease.session_name,
+                 holder or bottle.request.environ.get("telegate.key_name"), iso(lease.lease_expires_at))
+        return _json({
+            "session_id": lease.session_id,
+            "session_name": lease.session_name,
+            "lease_token": lease.lease_token,
+            "lease_expires_at": iso(lease.lease_expires_at),
+            "ttl": ttl or settings.lease_ttl,
+            "kind": lease.kind,
+            "meta": lease.meta,
+        })
+
+    @route("/release", "POST")
+    def release() -> Any:
+        fields = body({"session_id", "lease_token", "flood_wait", "disable"})
+        session_id = fields.integer("session_id", required=True)
+        token = fields.text("lease_token", max_length=200)
+        flood_wait = fields.number("flood_wait", low=0, high=MAX_FLOOD_WAIT)
+        reason = fields.text("disable", max_length=500)
+        changed = store.release(session_id, token, flood_wait=flood_wait, disable=reason)
+        if changed:
+            extra = f", flood wait {flood_wait:g} s" if flood_wait else ""
+            extra += f", disabled: {reason}" if reason else ""
+            log.info("released session %d%s", session_id, extra)
+        return _json({"status": "released"})
+
+    @route("/renew", "POST")
+    def renew() -> Any:
+        fields = body({"session_id", "lease_token", "ttl"})
+        session_id = fields.integer("session_id", required=True)
+        token = fields.text("lease_token", max_length=200, required=True)
+        ttl = fields.number("ttl", low=1, high=MAX_TTL)
+        expires = store.renew(session_id, token, ttl or settings.lease_ttl)
+        return _json({"session_id": session_id, "lease_expires_at": iso(expires)})
+
+    @route("/status")
+    def status() -> Any:
+        data = store.status()
+        return _json({
+            "total": data["total"], "free": data["free"], "in_use": data["in_use"],
+            "in_floodwait": data["in_floodwait"], "disabled": data["disabled"],
+            "next_available": iso(data["next_available"]), "server_time": iso(data["now"]),
+        })
+
+    # -- admin ------------------------------------------------------------------------
+
+    def _query_int(name: str, default: int, high: int) -> int:
+        raw = bottle.request.query.get(name)
+        if raw is None or raw == "":
+            return default
+        if not raw.isdigit() or int(raw) > high:
+            raise bad_request(f"{name} must be a whole number from 0 to {high}")
+        return int(raw)
+
+    @route("/sessions", auth="admin")
+    def list_sessions() -> Any:
+        state = bottle.request.query.get("state") or None
+        if state is not None and state not in STATES:
+            raise bad_request(f"state must be one of {', '.join(STATES)}")
+        limit = _query_int("limit", 1000, 10000)
+        offset = _query_int("offset", 0, 2**62)
+        rows, total = store.list_sessions(state=state, limit=limit, offset=offset)
+        now = clock()
+        return _json({"sessions": [_session_json(row, now) for row in rows],
+                      "total": total, "limit": limit, "offset": offset})
+
+    @route("/sessions", "POST", auth="admin")
+    def add_sessions() -> Any:
+        fields = body({"names", "name", "meta", "kind"})
+        names = fields.data.get("names")
+        single = fields.text("name", max_length=store_mod.MAX_NAME_LENGTH)
+        if (names is None) == (single is None):
+            raise bad_request('send either "name": "acc1" or "names": ["acc1", "acc2"]')
+        if single is not None:
+            names = [single]
+        if not isinstance(names, list) or not names:
+            raise bad_request("names must be a non-empty list of strings")
+        if len(names) > 100_000:
+            raise bad_request("at most 100000 names per request")
+        for index, name in enumerate(names):
+            if not isinstance(name, str):
+                raise bad_request(f"names[{index}] must be a string")
+            check_text(f"names[{index}]", name, store_mod.MAX_NAME_LENGTH)
+        kind = fields.text("kind", max_length=20) or "unknown"
+        if kind not in ("telethon", "pyrogram", "unknown"):
+            raise bad_request("kind must be telethon, pyrogram or unknown")
+        added, existing = store.add_sessions(dict.fromkeys(names), kind=kind, meta=fields.meta())
+        if added:
+            log.info("added %d session(s)", len(added))
+        return _json({"added": added, "existing": existing}, status=201 if added else 200)
+
+    @route("/sessions/<session_id>", auth="admin")
+    def get_session(session_id: str) -> Any:
+        return _json(_session_json(store.get_session(parse_id(session_id)), clock()))
+
+    @route("/sessions/<session_id>", "PATCH", auth="admin")
+    def patch_session(session_id: str) -> Any:
+        sid = parse_id(session_id)
+        fields = body({"disabled", "reason", "clear_flood_wait", "meta"})
+        disabled = fields.boolean("disabled")
+        reason = fields.text("reason", max_length=500)
+        clear = fields.boolean("clear_flood_wait")
+        meta = fields.meta()
+        if disabled is None and not clear and meta is None:
+            raise bad_request('send at least one of "disabled", "clear_flood_wait" (true) or "meta"')
+        if reason is not None and disabled is not True:
+            raise bad_request('"reason" goes with "disabled": true')
+        row = store.update_session(sid, disabled=disabled, reason=reason, clear_flood_wait=bool(clear), meta=meta)
+        log.info("session %d updated by %s: %s", sid, bottle.request.environ.get("telegate.key_name"),
+                 ", ".join(sorted(fields.data)))
+        return _json(_session_json(row, clock()))
+
+    @route("/sessions/<session_id>", "DELETE", auth="admin")
+    def delete_session(session_id: str) -> Any:
+        sid = parse_id(session_id)
+        store.remove_session(sid)
+        log.info("session %d removed", sid)
+        return _json({"status": "removed", "session_id": sid})
+
+    return app
+
+
+def access_logged(app: Callable, logger: logging.Logger = access_log) -> Callable:
+    """WSGI middleware: one line per request (method, path, status, ms, key name; never the key)."""
+
+    def middleware(environ: dict, start_response: Callable) -> Any:
+        started = time.perf_counter()
+        status_holder: list[str] = []
+
+        def recording_start_response(status: str, headers: list, exc_info: Any = None) -> Any:
+            status_holder.append(status)
+            return start_response(status, headers, exc_info)
+
+        try:
+            return app(environ, recording_start_response)
+        finally:
+            if logger.isEnabledFor(logging.INFO):
+                status = status_holder[-1].split(" ", 1)[0] if status_holder else "-"
+                logger.info("%s %s %s %.1fms key=%s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"),
+                            status, (time.perf_counter() - started) * 1000,
+                            environ.get("telegate.key_name", "-"))
+
+    return middleware

@@ -1,0 +1,132 @@
+"""Run the API under waitress: open the store, make sure a key exists, bind, serve until stopped."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from typing import Callable, Mapping, TextIO
+
+import waitress
+
+from . import _logging
+from ._sessionfiles import scan_dir
+from .app import access_logged, create_app
+from .settings import Settings
+from .store import Store
+
+__all__ = ["serve", "bind_socket", "PortInUse", "ensure_key"]
+
+log = logging.getLogger(__name__)
+
+
+class PortInUse(OSError):
+    """The chosen port is taken by another program."""
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening socket that no second process can share.
+
+    waitress sets SO_REUSEADDR, which on Windows lets two processes bind one port and
+    split its traffic. We bind the socket ourselves: with SO_EXCLUSIVEADDRUSE on
+    Windows, with SO_REUSEADDR elsewhere (where it only skips TIME_WAIT).
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise OSError(f"cannot resolve host {host!r}: {exc}") from exc
+    family, socktype, proto, _, address = infos[0]
+    sock = socket.socket(family, socktype, proto)
+    try:
+        if hasattr(socket, "SO_EXCLUSIVEADDRUSE"):  # Windows
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
+        else:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        if exc.errno in (98, 48, 10048, 10013) or isinstance(exc, PermissionError):
+            raise PortInUse(f"cannot listen on {host}:{port}: the port is in use or not allowed"
+                            f" ({exc.strerror}); stop the other program or pick another --port") from exc
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sock
+
+
+def ensure_key(store: Store, environ: Mapping[str, str], out: TextIO) -> None:
+    """Make sure the server can be used: register TELEGATE_API_KEY, or create a first admin key."""
+    env_key = environ.get("TELEGATE_API_KEY", "").strip()
+    if env_key:
+        if not store.has_key(env_key):
+            name = "env-admin"
+            suffix = 1
+            while any(k["name"] == name and k["revoked_at"] is None for k in store.list_keys()):
+                suffix += 1
+                name = f"env-admin-{suffix}"
+            store.create_key(name, "admin", key=env_key)
+            log.info("registered TELEGATE_API_KEY as admin key %r", name)
+        return
+    if store.count_keys() == 0:
+        key = store.create_key("admin", "admin")
+        out.write("\n  No API key existed, so an admin key was created. It is shown only this once:\n\n"
+                  f"    {key}\n\n  Keep it safe; create worker keys with: telegate keys create NAME\n\n")
+        out.flush()
+
+
+def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: TextIO | None = None,
+          ready: Callable[[str], None] | None = None, stop_event: threading.Event | None = None) -> int:
+    """Serve until Ctrl-C / SIGTERM (or ``stop_event``); returns the exit status."""
+    environ = os.environ if environ is None else environ
+    out = out or sys.stderr
+    _logging.configure(settings.log_level, settings.log_format, settings.access_log)
+    store = Store(settings.db, synchronous=settings.synchronous)
+    server = None
+    try:
+        ensure_key(store, environ, out)
+        if settings.sessions_dir is not None:
+            found, warnings = scan_dir(settings.sessions_dir)
+            for warning in warnings:
+                log.warning("%s", warning)
+            added, _ = store.add_sessions(found, kinds=found)
+            log.info("sessions dir %s: %d session file(s), %d new", settings.sessions_dir, len(found), len(added))
+        sock = bind_socket(settings.host, settings.port)
+        app = create_app(settings, store)
+        server = waitress.create_server(
+            access_logged(app), sockets=[sock], threads=settings.threads,
+            connection_limit=settings.connection_limit, ident="TeleGate",
+            # waitress answers bodies far over our limit itself; ours (JSON 413) covers the rest.
+            max_request_body_size=max(settings.max_body * 4, 8 * 1024 * 1024),
+            clear_untrusted_proxy_headers=True)
+        host, port = sock.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        url = f"http://{shown}:{port}"
+        out.write(f"TeleGate listening on {url} (database {settings.db}, {settings.threads} threads)\n")
+        out.flush()
+        if ready is not None:
+            ready(url)
+        if stop_event is not None:
+            threading.Thread(target=lambda: (stop_event.wait(), server.close()), daemon=True).start()
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        try:
+            server.run()
+        except KeyboardInterrupt:
+            out.write("TeleGate stopping\n")
+        except (OSError, ValueError):
+            if stop_event is None or not stop_event.is_set():
+                raise
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        return 0
+    finally:
+        if server is not None:
+            server.close()
+        store.close()
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

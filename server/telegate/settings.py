@@ -1,0 +1,142 @@
+"""One table of server settings shared by CLI flags, ``TELEGATE_*`` variables and kwargs.
+
+Like waitress's ``adjustments.py``: every setting is declared once here (name, type,
+default, help), and :func:`resolve` turns flags, the environment and keyword arguments
+into one frozen :class:`Settings` object. Nothing reads the environment at import time.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+__all__ = ["SETTINGS", "Setting", "Settings", "SettingsError", "resolve", "env_name"]
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used; the message names the setting."""
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+        return text
+
+    convert.__name__ = "|".join(choices)
+    return convert
+
+
+def _ranged_int(low: int, high: int) -> Callable[[Any], int]:
+    def convert(value: Any) -> int:
+        number = int(value)
+        if not low <= number <= high:
+            raise ValueError(f"expected a whole number from {low} to {high}, got {value!r}")
+        return number
+
+    convert.__name__ = "int"
+    return convert
+
+
+def _optional_path(value: Any) -> Path | None:
+    if value is None or str(value) == "":
+        return None
+    return Path(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    name: str
+    convert: Callable[[Any], Any]
+    default: Any
+    help: str
+    metavar: str = ""
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return env_name(self.name)
+
+
+def env_name(name: str) -> str:
+    return "TELEGATE_" + name.upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", str, "127.0.0.1", "Address to listen on; 0.0.0.0 listens on every interface.", "ADDR"),
+    Setting("port", _ranged_int(0, 65535), 8000, "TCP port; 0 picks a free one (the real port is printed).", "PORT"),
+    Setting("db", Path, Path("telegate.db"), "SQLite database file holding the pool and the API keys.", "FILE"),
+    Setting("threads", _ranged_int(1, 256), 8, "Worker threads that answer requests.", "N"),
+    Setting("lease_ttl", _ranged_int(1, 86400), 300, "Lease time in seconds when a client does not ask for one.", "SECONDS"),
+    Setting("sessions_dir", _optional_path, None, "Folder of .session files registered (by file stem) at start.", "DIR"),
+    Setting("max_body", _ranged_int(1024, 64 * 1024 * 1024), 1024 * 1024, "Largest request body in bytes; larger ones get 413.", "BYTES"),
+    Setting("connection_limit", _ranged_int(1, 100000), 1000, "Most client connections open at once (waitress).", "N"),
+    Setting("synchronous", _choice("full", "normal"), "full", "SQLite synchronous mode: full survives power loss, normal only process crashes.", "MODE"),
+    Setting("log_level", _choice("debug", "info", "warning", "error"), "info", "Least severe log level written.", "LEVEL"),
+    Setting("log_format", _choice("text", "json"), "text", "Log line format.", "FORMAT"),
+    Setting("access_log", _bool, True, "Write one line per request (method, path, status, ms, key name).", "BOOL"),
+    Setting("metrics_auth", _bool, True, "Require an API key on GET /metrics.", "BOOL"),
+)
+
+_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    db: Path = Path("telegate.db")
+    threads: int = 8
+    lease_ttl: int = 300
+    sessions_dir: Path | None = None
+    max_body: int = 1024 * 1024
+    connection_limit: int = 1000
+    synchronous: str = "full"
+    log_level: str = "info"
+    log_format: str = "text"
+    access_log: bool = True
+    metrics_auth: bool = True
+
+
+def resolve(
+    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Build :class:`Settings`: explicit ``overrides`` win, then ``TELEGATE_*`` variables, then defaults.
+
+    ``None`` in ``overrides`` means "not given" (an argparse flag left out).
+    """
+    environ = os.environ if environ is None else environ
+    overrides = overrides or {}
+    unknown = set(overrides) - set(_BY_NAME)
+    if unknown:
+        raise SettingsError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = overrides.get(setting.name)
+        source = setting.flag
+        if raw is None and setting.env in environ:
+            raw, source = environ[setting.env], setting.env
+        if raw is None:
+            values[setting.name] = setting.default
+            continue
+        try:
+            values[setting.name] = setting.convert(raw)
+        except (TypeError, ValueError) as exc:
+            raise SettingsError(f"{source}: {exc}") from exc
+    return Settings(**values)

@@ -1,0 +1,619 @@
+"""The pool store: every SQL statement of TeleGate lives in this module.
+
+The database file is the only pool state. Each claim is one atomic ``UPDATE ... WHERE
+id = (SELECT ... LIMIT 1) RETURNING ...`` inside ``BEGIN IMMEDIATE``, so any number of
+threads and server processes sharing one file hand every session to one holder at a
+time. Leases expire lazily: a lease whose ``lease_expires_at`` has passed simply stops
+counting, and the next claim takes the session over with a fresh token.
+
+``avail_at`` is the moment a session can next be handed out (lease end, flood-wait end,
+or its last release). Claims scan the partial index on ``(avail_at, id)`` from the
+start, so the least recently used free session is found in O(log n) even with 100,000
+sessions, most of them busy or resting.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+__all__ = [
+    "Store",
+    "StoreError",
+    "DatabaseError",
+    "NotFound",
+    "Conflict",
+    "LeaseMismatch",
+    "NoSessionAvailable",
+    "Lease",
+    "KeyInfo",
+    "SCHEMA_VERSION",
+    "MAX_NAME_LENGTH",
+    "hash_key",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_NAME_LENGTH = 255
+_KEY_PREFIX = "tg_"
+
+# State predicates, in the order DESIGN.md checks them. A NULL time counts as "long ago".
+_IS_DISABLED = "disabled = 1"
+_IS_IN_USE = "disabled = 0 AND COALESCE(lease_expires_at, 0) > :now"
+_IS_FLOODWAIT = (
+    "disabled = 0 AND COALESCE(lease_expires_at, 0) <= :now AND COALESCE(flood_wait_until, 0) > :now"
+)
+_IS_FREE = (
+    "disabled = 0 AND avail_at <= :now AND COALESCE(lease_expires_at, 0) <= :now"
+    " AND COALESCE(flood_wait_until, 0) <= :now"
+)
+_STATE_SQL = (
+    f"CASE WHEN {_IS_DISABLED} THEN 'disabled' WHEN {_IS_IN_USE} THEN 'in_use'"
+    f" WHEN {_IS_FLOODWAIT} THEN 'in_floodwait' ELSE 'free' END"
+)
+STATES = ("free", "in_use", "in_floodwait", "disabled")
+
+# Each entry upgrades the schema by one version; entry i takes version i to i + 1.
+# Never edit a shipped entry: append a new one, so existing files upgrade in place.
+_MIGRATIONS: tuple[str, ...] = (
+    # 0 -> 1: the pool and the keys.
+    """
+    CREATE TABLE sessions (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL DEFAULT 'unknown',
+        meta TEXT NOT NULL DEFAULT '{}',
+        disabled INTEGER NOT NULL DEFAULT 0,
+        disabled_reason TEXT,
+        lease_token TEXT,
+        lease_expires_at REAL,
+        leased_at REAL,
+        holder TEXT,
+        flood_wait_until REAL,
+        use_count INTEGER NOT NULL DEFAULT 0,
+        flood_count INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        last_released_at REAL
+    );
+    CREATE TABLE api_keys (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        key_hash TEXT NOT NULL UNIQUE,
+        scope TEXT NOT NULL CHECK (scope IN ('client', 'admin')),
+        created_at REAL NOT NULL,
+        revoked_at REAL
+    );
+    CREATE UNIQUE INDEX api_keys_active_name ON api_keys(name) WHERE revoked_at IS NULL;
+    """,
+    # 1 -> 2: O(log n) claims on large pools, and expired-lease accounting.
+    """
+    ALTER TABLE sessions ADD COLUMN avail_at REAL NOT NULL DEFAULT 0;
+    ALTER TABLE sessions ADD COLUMN expired_count INTEGER NOT NULL DEFAULT 0;
+    UPDATE sessions SET avail_at = MAX(COALESCE(lease_expires_at, 0), COALESCE(flood_wait_until, 0),
+                                       COALESCE(last_released_at, 0));
+    CREATE INDEX sessions_claim_order ON sessions(avail_at, id) WHERE disabled = 0;
+    """,
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+class StoreError(Exception):
+    """Base class of every error the store raises."""
+
+
+class DatabaseError(StoreError):
+    """SQLite failed (locked for too long, disk full, corrupt file); the cause is chained."""
+
+
+class NotFound(StoreError):
+    """No session or key by that id or name."""
+
+
+class Conflict(StoreError):
+    """The request clashes with what is stored (a duplicate name, say)."""
+
+
+class LeaseMismatch(StoreError):
+    """The lease token is not the session's current lease: someone else holds it, or it was released."""
+
+
+class NoSessionAvailable(StoreError):
+    """Nothing can be leased right now; carries the counts a waiting worker needs."""
+
+    def __init__(self, *, waiting_count: int, in_use: int, next_release_in: float | None,
+                 next_lease_end_in: float | None, total: int) -> None:
+        super().__init__("no session is available")
+        self.waiting_count = waiting_count
+        self.in_use = in_use
+        self.next_release_in = next_release_in
+        self.next_lease_end_in = next_lease_end_in
+        self.total = total
+
+
+@dataclasses.dataclass(frozen=True)
+class Lease:
+    session_id: int
+    session_name: str
+    lease_token: str
+    lease_expires_at: float
+    kind: str
+    meta: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyInfo:
+    name: str
+    scope: str
+
+
+def hash_key(key: str) -> str:
+    """Keys are 256-bit random strings, so one SHA-256 is enough (no password stretching needed)."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _session_row(row: sqlite3.Row) -> dict[str, Any]:
+    data = dict(row)
+    data["disabled"] = bool(data["disabled"])
+    data["meta"] = json.loads(data["meta"])
+    return data
+
+
+class Store:
+    """The SQLite pool. Thread-safe: one connection per thread, writes serialised.
+
+    ``clock`` returns the current time in epoch seconds; tests inject one to move time
+    without sleeping. ``close()`` may be called any number of times.
+    """
+
+    def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time,
+                 synchronous: str = "full", busy_timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self.clock = clock
+        self._synchronous = synchronous.upper()
+        if self._synchronous not in {"FULL", "NORMAL"}:
+            raise ValueError("synchronous must be 'full' or 'normal'")
+        self._busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        # Threads of one process take turns here rather than in SQLite's busy handler,
+        # which sleeps in growing steps; other processes still meet at BEGIN IMMEDIATE.
+        self._write_lock = threading.Lock()
+        self._closed = False
+        self._migrate()
+
+    # -- connections and transactions -------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(str(self.path), timeout=self._busy_timeout,
+                                   isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"cannot open database {self.path}: {exc}") from exc
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._closed:
+            raise DatabaseError("the store is closed")
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._connections_lock:
+                self._connections.append(conn)
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        with self._write_lock:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise DatabaseError(f"database is busy or unavailable: {exc}") from exc
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise DatabaseError(f"could not commit: {exc}") from exc
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        try:
+            yield conn
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"database read failed: {exc}") from exc
+
+    def close(self) -> None:
+        """Close every connection this store opened; safe to call twice."""
+        self._closed = True
+        with self._connections_lock:
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            try:
+                conn.close()
+            except sqlite3.Error:  # closing is best effort
+                pass
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _migrate(self) -> None:
+        try:
+            with self._write() as conn:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise DatabaseError(
+                        f"{self.path} has schema version {version}, newer than this TeleGate"
+                        f" understands ({SCHEMA_VERSION}); upgrade TeleGate")
+                for target in range(version + 1, SCHEMA_VERSION + 1):
+                    # executescript would COMMIT our transaction: run statement by statement.
+                    for statement in _MIGRATIONS[target - 1].split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {target}")
+                    log.info("database %s upgraded to schema version %d", self.path, target)
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"cannot prepare database {self.path}: {exc}") from exc
+
+    def schema_version(self) -> int:
+        with self._read() as conn:
+            return conn.execute("PRAGMA user_version").fetchone()[0]
+
+    # -- leases -----------------------------------------------------------------------
+
+    def acquire(self, ttl: float, holder: str | None = None, name: str | None = None) -> Lease:
+        """Lease the least recently used free session (or the one called ``name``).
+
+        Raises :class:`NoSessionAvailable` with the pool's counts when nothing is free,
+        and :class:`NotFound` when ``name`` is not registered.
+        """
+        token = secrets.token_urlsafe(18)
+        target = "name = :name" if name is not None else "1"
+        sql = f"""
+            UPDATE sessions
+            SET lease_token = :token, lease_expires_at = :now + :ttl, avail_at = :now + :ttl,
+                leased_at = :now, holder = :holder, use_count = use_count + 1,
+                expired_count = expired_count + (lease_token IS NOT NULL)
+            WHERE id = (SELECT id FROM sessions WHERE {target} AND {_IS_FREE}
+                        ORDER BY avail_at, id LIMIT 1)
+            RETURNING id, name, lease_token, lease_expires_at, kind, meta"""
+        params = {"token": token, "ttl": ttl, "holder": holder, "name": name}
+        try:
+            with self._write() as conn:
+                params["now"] = self.clock()
+                row = conn.execute(sql, params).fetchone()
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"acquire failed: {exc}") from exc
+        if row is not None:
+            return Lease(row["id"], row["name"], row["lease_token"], row["lease_expires_at"],
+                         row["kind"], json.loads(row["meta"]))
+        if name is not None and self.find_session_id(name) is None:
+            raise NotFound(f"no session named {name!r}")
+        raise self._unavailable(name)
+
+    def _unavailable(self, name: str | None) -> NoSessionAvailable:
+        where, params = ("WHERE name = :name", {"name": name}) if name is not None else ("", {})
+        params["now"] = now = self.clock()
+        with self._read() as conn:
+            row = conn.execute(f"""
+                SELECT COUNT(*) AS total,
+                       COALESCE(SUM({_IS_IN_USE}), 0) AS in_use,
+                       COALESCE(SUM({_IS_FLOODWAIT}), 0) AS in_floodwait,
+                       MIN(CASE WHEN {_IS_FLOODWAIT} THEN flood_wait_until END) AS flood_end,
+                       MIN(CASE WHEN {_IS_IN_USE} THEN lease_expires_at END) AS lease_end
+                FROM sessions {where}""", params).fetchone()
+        flood_end, lease_end = row["flood_end"], row["lease_end"]
+        return NoSessionAvailable(
+            waiting_count=row["in_floodwait"], in_use=row["in_use"], total=row["total"],
+            next_release_in=None if flood_end is None else max(0.0, flood_end - now),
+            next_lease_end_in=None if lease_end is None else max(0.0, lease_end - now))
+
+    def release(self, session_id: int, token: str | None = None, *,
+                flood_wait: float | None = None, disable: str | None = None) -> bool:
+        """End a lease, optionally putting the session in flood wait or disabling it.
+
+        Idempotent: an unknown id or a session nobody holds returns ``False`` and changes
+        nothing. A ``token`` that is not the current lease while someone else holds the
+        session raises :class:`LeaseMismatch`. Without a token, whatever lease is
+        current ends (the seed client's behaviour). Returns ``True`` when a row changed.
+        """
+        params = {"id": session_id, "token": token, "fw": flood_wait, "reason": disable}
+        try:
+            with self._write() as conn:
+                params["now"] = now = self.clock()
+                row = conn.execute("""
+                    UPDATE sessions
+                    SET lease_token = NULL, lease_expires_at = NULL, holder = NULL,
+                        last_released_at = :now,
+                        flood_wait_until = CASE WHEN :fw IS NULL THEN flood_wait_until
+                                                ELSE :now + :fw END,
+                        flood_count = flood_count + (:fw IS NOT NULL AND :fw > 0),
+                        disabled = CASE WHEN :reason IS NULL THEN disabled ELSE 1 END,
+                        disabled_reason = COALESCE(:reason, disabled_reason),
+                        avail_at = MAX(:now, CASE WHEN :fw IS NULL THEN COALESCE(flood_wait_until, 0)
+                                                  ELSE :now + :fw END)
+                    WHERE id = :id AND (:token IS NULL OR lease_token = :token)
+                    RETURNING id""", params).fetchone()
+                if row is not None:
+                    return True
+                current = conn.execute(
+                    "SELECT lease_expires_at FROM sessions WHERE id = ? AND lease_token IS NOT NULL",
+                    (session_id,)).fetchone()
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"release failed: {exc}") from exc
+        if current is not None and (current["lease_expires_at"] or 0) > now:
+            raise LeaseMismatch(f"session {session_id} is leased to someone else; your lease has ended")
+        return False
+
+    def renew(self, session_id: int, token: str, ttl: float) -> float:
+        """Extend the lease held under ``token`` to now + ``ttl``; returns the new expiry.
+
+        A lease that lapsed but was not taken over may still be renewed: the token is
+        still the session's, so nobody else can hold it.
+        """
+        try:
+            with self._write() as conn:
+                now = self.clock()
+                row = conn.execute("""
+                    UPDATE sessions SET lease_expires_at = :now + :ttl, avail_at = :now + :ttl
+                    WHERE id = :id AND lease_token = :token AND disabled = 0
+                    RETURNING lease_expires_at""",
+                    {"now": now, "ttl": ttl, "id": session_id, "token": token}).fetchone()
+                if row is not None:
+                    return row["lease_expires_at"]
+                exists = conn.execute("SELECT disabled FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"renew failed: {exc}") from exc
+        if exists is None:
+            raise NotFound(f"no session with id {session_id}")
+        if exists["disabled"]:
+            raise LeaseMismatch(f"session {session_id} was disabled; stop using it and release it")
+        raise LeaseMismatch(f"lease token is not the current lease of session {session_id}; it was released or taken over")
+
+    # -- pool inspection ----------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        with self._read() as conn:
+            now = self.clock()
+            row = conn.execute(f"""
+                SELECT COUNT(*) AS total,
+                       COALESCE(SUM({_IS_DISABLED}), 0) AS disabled,
+                       COALESCE(SUM({_IS_IN_USE}), 0) AS in_use,
+                       COALESCE(SUM({_IS_FLOODWAIT}), 0) AS in_floodwait,
+                       MIN(CASE WHEN {_IS_FLOODWAIT} THEN flood_wait_until END) AS next_available
+                FROM sessions""", {"now": now}).fetchone()
+        data = dict(row)
+        data["free"] = data["total"] - data["disabled"] - data["in_use"] - data["in_floodwait"]
+        data["now"] = now
+        return data
+
+    _SESSION_COLUMNS = (
+        "id, name, kind, meta, disabled, disabled_reason, holder, leased_at, lease_expires_at,"
+        " flood_wait_until, use_count, flood_count, expired_count, created_at, last_released_at,"
+        f" {_STATE_SQL} AS state")
+
+    def list_sessions(self, *, state: str | None = None, limit: int = 1000, offset: int = 0,
+                      ) -> tuple[list[dict[str, Any]], int]:
+        """A page of sessions (by id) and how many match in all."""
+        if state is not None and state not in STATES:
+            raise ValueError(f"unknown state {state!r}")
+        where = f"WHERE {_STATE_SQL} = :state" if state else ""
+        with self._read() as conn:
+            params = {"now": self.clock(), "state": state, "limit": limit, "offset": offset}
+            rows = conn.execute(
+                f"SELECT {self._SESSION_COLUMNS} FROM sessions {where} ORDER BY id LIMIT :limit OFFSET :offset",
+                params).fetchall()
+            total = conn.execute(f"SELECT COUNT(*) FROM sessions {where}", params).fetchone()[0]
+        return [_session_row(row) for row in rows], total
+
+    def get_session(self, session_id: int) -> dict[str, Any]:
+        with self._read() as conn:
+            row = conn.execute(f"SELECT {self._SESSION_COLUMNS} FROM sessions WHERE id = :id",
+                               {"now": self.clock(), "id": session_id}).fetchone()
+        if row is None:
+            raise NotFound(f"no session with id {session_id}")
+        return _session_row(row)
+
+    def find_session_id(self, name: str) -> int | None:
+        with self._read() as conn:
+            row = conn.execute("SELECT id FROM sessions WHERE name = ?", (name,)).fetchone()
+        return None if row is None else row[0]
+
+    def states_count(self) -> dict[str, int]:
+        status = self.status()
+        return {state: status[state] for state in STATES}
+
+    # -- pool administration ------------------------------------------------------------
+
+    def add_sessions(self, names: Iterable[str], *, kind: str = "unknown",
+                     meta: dict | None = None, kinds: dict[str, str] | None = None,
+                     ) -> tuple[list[dict[str, Any]], list[str]]:
+        """Register sessions by name in one transaction.
+
+        Returns ``(added, existing)``: the new rows (id and name) and the names that were
+        already registered (left as they were).
+        """
+        meta_json = json.dumps(meta or {}, ensure_ascii=False)
+        added: list[dict[str, Any]] = []
+        existing: list[str] = []
+        try:
+            with self._write() as conn:
+                now = self.clock()
+                for name in names:
+                    row = conn.execute(
+                        "INSERT INTO sessions (name, kind, meta, created_at) VALUES (?, ?, ?, ?)"
+                        " ON CONFLICT(name) DO NOTHING RETURNING id",
+                        (name, (kinds or {}).get(name, kind), meta_json, now)).fetchone()
+                    if row is None:
+                        existing.append(name)
+                    else:
+                        added.append({"id": row[0], "name": name})
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"adding sessions failed: {exc}") from exc
+        return added, existing
+
+    def update_session(self, session_id: int, *, disabled: bool | None = None,
+                       reason: str | None = None, clear_flood_wait: bool = False,
+                       meta: dict | None = None) -> dict[str, Any]:
+        """Enable or disable, clear a flood wait, or replace the meta of one session."""
+        try:
+            with self._write() as conn:
+                now = self.clock()
+                exists = conn.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone()
+                if exists is None:
+                    raise NotFound(f"no session with id {session_id}")
+                if disabled is True:
+                    conn.execute("UPDATE sessions SET disabled = 1, disabled_reason = ? WHERE id = ?",
+                                 (reason or "disabled by admin", session_id))
+                elif disabled is False:
+                    conn.execute("UPDATE sessions SET disabled = 0, disabled_reason = NULL WHERE id = ?",
+                                 (session_id,))
+                if clear_flood_wait:
+                    conn.execute("""UPDATE sessions SET flood_wait_until = NULL,
+                                    avail_at = MAX(COALESCE(lease_expires_at, 0), COALESCE(last_released_at, 0))
+                                    WHERE id = ?""", (session_id,))
+                if meta is not None:
+                    conn.execute("UPDATE sessions SET meta = ? WHERE id = ?",
+                                 (json.dumps(meta, ensure_ascii=False), session_id))
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"updating session {session_id} failed: {exc}") from exc
+        return self.get_session(session_id)
+
+    def set_disabled_by_name(self, names: Sequence[str], disabled: bool, reason: str | None = None,
+                             ) -> list[str]:
+        """Disable or enable sessions by name; returns the names that are not registered."""
+        missing = []
+        try:
+            with self._write() as conn:
+                for name in names:
+                    cursor = conn.execute(
+                        "UPDATE sessions SET disabled = ?, disabled_reason = ? WHERE name = ?",
+                        (int(disabled), (reason or "disabled by admin") if disabled else None, name))
+                    if cursor.rowcount == 0:
+                        missing.append(name)
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"updating sessions failed: {exc}") from exc
+        return missing
+
+    def remove_session(self, session_id: int) -> None:
+        try:
+            with self._write() as conn:
+                cursor = conn.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"removing session {session_id} failed: {exc}") from exc
+        if cursor.rowcount == 0:
+            raise NotFound(f"no session with id {session_id}")
+
+    def remove_sessions_by_name(self, names: Sequence[str]) -> list[str]:
+        """Remove sessions by name; returns the names that were not registered."""
+        missing = []
+        try:
+            with self._write() as conn:
+                for name in names:
+                    if conn.execute("DELETE FROM sessions WHERE name = ?", (name,)).rowcount == 0:
+                        missing.append(name)
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"removing sessions failed: {exc}") from exc
+        return missing
+
+    # -- API keys -----------------------------------------------------------------------
+
+    def create_key(self, name: str, scope: str = "client", key: str | None = None) -> str:
+        """Store a key (a new random one unless ``key`` is given) and return it in clear.
+
+        Only its hash is kept: the returned string is the one chance to see it.
+        """
+        if scope not in ("client", "admin"):
+            raise ValueError("scope must be 'client' or 'admin'")
+        key = key or _KEY_PREFIX + secrets.token_urlsafe(32)
+        try:
+            with self._write() as conn:
+                taken = conn.execute("SELECT 1 FROM api_keys WHERE name = ? AND revoked_at IS NULL",
+                                     (name,)).fetchone()
+                if taken:
+                    raise Conflict(f"an active key named {name!r} exists; revoke it or pick another name")
+                conn.execute(
+                    "INSERT INTO api_keys (name, key_hash, scope, created_at) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT(key_hash) DO NOTHING",
+                    (name, hash_key(key), scope, self.clock()))
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"creating key failed: {exc}") from exc
+        return key
+
+    def has_key(self, key: str) -> bool:
+        """Whether this key was ever registered (revoked or not)."""
+        with self._read() as conn:
+            return conn.execute("SELECT 1 FROM api_keys WHERE key_hash = ?", (hash_key(key),)).fetchone() is not None
+
+    def count_keys(self) -> int:
+        with self._read() as conn:
+            return conn.execute("SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL").fetchone()[0]
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT name, scope, created_at, revoked_at FROM api_keys ORDER BY id").fetchall()
+        return [dict(row) for row in rows]
+
+    def revoke_key(self, name: str) -> None:
+        try:
+            with self._write() as conn:
+                cursor = conn.execute(
+                    "UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+                    (self.clock(), name))
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"revoking key failed: {exc}") from exc
+        if cursor.rowcount == 0:
+            raise NotFound(f"no active key named {name!r}")
+
+    def authenticate(self, key: str) -> KeyInfo | None:
+        """The key's name and scope, or ``None`` for an unknown or revoked key."""
+        digest = hash_key(key)
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT name, scope, key_hash FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL",
+                (digest,)).fetchone()
+        if row is None or not hmac.compare_digest(row["key_hash"], digest):
+            return None
+        return KeyInfo(row["name"], row["scope"])
+
+    # -- maintenance --------------------------------------------------------------------
+
+    def integrity_check(self) -> str:
+        with self._read() as conn:
+            return conn.execute("PRAGMA integrity_check").fetchone()[0]
+
+    def backup(self, target: str | Path) -> None:
+        """Copy the database with SQLite's online backup API; safe while the server runs."""
+        target = Path(target)
+        try:
+            dest = sqlite3.connect(str(target))
+            try:
+                self._conn().backup(dest)
+            finally:
+                dest.close()
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"backup to {target} failed: {exc}") from exc
