@@ -60,8 +60,9 @@ class LiveServer:
         self.args = args
         self.env = env or server_env()
         self.store = Store(db_path)
-        self.admin_key = self.store.create_key("test-admin", "admin")
-        self.client_key = self.store.create_key("test-client", "client")
+        suffix = "" if not self.store.count_keys() else f"-{os.getpid()}-{id(self)}"
+        self.admin_key = self.store.create_key("test-admin" + suffix, "admin")
+        self.client_key = self.store.create_key("test-client" + suffix, "client")
         self.port = 0
         self.url = ""
         self.proc: subprocess.Popen | None = None
