@@ -1,0 +1,48 @@
+"""TeleGate client SDK: lease Telegram accounts from a TeleGate pool.
+
+``TelegramSessionManagerClient`` (threads) and ``AsyncTelegramSessionManagerClient``
+(asyncio) share one API; every error is a :class:`TeleGateError`.
+"""
+from __future__ import annotations
+
+from .aio import AsyncTelegramSessionManagerClient
+from .client import (
+    APIError,
+    AuthenticationError,
+    BadRequest,
+    ClientClosed,
+    Lease,
+    LeaseLost,
+    NoSessionAvailable,
+    NotFound,
+    Outcome,
+    PermissionDenied,
+    RetryPolicy,
+    ServerError,
+    TelegramSessionManagerClient,
+    TeleGateConnectionError,
+    TeleGateError,
+    __version__,
+    classify_exception,
+)
+
+__all__ = [
+    "TelegramSessionManagerClient",
+    "AsyncTelegramSessionManagerClient",
+    "Lease",
+    "Outcome",
+    "RetryPolicy",
+    "classify_exception",
+    "TeleGateError",
+    "TeleGateConnectionError",
+    "ClientClosed",
+    "APIError",
+    "BadRequest",
+    "AuthenticationError",
+    "PermissionDenied",
+    "NotFound",
+    "LeaseLost",
+    "ServerError",
+    "NoSessionAvailable",
+    "__version__",
+]

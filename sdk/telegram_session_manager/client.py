@@ -1,0 +1,947 @@
+"""TeleGate client: lease Telegram accounts (.session files) from a TeleGate server.
+
+This module stands alone: it needs only the standard library, urllib3 and tenacity, so
+it can be copied into a project as ``client.py`` and imported as
+``from client import TelegramSessionManagerClient``.
+
+Quick use::
+
+    client = TelegramSessionManagerClient("http://localhost:8000", "MY_API_KEY")
+    with client.session() as s:            # waits for a free account if needed
+        run_worker(s.session_name)         # a FloodWait/dead-account error raised here
+                                           # is reported to TeleGate, then re-raised
+
+Everything the server can answer is a :class:`TeleGateError` carrying ``status``,
+``method``, ``url`` and ``detail``. Waits for a free session are logged (WARNING, so
+they show on the console with no logging set up; pass ``log_waits=False`` to log them
+at DEBUG instead) and bounded (``max_wait``).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import socket
+import threading
+import time
+from email.utils import parsedate_to_datetime
+from typing import Any, Callable, Iterator, Mapping, Optional
+from urllib.parse import urlencode
+
+import tenacity
+import urllib3
+
+__all__ = [
+    "TelegramSessionManagerClient",
+    "Lease",
+    "Outcome",
+    "RetryPolicy",
+    "classify_exception",
+    "TeleGateError",
+    "TeleGateConnectionError",
+    "APIError",
+    "BadRequest",
+    "AuthenticationError",
+    "PermissionDenied",
+    "NotFound",
+    "LeaseLost",
+    "ServerError",
+    "NoSessionAvailable",
+    "ClientClosed",
+    "__version__",
+]
+
+__version__ = "0.1.0"
+
+log = logging.getLogger(__name__)
+
+_MISSING = object()
+
+
+# --------------------------------------------------------------------------------------
+# Exceptions: one base class, one place (``_error_from_response``) maps status to class.
+# --------------------------------------------------------------------------------------
+
+
+class TeleGateError(Exception):
+    """Base class of every error the SDK raises.
+
+    ``status`` is the HTTP status (None when no answer came), ``method`` and ``url`` the
+    request, ``detail`` the server's explanation, ``error`` its error code and ``body``
+    the parsed JSON answer (a dict, possibly empty).
+    """
+
+    hint = ""
+
+    def __init__(self, message: str = "", *, status: int | None = None, method: str | None = None,
+                 url: str | None = None, detail: str | None = None, error: str | None = None,
+                 body: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message or detail or self.__class__.__name__)
+        self.status = status
+        self.method = method
+        self.url = url
+        self.detail = detail
+        self.error = error
+        self.body = dict(body or {})
+
+    def __reduce__(self) -> Any:
+        # Keyword-only constructors do not survive pickling by default (multiprocessing
+        # sends exceptions between processes); rebuild from the instance dict instead.
+        return (_rebuild_error, (type(self), self.args, self.__dict__))
+
+
+def _rebuild_error(cls: type, args: tuple, state: dict) -> TeleGateError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
+
+class TeleGateConnectionError(TeleGateError):
+    """The server could not be reached (refused, reset, timed out); ``__cause__`` is the reason."""
+
+
+class ClientClosed(TeleGateError):
+    """The client was closed; create a new one."""
+
+
+class APIError(TeleGateError):
+    """The server answered with an error status not covered by a more specific class."""
+
+
+class BadRequest(APIError):
+    """400: the request was rejected as invalid; ``detail`` says which field and why."""
+
+
+class AuthenticationError(APIError):
+    """401: the API key is missing, unknown or revoked."""
+
+    hint = "check the API key (TELEGATE_API_KEY); the server admin can create one with `telegate keys create`"
+
+
+class PermissionDenied(APIError):
+    """403: the API key is valid but may not do this (a client key on an admin endpoint)."""
+
+    hint = "this needs an admin key"
+
+
+class NotFound(APIError):
+    """404: no such session (or endpoint)."""
+
+
+class LeaseLost(APIError):
+    """409: the lease is no longer ours: it expired and someone else took the session, or it was released.
+
+    Stop using the account: another worker may be using it now.
+    """
+
+
+class ServerError(APIError):
+    """5xx: the server failed (after a few retries for 502/503/504)."""
+
+
+class NoSessionAvailable(TeleGateError):
+    """No session can be leased now.
+
+    ``waiting_count``: sessions in flood wait; ``next_release_in``: seconds until the
+    earliest flood wait ends (None when none is in flood wait); ``in_use``: sessions
+    leased by workers; ``next_lease_end_in``: seconds until the earliest lease expires
+    (None when none is in use); ``total``: registered sessions; ``retry_after``: the
+    ``Retry-After`` header in seconds, if any; ``waited``: seconds this client waited
+    before giving up (0 without auto_wait).
+    """
+
+    def __init__(self, message: str = "", *, waiting_count: int = 0, next_release_in: float | None = None,
+                 in_use: int = 0, next_lease_end_in: float | None = None, total: int | None = None,
+                 retry_after: float | None = None, status: int | None = 503, method: str | None = None,
+                 url: str | None = None, detail: str | None = None, error: str | None = "no_session_available",
+                 body: Mapping[str, Any] | None = None) -> None:
+        self.waiting_count = waiting_count
+        self.next_release_in = next_release_in
+        self.in_use = in_use
+        self.next_lease_end_in = next_lease_end_in
+        self.total = total
+        self.retry_after = retry_after
+        self.waited = 0.0
+        super().__init__(message or self.describe(), status=status, method=method, url=url,
+                         detail=detail, error=error, body=body)
+
+    @property
+    def can_free_up(self) -> bool:
+        """False when waiting is pointless: nothing is in use and nothing is in flood wait."""
+        return bool(self.in_use) or self.next_release_in is not None
+
+    def describe(self) -> str:
+        parts = [f"no free session: {self.waiting_count} in flood wait"]
+        if self.next_release_in is not None:
+            parts[0] += f" (the first ends in {self.next_release_in:.0f} s)"
+        parts.append(f"{self.in_use} in use")
+        if self.total is not None:
+            parts.append(f"{self.total} registered")
+        return ", ".join(parts)
+
+
+_STATUS_ERRORS: dict[int, type[APIError]] = {
+    400: BadRequest,
+    401: AuthenticationError,
+    403: PermissionDenied,
+    404: NotFound,
+    409: LeaseLost,
+}
+
+# Answers that mean "try again shortly": a proxy in front of a restarting server, or a
+# 503 that is not the pool's own "no session" answer.
+_TRANSIENT_STATUSES = frozenset({502, 503, 504})
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return value
+
+
+def _retry_after(value: str | None) -> float | None:
+    """The ``Retry-After`` header in seconds (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            moment = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        seconds = moment.timestamp() - time.time()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def _error_from_response(status: int, method: str, url: str, body: Mapping[str, Any], text: str,
+                         headers: Mapping[str, str]) -> TeleGateError:
+    """The one place that turns an HTTP error answer into an exception."""
+    code = body.get("error") if isinstance(body.get("error"), str) else None
+    detail = body.get("detail") if isinstance(body.get("detail"), str) else (text.strip()[:300] or None)
+    common = dict(status=status, method=method, url=url, detail=detail, error=code, body=body)
+    if status == 503 and code == "no_session_available":
+        return NoSessionAvailable(
+            waiting_count=int(_number(body.get("waiting_count")) or 0),
+            next_release_in=_number(body.get("next_release_in")),
+            in_use=int(_number(body.get("in_use")) or 0),
+            next_lease_end_in=_number(body.get("next_lease_end_in")),
+            total=None if _number(body.get("total")) is None else int(body["total"]),
+            retry_after=_retry_after(headers.get("Retry-After")), **common)
+    cls = _STATUS_ERRORS.get(status) or (ServerError if status >= 500 else APIError)
+    message = f"{method} {url} -> {status}" + (f" {code}" if code else "") + (f": {detail}" if detail else "")
+    if cls.hint:
+        message += f" ({cls.hint})"
+    error = cls(message, **common)
+    error.transient = status in _TRANSIENT_STATUSES  # type: ignore[attr-defined]
+    return error
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return bool(getattr(exc, "transient", False))
+
+
+# --------------------------------------------------------------------------------------
+# What an exception raised inside ``with client.session()`` means for the account.
+# --------------------------------------------------------------------------------------
+
+# Telethon spells these with an "Error" suffix (FloodWaitError), Pyrogram without.
+_FLOOD_NAMES = frozenset({"FloodWait", "FloodPremiumWait"})
+# A slow-mode wait is per chat, not an account limit: the account stays usable.
+_SLOWMODE_NAMES = frozenset({"SlowModeWait", "SlowmodeWait"})
+_DEAD_NAMES = frozenset({
+    "AuthKeyUnregistered", "AuthKeyInvalid", "AuthKeyDuplicated", "SessionRevoked", "SessionExpired",
+    "UserDeactivated", "UserDeactivatedBan", "PhoneNumberBanned",
+})
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """How a lease ends: plain release, release into a flood wait, or release disabled."""
+
+    flood_wait: Optional[float] = None
+    disable: Optional[str] = None
+
+    @property
+    def action(self) -> str:
+        if self.disable is not None:
+            return "disable"
+        return "flood_wait" if self.flood_wait is not None else "release"
+
+    def merge(self, other: Outcome | None) -> Outcome:
+        """The stronger of two outcomes: disabling beats a flood wait, a longer wait beats a shorter."""
+        if other is None:
+            return self
+        disable = self.disable if self.disable is not None else other.disable
+        waits = [w for w in (self.flood_wait, other.flood_wait) if w is not None]
+        return Outcome(flood_wait=max(waits) if waits else None, disable=disable)
+
+
+RELEASE = Outcome()
+
+
+def _base_name(name: str) -> str:
+    return name[:-5] if name.endswith("Error") else name
+
+
+def classify_exception(exc: BaseException) -> Outcome:
+    """What ``exc`` says about the account it was raised for.
+
+    Duck typing, so no Telegram library is imported: the class names along the MRO are
+    matched (Telethon's ``FloodWaitError`` and Pyrogram's ``FloodWait`` alike) and the
+    wait is read from ``.seconds`` (Telethon), ``.value`` (Pyrogram) or ``.x`` (old
+    Pyrogram). Flood waits give ``Outcome(flood_wait=seconds)``, dead-account errors
+    ``Outcome(disable=<class name>)``, everything else (slow mode included) a plain release.
+    """
+    if not isinstance(exc, Exception):
+        return RELEASE
+    for cls in type(exc).__mro__:
+        name = _base_name(cls.__name__)
+        if name in _SLOWMODE_NAMES:
+            return RELEASE
+        if name in _FLOOD_NAMES:
+            seconds = _flood_seconds(exc)
+            if seconds is None:
+                log.warning("%s carries no usable wait (.seconds/.value/.x); releasing the session plainly",
+                            cls.__name__)
+                return RELEASE
+            return Outcome(flood_wait=seconds)
+        if name in _DEAD_NAMES:
+            return Outcome(disable=cls.__name__)
+    return RELEASE
+
+
+def _flood_seconds(exc: BaseException) -> float | None:
+    for attribute in ("seconds", "value", "x"):
+        value = getattr(exc, attribute, None)
+        if value is None or isinstance(value, bool):
+            continue
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(seconds) and seconds >= 0:
+            return seconds
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# Leases
+# --------------------------------------------------------------------------------------
+
+
+class Lease(dict):
+    """A leased session. A dict (``lease["session_name"]``, as the seed guide uses it) with attributes.
+
+    Keys: ``session_id``, ``session_name``, ``lease_token``, ``lease_expires_at``, and
+    whatever else the server sent (``ttl``, ``kind``, ``meta``). Attributes: the same
+    names, plus ``lost``/``lost_reason`` (set by the keepalive when the server says the
+    lease is no longer ours), ``released`` and ``renewals``.
+    """
+
+    def __init__(self, data: Mapping[str, Any], ttl: float | None = None) -> None:
+        super().__init__(data)
+        self.lost = False
+        self.lost_reason: str | None = None
+        self.released = False
+        self.renewals = 0
+        self.outcome: Outcome | None = None
+        self._releasing = False
+        requested = _number(self.get("ttl"))
+        self._ttl = float(requested if requested is not None else (ttl if ttl is not None else 300))
+        self._renew_due = time.monotonic() + self._ttl / 3
+
+    session_id = property(lambda self: self["session_id"], doc="The session's id in the pool.")
+    session_name = property(lambda self: self["session_name"], doc="The .session name (Telethon/Pyrogram).")
+    lease_token = property(lambda self: self.get("lease_token"), doc="Fencing token of this lease.")
+    lease_expires_at = property(lambda self: self.get("lease_expires_at"), doc="ISO 8601 UTC expiry.")
+    kind = property(lambda self: self.get("kind", "unknown"), doc="telethon, pyrogram or unknown.")
+    meta = property(lambda self: self.get("meta") or {}, doc="Free-form data the admin attached.")
+
+    @property
+    def ttl(self) -> float:
+        """Lease time to live in seconds; the keepalive renews at a third of it."""
+        return self._ttl
+
+    def report_flood_wait(self, seconds: float) -> None:
+        """Telegram asked this account to wait ``seconds``: the release will put it in flood wait.
+
+        The lease is kept until it is released (the end of the ``with`` block, or
+        ``release_session``) so no other worker gets the account while you still use it.
+        """
+        seconds = _number(seconds)
+        if seconds is None or seconds < 0:
+            raise ValueError("seconds must be a number >= 0")
+        self.outcome = Outcome(flood_wait=seconds).merge(self.outcome)
+
+    def report_dead(self, reason: str = "reported dead") -> None:
+        """The account is unusable (banned, revoked, ...): the release disables it with ``reason``."""
+        if not isinstance(reason, str) or not reason.strip():
+            raise ValueError("reason must be a non-empty string")
+        self.outcome = Outcome(disable=reason).merge(self.outcome)
+
+    def _mark_lost(self, reason: str) -> None:
+        self.lost = True
+        self.lost_reason = reason
+
+
+# --------------------------------------------------------------------------------------
+# Retry and wait policy
+# --------------------------------------------------------------------------------------
+
+
+def _whole_seconds(seconds: float) -> float:
+    """Round a server-advised wait up to whole seconds, at least 1 (as Retry-After does)."""
+    return float(max(1, math.ceil(seconds - 1e-6)))
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """Every retry and wait decision of the client, in one object.
+
+    Transient failures (connection refused/reset/timeout, 502, 504, a 503 that is not
+    the pool's answer) are retried ``transient_attempts - 1`` times after
+    ``transient_backoff``, ``2 * transient_backoff``, ... seconds (at most
+    ``transient_backoff_max``).
+
+    Waiting for a free session (auto_wait), per 503 ``no_session_available`` answer:
+
+    * nothing in use and nothing in flood wait (empty pool, all disabled): give up now;
+    * a flood wait ends in ``next_release_in`` s: wait that, rounded up to whole seconds;
+    * sessions in use (they come back when released or when their lease expires): poll
+      after ``poll_min``, then doubling up to ``poll_max`` seconds (never longer than
+      the earliest lease expiry or a ``Retry-After``); when a flood wait end is also
+      known, the shorter of the two waits;
+    * ``max_wait`` (seconds, None = no limit) bounds the total: a wait that would cross
+      it is shortened to the time left, or, when only a flood wait can free a session
+      and it ends too late, the client gives up at once.
+    """
+
+    transient_attempts: int = 4
+    transient_backoff: float = 0.5
+    transient_backoff_max: float = 4.0
+    poll_min: float = 1.0
+    poll_max: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.transient_attempts < 1:
+            raise ValueError("transient_attempts must be at least 1")
+        if not 0 < self.poll_min <= self.poll_max:
+            raise ValueError("need 0 < poll_min <= poll_max")
+
+    def transient_kwargs(self, sleep: Callable[[float], Any]) -> dict[str, Any]:
+        """tenacity arguments for retrying one request (sync ``Retrying`` or ``AsyncRetrying``)."""
+        return dict(
+            retry=tenacity.retry_if_exception(_is_transient),
+            stop=tenacity.stop_after_attempt(self.transient_attempts),
+            wait=tenacity.wait_exponential(multiplier=self.transient_backoff, max=self.transient_backoff_max),
+            sleep=sleep,
+            before_sleep=_log_transient,
+            reraise=True,
+        )
+
+    def next_wait(self, exc: NoSessionAvailable, polls: int, remaining: float | None) -> tuple[float | None, bool]:
+        """The wait before the next try, or None to give up; and whether it counts as a poll."""
+        if not exc.can_free_up:
+            return None, False
+        candidates: list[tuple[float, bool]] = []
+        if exc.next_release_in is not None:
+            candidates.append((_whole_seconds(exc.next_release_in), False))
+        if exc.in_use:
+            poll = min(self.poll_max, self.poll_min * 2 ** polls)
+            for bound in (exc.next_lease_end_in, exc.retry_after if exc.next_release_in is None else None):
+                if bound is not None:
+                    poll = min(poll, max(self.poll_min, _whole_seconds(bound)))
+            candidates.append((poll, True))
+        wait, is_poll = min(candidates)
+        if remaining is not None:
+            if remaining <= 0:
+                return None, False
+            if wait > remaining:
+                if not exc.in_use:
+                    return None, False  # only a flood wait can end, and not in time
+                wait = remaining
+        return wait, is_poll
+
+
+def _log_transient(retry_state: tenacity.RetryCallState) -> None:
+    exc = retry_state.outcome.exception() if retry_state.outcome else None
+    sleep = retry_state.next_action.sleep if retry_state.next_action else 0
+    log.warning("TeleGate request failed (%s); retrying in %.1f s (attempt %d)",
+                exc, sleep, retry_state.attempt_number + 1)
+
+
+class _AutoWait:
+    """Per-call state of one waiting ``get_session``: tenacity's retry, stop, wait and log hooks."""
+
+    def __init__(self, policy: RetryPolicy, max_wait: float | None, log_waits: bool) -> None:
+        self.policy = policy
+        self.max_wait = max_wait
+        self.level = logging.WARNING if log_waits else logging.DEBUG
+        self.started = time.monotonic()
+        self.waited = 0.0
+        self.polls = 0
+        self._plans: dict[int, float | None] = {}
+
+    def elapsed(self) -> float:
+        # The larger of the real time and the sum of waits, so an injected fake sleep
+        # still uses up max_wait.
+        return max(self.waited, time.monotonic() - self.started)
+
+    def plan(self, retry_state: tenacity.RetryCallState) -> float | None:
+        # tenacity asks wait and stop in an order that changed across versions; decide
+        # once per attempt and let both read the same decision.
+        number = retry_state.attempt_number
+        if number not in self._plans:
+            exc = retry_state.outcome.exception()
+            remaining = None if self.max_wait is None else self.max_wait - self.elapsed()
+            wait, is_poll = self.policy.next_wait(exc, self.polls, remaining)
+            if is_poll and wait is not None:
+                self.polls += 1
+            self._plans[number] = wait
+            if wait is None:
+                exc.waited = self.waited
+                self._log_give_up(exc)
+        return self._plans[number]
+
+    def retry(self, retry_state: tenacity.RetryCallState) -> bool:
+        return isinstance(retry_state.outcome.exception(), NoSessionAvailable)
+
+    def stop(self, retry_state: tenacity.RetryCallState) -> bool:
+        return self.plan(retry_state) is None
+
+    def wait(self, retry_state: tenacity.RetryCallState) -> float:
+        return self.plan(retry_state) or 0.0
+
+    def before_sleep(self, retry_state: tenacity.RetryCallState) -> None:
+        exc = retry_state.outcome.exception()
+        seconds = self.plan(retry_state) or 0.0
+        self.waited += seconds
+        log.log(self.level, "TeleGate: %s; waiting %g s before trying again%s", exc.describe(), seconds,
+                f" (waited {self.waited - seconds:g} s so far)" if self.waited > seconds else "")
+
+    def _log_give_up(self, exc: NoSessionAvailable) -> None:
+        if not exc.can_free_up:
+            why = "nothing is in use or in flood wait, so none will free up"
+        else:
+            why = f"max_wait={self.max_wait:g} s would be exceeded"
+        log.log(self.level, "TeleGate: %s; giving up: %s", exc.describe(), why)
+
+    def kwargs(self, sleep: Callable[[float], Any]) -> dict[str, Any]:
+        return dict(retry=self.retry, stop=self.stop, wait=self.wait, sleep=sleep,
+                    before_sleep=self.before_sleep, reraise=True)
+
+
+# --------------------------------------------------------------------------------------
+# Transport: one HTTP exchange, shared by the sync and the async client.
+# --------------------------------------------------------------------------------------
+
+
+def default_holder() -> str:
+    """``host:pid``, so the server (and its admin) can tell who holds a session."""
+    return f"{socket.gethostname()}:{os.getpid()}"[:200]
+
+
+class _Transport:
+    """urllib3 pool + auth + JSON; ``send`` makes exactly one request and maps its answer."""
+
+    def __init__(self, base_url: str, api_key: str, *, timeout: float | urllib3.Timeout = 30.0,
+                 pool_maxsize: int = 32) -> None:
+        if not isinstance(base_url, str) or not base_url.strip():
+            raise ValueError("base_url must be the server URL, like http://localhost:8000")
+        parsed = urllib3.util.parse_url(base_url.strip())
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
+        if not isinstance(api_key, str) or not api_key:
+            raise ValueError("api_key must be a non-empty string")
+        self.base_url = base_url.strip().rstrip("/")
+        if isinstance(timeout, (int, float)):
+            timeout = urllib3.Timeout(connect=min(10.0, float(timeout)), read=float(timeout))
+        self.headers = {
+            "X-API-Key": api_key,
+            "Accept": "application/json",
+            "User-Agent": f"telegram-session-manager/{__version__} urllib3/{urllib3.__version__}",
+        }
+        # maxsize: one kept-alive connection per thread of a worker pool; block=False
+        # lets bursts open extra connections instead of waiting.
+        self.pool = urllib3.PoolManager(num_pools=4, maxsize=pool_maxsize, block=False, timeout=timeout,
+                                        retries=False)
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def send(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        url = self.url(path)
+        headers = dict(self.headers)
+        payload = None
+        if body is not None:
+            payload = json.dumps(body, allow_nan=False).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        try:
+            response = self.pool.request(method, url, body=payload, headers=headers, retries=False,
+                                         redirect=False)
+        except urllib3.exceptions.HTTPError as exc:
+            raise _connection_error(method, url, exc) from exc
+        except OSError as exc:
+            raise _connection_error(method, url, exc) from exc
+        text = response.data.decode("utf-8", "replace") if response.data else ""
+        try:
+            data = json.loads(text) if text.strip() else {}
+        except ValueError:
+            data = None
+        if not 200 <= response.status < 300:
+            raise _error_from_response(response.status, method, url, data if isinstance(data, dict) else {},
+                                       text, response.headers)
+        if not isinstance(data, dict):
+            raise APIError(f"{method} {url} -> {response.status} but the answer is not a JSON object: {text[:200]!r}",
+                           status=response.status, method=method, url=url, detail=text[:300])
+        return data
+
+    def close(self) -> None:
+        self.pool.clear()
+
+
+def _connection_error(method: str, url: str, exc: BaseException) -> TeleGateConnectionError:
+    reason = getattr(exc, "reason", None) or exc  # MaxRetryError wraps the real reason
+    transient = isinstance(reason, (urllib3.exceptions.TimeoutError, urllib3.exceptions.NewConnectionError,
+                                    urllib3.exceptions.ProtocolError, ConnectionError, socket.timeout))
+    if isinstance(reason, urllib3.exceptions.SSLError):
+        transient = False
+    error = TeleGateConnectionError(
+        f"{method} {url} failed: {reason} (is the TeleGate server running at this address?)",
+        method=method, url=url, detail=str(reason))
+    error.transient = transient  # type: ignore[attr-defined]
+    return error
+
+
+def _acquire_body(ttl: float | None, name: str | None, holder: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if ttl is not None:
+        body["ttl"] = ttl
+    if holder:
+        body["holder"] = holder
+    if name is not None:
+        body["name"] = name
+    return body
+
+
+def _release_body(lease: Lease | None, session_id: int, flood_wait: float | None,
+                  disable: str | None) -> dict[str, Any]:
+    outcome = Outcome(flood_wait=flood_wait, disable=disable)
+    if lease is not None and lease.outcome is not None:
+        outcome = Outcome(flood_wait=flood_wait if flood_wait is not None else lease.outcome.flood_wait,
+                          disable=disable if disable is not None else lease.outcome.disable)
+    body: dict[str, Any] = {"session_id": session_id}
+    if lease is not None and lease.lease_token:
+        body["lease_token"] = lease.lease_token
+    if outcome.flood_wait is not None:
+        body["flood_wait"] = outcome.flood_wait
+    if outcome.disable is not None:
+        body["disable"] = outcome.disable
+    return body
+
+
+def _log_release(lease: Lease | None, session_id: int, body: Mapping[str, Any]) -> None:
+    name = lease.session_name if lease is not None else session_id
+    if "disable" in body:
+        log.warning("TeleGate: session %s disabled on release: %s", name, body["disable"])
+    elif body.get("flood_wait"):
+        log.warning("TeleGate: session %s released into a flood wait of %g s", name, body["flood_wait"])
+    else:
+        log.debug("TeleGate: session %s released", name)
+
+
+def _query(params: Mapping[str, Any]) -> str:
+    clean = {key: value for key, value in params.items() if value is not None}
+    return "?" + urlencode(clean) if clean else ""
+
+
+# --------------------------------------------------------------------------------------
+# The client
+# --------------------------------------------------------------------------------------
+
+
+class TelegramSessionManagerClient:
+    """Synchronous TeleGate client; thread-safe (one client can serve a pool of worker threads).
+
+    ``auto_wait``: when no session is free, ``get_session()`` waits what the server
+    advises and tries again (see :class:`RetryPolicy`), logging each wait; with
+    ``auto_wait=False`` it raises :class:`NoSessionAvailable` at once. ``max_wait``
+    bounds the total wait in seconds. ``ttl``: lease time to live asked of the server
+    (None: the server's default). Held leases are renewed by a background thread at a
+    third of their TTL (``keepalive=False`` turns that off). ``sleep`` is the function
+    used for every wait (tests inject a recorder).
+    """
+
+    def __init__(self, base_url: str, api_key: str, auto_wait: bool = True, *, ttl: float | None = None,
+                 max_wait: float | None = None, holder: str | None = None, keepalive: bool = True,
+                 log_waits: bool = True, timeout: float | urllib3.Timeout = 30.0,
+                 retry_policy: RetryPolicy | None = None, sleep: Callable[[float], Any] = time.sleep,
+                 pool_maxsize: int = 32) -> None:
+        self._transport = _Transport(base_url, api_key, timeout=timeout, pool_maxsize=pool_maxsize)
+        self.base_url = self._transport.base_url
+        self.auto_wait = auto_wait
+        self.ttl = ttl
+        self.max_wait = max_wait
+        self.holder = holder if holder is not None else default_holder()
+        self.keepalive = keepalive
+        self.log_waits = log_waits
+        self.retry_policy = retry_policy or RetryPolicy()
+        self._sleep = sleep
+        self._held: dict[int, Lease] = {}
+        self._lock = threading.RLock()
+        self._wake = threading.Condition(self._lock)
+        self._keepalive_thread: threading.Thread | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.base_url} holding {len(self._held)}>"
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        if self._closed:
+            raise ClientClosed("this TeleGate client is closed; create a new one")
+        retrying = tenacity.Retrying(**self.retry_policy.transient_kwargs(self._sleep))
+        return retrying(self._transport.send, method, path, body)
+
+    # -- the seed's API -----------------------------------------------------------------
+
+    def get_session(self, ttl: float | None = None, name: str | None = None, *, auto_wait: bool | None = None,
+                    max_wait: Any = _MISSING) -> Lease:
+        """Lease a free session; returns a dict with ``session_id`` and ``session_name`` (a :class:`Lease`).
+
+        ``name`` leases that particular session. With auto_wait (the default) waits until
+        one is free, logging each wait; raises :class:`NoSessionAvailable` when nothing
+        can free up or ``max_wait`` is used up. Release it with ``release_session``.
+        """
+        ttl = self.ttl if ttl is None else ttl
+        body = _acquire_body(ttl, name, self.holder)
+        wait = self.auto_wait if auto_wait is None else auto_wait
+        if not wait:
+            data = self._request("POST", "/session", body)
+        else:
+            limit = self.max_wait if max_wait is _MISSING else max_wait
+            state = _AutoWait(self.retry_policy, limit, self.log_waits)
+            data = tenacity.Retrying(**state.kwargs(self._sleep))(self._request, "POST", "/session", body)
+        lease = Lease(data, ttl)
+        self._hold(lease)
+        log.debug("TeleGate: leased session %s (#%s) for %g s", lease.session_name, lease.session_id, lease.ttl)
+        return lease
+
+    def release_session(self, session_id: int, flood_wait: float | None = None, disable: str | None = None) -> bool:
+        """Give a session back; returns True (also for an unknown or already free id, as the seed says).
+
+        ``flood_wait``: seconds Telegram asked the account to wait; the pool keeps it out
+        until then. ``disable``: a reason; the pool stops handing the session out. The
+        lease token of a session this client leased is sent along, so a lease that was
+        lost (expired and taken by another worker) raises :class:`LeaseLost` instead of
+        releasing the other worker's lease.
+        """
+        lease = self._held.get(session_id)
+        return self._release(lease, session_id, flood_wait, disable)
+
+    def _release(self, lease: Lease | None, session_id: int, flood_wait: float | None = None,
+                 disable: str | None = None) -> bool:
+        body = _release_body(lease, session_id, flood_wait, disable)
+        if lease is not None:
+            lease._releasing = True  # the keepalive leaves it alone from now on
+        try:
+            self._request("POST", "/release", body)
+        except LeaseLost as exc:
+            if lease is not None:
+                self._unhold(lease)
+                lease._mark_lost(exc.detail or "lease_mismatch")
+            raise
+        except BaseException:
+            # Still ours (the server may not have heard us): keep renewing it, so that
+            # calling release_session again sends the right lease token.
+            if lease is not None:
+                with self._lock:
+                    lease._releasing = False
+                    self._wake.notify_all()
+            raise
+        if lease is not None:
+            lease.released = True
+            self._unhold(lease)
+        _log_release(lease, session_id, body)
+        return True
+
+    def get_status(self) -> dict[str, Any]:
+        """Pool counts: ``total``, ``free``, ``in_use``, ``in_floodwait``, ``disabled``, ``next_available``."""
+        return self._request("GET", "/status")
+
+    # -- beyond the seed ----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def session(self, ttl: float | None = None, name: str | None = None, *, auto_wait: bool | None = None,
+                max_wait: Any = _MISSING) -> Iterator[Lease]:
+        """``with client.session() as s:`` lease a session for the block; it is released on every exit.
+
+        An exception raised in the block still propagates, and tells the release what
+        happened: a Telegram flood wait puts the session in flood wait for that long, a
+        dead-account error disables it (see :func:`classify_exception`). Calls to
+        ``s.report_flood_wait()`` / ``s.report_dead()`` do the same without an exception.
+        """
+        lease = self.get_session(ttl, name, auto_wait=auto_wait, max_wait=max_wait)
+        try:
+            yield lease
+        except BaseException as exc:
+            self._finish(lease, classify_exception(exc), exc)
+            raise
+        else:
+            self._finish(lease, RELEASE, None)
+
+    def _finish(self, lease: Lease, outcome: Outcome, exc: BaseException | None) -> None:
+        """Release at the end of a ``with`` block; never raises (the lease expires by TTL anyway)."""
+        if lease.released:
+            return
+        outcome = outcome.merge(lease.outcome)
+        try:
+            self._release(lease, lease.session_id, outcome.flood_wait, outcome.disable)
+        except LeaseLost as error:
+            log.error("TeleGate: the lease on session %s was lost before the end of the block (%s); "
+                      "another worker may have used the account meanwhile", lease.session_name, error.detail)
+        except TeleGateError as error:
+            self._unhold(lease)  # stop renewing: the server frees it when the lease expires
+            log.error("TeleGate: could not release session %s (%s); it returns to the pool when its "
+                      "lease expires in at most %g s", lease.session_name, error, lease.ttl)
+        if exc is not None and outcome.action != "release":
+            log.debug("TeleGate: %s in the block -> %s", type(exc).__name__, outcome)
+
+    def renew(self, lease: Lease, ttl: float | None = None) -> Lease:
+        """Extend ``lease`` now (the keepalive does it for you); raises :class:`LeaseLost` if it is gone."""
+        body = {"session_id": lease.session_id, "lease_token": lease.lease_token, "ttl": ttl or lease.ttl}
+        try:
+            data = self._request("POST", "/renew", body)
+        except (LeaseLost, NotFound) as exc:
+            self._lost(lease, exc)
+            raise
+        lease._renew_due = time.monotonic() + lease.ttl / 3
+        lease.renewals += 1
+        if "lease_expires_at" in data:
+            lease["lease_expires_at"] = data["lease_expires_at"]
+        return lease
+
+    @property
+    def held(self) -> list[Lease]:
+        """The leases this client holds now (the keepalive renews these)."""
+        with self._lock:
+            return list(self._held.values())
+
+    # -- keepalive ------------------------------------------------------------------------
+
+    def _hold(self, lease: Lease) -> None:
+        with self._lock:
+            self._held[lease.session_id] = lease
+            if not self.keepalive or self._closed:
+                return
+            if self._keepalive_thread is None:
+                self._keepalive_thread = threading.Thread(
+                    target=self._keepalive_loop, name="telegate-keepalive", daemon=True)
+                self._keepalive_thread.start()
+            else:
+                self._wake.notify_all()
+
+    def _unhold(self, lease: Lease) -> None:
+        with self._lock:
+            if self._held.get(lease.session_id) is lease:
+                del self._held[lease.session_id]
+                self._wake.notify_all()
+
+    def _lost(self, lease: Lease, exc: TeleGateError) -> None:
+        with self._lock:
+            still_held = self._held.get(lease.session_id) is lease
+        if not still_held or lease._releasing:
+            return  # being released: a renew racing the release is no loss
+        self._unhold(lease)
+        lease._mark_lost(exc.detail or str(exc))
+        log.error("TeleGate: lost the lease on session %s (#%s): %s. Stop using this account: another "
+                  "worker may have it now.", lease.session_name, lease.session_id, lease.lost_reason)
+
+    def _keepalive_loop(self) -> None:
+        while True:
+            with self._lock:
+                if self._closed or not self._held:
+                    self._keepalive_thread = None
+                    return
+                now = time.monotonic()
+                active = [lease for lease in self._held.values() if not lease._releasing]
+                due = [lease for lease in active if lease._renew_due <= now]
+                if not due:
+                    # Woken early by a new lease, a release or close().
+                    self._wake.wait(min(lease._renew_due for lease in active) - now if active else None)
+                    continue
+            for lease in due:
+                if lease.released or lease._releasing or self._closed:
+                    continue
+                try:
+                    self.renew(lease)
+                except (LeaseLost, NotFound):
+                    pass  # logged by _lost
+                except TeleGateError as exc:
+                    # Try again at the next third of the TTL; the lease is still ours until it expires.
+                    lease._renew_due = time.monotonic() + lease.ttl / 3
+                    log.warning("TeleGate: could not renew the lease on session %s: %s", lease.session_name, exc)
+                except Exception:  # never let the thread die silently with leases held
+                    lease._renew_due = time.monotonic() + lease.ttl / 3
+                    log.exception("TeleGate: unexpected error renewing session %s", lease.session_name)
+
+    # -- admin helpers (need an admin key) ----------------------------------------------
+
+    def add_sessions(self, names: list[str]) -> dict[str, Any]:
+        """Register sessions by name: ``{"added": [{"id", "name"}], "existing": [names]}``."""
+        return self._request("POST", "/sessions", {"names": list(names)})
+
+    def list_sessions(self, state: str | None = None, limit: int | None = None,
+                      offset: int | None = None) -> dict[str, Any]:
+        """``{"sessions": [...], "total": n}``; ``state`` is free, in_use, in_floodwait or disabled."""
+        return self._request("GET", "/sessions" + _query({"state": state, "limit": limit, "offset": offset}))
+
+    def session_info(self, session_id: int) -> dict[str, Any]:
+        return self._request("GET", f"/sessions/{int(session_id)}")
+
+    def update_session(self, session_id: int, **fields: Any) -> dict[str, Any]:
+        """PATCH a session: ``disabled=True, reason=...``, ``clear_flood_wait=True`` or ``meta={...}``."""
+        return self._request("PATCH", f"/sessions/{int(session_id)}", fields)
+
+    def remove_session(self, session_id: int) -> dict[str, Any]:
+        return self._request("DELETE", f"/sessions/{int(session_id)}")
+
+    def healthz(self) -> dict[str, Any]:
+        return self._request("GET", "/healthz")
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release what this client still holds, stop the keepalive, close connections. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            leases = list(self._held.values())
+        for lease in leases:
+            if lease.released:
+                continue
+            try:
+                self._release(lease, lease.session_id)
+            except TeleGateError as exc:
+                log.warning("TeleGate: could not release session %s on close: %s", lease.session_name, exc)
+        with self._lock:
+            self._closed = True
+            self._held.clear()
+            self._wake.notify_all()
+            thread = self._keepalive_thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+        self._transport.close()
+
+    def __enter__(self) -> TelegramSessionManagerClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
