@@ -296,10 +296,10 @@ def create_app(settings: Settings, store: Store) -> bottle.Bottle:
         reason = fields.text("reason", max_length=500)
         clear = fields.boolean("clear_flood_wait")
         meta = fields.meta()
-        if disabled is None and not clear and meta is None:
-            raise bad_request('send at least one of "disabled", "clear_flood_wait" (true) or "meta"')
         if reason is not None and disabled is not True:
             raise bad_request('"reason" goes with "disabled": true')
+        if disabled is None and not clear and meta is None:
+            raise bad_request('send at least one of "disabled", "clear_flood_wait" (true) or "meta"')
         row = store.update_session(sid, disabled=disabled, reason=reason, clear_flood_wait=bool(clear), meta=meta)
         log.info("session %d updated by %s: %s", sid, bottle.request.environ.get("telegate.key_name"),
                  ", ".join(sorted(fields.data)))
