@@ -894,9 +894,15 @@ class TelegramSessionManagerClient:
 
     # -- admin helpers (need an admin key) ----------------------------------------------
 
-    def add_sessions(self, names: list[str]) -> dict[str, Any]:
+    def add_sessions(self, names: list[str], kind: str | None = None,
+                     meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Register sessions by name: ``{"added": [{"id", "name"}], "existing": [names]}``."""
-        return self._request("POST", "/sessions", {"names": list(names)})
+        body: dict[str, Any] = {"names": list(names)}
+        if kind is not None:
+            body["kind"] = kind
+        if meta is not None:
+            body["meta"] = dict(meta)
+        return self._request("POST", "/sessions", body)
 
     def list_sessions(self, state: str | None = None, limit: int | None = None,
                       offset: int | None = None) -> dict[str, Any]:
