@@ -16,6 +16,9 @@ import bottle
 
 from . import store as store_mod
 from ._http import MAX_FLOOD_WAIT, MAX_TTL, ApiError, Fields, bad_request, check_text, iso, parse_id, read_json
+from .dashboard import install_dashboard
+from .metrics import install_metrics
+from .openapi import install_openapi
 from .settings import Settings
 from .store import STATES, Store
 
@@ -175,6 +178,9 @@ def create_app(settings: Settings, store: Store) -> bottle.Bottle:
     app.default_error_handler = _bottle_error  # type: ignore[method-assign]
     app.install(_ApiPlugin(store))
     clock = store.clock
+    metrics = install_metrics(app, settings, store)
+    install_openapi(app)
+    install_dashboard(app)
 
     def body(allowed: set[str]) -> Fields:
         return Fields(read_json(bottle.request.environ, settings.max_body), allowed)
@@ -214,6 +220,7 @@ def create_app(settings: Settings, store: Store) -> bottle.Bottle:
         reason = fields.text("disable", max_length=500)
         changed = store.release(session_id, token, flood_wait=flood_wait, disable=reason)
         if changed:
+            metrics.released(flood_wait)
             extra = f", flood wait {flood_wait:g} s" if flood_wait else ""
             extra += f", disabled: {reason}" if reason else ""
             log.info("released session %d%s", session_id, extra)

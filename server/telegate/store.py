@@ -617,3 +617,25 @@ class Store:
                 dest.close()
         except sqlite3.Error as exc:
             raise DatabaseError(f"backup to {target} failed: {exc}") from exc
+
+    # -- metrics ------------------------------------------------------------------------
+
+    def metric_totals(self) -> dict[str, int]:
+        """Sessions by state and the sums of the per-session counters, in one read (for /metrics).
+
+        The sums cover the sessions registered now: every server process sharing the file
+        sees the same numbers, and removing a session takes its counts with it.
+        """
+        with self._read() as conn:
+            row = conn.execute(f"""
+                SELECT COUNT(*) AS total,
+                       COALESCE(SUM({_IS_DISABLED}), 0) AS disabled,
+                       COALESCE(SUM({_IS_IN_USE}), 0) AS in_use,
+                       COALESCE(SUM({_IS_FLOODWAIT}), 0) AS in_floodwait,
+                       COALESCE(SUM(use_count), 0) AS leases_granted,
+                       COALESCE(SUM(expired_count), 0) AS leases_expired,
+                       COALESCE(SUM(flood_count), 0) AS flood_waits
+                FROM sessions""", {"now": self.clock()}).fetchone()
+        data = dict(row)
+        data["free"] = data["total"] - data["disabled"] - data["in_use"] - data["in_floodwait"]
+        return data
