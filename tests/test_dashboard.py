@@ -1,0 +1,229 @@
+"""The dashboard at / in real headless Chromium: sign in, see the pool, act on sessions.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them) and the
+``selenium`` package; Selenium is pointed at /usr/bin/chromedriver, so it downloads
+nothing. Off CI the tests skip when Chromium is missing; on CI (CI=true) they fail.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = os.environ.get("TELEGATE_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("TELEGATE_CHROMEDRIVER", "/usr/bin/chromedriver")
+WAIT = 20.0  # seconds: a deadline for each wait, polled, not slept
+
+try:
+    from selenium import webdriver
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+except ImportError:  # pragma: no cover - reported by the fixture below
+    webdriver = None
+
+
+def _on_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.path.exists(path)]
+    if webdriver is None:
+        missing.append("the selenium package")
+    if missing:
+        reason = (f"headless Chromium test needs {', '.join(missing)}"
+                  " (apt-get install chromium chromium-driver; pip install selenium)")
+        if _on_ci():
+            pytest.fail(reason + "; .ci/run should have installed it")
+        pytest.skip(reason)
+    profile = tempfile.mkdtemp(prefix="telegate-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--disable-extensions", "--window-size=1400,900", f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(WAIT)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def wait(driver, condition, message: str):
+    def check(d):
+        try:
+            return condition(d)
+        except StaleElementReferenceException:  # the table was redrawn under us: look again
+            return False
+
+    return WebDriverWait(driver, WAIT, poll_frequency=0.05).until(check, message)
+
+
+def row(driver, name: str):
+    for tr in driver.find_elements(By.CSS_SELECTOR, "#sessions-body tr"):
+        if tr.get_attribute("data-name") == name:
+            return tr
+    return None
+
+
+def row_state(driver, name: str) -> str | None:
+    tr = row(driver, name)
+    return tr.get_attribute("data-state") if tr is not None else None
+
+
+def click_action(driver, name: str, action: str) -> None:
+    def attempt(d):
+        tr = row(d, name)
+        buttons = tr.find_elements(By.CSS_SELECTOR, f"button[data-action='{action}']") if tr is not None else []
+        if not buttons:
+            return False
+        buttons[0].click()
+        return True
+
+    wait(driver, attempt, f"no {action} button for {name}")
+
+
+def sign_in(driver, server, key: str) -> None:
+    driver.get(server.url + "/")
+    wait(driver, lambda d: d.find_element(By.ID, "api-key").is_displayed(), "sign-in form not shown")
+    driver.find_element(By.ID, "api-key").send_keys(key)
+    driver.find_element(By.ID, "sign-in-button").click()
+
+
+def text(driver, element_id: str) -> str:
+    return driver.find_element(By.ID, element_id).text
+
+
+HOSTILE = '<img src=x onerror="document.title=\'pwned\'">'
+
+
+def test_sign_in_watch_the_pool_and_act(browser, live_server, tmp_path: Path):
+    server = live_server
+    names = [f"acc{i:02d}" for i in range(1, 11)]
+    server.add_sessions(*names, kind="telethon")
+    server.add_sessions(HOSTILE)
+    for holder in ("worker-1:4242", "worker-2:4243", "worker-3:4244"):
+        server.request("POST", "/session", {"ttl": 900, "holder": holder})
+    for seconds in (3600, 95):
+        lease = server.request("POST", "/session").json
+        server.request("POST", "/release", {"session_id": lease["session_id"], "flood_wait": seconds})
+    server.request("PATCH", f"/sessions/{server.store.find_session_id('acc10')}",
+                   {"disabled": True, "reason": "AuthKeyUnregistered: the session was revoked"}, key="admin")
+
+    # The page itself holds no data and needs no key.
+    sign_in(browser, server, server.admin_key)
+    wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#sessions-body tr")) == 11, "table not shown")
+    assert server.admin_key not in browser.current_url
+    assert browser.execute_script("return sessionStorage.getItem('telegate.apiKey')") == server.admin_key
+    assert browser.execute_script("return localStorage.length") == 0
+    wait(browser, lambda d: text(d, "count-total") == "11", "counts not shown")
+    assert (text(browser, "count-free"), text(browser, "count-in_use"), text(browser, "count-in_floodwait"),
+            text(browser, "count-disabled")) == ("5", "3", "2", "1")
+    assert "Next flood wait ends in 1m" in text(browser, "next-available")
+    assert row(browser, "acc01").find_element(By.CSS_SELECTOR, "td.holder").text == "worker-1:4242"
+    assert row(browser, "acc10").find_element(By.CSS_SELECTOR, "td.reason").text.startswith("AuthKeyUnregistered")
+
+    # A hostile name is shown as text, never run.
+    hostile = row(browser, HOSTILE)
+    assert hostile is not None and hostile.find_element(By.CSS_SELECTOR, "td.name").text == HOSTILE
+    assert browser.find_elements(By.CSS_SELECTOR, "#sessions-body img") == []
+    assert browser.title == "TeleGate"
+
+    # The flood-wait countdown runs live.
+    flood_cell = lambda d: row(d, "acc05").find_element(By.CSS_SELECTOR, "td.flood").text  # noqa: E731
+    first = flood_cell(browser)
+    assert first.startswith("1m ") or first.startswith("59m"), first
+    wait(browser, lambda d: flood_cell(d) != first, "flood-wait countdown does not tick")
+
+    # A worker leases a session elsewhere: the dashboard refreshes by itself.
+    server.request("POST", "/session", {"name": "acc08", "holder": "late-worker:1", "ttl": 600})
+    wait(browser, lambda d: row_state(d, "acc08") == "in_use", "lease by a worker never showed up")
+
+    # Disable with a reason, from the dialog.
+    click_action(browser, "acc09", "disable")
+    wait(browser, lambda d: d.find_element(By.ID, "disable-dialog").is_displayed(), "disable dialog not shown")
+    assert text(browser, "disable-name") == "acc09"
+    reason = browser.find_element(By.ID, "disable-reason")
+    reason.clear()
+    reason.send_keys("phone number banned")
+    browser.find_element(By.ID, "disable-confirm").click()
+    wait(browser, lambda d: row_state(d, "acc09") == "disabled", "disable did not take effect")
+    session = server.request("GET", f"/sessions/{server.store.find_session_id('acc09')}", key="admin").json
+    assert (session["state"], session["disabled_reason"]) == ("disabled", "phone number banned")
+
+    # Enable, and clear a flood wait.
+    click_action(browser, "acc10", "enable")
+    wait(browser, lambda d: row_state(d, "acc10") == "free", "enable did not take effect")
+    click_action(browser, "acc04", "clear")
+    wait(browser, lambda d: row_state(d, "acc04") == "free", "clearing the flood wait did not take effect")
+    assert server.request("GET", f"/sessions/{server.store.find_session_id('acc04')}", key="admin").json["state"] == "free"
+
+    # Add sessions.
+    browser.find_element(By.ID, "add-sessions").click()
+    wait(browser, lambda d: d.find_element(By.ID, "add-dialog").is_displayed(), "add dialog not shown")
+    browser.find_element(By.ID, "add-names").send_keys("new-one\nnew-two\nacc01\n")
+    browser.find_element(By.ID, "add-confirm").click()
+    wait(browser, lambda d: row(d, "new-two") is not None, "added sessions not shown")
+    wait(browser, lambda d: "Added 2 session(s), 1 already registered" in text(d, "toast"), "no result shown")
+    assert server.status()["total"] == 13
+
+    wait(browser, lambda d: text(d, "count-total") == "13", "counts did not refresh")
+    shot = tmp_path / "dashboard.png"
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+    if os.environ.get("TELEGATE_SCREENSHOT_TO"):  # to refresh docs/img/dashboard.png
+        shutil.copyfile(shot, os.environ["TELEGATE_SCREENSHOT_TO"])
+
+    # Signing out forgets the key.
+    browser.find_element(By.ID, "sign-out").click()
+    wait(browser, lambda d: d.find_element(By.ID, "api-key").is_displayed(), "sign-out did not show the form")
+    assert browser.execute_script("return sessionStorage.getItem('telegate.apiKey')") is None
+
+
+def test_a_client_key_or_a_wrong_key_cannot_sign_in(browser, live_server):
+    sign_in(browser, live_server, live_server.client_key)
+    wait(browser, lambda d: d.find_element(By.ID, "sign-in-error").is_displayed(), "no error for a client key")
+    assert "admin key" in text(browser, "sign-in-error")
+    assert browser.execute_script("return sessionStorage.getItem('telegate.apiKey')") is None
+    assert not browser.find_element(By.ID, "pool").is_displayed()
+    field = browser.find_element(By.ID, "api-key")
+    field.clear()
+    field.send_keys("tg_not-a-key")
+    browser.find_element(By.ID, "sign-in-button").click()
+    wait(browser, lambda d: "unknown or revoked" in text(d, "sign-in-error"), "no error for a wrong key")
+
+
+def test_large_pool_is_paged_and_filtered(browser, live_server):
+    live_server.store.add_sessions([f"s{i:05d}" for i in range(1, 5001)])
+    for _ in range(3):
+        live_server.request("POST", "/session", {"ttl": 600})
+    sign_in(browser, live_server, live_server.admin_key)
+    wait(browser, lambda d: text(d, "page-info") == "1\u201350 of 5000", "first page not shown")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#sessions-body tr")) == 50
+    browser.find_element(By.ID, "next-page").click()
+    wait(browser, lambda d: text(d, "page-info") == "51\u2013100 of 5000", "next page not shown")
+    assert row(browser, "s00051") is not None and row(browser, "s00001") is None
+    browser.find_element(By.CSS_SELECTOR, "#state-filter option[value='in_use']").click()
+    wait(browser, lambda d: text(d, "page-info") == "1\u20133 of 3", "state filter not applied")
+    assert {tr.get_attribute("data-state") for tr in browser.find_elements(By.CSS_SELECTOR, "#sessions-body tr")} == {"in_use"}
+
+
+def test_page_and_static_files_need_no_key_and_are_locked_down(live_server):
+    page = live_server.request("GET", "/", key=None)
+    assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+    assert b"tg_" not in page.data and b"<table" in page.data
+    for name in ("dashboard.js", "dashboard.css"):
+        assert live_server.request("GET", f"/static/{name}", key=None).status == 200
+    missing = live_server.request("GET", "/static/nothing.js", key=None)
+    assert missing.status == 404 and missing.json["error"] == "not_found"
+    escape = live_server.request("GET", "/static/..%2fstore.py", key=None)
+    assert escape.status in (403, 404) and escape.headers["Content-Type"].startswith("application/json")
