@@ -87,6 +87,11 @@ def test_a_lost_lease_is_flagged_and_logged(live_server, client, other, caplog, 
     with pytest.raises(LeaseLost):
         client.renew(lease)
     eventually(lambda: client._keepalive_thread is None, what="the keepalive thread to end")
+    if how == "taken_over":
+        # The seed's `finally: client.release_session(id)` must not free the other worker's lease.
+        with pytest.raises(LeaseLost):
+            client.release_session(sid)
+        assert live_server.store.get_session(sid)["state"] == "in_use"
 
 
 def test_one_keepalive_thread_that_ends_when_nothing_is_held(live_server, client):

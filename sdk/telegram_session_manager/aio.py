@@ -80,13 +80,13 @@ class AsyncTelegramSessionManagerClient:
         self._sleep = sleep
         self._http_threads = http_threads
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._held: dict[int, Lease] = {}
+        self._leases: dict[int, Lease] = {}  # latest lease per session id until released (see client.py)
         self._keepalive_task: asyncio.Task | None = None
         self._wake: asyncio.Event | None = None
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.base_url} holding {len(self._held)}>"
+        return f"<{type(self).__name__} {self.base_url} holding {len(self.held)}>"
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -125,7 +125,7 @@ class AsyncTelegramSessionManagerClient:
     async def release_session(self, session_id: int, flood_wait: float | None = None,
                               disable: str | None = None) -> bool:
         """Give a session back; True also for an unknown or already free id. Raises LeaseLost on 409."""
-        return await self._release(self._held.get(session_id), session_id, flood_wait, disable)
+        return await self._release(self._leases.get(session_id), session_id, flood_wait, disable)
 
     async def _release(self, lease: Lease | None, session_id: int, flood_wait: float | None = None,
                        disable: str | None = None) -> bool:
@@ -136,17 +136,17 @@ class AsyncTelegramSessionManagerClient:
             await self._request("POST", "/release", body)
         except LeaseLost as exc:
             if lease is not None:
-                self._unhold(lease)
                 lease._mark_lost(exc.detail or "lease_mismatch")
             raise
         except BaseException:
             if lease is not None:
                 lease._releasing = False
-                self._poke()
             raise
+        finally:
+            self._poke()
         if lease is not None:
             lease.released = True
-            self._unhold(lease)
+            self._forget(lease)
         _log_release(lease, session_id, body)
         return True
 
@@ -187,7 +187,8 @@ class AsyncTelegramSessionManagerClient:
             log.error("TeleGate: the lease on session %s was lost before the end of the block (%s); "
                       "another worker may have used the account meanwhile", lease.session_name, error.detail)
         except TeleGateError as error:
-            self._unhold(lease)
+            lease._abandoned = True
+            self._poke()
             log.error("TeleGate: could not release session %s (%s); it returns to the pool when its "
                       "lease expires in at most %g s", lease.session_name, error, lease.ttl)
 
@@ -207,7 +208,7 @@ class AsyncTelegramSessionManagerClient:
 
     @property
     def held(self) -> list[Lease]:
-        return list(self._held.values())
+        return [lease for lease in self._leases.values() if lease._renewable]
 
     # -- keepalive (one task, running while something is held) --------------------------
 
@@ -216,7 +217,7 @@ class AsyncTelegramSessionManagerClient:
             self._wake.set()
 
     def _hold(self, lease: Lease) -> None:
-        self._held[lease.session_id] = lease
+        self._leases[lease.session_id] = lease
         if not self.keepalive or self._closed:
             return
         loop = asyncio.get_running_loop()
@@ -227,16 +228,16 @@ class AsyncTelegramSessionManagerClient:
         else:
             self._poke()
 
-    def _unhold(self, lease: Lease) -> None:
-        if self._held.get(lease.session_id) is lease:
-            del self._held[lease.session_id]
-            self._poke()
+    def _forget(self, lease: Lease) -> None:
+        if self._leases.get(lease.session_id) is lease:
+            del self._leases[lease.session_id]
+        self._poke()
 
     def _lost(self, lease: Lease, exc: TeleGateError) -> None:
-        if self._held.get(lease.session_id) is not lease or lease._releasing:
+        if lease.released or lease._releasing:
             return
-        self._unhold(lease)
         lease._mark_lost(exc.detail or str(exc))
+        self._poke()
         log.error("TeleGate: lost the lease on session %s (#%s): %s. Stop using this account: another "
                   "worker may have it now.", lease.session_name, lease.session_id, lease.lost_reason)
 
@@ -244,18 +245,20 @@ class AsyncTelegramSessionManagerClient:
         wake = self._wake
         assert wake is not None
         try:
-            while not self._closed and self._held:
+            while not self._closed:
+                active = [lease for lease in self._leases.values() if lease._renewable]
+                if not active:
+                    return
                 now = time.monotonic()
-                active = [lease for lease in self._held.values() if not lease._releasing]
                 due = [lease for lease in active if lease._renew_due <= now]
                 if not due:
                     wake.clear()
-                    timeout = min(lease._renew_due for lease in active) - now if active else None
+                    timeout = min(lease._renew_due for lease in active) - now
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(wake.wait(), timeout)
                     continue
                 for lease in due:
-                    if lease.released or lease._releasing or self._closed:
+                    if not lease._renewable or self._closed:
                         continue
                     try:
                         await self.renew(lease)
@@ -305,15 +308,15 @@ class AsyncTelegramSessionManagerClient:
         """Release what this client still holds, stop the keepalive, close connections. Idempotent."""
         if self._closed:
             return
-        for lease in list(self._held.values()):
-            if lease.released:
+        for lease in list(self._leases.values()):
+            if lease.released or lease.lost:
                 continue
             try:
                 await self._release(lease, lease.session_id)
             except TeleGateError as exc:
                 log.warning("TeleGate: could not release session %s on close: %s", lease.session_name, exc)
         self._closed = True
-        self._held.clear()
+        self._leases.clear()
         task, self._keepalive_task = self._keepalive_task, None
         if task is not None and not task.done() and task is not asyncio.current_task():
             task.cancel()

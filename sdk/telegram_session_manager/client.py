@@ -351,7 +351,8 @@ class Lease(dict):
         self.released = False
         self.renewals = 0
         self.outcome: Outcome | None = None
-        self._releasing = False
+        self._releasing = False  # a release is in flight
+        self._abandoned = False  # the release failed at the end of a block: stop renewing, keep the token
         requested = _number(self.get("ttl"))
         self._ttl = float(requested if requested is not None else (ttl if ttl is not None else 300))
         self._renew_due = time.monotonic() + self._ttl / 3
@@ -388,6 +389,10 @@ class Lease(dict):
     def _mark_lost(self, reason: str) -> None:
         self.lost = True
         self.lost_reason = reason
+
+    @property
+    def _renewable(self) -> bool:
+        return not (self.lost or self.released or self._releasing or self._abandoned)
 
 
 # --------------------------------------------------------------------------------------
@@ -693,14 +698,17 @@ class TelegramSessionManagerClient:
         self.log_waits = log_waits
         self.retry_policy = retry_policy or RetryPolicy()
         self._sleep = sleep
-        self._held: dict[int, Lease] = {}
+        # The latest lease per session id, until a release succeeds. Lost leases stay
+        # here so that release_session(id) still sends their (stale) token: without a
+        # token the server would end whatever lease is current, another worker's.
+        self._leases: dict[int, Lease] = {}
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
         self._keepalive_thread: threading.Thread | None = None
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.base_url} holding {len(self._held)}>"
+        return f"<{type(self).__name__} {self.base_url} holding {len(self.held)}>"
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -743,7 +751,7 @@ class TelegramSessionManagerClient:
         lost (expired and taken by another worker) raises :class:`LeaseLost` instead of
         releasing the other worker's lease.
         """
-        lease = self._held.get(session_id)
+        lease = self._leases.get(session_id)
         return self._release(lease, session_id, flood_wait, disable)
 
     def _release(self, lease: Lease | None, session_id: int, flood_wait: float | None = None,
@@ -755,20 +763,18 @@ class TelegramSessionManagerClient:
             self._request("POST", "/release", body)
         except LeaseLost as exc:
             if lease is not None:
-                self._unhold(lease)
                 lease._mark_lost(exc.detail or "lease_mismatch")
             raise
         except BaseException:
-            # Still ours (the server may not have heard us): keep renewing it, so that
-            # calling release_session again sends the right lease token.
+            # Maybe still ours (the server may not have heard us): keep renewing it.
             if lease is not None:
-                with self._lock:
-                    lease._releasing = False
-                    self._wake.notify_all()
+                lease._releasing = False
             raise
+        finally:
+            self._poke()
         if lease is not None:
             lease.released = True
-            self._unhold(lease)
+            self._forget(lease)
         _log_release(lease, session_id, body)
         return True
 
@@ -808,7 +814,8 @@ class TelegramSessionManagerClient:
             log.error("TeleGate: the lease on session %s was lost before the end of the block (%s); "
                       "another worker may have used the account meanwhile", lease.session_name, error.detail)
         except TeleGateError as error:
-            self._unhold(lease)  # stop renewing: the server frees it when the lease expires
+            lease._abandoned = True  # stop renewing: the server frees it when the lease expires
+            self._poke()
             log.error("TeleGate: could not release session %s (%s); it returns to the pool when its "
                       "lease expires in at most %g s", lease.session_name, error, lease.ttl)
         if exc is not None and outcome.action != "release":
@@ -832,13 +839,13 @@ class TelegramSessionManagerClient:
     def held(self) -> list[Lease]:
         """The leases this client holds now (the keepalive renews these)."""
         with self._lock:
-            return list(self._held.values())
+            return [lease for lease in self._leases.values() if lease._renewable]
 
     # -- keepalive ------------------------------------------------------------------------
 
     def _hold(self, lease: Lease) -> None:
         with self._lock:
-            self._held[lease.session_id] = lease
+            self._leases[lease.session_id] = lease
             if not self.keepalive or self._closed:
                 return
             if self._keepalive_thread is None:
@@ -848,37 +855,39 @@ class TelegramSessionManagerClient:
             else:
                 self._wake.notify_all()
 
-    def _unhold(self, lease: Lease) -> None:
+    def _forget(self, lease: Lease) -> None:
         with self._lock:
-            if self._held.get(lease.session_id) is lease:
-                del self._held[lease.session_id]
-                self._wake.notify_all()
+            if self._leases.get(lease.session_id) is lease:
+                del self._leases[lease.session_id]
+            self._wake.notify_all()
+
+    def _poke(self) -> None:
+        with self._lock:
+            self._wake.notify_all()
 
     def _lost(self, lease: Lease, exc: TeleGateError) -> None:
-        with self._lock:
-            still_held = self._held.get(lease.session_id) is lease
-        if not still_held or lease._releasing:
+        if lease.released or lease._releasing:
             return  # being released: a renew racing the release is no loss
-        self._unhold(lease)
         lease._mark_lost(exc.detail or str(exc))
+        self._poke()
         log.error("TeleGate: lost the lease on session %s (#%s): %s. Stop using this account: another "
                   "worker may have it now.", lease.session_name, lease.session_id, lease.lost_reason)
 
     def _keepalive_loop(self) -> None:
         while True:
             with self._lock:
-                if self._closed or not self._held:
+                active = [lease for lease in self._leases.values() if lease._renewable]
+                if self._closed or not active:
                     self._keepalive_thread = None
                     return
                 now = time.monotonic()
-                active = [lease for lease in self._held.values() if not lease._releasing]
                 due = [lease for lease in active if lease._renew_due <= now]
                 if not due:
                     # Woken early by a new lease, a release or close().
-                    self._wake.wait(min(lease._renew_due for lease in active) - now if active else None)
+                    self._wake.wait(min(lease._renew_due for lease in active) - now)
                     continue
             for lease in due:
-                if lease.released or lease._releasing or self._closed:
+                if not lease._renewable or self._closed:
                     continue
                 try:
                     self.renew(lease)
@@ -929,9 +938,9 @@ class TelegramSessionManagerClient:
         with self._lock:
             if self._closed:
                 return
-            leases = list(self._held.values())
+            leases = list(self._leases.values())
         for lease in leases:
-            if lease.released:
+            if lease.released or lease.lost:
                 continue
             try:
                 self._release(lease, lease.session_id)
@@ -939,7 +948,7 @@ class TelegramSessionManagerClient:
                 log.warning("TeleGate: could not release session %s on close: %s", lease.session_name, exc)
         with self._lock:
             self._closed = True
-            self._held.clear()
+            self._leases.clear()
             self._wake.notify_all()
             thread = self._keepalive_thread
         if thread is not None and thread is not threading.current_thread():

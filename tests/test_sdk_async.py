@@ -1,0 +1,203 @@
+"""AsyncTelegramSessionManagerClient against a live server (each test runs its own event loop)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pyrogram.errors as pyro
+import pytest
+import telethon.errors as tl
+
+from telegram_session_manager import (
+    AsyncTelegramSessionManagerClient,
+    AuthenticationError,
+    ClientClosed,
+    LeaseLost,
+    NoSessionAvailable,
+    TelegramSessionManagerClient,
+    TeleGateConnectionError,
+)
+
+
+class AsyncSleeps:
+    def __init__(self, action=None) -> None:
+        self.waits: list[float] = []
+        self.action = action
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        if self.action is not None:
+            self.action(len(self.waits))
+        await asyncio.sleep(0)
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+async def eventually(predicate, timeout: float = 15.0, what: str = "condition") -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def admin(live_server):
+    with TelegramSessionManagerClient(live_server.url, live_server.admin_key) as c:
+        yield c
+
+
+def make(live_server, **options) -> AsyncTelegramSessionManagerClient:
+    return AsyncTelegramSessionManagerClient(live_server.url, live_server.client_key, **options)
+
+
+def test_get_release_status(live_server):
+    [sid] = live_server.add_sessions("acc1")
+
+    async def main():
+        async with make(live_server) as client:
+            session = await client.get_session()
+            assert (session["session_id"], session["session_name"]) == (sid, "acc1")
+            assert (await client.get_status())["in_use"] == 1
+            assert await client.release_session(session["session_id"]) is True
+            assert await client.release_session(12345) is True
+            assert (await client.get_status())["free"] == 1
+
+    run(main())
+
+
+def test_async_with_session_releases_and_classifies(live_server, admin):
+    a, b, c = live_server.add_sessions("a", "b", "c")
+
+    async def main():
+        async with make(live_server) as client:
+            async with client.session(name="a") as s:
+                assert s.session_name == "a" and s["session_id"] == a
+            with pytest.raises(tl.FloodWaitError):
+                async with client.session(name="b"):
+                    raise tl.FloodWaitError(request=None, capture=50)
+            with pytest.raises(pyro.UserDeactivatedBan):
+                async with client.session(name="c"):
+                    raise pyro.UserDeactivatedBan()
+
+    run(main())
+    assert admin.session_info(a)["state"] == "free"
+    assert admin.session_info(b)["state"] == "in_floodwait" and 45 < admin.session_info(b)["flood_wait_remaining"] <= 50
+    assert admin.session_info(c)["disabled_reason"] == "UserDeactivatedBan"
+
+
+def test_waits_are_exact_and_use_the_injected_async_sleep(live_server, admin, caplog):
+    [sid] = live_server.add_sessions("acc1")
+    sleeps = AsyncSleeps(lambda n: admin.update_session(sid, clear_flood_wait=True))
+
+    async def main():
+        async with make(live_server, sleep=sleeps) as client:
+            await client.release_session((await client.get_session()).session_id, flood_wait=7)
+            with caplog.at_level(logging.WARNING):
+                lease = await client.get_session()
+            assert lease.session_id == sid
+
+    run(main())
+    assert sleeps.waits == [7]
+    assert any("waiting 7 s" in r.getMessage() for r in caplog.records)
+
+
+def test_nothing_can_free_up_and_auto_wait_false_raise_at_once(live_server):
+    sleeps = AsyncSleeps()
+
+    async def main():
+        async with make(live_server, sleep=sleeps) as client:
+            with pytest.raises(NoSessionAvailable) as caught:
+                await client.get_session()
+            assert caught.value.total == 0
+            live_server.add_sessions("a")
+            held = await client.get_session()
+            with pytest.raises(NoSessionAvailable) as caught:
+                await client.get_session(auto_wait=False)
+            assert caught.value.in_use == 1
+            with pytest.raises(NoSessionAvailable):
+                await client.get_session(max_wait=3)
+            await client.release_session(held.session_id)
+
+    run(main())
+    assert sleeps.waits == [1, 2]  # only the max_wait=3 call polled
+
+
+def test_keepalive_task_renews_and_flags_a_lost_lease(live_server, caplog):
+    [sid] = live_server.add_sessions("acc1")
+
+    async def main():
+        async with make(live_server) as client, make(live_server, keepalive=False) as other:
+            lease = await client.get_session(ttl=1)
+            await eventually(lambda: lease.renewals >= 4, what="4 renewals")
+            with pytest.raises(NoSessionAvailable):
+                await other.get_session(auto_wait=False)
+            with caplog.at_level(logging.ERROR):
+                await other.release_session(sid)
+                await other.get_session()
+                await eventually(lambda: lease.lost, what="the keepalive to notice")
+            assert client.held == [] and "lost the lease" in caplog.text
+            await eventually(lambda: client._keepalive_task is None, what="the keepalive task to end")
+            with pytest.raises(LeaseLost):
+                await client.release_session(sid)
+
+    run(main())
+
+
+def test_a_cancelled_task_releases_its_session(live_server):
+    live_server.add_sessions("acc1")
+
+    async def main():
+        async with make(live_server) as client:
+            entered = asyncio.Event()
+
+            async def worker():
+                async with client.session():
+                    entered.set()
+                    await asyncio.sleep(3600)
+
+            task = asyncio.ensure_future(worker())
+            await entered.wait()
+            assert (await client.get_status())["in_use"] == 1
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert (await client.get_status())["free"] == 1
+
+    run(main())
+
+
+def test_close_is_idempotent_and_releases(live_server):
+    live_server.add_sessions("a")
+
+    async def main():
+        client = make(live_server)
+        await client.get_session(ttl=30)
+        await client.close()
+        await client.aclose()
+        assert live_server.status()["free"] == 1
+        with pytest.raises(ClientClosed):
+            await client.get_status()
+
+    run(main())
+
+
+def test_typed_errors(live_server):
+    sleeps = AsyncSleeps()
+
+    async def main():
+        async with AsyncTelegramSessionManagerClient(live_server.url, "wrong", sleep=sleeps) as bad:
+            with pytest.raises(AuthenticationError) as caught:
+                await bad.get_status()
+            assert caught.value.status == 401 and caught.value.url == live_server.url + "/status"
+        live_server.kill()
+        async with make(live_server, sleep=sleeps) as client:
+            with pytest.raises(TeleGateConnectionError) as caught:
+                await client.get_status()
+            assert caught.value.__cause__ is not None
+
+    run(main())
+    assert sleeps.waits == [0.5, 1.0, 2.0]
