@@ -1,0 +1,35 @@
+"""The client guide's full example (CLIENT_USAGE.md), runnable.
+
+Only the server address and key are read from the command line or the environment
+(TELEGATE_URL, TELEGATE_API_KEY) instead of being written into the code.
+
+    TELEGATE_URL=http://localhost:8000 TELEGATE_API_KEY=... python examples/seed_example.py
+"""
+import argparse
+import os
+
+from telegram_session_manager import TelegramSessionManagerClient, NoSessionAvailable  # noqa: F401
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("--url", default=os.environ.get("TELEGATE_URL", "http://localhost:8000"))
+parser.add_argument("--key", default=os.environ.get("TELEGATE_API_KEY"), required="TELEGATE_API_KEY" not in os.environ)
+args = parser.parse_args()
+
+# --- the guide's example, unchanged except base_url / api_key ---
+client = TelegramSessionManagerClient(base_url=args.url, api_key=args.key)
+
+try:
+    # Запрашиваем сессию из пула
+    session = client.get_session()
+    session_id = session["session_id"]
+    session_name = session["session_name"]
+    print(f"✅ Получена сессия #{session_id} с именем '{session_name}'")
+
+    # Здесь можно инициализировать Telegram-клиент (например, Telethon) используя файл с именем session_name
+    # и выполнить необходимые действия с аккаунтом.
+    # ...
+
+finally:
+    # В любом случае (при успехе или исключении выше) освобождаем сессию
+    client.release_session(session_id)
+    print(f"✅ Сессия #{session_id} возвращена в пул")
