@@ -166,3 +166,16 @@ def test_a_worker_killed_with_sigkill_gives_its_session_back_within_the_ttl(live
         lease = waiter.get_session(max_wait=ttl + 1)  # raises NoSessionAvailable if not back in time
         assert lease.session_id == sid
     assert sum(waits) <= ttl + 1
+
+
+def test_the_keepalive_rides_out_a_server_restart(live_server, client, caplog):
+    [sid] = live_server.add_sessions("acc1")
+    lease = client.get_session(ttl=3)
+    with caplog.at_level(logging.WARNING, logger="telegram_session_manager.client"):
+        live_server.kill()
+        eventually(lambda: "could not renew" in caplog.text, what="a failed renewal to be logged")
+        renewals = lease.renewals
+        live_server.restart()  # same port, same database: the lease is still there
+        eventually(lambda: lease.renewals > renewals, what="renewals to resume")
+    assert not lease.lost and client.held == [lease]
+    assert live_server.store.get_session(sid)["state"] == "in_use"

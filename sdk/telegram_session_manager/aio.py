@@ -45,6 +45,9 @@ from .client import (
     _log_release,
     _query,
     _release_body,
+    _renew_body,
+    _renew_failed,
+    _renewed,
     _Transport,
     classify_exception,
     default_holder,
@@ -194,16 +197,21 @@ class AsyncTelegramSessionManagerClient:
 
     async def renew(self, lease: Lease, ttl: float | None = None) -> Lease:
         """Extend ``lease`` now (the keepalive does it for you); raises LeaseLost if it is gone."""
-        body = {"session_id": lease.session_id, "lease_token": lease.lease_token, "ttl": ttl or lease.ttl}
+        return await self._renew(lease, ttl, self._request)
+
+    async def _request_once(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        if self._closed:
+            raise ClientClosed("this TeleGate client is closed; create a new one")
+        return await self._send(method, path, body)
+
+    async def _renew(self, lease: Lease, ttl: float | None,
+                     request: Callable[..., Awaitable[dict[str, Any]]]) -> Lease:
         try:
-            data = await self._request("POST", "/renew", body)
+            data = await request("POST", "/renew", _renew_body(lease, ttl))
         except (LeaseLost, NotFound) as exc:
             self._lost(lease, exc)
             raise
-        lease._renew_due = time.monotonic() + lease.ttl / 3
-        lease.renewals += 1
-        if "lease_expires_at" in data:
-            lease["lease_expires_at"] = data["lease_expires_at"]
+        _renewed(lease, data)
         return lease
 
     @property
@@ -261,15 +269,13 @@ class AsyncTelegramSessionManagerClient:
                     if not lease._renewable or self._closed:
                         continue
                     try:
-                        await self.renew(lease)
+                        await self._renew(lease, None, self._request_once)
                     except (LeaseLost, NotFound):
                         pass  # logged by _lost
                     except TeleGateError as exc:
-                        lease._renew_due = time.monotonic() + lease.ttl / 3
-                        log.warning("TeleGate: could not renew the lease on session %s: %s", lease.session_name, exc)
+                        _renew_failed(lease, exc)
                     except Exception:
-                        lease._renew_due = time.monotonic() + lease.ttl / 3
-                        log.exception("TeleGate: unexpected error renewing session %s", lease.session_name)
+                        _renew_failed(lease, None)
         finally:
             if self._keepalive_task is asyncio.current_task():
                 self._keepalive_task = None

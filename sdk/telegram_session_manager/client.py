@@ -647,8 +647,29 @@ def _release_body(lease: Lease | None, session_id: int, flood_wait: float | None
     if outcome.flood_wait is not None:
         body["flood_wait"] = outcome.flood_wait
     if outcome.disable is not None:
-        body["disable"] = outcome.disable
+        body["disable"] = outcome.disable[:500]  # the server's limit; a long reason must not block disabling
     return body
+
+
+def _renew_body(lease: Lease, ttl: float | None) -> dict[str, Any]:
+    return {"session_id": lease.session_id, "lease_token": lease.lease_token, "ttl": ttl or lease.ttl}
+
+
+def _renewed(lease: Lease, data: Mapping[str, Any]) -> None:
+    lease._renew_due = time.monotonic() + lease.ttl / 3
+    lease.renewals += 1
+    if "lease_expires_at" in data:
+        lease["lease_expires_at"] = data["lease_expires_at"]
+
+
+def _renew_failed(lease: Lease, exc: BaseException | None) -> None:
+    """Schedule the next try after a tenth of the TTL: several tries fit before the lease expires."""
+    lease._renew_due = time.monotonic() + max(0.2, lease.ttl / 10)
+    if exc is None:
+        log.exception("TeleGate: unexpected error renewing session %s", lease.session_name)
+    else:
+        log.warning("TeleGate: could not renew the lease on session %s (trying again in %.1f s): %s",
+                    lease.session_name, max(0.2, lease.ttl / 10), exc)
 
 
 def _log_release(lease: Lease | None, session_id: int, body: Mapping[str, Any]) -> None:
@@ -823,16 +844,20 @@ class TelegramSessionManagerClient:
 
     def renew(self, lease: Lease, ttl: float | None = None) -> Lease:
         """Extend ``lease`` now (the keepalive does it for you); raises :class:`LeaseLost` if it is gone."""
-        body = {"session_id": lease.session_id, "lease_token": lease.lease_token, "ttl": ttl or lease.ttl}
+        return self._renew(lease, ttl, self._request)
+
+    def _request_once(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        if self._closed:
+            raise ClientClosed("this TeleGate client is closed; create a new one")
+        return self._transport.send(method, path, body)
+
+    def _renew(self, lease: Lease, ttl: float | None, request: Callable[..., dict[str, Any]]) -> Lease:
         try:
-            data = self._request("POST", "/renew", body)
+            data = request("POST", "/renew", _renew_body(lease, ttl))
         except (LeaseLost, NotFound) as exc:
             self._lost(lease, exc)
             raise
-        lease._renew_due = time.monotonic() + lease.ttl / 3
-        lease.renewals += 1
-        if "lease_expires_at" in data:
-            lease["lease_expires_at"] = data["lease_expires_at"]
+        _renewed(lease, data)
         return lease
 
     @property
@@ -889,17 +914,16 @@ class TelegramSessionManagerClient:
             for lease in due:
                 if not lease._renewable or self._closed:
                     continue
+                # One attempt per tick (not the injectable sleep's backoff): a failed renew
+                # is simply tried again soon, several times before the lease could expire.
                 try:
-                    self.renew(lease)
+                    self._renew(lease, None, self._request_once)
                 except (LeaseLost, NotFound):
                     pass  # logged by _lost
                 except TeleGateError as exc:
-                    # Try again at the next third of the TTL; the lease is still ours until it expires.
-                    lease._renew_due = time.monotonic() + lease.ttl / 3
-                    log.warning("TeleGate: could not renew the lease on session %s: %s", lease.session_name, exc)
+                    _renew_failed(lease, exc)
                 except Exception:  # never let the thread die silently with leases held
-                    lease._renew_due = time.monotonic() + lease.ttl / 3
-                    log.exception("TeleGate: unexpected error renewing session %s", lease.session_name)
+                    _renew_failed(lease, None)
 
     # -- admin helpers (need an admin key) ----------------------------------------------
 
