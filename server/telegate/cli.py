@@ -95,10 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _open(args: argparse.Namespace) -> Store:
     settings = resolve({"db": args.db})
-    if args.command != "sessions" or args.action not in ("add", "import"):
-        if not settings.db.exists():
-            raise CliError(f"database {settings.db} does not exist; pass --db or set TELEGATE_DB"
-                           " (telegate serve or sessions add creates it)")
+    creates = (args.command, getattr(args, "action", None)) in {
+        ("sessions", "add"), ("sessions", "import"), ("keys", "create")}
+    if not creates and not settings.db.exists():
+        raise CliError(f"database {settings.db} does not exist; pass --db or set TELEGATE_DB"
+                       " (telegate serve, sessions add or keys create makes a new one)")
     return Store(settings.db)
 
 

@@ -112,15 +112,17 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
         try:
-            server.run()
+            server.run()  # returns on Ctrl-C / SIGTERM: waitress catches KeyboardInterrupt itself
         except KeyboardInterrupt:
-            out.write("TeleGate stopping\n")
+            pass
         except (OSError, ValueError):
             if stop_event is None or not stop_event.is_set():
                 raise
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+        out.write("TeleGate stopped\n")
+        out.flush()
         return 0
     finally:
         if server is not None:
