@@ -96,32 +96,38 @@ def test_a_lost_lease_is_flagged_and_logged(live_server, client, other, caplog, 
 
 def test_one_keepalive_thread_that_ends_when_nothing_is_held(live_server, client):
     live_server.add_sessions("a", "b")
-    assert keepalive_threads() == []
+    before = set(keepalive_threads())
+    assert client._keepalive_thread is None
     a = client.get_session(ttl=30)
     b = client.get_session(ttl=30)
-    assert len(keepalive_threads()) == 1
+    [thread] = set(keepalive_threads()) - before
+    assert thread is client._keepalive_thread and thread.daemon
     client.release_session(a.session_id)
-    assert len(keepalive_threads()) == 1  # b is still held
+    assert thread.is_alive()  # b is still held
     client.release_session(b.session_id)
-    eventually(lambda: keepalive_threads() == [], what="the thread to end")
+    thread.join(15)
+    assert not thread.is_alive() and client._keepalive_thread is None
     with client.session():
-        assert len(keepalive_threads()) == 1
-    eventually(lambda: keepalive_threads() == [], what="the thread to end")
+        second = client._keepalive_thread
+        assert second is not None and second.is_alive()
+    second.join(15)
+    assert not second.is_alive()
 
 
 def test_close_stops_the_keepalive_and_releases(live_server):
     live_server.add_sessions("a")
     c = TelegramSessionManagerClient(live_server.url, live_server.client_key)
     c.get_session(ttl=30)
+    thread = c._keepalive_thread
     c.close()
-    assert keepalive_threads() == [] and live_server.status()["free"] == 1
+    assert not thread.is_alive() and live_server.status()["free"] == 1
     c.close()
 
 
 def test_keepalive_can_be_turned_off(live_server, other):
     live_server.add_sessions("a")
     other.get_session(ttl=30)
-    assert keepalive_threads() == []
+    assert other._keepalive_thread is None
 
 
 def test_explicit_renew_moves_the_expiry(live_server, client):
