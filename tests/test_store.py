@@ -1,0 +1,207 @@
+"""The pool store in process, with a clock the test moves (no sleeping), and schema upgrades."""
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import pytest
+
+from conftest import FakeClock
+from telegate import store as store_mod
+from telegate.store import LeaseMismatch, NoSessionAvailable, NotFound, Store
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(tmp_path, clock):
+    with Store(tmp_path / "pool.db", clock=clock) as store:
+        yield store
+
+
+def test_lease_lapses_after_ttl_and_is_taken_over_with_a_new_token(store, clock):
+    store.add_sessions(["a"])
+    first = store.acquire(10, holder="w1")
+    clock.advance(9.9)
+    with pytest.raises(NoSessionAvailable) as info:
+        store.acquire(10)
+    assert info.value.in_use == 1
+    assert info.value.next_lease_end_in == pytest.approx(0.1)
+    clock.advance(0.1)
+    second = store.acquire(10, holder="w2")
+    assert second.session_id == first.session_id and second.lease_token != first.lease_token
+    row = store.get_session(first.session_id)
+    assert row["holder"] == "w2" and row["expired_count"] == 1 and row["use_count"] == 2
+    with pytest.raises(LeaseMismatch):
+        store.release(first.session_id, first.lease_token)
+    with pytest.raises(LeaseMismatch):
+        store.renew(first.session_id, first.lease_token, 10)
+
+
+def test_lapsed_lease_not_taken_over_can_still_be_renewed_and_released(store, clock):
+    store.add_sessions(["a"])
+    lease = store.acquire(10)
+    clock.advance(60)
+    assert store.renew(lease.session_id, lease.lease_token, 10) == clock.now + 10
+    assert store.release(lease.session_id, lease.lease_token, flood_wait=5) is True
+    assert store.status()["in_floodwait"] == 1
+
+
+def test_flood_wait_keeps_session_out_exactly_until_it_ends(store, clock):
+    store.add_sessions(["a", "b"])
+    a = store.acquire(60)
+    store.release(a.session_id, a.lease_token, flood_wait=100)
+    b = store.acquire(600)
+    assert b.session_name == "b"
+    with pytest.raises(NoSessionAvailable) as info:
+        store.acquire(60)
+    assert (info.value.waiting_count, info.value.in_use) == (1, 1)
+    assert info.value.next_release_in == pytest.approx(100)
+    status = store.status()
+    assert status["next_available"] == pytest.approx(clock.now + 100)
+    clock.advance(99.999)
+    with pytest.raises(NoSessionAvailable):
+        store.acquire(60)
+    clock.advance(0.001)
+    assert store.acquire(60).session_name == "a"
+    assert store.get_session(a.session_id)["flood_count"] == 1
+
+
+def test_states_are_checked_in_design_order(store, clock):
+    ids = [row["id"] for row in store.add_sessions(["free", "used", "flood", "off"])[0]]
+    used = store.acquire(60, name="used")
+    flood = store.acquire(60, name="flood")
+    store.release(flood.session_id, flood.lease_token, flood_wait=30)
+    off = store.acquire(60, name="off")
+    store.release(off.session_id, off.lease_token, flood_wait=30, disable="UserDeactivatedBanError")
+    states = {row["name"]: row["state"] for row in store.list_sessions()[0]}
+    assert states == {"free": "free", "used": "in_use", "flood": "in_floodwait", "off": "disabled"}
+    status = store.status()
+    assert [status[s] for s in ("total", "free", "in_use", "in_floodwait", "disabled")] == [4, 1, 1, 1, 1]
+    assert store.get_session(ids[3])["disabled_reason"] == "UserDeactivatedBanError"
+    assert used.session_id == ids[1]
+
+
+def test_rotation_is_least_recently_used(store, clock):
+    store.add_sessions(["a", "b", "c"])
+    seen = []
+    for _ in range(7):
+        lease = store.acquire(60)
+        seen.append(lease.session_name)
+        clock.advance(1)
+        store.release(lease.session_id, lease.lease_token)
+    assert seen == ["a", "b", "c", "a", "b", "c", "a"]
+
+
+def test_session_back_from_flood_wait_queues_by_when_it_rested(store, clock):
+    store.add_sessions(["a", "b"])
+    a = store.acquire(60)
+    store.release(a.session_id, a.lease_token, flood_wait=10)
+    clock.advance(20)
+    b = store.acquire(60)
+    clock.advance(1)
+    store.release(b.session_id, b.lease_token)
+    assert store.acquire(60).session_name == "a", "a has been available since its flood wait ended"
+
+
+def test_disabled_and_removed_sessions_are_never_leased(store):
+    store.add_sessions(["a"])
+    assert store.set_disabled_by_name(["a", "ghost"], True, "banned") == ["ghost"]
+    with pytest.raises(NoSessionAvailable) as info:
+        store.acquire(60)
+    assert (info.value.total, info.value.in_use, info.value.next_release_in) == (1, 0, None)
+    store.set_disabled_by_name(["a"], False)
+    lease = store.acquire(60)
+    store.remove_session(lease.session_id)
+    assert store.release(lease.session_id, lease.lease_token) is False
+    with pytest.raises(NotFound):
+        store.remove_session(lease.session_id)
+
+
+def test_admin_disable_while_leased_stops_renewal(store):
+    store.add_sessions(["a"])
+    lease = store.acquire(60)
+    store.update_session(lease.session_id, disabled=True, reason="maintenance")
+    with pytest.raises(LeaseMismatch, match="disabled"):
+        store.renew(lease.session_id, lease.lease_token, 60)
+    assert store.release(lease.session_id, lease.lease_token) is True
+    assert store.get_session(lease.session_id)["state"] == "disabled"
+
+
+def test_keys_are_stored_hashed_and_revocable(store, tmp_path):
+    key = store.create_key("w", "client")
+    raw = sqlite3.connect(tmp_path / "pool.db").execute("SELECT key_hash FROM api_keys").fetchall()
+    assert key not in str(raw)
+    assert store.authenticate(key).name == "w"
+    assert store.authenticate(key + "x") is None
+    store.revoke_key("w")
+    assert store.authenticate(key) is None
+
+
+def test_close_is_idempotent(tmp_path):
+    store = Store(tmp_path / "x.db")
+    store.status()
+    store.close()
+    store.close()
+    with pytest.raises(store_mod.DatabaseError):
+        store.status()
+
+
+def test_threads_each_get_a_connection_and_all_are_closed(tmp_path):
+    store = Store(tmp_path / "x.db")
+    store.add_sessions([f"s{n}" for n in range(8)])
+    leases = []
+    threads = [threading.Thread(target=lambda: leases.append(store.acquire(60))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({lease.session_id for lease in leases}) == 8
+    assert len(store._connections) >= 2
+    store.close()
+    assert store._connections == []
+
+
+def test_upgrade_from_schema_1_keeps_the_pool(tmp_path, clock):
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(store_mod._MIGRATIONS[0] + "; PRAGMA user_version = 1;")
+    conn.execute("INSERT INTO sessions (name, created_at, flood_wait_until, flood_count) VALUES ('old', 0, ?, 3)",
+                 (clock.now + 50,))
+    conn.execute("INSERT INTO sessions (name, created_at) VALUES ('fresh', 0)")
+    conn.commit()
+    conn.close()
+    with Store(path, clock=clock) as store:
+        assert store.schema_version() == store_mod.SCHEMA_VERSION
+        rows = {row["name"]: row for row in store.list_sessions()[0]}
+        assert rows["old"]["state"] == "in_floodwait" and rows["old"]["flood_count"] == 3
+        assert store.acquire(60).session_name == "fresh"
+        clock.advance(50)
+        assert store.acquire(60).session_name == "old"
+
+
+def test_newer_schema_is_refused_with_a_clear_error(tmp_path):
+    path = tmp_path / "future.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {store_mod.SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(store_mod.DatabaseError, match="newer than this TeleGate"):
+        Store(path)
+
+
+def test_not_a_database_is_a_clear_error(tmp_path):
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"hello, this is not SQLite" * 100)
+    with pytest.raises(store_mod.DatabaseError, match="junk.db"):
+        Store(path)
+
+
+def test_backup_copies_a_live_database(store, tmp_path):
+    store.add_sessions(["a", "b"])
+    store.acquire(60)
+    store.backup(tmp_path / "copy.db")
+    with Store(tmp_path / "copy.db") as copy:
+        assert copy.status()["total"] == 2 and copy.integrity_check() == "ok"
