@@ -231,6 +231,7 @@ CASES = [
     ("/sessions", {"name": "acc"}, True),
     ("/sessions", {"names": ["a", "b"], "kind": "pyrogram", "meta": {"x": 1}}, True),
     ("/sessions", {"name": "acc", "names": None}, True),
+    ("/sessions", {"names": ["a"], "kind": None, "meta": None, "name": None}, True),
     ("/sessions", {}, False),
     ("/sessions", {"names": []}, False),
     ("/sessions", {"names": ["a", ""]}, False),

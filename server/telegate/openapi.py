@@ -226,7 +226,8 @@ _SCHEMAS: dict[str, Any] = {
             "name": _text(MAX_NAME_LENGTH, "One session name (the .session file's stem)."),
             "names": {"type": "array", "minItems": 1, "maxItems": 100000, "nullable": True,
                       "items": _text(MAX_NAME_LENGTH, "A session name.", nullable=False)},
-            "kind": {"type": "string", "enum": ["telethon", "pyrogram", "unknown"], "nullable": True,
+            # OpenAPI 3.0: a nullable enum must list null itself.
+            "kind": {"type": "string", "enum": ["telethon", "pyrogram", "unknown", None], "nullable": True,
                      "description": "Session file format; unknown when left out."},
             "meta": {**_META, "nullable": True},
         },
