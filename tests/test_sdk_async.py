@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 
 import pyrogram.errors as pyro
 import pytest
@@ -201,3 +202,31 @@ def test_typed_errors(live_server):
 
     run(main())
     assert sleeps.waits == [0.5, 1.0, 2.0]
+
+
+def test_a_get_session_cancelled_mid_request_gives_the_lease_back(live_server):
+    live_server.add_sessions("acc1")
+    answered = threading.Event()
+
+    async def main():
+        async with make(live_server) as client:
+            real_send = client._transport.send
+
+            def slow_send(method, path, body=None):
+                data = real_send(method, path, body)  # the server grants the lease...
+                if path == "/session":
+                    answered.wait(30)  # ...but the answer reaches the caller only after it was cancelled
+                return data
+
+            client._transport.send = slow_send
+            task = asyncio.ensure_future(client.get_session())
+            await eventually(lambda: live_server.status()["in_use"] == 1, what="the lease to be granted")
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            answered.set()
+            await eventually(lambda: live_server.status()["free"] == 1, timeout=10,
+                             what="the orphaned lease to be released")
+            assert client.held == []
+
+    run(main())

@@ -98,7 +98,26 @@ class AsyncTelegramSessionManagerClient:
             self._executor = concurrent.futures.ThreadPoolExecutor(
                 max_workers=self._http_threads, thread_name_prefix="telegate-http")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(self._transport.send, method, path, body))
+        call = loop.run_in_executor(self._executor, functools.partial(self._transport.send, method, path, body))
+        try:
+            # Shielded: a cancelled caller cannot stop a request already in its thread,
+            # and must not lose what it brings back.
+            return await asyncio.shield(call)
+        except asyncio.CancelledError:
+            if path == "/session":
+                call.add_done_callback(self._release_orphan)
+            raise
+
+    def _release_orphan(self, call: asyncio.Future) -> None:
+        """A lease granted to a caller that was cancelled meanwhile: give it straight back."""
+        if call.cancelled() or call.exception() is not None or self._executor is None:
+            return
+        data = call.result()
+        body = {"session_id": data.get("session_id"), "lease_token": data.get("lease_token")}
+        log.warning("TeleGate: get_session() was cancelled after session %s was leased; releasing it",
+                    data.get("session_name"))
+        with contextlib.suppress(RuntimeError):  # executor already shut down: the lease expires by TTL
+            self._executor.submit(self._transport.send, "POST", "/release", body)
 
     async def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
         if self._closed:
