@@ -191,6 +191,7 @@
           view.inFlight = null;
           return refresh();
         }
+        view.inFlight = null;
         renderStatus(status);
         renderPage(page);
         banner("");
@@ -198,15 +199,20 @@
         return null;
       })
       .catch((e) => {
+        view.inFlight = null;
         if (e.status === 401 || e.status === 403) {
           signOut(e.status === 401 ? "Your key is no longer valid; sign in again." : e.message);
         } else {
           banner(e.message + " (retrying)");
           setText($("refresh-state"), "refresh failed");
         }
-      })
-      .finally(() => { view.inFlight = null; });
+      });
     return view.inFlight;
+  }
+
+  // After a change: a refresh already under way may have read the pool before it; start another.
+  function refreshNow() {
+    return (view.inFlight || Promise.resolve()).then(() => refresh());
   }
 
   function renderStatus(status) {
@@ -361,9 +367,9 @@
       toast(`${done}: ${name}`);
     } catch (e) {
       if (e.status === 401) return signOut("Your key is no longer valid; sign in again.");
-      banner(`Could not change ${name}: ${e.message}`);
+      toast(`Could not change ${name}: ${e.message}`);  // a toast: the refresh below clears the banner
     }
-    await refresh();
+    await refreshNow();
   }
 
   function onTableClick(event) {
@@ -414,7 +420,7 @@
       $("add-names").value = "";
       const existing = result.existing.length ? `, ${result.existing.length} already registered` : "";
       toast(`Added ${result.added.length} session(s)${existing}`);
-      await refresh();
+      await refreshNow();
     } catch (e) {
       if (e.status === 401) {
         $("add-dialog").close();
