@@ -233,3 +233,29 @@ def test_errors_survive_pickling():
     assert (type(lost), lost.status, lost.detail, str(lost)) == (LeaseLost, 409, "d", "gone")
     lease = pickle.loads(pickle.dumps(Lease({"session_id": 1, "session_name": "a"})))
     assert lease.session_name == "a" and lease == {"session_id": 1, "session_name": "a"}
+
+
+def test_one_place_maps_error_answers_to_exceptions():
+    """The mapping itself (no HTTP): which answers are retried as transient, which are final."""
+    from telegram_session_manager.client import ServerError, _error_from_response, _is_transient
+
+    def error(status, body=None, headers=None, text=""):
+        return _error_from_response(status, "POST", "http://x/session", body or {}, text, headers or {})
+
+    pool = error(503, {"error": "no_session_available", "waiting_count": 1, "in_use": 0,
+                       "next_release_in": 4.5, "total": 1}, {"Retry-After": "5"})
+    assert isinstance(pool, NoSessionAvailable) and not _is_transient(pool)
+    assert (pool.waiting_count, pool.next_release_in, pool.retry_after) == (1, 4.5, 5.0)
+    busy_db = error(503, {"error": "database_unavailable", "detail": "busy"})
+    assert isinstance(busy_db, ServerError) and _is_transient(busy_db) and busy_db.detail == "busy"
+    proxy = error(502, text="<html>Bad Gateway</html>")
+    assert isinstance(proxy, ServerError) and _is_transient(proxy) and "Bad Gateway" in proxy.detail
+    assert _is_transient(error(504))
+    crash = error(500, {"error": "internal_error", "detail": "logged"})
+    assert isinstance(crash, ServerError) and not _is_transient(crash)
+    for status, cls in [(400, BadRequest), (401, AuthenticationError), (403, PermissionDenied),
+                        (404, NotFound), (409, LeaseLost), (418, APIError)]:
+        mapped = error(status, {"error": "x", "detail": "d"})
+        assert type(mapped) is cls and mapped.status == status and not _is_transient(mapped)
+    dated = error(503, {"error": "no_session_available"}, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})
+    assert dated.retry_after == 0.0  # a date in the past: retry now
