@@ -74,6 +74,8 @@ CASES = [
     ("PATCH", "/sessions/0", {"disabled": True}, "admin", 400, "session id"),
     ("PATCH", "/sessions/77", {"disabled": True}, "admin", 404, "77"),
     ("GET", "/sessions/77", None, "admin", 404, "77"),
+    ("GET", "/sessions/%C2%B2", None, "admin", 400, "session id"),
+    ("GET", "/sessions?limit=%C2%B2", None, "admin", 400, "limit"),
     ("DELETE", "/sessions/77", None, "admin", 404, "77"),
     ("DELETE", "/sessions/..%2F..%2Fetc", None, "admin", 404, "no endpoint"),
     ("GET", "/sessions?state=weird", None, "admin", 400, "state must be one of"),

@@ -161,6 +161,6 @@ def check_text(name: str, value: str, max_length: int) -> str:
 
 def parse_id(raw: str) -> int:
     """A session id from a URL segment."""
-    if not raw.isdigit() or not 0 < int(raw) < 2**63:
+    if not (raw.isascii() and raw.isdigit()) or not 0 < int(raw) < 2**63:  # "²".isdigit() is True
         raise bad_request(f"session id must be a positive whole number, got {raw[:40]!r}")
     return int(raw)

@@ -250,7 +250,7 @@ def create_app(settings: Settings, store: Store) -> bottle.Bottle:
         raw = bottle.request.query.get(name)
         if raw is None or raw == "":
             return default
-        if not raw.isdigit() or int(raw) > high:
+        if not (raw.isascii() and raw.isdigit()) or int(raw) > high:
             raise bad_request(f"{name} must be a whole number from 0 to {high}")
         return int(raw)
 
