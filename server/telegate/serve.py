@@ -75,12 +75,14 @@ def ensure_key(store: Store, environ: Mapping[str, str], out: TextIO) -> None:
         out.flush()
 
 
-def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: TextIO | None = None,
-          ready: Callable[[str], None] | None = None, stop_event: threading.Event | None = None) -> int:
-    """Serve until Ctrl-C / SIGTERM (or ``stop_event``); returns the exit status."""
+def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: TextIO | None = None) -> int:
+    """Serve until Ctrl-C or SIGTERM; returns the exit status (0 after a clean stop)."""
     environ = os.environ if environ is None else environ
     out = out or sys.stderr
     _logging.configure(settings.log_level, settings.log_format, settings.access_log)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     store = Store(settings.db, synchronous=settings.synchronous)
     server = None
     try:
@@ -92,42 +94,29 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
             added, _ = store.add_sessions(found, kinds=found)
             log.info("sessions dir %s: %d session file(s), %d new", settings.sessions_dir, len(found), len(added))
         sock = bind_socket(settings.host, settings.port)
-        app = create_app(settings, store)
         server = waitress.create_server(
-            access_logged(app), sockets=[sock], threads=settings.threads,
+            access_logged(create_app(settings, store)), sockets=[sock], threads=settings.threads,
             connection_limit=settings.connection_limit, ident="TeleGate",
             # waitress answers bodies far over our limit itself; ours (JSON 413) covers the rest.
             max_request_body_size=max(settings.max_body * 4, 8 * 1024 * 1024),
             clear_untrusted_proxy_headers=True)
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
-        url = f"http://{shown}:{port}"
-        out.write(f"TeleGate listening on {url} (database {settings.db}, {settings.threads} threads)\n")
+        out.write(f"TeleGate listening on http://{shown}:{port} (database {settings.db},"
+                  f" {settings.threads} threads)\n")
         out.flush()
-        if ready is not None:
-            ready(url)
-        if stop_event is not None:
-            threading.Thread(target=lambda: (stop_event.wait(), server.close()), daemon=True).start()
-        previous = None
-        if threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-        try:
-            server.run()  # returns on Ctrl-C / SIGTERM: waitress catches KeyboardInterrupt itself
-        except KeyboardInterrupt:
-            pass
-        except (OSError, ValueError):
-            if stop_event is None or not stop_event.is_set():
-                raise
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
-        out.write("TeleGate stopped\n")
-        out.flush()
-        return 0
+        server.run()  # returns on Ctrl-C / SIGTERM: waitress catches KeyboardInterrupt itself
+    except KeyboardInterrupt:  # Ctrl-C before or after waitress's loop: still a clean stop
+        pass
     finally:
         if server is not None:
             server.close()
         store.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    out.write("TeleGate stopped\n")
+    out.flush()
+    return 0
 
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
