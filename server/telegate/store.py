@@ -167,6 +167,28 @@ def _session_row(row: sqlite3.Row) -> dict[str, Any]:
     return data
 
 
+class _RolledBack(Exception):
+    """A batch of one whose op failed: its transaction is rolled back, its error kept."""
+
+
+class _Pending:
+    """One write waiting for a group commit, then its outcome."""
+
+    __slots__ = ("op", "result", "error", "done")
+
+    def __init__(self, op: Callable[[sqlite3.Connection], Any]) -> None:
+        self.op = op
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = False
+
+    def run(self, conn: sqlite3.Connection) -> None:
+        try:
+            self.result = self.op(conn)
+        except Exception as exc:  # handed back to the caller's thread
+            self.error = exc
+
+
 class Store:
     """The SQLite pool. Thread-safe: one connection per thread, writes serialised.
 
@@ -188,6 +210,10 @@ class Store:
         # Threads of one process take turns here rather than in SQLite's busy handler,
         # which sleeps in growing steps; other processes still meet at BEGIN IMMEDIATE.
         self._write_lock = threading.Lock()
+        # Group commit for leases: see _batched().
+        self._batch_cv = threading.Condition(threading.Lock())
+        self._batch_queue: list[_Pending] = []
+        self._batch_running = False
         self._closed = False
         self._migrate()
 
@@ -234,6 +260,61 @@ class Store:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise DatabaseError(f"could not commit: {exc}") from exc
+
+    def _batched(self, op: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``op(conn)`` in a write transaction shared with concurrent callers (group commit).
+
+        A durable commit costs an fsync, which dwarfs the statements of a lease. So
+        writes that arrive while a commit is under way queue up; the next thread to run
+        takes the whole queue, runs each op in its own SAVEPOINT (one failing op rolls
+        back alone), and COMMITs once. Every caller gets its result only after that
+        commit, so a 200 still means "on disk", and ops run one after another exactly as
+        if each had its own transaction.
+        """
+        item = _Pending(op)
+        with self._batch_cv:
+            self._batch_queue.append(item)
+            while self._batch_running and not item.done:
+                self._batch_cv.wait()
+            if not item.done:
+                self._batch_running = True
+                batch, self._batch_queue = self._batch_queue, []
+        if not item.done:
+            try:
+                self._run_batch(batch)
+            finally:
+                with self._batch_cv:
+                    self._batch_running = False
+                    self._batch_cv.notify_all()
+        if item.error is not None:
+            raise item.error
+        return item.result
+
+    def _run_batch(self, batch: list[_Pending]) -> None:
+        try:
+            with self._write() as conn:
+                if len(batch) == 1:
+                    batch[0].run(conn)
+                    if batch[0].error is not None:
+                        raise _RolledBack
+                else:
+                    for item in batch:
+                        conn.execute("SAVEPOINT lease_op")
+                        item.run(conn)
+                        if item.error is not None:
+                            conn.execute("ROLLBACK TO lease_op")
+                        conn.execute("RELEASE lease_op")
+        except _RolledBack:
+            pass
+        except (sqlite3.Error, DatabaseError) as exc:
+            # BEGIN, a savepoint or the COMMIT failed: nothing of this batch is on disk.
+            failure = exc if isinstance(exc, DatabaseError) else DatabaseError(f"write failed: {exc}")
+            for item in batch:
+                if item.error is None or not isinstance(item.error, StoreError):
+                    item.error = failure
+        finally:
+            for item in batch:
+                item.done = True
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -301,10 +382,14 @@ class Store:
                         ORDER BY avail_at, id LIMIT 1)
             RETURNING id, name, lease_token, lease_expires_at, kind, meta"""
         params = {"token": token, "ttl": ttl, "holder": holder, "name": name}
+
+        def claim(conn: sqlite3.Connection) -> sqlite3.Row | None:
+            params["now"] = self.clock()
+            rows = conn.execute(sql, params).fetchall()
+            return rows[0] if rows else None
+
         try:
-            with self._write() as conn:
-                params["now"] = self.clock()
-                row = conn.execute(sql, params).fetchone()
+            row = self._batched(claim)
         except sqlite3.Error as exc:
             raise DatabaseError(f"acquire failed: {exc}") from exc
         if row is not None:
@@ -341,10 +426,11 @@ class Store:
         current ends (the seed client's behaviour). Returns ``True`` when a row changed.
         """
         params = {"id": session_id, "token": token, "fw": flood_wait, "reason": disable}
-        try:
-            with self._write() as conn:
-                params["now"] = now = self.clock()
-                row = conn.execute("""
+
+        def end_lease(conn: sqlite3.Connection) -> tuple[bool, float | None, float]:
+            """(changed, expiry of someone else's current lease, now)."""
+            params["now"] = now = self.clock()
+            rows = conn.execute("""
                     UPDATE sessions
                     SET lease_token = NULL, lease_expires_at = NULL, holder = NULL,
                         last_released_at = :now,
@@ -356,15 +442,21 @@ class Store:
                         avail_at = MAX(:now, CASE WHEN :fw IS NULL THEN COALESCE(flood_wait_until, 0)
                                                   ELSE :now + :fw END)
                     WHERE id = :id AND (:token IS NULL OR lease_token = :token)
-                    RETURNING id""", params).fetchone()
-                if row is not None:
-                    return True
-                current = conn.execute(
-                    "SELECT lease_expires_at FROM sessions WHERE id = ? AND lease_token IS NOT NULL",
-                    (session_id,)).fetchone()
+                    RETURNING id""", params).fetchall()
+            if rows:
+                return True, None, now
+            current = conn.execute(
+                "SELECT lease_expires_at FROM sessions WHERE id = ? AND lease_token IS NOT NULL",
+                (session_id,)).fetchone()
+            return False, None if current is None else (current["lease_expires_at"] or 0), now
+
+        try:
+            changed, other_expires, now = self._batched(end_lease)
         except sqlite3.Error as exc:
             raise DatabaseError(f"release failed: {exc}") from exc
-        if current is not None and (current["lease_expires_at"] or 0) > now:
+        if changed:
+            return True
+        if other_expires is not None and other_expires > now:
             raise LeaseMismatch(f"session {session_id} is leased to someone else; your lease has ended")
         return False
 
@@ -374,19 +466,23 @@ class Store:
         A lease that lapsed but was not taken over may still be renewed: the token is
         still the session's, so nobody else can hold it.
         """
+        def extend(conn: sqlite3.Connection) -> tuple[float | None, sqlite3.Row | None]:
+            """(new expiry, or None and the session's row when the token is not current)."""
+            rows = conn.execute("""
+                UPDATE sessions SET lease_expires_at = :now + :ttl, avail_at = :now + :ttl
+                WHERE id = :id AND lease_token = :token AND disabled = 0
+                RETURNING lease_expires_at""",
+                {"now": self.clock(), "ttl": ttl, "id": session_id, "token": token}).fetchall()
+            if rows:
+                return rows[0]["lease_expires_at"], None
+            return None, conn.execute("SELECT disabled FROM sessions WHERE id = ?", (session_id,)).fetchone()
+
         try:
-            with self._write() as conn:
-                now = self.clock()
-                row = conn.execute("""
-                    UPDATE sessions SET lease_expires_at = :now + :ttl, avail_at = :now + :ttl
-                    WHERE id = :id AND lease_token = :token AND disabled = 0
-                    RETURNING lease_expires_at""",
-                    {"now": now, "ttl": ttl, "id": session_id, "token": token}).fetchone()
-                if row is not None:
-                    return row["lease_expires_at"]
-                exists = conn.execute("SELECT disabled FROM sessions WHERE id = ?", (session_id,)).fetchone()
+            expires, exists = self._batched(extend)
         except sqlite3.Error as exc:
             raise DatabaseError(f"renew failed: {exc}") from exc
+        if expires is not None:
+            return expires
         if exists is None:
             raise NotFound(f"no session with id {session_id}")
         if exists["disabled"]:
