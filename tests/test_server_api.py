@@ -271,3 +271,14 @@ def test_errors_are_json_never_html(live_server):
         assert reply.headers["Content-Type"].startswith("application/json"), (method, path)
         assert set(reply.json) >= {"error", "detail"}
         assert reply.status in (404, 405)
+
+
+def test_renew_after_admin_disable_says_session_disabled(live_server):
+    (sid,) = live_server.add_sessions("a")
+    lease = live_server.request("POST", "/session").json
+    live_server.request("PATCH", f"/sessions/{sid}", {"disabled": True, "reason": "spam"}, key="admin")
+    reply = live_server.request("POST", "/renew", {"session_id": sid, "lease_token": lease["lease_token"]})
+    assert reply.status == 409
+    assert reply.json["error"] == "session_disabled"
+    assert live_server.request("POST", "/release", {"session_id": sid, "lease_token": lease["lease_token"]}).status == 200
+    assert live_server.request("GET", f"/sessions/{sid}", key="admin").json["state"] == "disabled"

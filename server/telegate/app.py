@@ -132,6 +132,8 @@ class _ApiPlugin:
                 return _error_response(exc)
             except store_mod.NotFound as exc:
                 return _error_response(ApiError(404, "not_found", str(exc)))
+            except store_mod.SessionDisabled as exc:
+                return _error_response(ApiError(409, "session_disabled", str(exc)))
             except store_mod.LeaseMismatch as exc:
                 return _error_response(ApiError(409, "lease_mismatch", str(exc)))
             except store_mod.Conflict as exc:

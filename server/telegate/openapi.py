@@ -290,7 +290,7 @@ _RESPONSES: dict[str, Any] = {
     "Unauthorized": _answer("No API key, or an unknown or revoked one.", _ref("Error")),
     "Forbidden": _answer("This endpoint needs an admin key.", _ref("Error")),
     "NotFound": _answer("No such session.", _ref("Error")),
-    "Conflict": _answer("The lease token is not the current lease (lease_mismatch).", _ref("Error")),
+    "Conflict": _answer("The lease token is not the current lease (lease_mismatch), or the session was disabled during the lease (session_disabled, on renew).", _ref("Error")),
     "BodyTooLarge": _answer("The request body is larger than --max-body.", _ref("Error")),
     "InternalError": _answer("Unexpected server error (logged).", _ref("Error")),
     "Unavailable": _answer("The database is busy or unavailable (database_unavailable); retry shortly.",

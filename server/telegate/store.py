@@ -33,6 +33,7 @@ __all__ = [
     "NotFound",
     "Conflict",
     "LeaseMismatch",
+    "SessionDisabled",
     "NoSessionAvailable",
     "Lease",
     "KeyInfo",
@@ -124,6 +125,10 @@ class Conflict(StoreError):
 
 class LeaseMismatch(StoreError):
     """The lease token is not the session's current lease: someone else holds it, or it was released."""
+
+
+class SessionDisabled(LeaseMismatch):
+    """The lease is over because an admin disabled the session (or it was reported dead)."""
 
 
 class NoSessionAvailable(StoreError):
@@ -486,7 +491,7 @@ class Store:
         if exists is None:
             raise NotFound(f"no session with id {session_id}")
         if exists["disabled"]:
-            raise LeaseMismatch(f"session {session_id} was disabled; stop using it and release it")
+            raise SessionDisabled(f"session {session_id} was disabled; stop using it and release it")
         raise LeaseMismatch(f"lease token is not the current lease of session {session_id}; it was released or taken over")
 
     # -- pool inspection ----------------------------------------------------------------
