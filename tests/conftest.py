@@ -230,3 +230,42 @@ def wsgi(tmp_path: Path) -> Iterator[WsgiCaller]:
         yield caller
     finally:
         caller.store.close()
+
+
+# -- SDK fixtures ------------------------------------------------------------------------
+
+
+class Sleeps:
+    """An injected ``sleep``: records each wait instead of sleeping, then runs ``action``."""
+
+    def __init__(self, action=None) -> None:
+        self.waits: list[float] = []
+        self.action = action
+
+    def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        if self.action is not None:
+            self.action(len(self.waits))
+
+
+@pytest.fixture
+def sleeps() -> Sleeps:
+    return Sleeps()
+
+
+@pytest.fixture
+def admin(live_server):
+    """An SDK client with the admin key."""
+    from telegram_session_manager import TelegramSessionManagerClient
+
+    with TelegramSessionManagerClient(live_server.url, live_server.admin_key) as client:
+        yield client
+
+
+@pytest.fixture
+def other(live_server):
+    """Another worker, holding sessions (no keepalive)."""
+    from telegram_session_manager import TelegramSessionManagerClient
+
+    with TelegramSessionManagerClient(live_server.url, live_server.client_key, keepalive=False) as client:
+        yield client

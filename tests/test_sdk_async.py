@@ -45,12 +45,6 @@ async def eventually(predicate, timeout: float = 15.0, what: str = "condition") 
         await asyncio.sleep(0.02)
 
 
-@pytest.fixture
-def admin(live_server):
-    with TelegramSessionManagerClient(live_server.url, live_server.admin_key) as c:
-        yield c
-
-
 def make(live_server, **options) -> AsyncTelegramSessionManagerClient:
     return AsyncTelegramSessionManagerClient(live_server.url, live_server.client_key, **options)
 

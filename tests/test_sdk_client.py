@@ -22,33 +22,9 @@ from telegram_session_manager import (
 )
 
 
-class Sleeps:
-    """An injected ``sleep``: records each wait instead of sleeping, then runs ``action``."""
-
-    def __init__(self, action=None) -> None:
-        self.waits: list[float] = []
-        self.action = action
-
-    def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        if self.action is not None:
-            self.action(len(self.waits))
-
-
-@pytest.fixture
-def sleeps() -> Sleeps:
-    return Sleeps()
-
-
 @pytest.fixture
 def client(live_server, sleeps):
     with TelegramSessionManagerClient(live_server.url, live_server.client_key, sleep=sleeps) as c:
-        yield c
-
-
-@pytest.fixture
-def admin(live_server):
-    with TelegramSessionManagerClient(live_server.url, live_server.admin_key) as c:
         yield c
 
 

@@ -42,12 +42,6 @@ def client(live_server):
         yield c
 
 
-@pytest.fixture
-def other(live_server):
-    with TelegramSessionManagerClient(live_server.url, live_server.client_key, keepalive=False) as c:
-        yield c
-
-
 def test_a_held_lease_is_renewed_past_its_ttl(live_server, client, other):
     [sid] = live_server.add_sessions("acc1")
     lease = client.get_session(ttl=1)

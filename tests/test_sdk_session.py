@@ -32,12 +32,6 @@ def client(live_server):
         yield c
 
 
-@pytest.fixture
-def admin(live_server):
-    with TelegramSessionManagerClient(live_server.url, live_server.admin_key) as c:
-        yield c
-
-
 def test_the_block_gets_the_session_and_it_is_released_on_exit(live_server, client):
     [sid] = live_server.add_sessions("acc1")
     with client.session(ttl=60) as s:

@@ -10,43 +10,15 @@ import logging
 
 import pytest
 
+from conftest import Sleeps
 from telegram_session_manager import NoSessionAvailable, RetryPolicy, TelegramSessionManagerClient
 
 LOGGER = "telegram_session_manager.client"
 
 
-class Sleeps:
-    def __init__(self, action=None) -> None:
-        self.waits: list[float] = []
-        self.action = action
-
-    def __call__(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        if self.action is not None:
-            self.action(len(self.waits))
-
-
-@pytest.fixture
-def sleeps() -> Sleeps:
-    return Sleeps()
-
-
 @pytest.fixture
 def client(live_server, sleeps):
     with TelegramSessionManagerClient(live_server.url, live_server.client_key, sleep=sleeps) as c:
-        yield c
-
-
-@pytest.fixture
-def admin(live_server):
-    with TelegramSessionManagerClient(live_server.url, live_server.admin_key) as c:
-        yield c
-
-
-@pytest.fixture
-def other(live_server):
-    """Another worker, holding sessions."""
-    with TelegramSessionManagerClient(live_server.url, live_server.client_key, keepalive=False) as c:
         yield c
 
 
