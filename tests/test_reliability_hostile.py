@@ -69,6 +69,8 @@ def _complete(raw: bytes) -> bool:
     head, sep, body = raw.partition(b"\r\n\r\n")
     if not sep:
         return False
+    if head.startswith(b"HTTP/1.1 1"):
+        return True  # an interim answer (100 Continue): the server waits for a body we never send
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"content-length":

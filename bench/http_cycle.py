@@ -1,0 +1,65 @@
+"""Benchmark 1: acquire+release cycles per second over HTTP, TeleGate against its ceilings.
+
+    python bench/http_cycle.py [--quick] [--seconds S] [--rounds R] [--clients 1,4,16]
+
+Ceiling A is a no-op Bottle route, ceiling B the same route doing one durable SQLite
+write per request; TeleGate does the real work (auth, one atomic claim, one release).
+All three run under waitress with identical settings and are driven by the same load
+generator in alternating rounds, with a thin http.client client and through the SDK.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as c  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = c.arg_parser(__doc__.splitlines()[0])
+    parser.add_argument("--clients", default="1,4,16", help="comma-separated client counts")
+    parser.add_argument("--client-kinds", default="thin,sdk", help="thin, sdk, urllib3 (comma-separated)")
+    parser.add_argument("--sessions", type=int, default=64, help="sessions in TeleGate's pool")
+    parser.add_argument("--telegate-args", default="", help="extra flags for telegate serve (space-separated)")
+    args = parser.parse_args(argv)
+    seconds = args.seconds or (0.3 if args.quick else 1.0)
+    rounds = args.rounds or (1 if args.quick else 7)
+    counts = [int(n) for n in args.clients.split(",")]
+    kinds = args.client_kinds.split(",")
+    if args.quick:
+        counts = counts[:1] + counts[-1:] if len(counts) > 1 else counts
+    temp = c.workdir(args.workdir)
+    where = Path(temp.name) if temp else args.workdir
+    where.mkdir(parents=True, exist_ok=True)
+    print(f"# Benchmark 1: acquire+release cycles/s ({c.environment_note()})")
+    print(f"# {seconds:g} s per server and round, {rounds} alternating round(s), medians of per-round ratios; pool of {args.sessions} sessions")
+    servers = []
+    try:
+        servers = [c.Server("noop", where, label="A_noop"),
+                   c.Server("sqlite", where, label="B_sqlite"),
+                   c.Server("telegate", where, sessions=args.sessions,
+                            extra=("--access-log", args.access_log, *args.telegate_args.split()), label="telegate")]
+        rows = []
+        for kind in kinds:
+            for clients in counts:
+                r = c.side_by_side(servers, clients, seconds, rounds, kind)
+                rows.append([kind, clients, r.rate("A_noop"), r.rate("B_sqlite"), r.rate("telegate"),
+                             r.ratio("telegate", "A_noop"), r.ratio("telegate", "B_sqlite"),
+                             c.ms(r.percentile("telegate", 0.5)), c.ms(r.percentile("telegate", 0.99)),
+                             c.ms(r.percentile("B_sqlite", 0.5)), c.ms(r.percentile("B_sqlite", 0.99))])
+                print(f"  {kind} x{clients}: " + "  ".join(f"{label} {r.rate(label):.0f}/s" for label in r.per_server),
+                      file=sys.stderr, flush=True)
+        print(c.table(["client", "clients", "A cycles/s", "B cycles/s", "TeleGate cycles/s", "TG/A", "TG/B",
+                       "TG p50 ms", "TG p99 ms", "B p50 ms", "B p99 ms"], rows))
+    finally:
+        for server in servers:
+            server.close()
+        if temp:
+            temp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

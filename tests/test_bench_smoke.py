@@ -1,0 +1,30 @@
+"""Every benchmark still runs: each bench/*.py in --quick mode, which prints its table.
+
+These check that the scripts work, not how fast anything is (speed is measured by the
+benchmarks themselves, as ratios, and written up in docs/PERFORMANCE.md).
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, server_env
+
+BENCHES = sorted(path.name for path in (ROOT / "bench").glob("*.py") if not path.name.startswith("_"))
+
+
+def test_the_benchmarks_are_found():
+    assert {"http_cycle.py", "scale.py", "store_cycle.py", "sdk_overhead.py"} <= set(BENCHES)
+
+
+@pytest.mark.parametrize("name", BENCHES)
+def test_benchmark_quick_mode_prints_its_table(name, tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / name), "--quick", "--workdir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, env=server_env(), cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("# Benchmark"), done.stdout
+    table = [line for line in lines if line.startswith("|")]
+    assert len(table) >= 3, done.stdout  # header, rule, at least one row
