@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sqlite3
 import sys
 import threading
@@ -79,6 +80,8 @@ def main() -> int:
     args = parser.parse_args()
     settings = Settings()
     threads = args.threads or settings.threads
+    # As in telegate serve: no log line per queued request (a ceiling does no logging).
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     sock = bind_socket("127.0.0.1", 0)
     # The same waitress arguments as telegate.serve.serve().
     server = waitress.create_server(

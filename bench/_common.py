@@ -41,10 +41,12 @@ STARTUP_DEADLINE = 30.0
 _LISTENING = re.compile(r"listening on (http://\S+)")
 
 
-def server_env() -> dict[str, str]:
+def server_env(tree: Path | None = None) -> dict[str, str]:
+    """The environment of a server process; ``tree`` runs the TeleGate of another checkout."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TELEGATE_")}
     env["PYTHONUNBUFFERED"] = "1"
-    paths = [str(ROOT / "server"), str(ROOT / "sdk")]
+    tree = tree or ROOT
+    paths = [str(tree / "server"), str(tree / "sdk")]
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(paths)
@@ -58,7 +60,7 @@ class Server:
     """One server subprocess; its output goes to a file (no pipe to drain in the client)."""
 
     def __init__(self, kind: str, workdir: Path, *, sessions: int = 64, extra: Sequence[str] = (),
-                 label: str | None = None) -> None:
+                 label: str | None = None, tree: Path | None = None) -> None:
         self.kind = kind
         self.label = label or kind
         self.workdir = workdir
@@ -82,7 +84,7 @@ class Server:
             raise ValueError(f"unknown server kind {kind!r}")
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env=server_env(), cwd=ROOT)
+                                     env=server_env(tree), cwd=ROOT)
         deadline = time.monotonic() + STARTUP_DEADLINE
         while True:
             match = _LISTENING.search(self.log_path.read_text())

@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", default="1,4,16", help="comma-separated client counts")
     parser.add_argument("--client-kinds", default="thin,sdk", help="thin, sdk, urllib3 (comma-separated)")
     parser.add_argument("--sessions", type=int, default=64, help="sessions in TeleGate's pool")
+    parser.add_argument("--baseline-tree", type=Path, default=None,
+                        help="also measure the TeleGate of another checkout (a before/after comparison)")
     parser.add_argument("--telegate-args", default="", help="extra flags for telegate serve (space-separated)")
     args = parser.parse_args(argv)
     seconds = args.seconds or (0.3 if args.quick else 1.0)
@@ -41,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
                    c.Server("sqlite", where, label="B_sqlite"),
                    c.Server("telegate", where, sessions=args.sessions,
                             extra=("--access-log", args.access_log, *args.telegate_args.split()), label="telegate")]
+        if args.baseline_tree:
+            servers.append(c.Server("telegate", where, sessions=args.sessions, tree=args.baseline_tree.resolve(),
+                                    extra=("--access-log", args.access_log, *args.telegate_args.split()),
+                                    label="baseline"))
         rows = []
         for kind in kinds:
             for clients in counts:
@@ -49,10 +55,15 @@ def main(argv: list[str] | None = None) -> int:
                              r.ratio("telegate", "A_noop"), r.ratio("telegate", "B_sqlite"),
                              c.ms(r.percentile("telegate", 0.5)), c.ms(r.percentile("telegate", 0.99)),
                              c.ms(r.percentile("B_sqlite", 0.5)), c.ms(r.percentile("B_sqlite", 0.99))])
+                if args.baseline_tree:
+                    rows[-1] += [r.rate("baseline"), r.ratio("baseline", "B_sqlite"), r.ratio("telegate", "baseline")]
                 print(f"  {kind} x{clients}: " + "  ".join(f"{label} {r.rate(label):.0f}/s" for label in r.per_server),
                       file=sys.stderr, flush=True)
-        print(c.table(["client", "clients", "A cycles/s", "B cycles/s", "TeleGate cycles/s", "TG/A", "TG/B",
-                       "TG p50 ms", "TG p99 ms", "B p50 ms", "B p99 ms"], rows))
+        headers = ["client", "clients", "A cycles/s", "B cycles/s", "TeleGate cycles/s", "TG/A", "TG/B",
+                   "TG p50 ms", "TG p99 ms", "B p50 ms", "B p99 ms"]
+        if args.baseline_tree:
+            headers += ["baseline cycles/s", "baseline/B", "TG/baseline"]
+        print(c.table(headers, rows))
     finally:
         for server in servers:
             server.close()
