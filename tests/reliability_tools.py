@@ -103,7 +103,7 @@ class Tally:
             self.counts[(op, reply.status)] += 1
             server_error = reply.status >= 500 and not (
                 reply.status == 503 and op == "acquire" and _error_code(reply) == "no_session_available")
-            if server_error or reply.status not in allowed:
+            if server_error or reply.status not in allowed or _says_nothing_will_free_up(op, reply):
                 self.bad.append((op, reply))
 
     def note(self, op: str) -> None:
@@ -119,6 +119,15 @@ class Tally:
 
     def server_errors(self) -> list[tuple[str, Reply]]:
         return [(op, reply) for op, reply in self.bad if reply.status >= 500]
+
+
+def _says_nothing_will_free_up(op: str, reply: Reply) -> bool:
+    """A 503 on a pool with no disabled session must count what blocks it (in use or in
+    flood wait): counts of zero tell a waiting client to give up."""
+    if op != "acquire" or reply.status != 503:
+        return False
+    body = reply.json
+    return body.get("in_use", 0) + body.get("waiting_count", 0) == 0
 
 
 def _error_code(reply: Reply) -> str | None:

@@ -388,33 +388,38 @@ class Store:
             RETURNING id, name, lease_token, lease_expires_at, kind, meta"""
         params = {"token": token, "ttl": ttl, "holder": holder, "name": name}
 
-        def claim(conn: sqlite3.Connection) -> sqlite3.Row | None:
-            params["now"] = self.clock()
+        def claim(conn: sqlite3.Connection) -> tuple[sqlite3.Row | None, NoSessionAvailable | None]:
+            params["now"] = now = self.clock()
             rows = conn.execute(sql, params).fetchall()
-            return rows[0] if rows else None
+            if rows:
+                return rows[0], None
+            # Count in the same transaction: a count taken later could already see the
+            # releases that came after this claim, and tell a waiting client that
+            # nothing is in use (so nothing will free up) when the pool was just busy.
+            return None, self._unavailable(conn, name, now)
 
         try:
-            row = self._batched(claim)
+            row, unavailable = self._batched(claim)
         except sqlite3.Error as exc:
             raise DatabaseError(f"acquire failed: {exc}") from exc
         if row is not None:
             return Lease(row["id"], row["name"], row["lease_token"], row["lease_expires_at"],
                          row["kind"], json.loads(row["meta"]))
-        if name is not None and self.find_session_id(name) is None:
+        if name is not None and unavailable.total == 0:
             raise NotFound(f"no session named {name!r}")
-        raise self._unavailable(name)
+        raise unavailable
 
-    def _unavailable(self, name: str | None) -> NoSessionAvailable:
+    @staticmethod
+    def _unavailable(conn: sqlite3.Connection, name: str | None, now: float) -> NoSessionAvailable:
         where, params = ("WHERE name = :name", {"name": name}) if name is not None else ("", {})
-        params["now"] = now = self.clock()
-        with self._read() as conn:
-            row = conn.execute(f"""
-                SELECT COUNT(*) AS total,
-                       COALESCE(SUM({_IS_IN_USE}), 0) AS in_use,
-                       COALESCE(SUM({_IS_FLOODWAIT}), 0) AS in_floodwait,
-                       MIN(CASE WHEN {_IS_FLOODWAIT} THEN flood_wait_until END) AS flood_end,
-                       MIN(CASE WHEN {_IS_IN_USE} THEN lease_expires_at END) AS lease_end
-                FROM sessions {where}""", params).fetchone()
+        params["now"] = now
+        row = conn.execute(f"""
+            SELECT COUNT(*) AS total,
+                   COALESCE(SUM({_IS_IN_USE}), 0) AS in_use,
+                   COALESCE(SUM({_IS_FLOODWAIT}), 0) AS in_floodwait,
+                   MIN(CASE WHEN {_IS_FLOODWAIT} THEN flood_wait_until END) AS flood_end,
+                   MIN(CASE WHEN {_IS_IN_USE} THEN lease_expires_at END) AS lease_end
+            FROM sessions {where}""", params).fetchone()
         flood_end, lease_end = row["flood_end"], row["lease_end"]
         return NoSessionAvailable(
             waiting_count=row["in_floodwait"], in_use=row["in_use"], total=row["total"],
