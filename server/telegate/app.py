@@ -338,7 +338,7 @@ def access_logged(app: Callable, logger: logging.Logger = access_log) -> Callabl
         try:
             return app(environ, recording_start_response)
         finally:
-            if logger.isEnabledFor(logging.INFO):
+            if not logger.disabled and logger.isEnabledFor(logging.INFO):  # --access-log false: no record at all
                 status = status_holder[-1].split(" ", 1)[0] if status_holder else "-"
                 logger.info("%s %s %s %.1fms key=%s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"),
                             status, (time.perf_counter() - started) * 1000,

@@ -80,6 +80,15 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
     environ = os.environ if environ is None else environ
     out = out or sys.stderr
     _logging.configure(settings.log_level, settings.log_format, settings.access_log)
+    # waitress warns "Task queue depth is N" for every request that waits for a free
+    # thread: with more clients than --threads that is nearly every request, one log
+    # line each, written by the one thread that does all the socket I/O. Queueing is
+    # normal under load; only errors from that logger are worth a line.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    # Our log formats use neither the caller's file and line nor process/thread ids:
+    # skip collecting them for every record (the logging HOWTO's "Optimization").
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
