@@ -92,3 +92,18 @@ def test_concurrent_leases_through_group_commit_are_all_distinct(store):
     for thread in threads:
         thread.join(60)
     assert store.status()["in_use"] == 0
+
+
+class _Escaping(_Pending):
+    """An op whose interruption escapes _Pending.run's net (as KeyboardInterrupt would)."""
+
+    def run(self, conn: sqlite3.Connection) -> None:
+        raise KeyboardInterrupt
+
+
+def test_an_interrupted_batch_hands_every_waiter_an_error(store):
+    batch = [_Pending(_rename(1, "a1")), _Escaping(_rename(2, "b1"))]
+    with pytest.raises(KeyboardInterrupt):
+        store._run_batch(batch)
+    assert all(item.done and isinstance(item.error, DatabaseError) for item in batch)
+    assert store.get_session(1)["name"] == "a"  # rolled back

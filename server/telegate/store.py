@@ -317,6 +317,11 @@ class Store:
             for item in batch:
                 if item.error is None or not isinstance(item.error, StoreError):
                     item.error = failure
+        except BaseException as exc:
+            # Interrupted mid-batch (rolled back by _write): no waiter may take a result for done.
+            for item in batch:
+                item.error = DatabaseError(f"write interrupted: {exc!r}")
+            raise
         finally:
             for item in batch:
                 item.done = True
