@@ -6,9 +6,9 @@ SQLite write (WAL, synchronous=FULL, ``BEGIN IMMEDIATE`` ... ``COMMIT``), with t
 in-process write lock TeleGate's store takes, so threads never meet SQLite's sleeping
 busy handler.
 
-Both listen through TeleGate's own ``bind_socket`` and ``waitress.create_server`` with the
-same settings as ``telegate serve`` (threads, connection limit, body limit), so the only
-difference from TeleGate is what the route does.
+Both listen through TeleGate's own ``bind_socket`` and pass ``waitress.create_server``
+the options ``telegate serve`` uses (``telegate.serve.waitress_options``: threads,
+connection limit, body limit), so the only difference from TeleGate is what the route does.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "server"))
 import bottle  # noqa: E402
 import waitress  # noqa: E402
 
-from telegate.serve import bind_socket  # noqa: E402
+from telegate.serve import bind_socket, waitress_options  # noqa: E402
 from telegate.settings import Settings  # noqa: E402
 
 LEASE = json.dumps({"session_id": 1, "session_name": "acc000001", "lease_token": "x" * 24,
@@ -83,12 +83,10 @@ def main() -> int:
     # As in telegate serve: no log line per queued request (a ceiling does no logging).
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     sock = bind_socket("127.0.0.1", 0)
-    # The same waitress arguments as telegate.serve.serve().
-    server = waitress.create_server(
-        make_app(args.kind, args.db), sockets=[sock], threads=threads,
-        connection_limit=settings.connection_limit, ident="TeleGate",
-        max_request_body_size=max(settings.max_body * 4, 8 * 1024 * 1024),
-        clear_untrusted_proxy_headers=True)
+    # The same waitress arguments as telegate serve, from the same function.
+    options = waitress_options(settings)
+    options["threads"] = threads
+    server = waitress.create_server(make_app(args.kind, args.db), sockets=[sock], **options)
     host, port = sock.getsockname()[:2]
     print(f"ceiling {args.kind} listening on http://{host}:{port} ({threads} threads)", flush=True)
     try:

@@ -17,7 +17,7 @@ from .app import access_logged, create_app
 from .settings import Settings
 from .store import Store
 
-__all__ = ["serve", "bind_socket", "PortInUse", "ensure_key"]
+__all__ = ["serve", "bind_socket", "PortInUse", "ensure_key", "waitress_options"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,15 @@ def bind_socket(host: str, port: int) -> socket.socket:
                             f" ({exc.strerror}); stop the other program or pick another --port") from exc
         raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     return sock
+
+
+def waitress_options(settings: Settings) -> dict:
+    """The waitress settings ``serve`` runs with (the benchmarks' ceilings use the same)."""
+    return dict(
+        threads=settings.threads, connection_limit=settings.connection_limit, ident="TeleGate",
+        # waitress answers bodies far over our limit itself; ours (JSON 413) covers the rest.
+        max_request_body_size=max(settings.max_body * 4, 8 * 1024 * 1024),
+        clear_untrusted_proxy_headers=True)
 
 
 def ensure_key(store: Store, environ: Mapping[str, str], out: TextIO) -> None:
@@ -103,12 +112,8 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
             added, _ = store.add_sessions(found, kinds=found)
             log.info("sessions dir %s: %d session file(s), %d new", settings.sessions_dir, len(found), len(added))
         sock = bind_socket(settings.host, settings.port)
-        server = waitress.create_server(
-            access_logged(create_app(settings, store)), sockets=[sock], threads=settings.threads,
-            connection_limit=settings.connection_limit, ident="TeleGate",
-            # waitress answers bodies far over our limit itself; ours (JSON 413) covers the rest.
-            max_request_body_size=max(settings.max_body * 4, 8 * 1024 * 1024),
-            clear_untrusted_proxy_headers=True)
+        server = waitress.create_server(access_logged(create_app(settings, store)), sockets=[sock],
+                                        **waitress_options(settings))
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
         out.write(f"TeleGate listening on http://{shown}:{port} (database {settings.db},"
