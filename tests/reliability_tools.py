@@ -19,24 +19,14 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+from conftest import Response
 from history import Holding, LeaseHistory
 
 #: A token no lease ever had, sent by the mixed workload with a real session id.
 STALE_TOKEN = "not-a-lease-token-at-all"
 
 
-class Reply:
-    def __init__(self, status: int, headers: dict[str, str], data: bytes) -> None:
-        self.status = status
-        self.headers = headers
-        self.data = data
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.data)
-
-    def __repr__(self) -> str:
-        return f"<Reply {self.status} {self.data[:200]!r}>"
+Reply = Response  # one reply type for every live-server helper
 
 
 class KeepAlive:
