@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import signal
 import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest

@@ -15,7 +15,6 @@ from telegram_session_manager import (
     ClientClosed,
     LeaseLost,
     NoSessionAvailable,
-    TelegramSessionManagerClient,
     TeleGateConnectionError,
 )
 

@@ -7,7 +7,7 @@ import signal
 import socket
 import sys
 import threading
-from typing import Callable, Mapping, TextIO
+from typing import Mapping, TextIO
 
 import waitress
 

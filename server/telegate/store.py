@@ -553,10 +553,6 @@ class Store:
             row = conn.execute("SELECT id FROM sessions WHERE name = ?", (name,)).fetchone()
         return None if row is None else row[0]
 
-    def states_count(self) -> dict[str, int]:
-        status = self.status()
-        return {state: status[state] for state in STATES}
-
     # -- pool administration ------------------------------------------------------------
 
     def add_sessions(self, names: Iterable[str], *, kind: str = "unknown",
@@ -592,7 +588,6 @@ class Store:
         """Enable or disable, clear a flood wait, or replace the meta of one session."""
         try:
             with self._write() as conn:
-                now = self.clock()
                 exists = conn.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone()
                 if exists is None:
                     raise NotFound(f"no session with id {session_id}")
