@@ -21,7 +21,7 @@ import pytest
 from conftest import LiveServer
 from telegate._files import create_private
 from telegate._sessionfiles import scan_dir
-from telegate._text import escape, find_unsafe, unsafe_detail
+from telegate._text import escape, find_unsafe, text_pattern, unsafe_detail
 from telegate.app import access_logged
 from telegate.store import Store
 from test_cli import run, run_process
@@ -263,6 +263,27 @@ def test_the_detail_names_field_character_and_position():
     assert unsafe_detail("holder", "ab\u202ecd") == (
         "holder must not contain control or format characters (U+202E RIGHT-TO-LEFT OVERRIDE at position 3)")
     assert unsafe_detail("holder", "a\nb") == "holder must not contain control or format characters (U+000A at position 2)"
+
+
+def test_the_openapi_pattern_refuses_exactly_what_the_server_refuses_in_the_bmp():
+    from telegate.openapi import build_openapi
+
+    def patterns(node) -> list[str]:
+        found = []
+        if isinstance(node, dict):
+            found += [node["pattern"]] if "pattern" in node else []
+            node = list(node.values())
+        for value in node if isinstance(node, list) else ():
+            found += patterns(value)
+        return found
+
+    pattern = re.compile(text_pattern())
+    assert patterns(build_openapi()).count(pattern.pattern) >= 5  # holder, name(s), disable, reason, ...
+    assert pattern.pattern.isascii()  # \\uXXXX escapes only: ECMA-262 reads it as Python does
+    differ = [hex(code) for code in range(0x10000) if 0xD800 > code or code > 0xDFFF
+              if (pattern.fullmatch(f"a{chr(code)}b") is None) != (find_unsafe(f"a{chr(code)}b") is not None)]
+    assert differ == []
+    assert pattern.fullmatch("   ") is None and pattern.fullmatch(" Вася 🙂 ")
 
 
 @pytest.mark.parametrize("argv, words", [

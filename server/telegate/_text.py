@@ -10,9 +10,10 @@ is escaped instead.
 """
 from __future__ import annotations
 
+import functools
 import unicodedata
 
-__all__ = ["UNSAFE_CATEGORIES", "find_unsafe", "unsafe_detail", "escape"]
+__all__ = ["UNSAFE_CATEGORIES", "find_unsafe", "unsafe_detail", "escape", "text_pattern"]
 
 UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
 _ESCAPED_CATEGORIES = UNSAFE_CATEGORIES | {"Cs"}  # lone surrogates: refused elsewhere as invalid text
@@ -58,3 +59,25 @@ def escape(text: str) -> str:
     if text.isprintable() and "\\" not in text:
         return text
     return "".join(map(_escape_char, text))
+
+
+@functools.lru_cache(maxsize=None)
+def text_pattern() -> str:
+    """A regular expression for the text the API accepts: not blank, no refused BMP character.
+
+    For the OpenAPI document, whose patterns are ECMA-262: every character is a
+    ``\\uXXXX`` escape, read alike by Python's ``re`` and JavaScript. The few refused
+    characters outside the BMP (tags U+E0001, U+E0020-E007F, some musical and
+    hieroglyph format controls) are left out of the pattern, since a JavaScript regex
+    without the ``u`` flag cannot name them; the server refuses them all the same.
+    Built once per process from this Python's Unicode tables (~15 ms).
+    """
+    ranges: list[list[int]] = []
+    for code in range(0x10000):
+        if unicodedata.category(chr(code)) in UNSAFE_CATEGORIES:
+            if ranges and ranges[-1][1] == code - 1:
+                ranges[-1][1] = code
+            else:
+                ranges.append([code, code])
+    refused = "".join(f"\\u{a:04x}" if a == b else f"\\u{a:04x}-\\u{b:04x}" for a, b in ranges)
+    return f"^[^{refused}]*[^\\s{refused}][^{refused}]*$"
