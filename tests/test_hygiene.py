@@ -118,7 +118,7 @@ def test_backup_is_owner_only_even_when_replacing_a_readable_file(tmp_path, umas
     old.chmod(0o644)
     assert run("backup", str(old), "--force", "--db", db)[0] == 0
     assert mode_of(old) == 0o600
-    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # no temporary file left
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("pool.db")) == ["fresh.db", "old.db"]
 
 
 # -- backup refuses to overwrite ---------------------------------------------------------------
@@ -156,9 +156,11 @@ def test_backup_with_force_still_refuses_what_would_break(tmp_path, case):
     code, _, err = run("backup", str(target), "--force", "--db", str(db))
     assert code == 1 and err.startswith("telegate: error:") and err.count("\n") == 1, err
     assert db.read_bytes() == before
+    if case == "a database with a -wal file":
+        assert target.read_bytes() == b"live"
     with Store(db) as store:
         assert store.status()["total"] == 1
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
 
 
 # -- weak bootstrap key -------------------------------------------------------------------------

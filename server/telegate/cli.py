@@ -168,8 +168,8 @@ def _sessions(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO)
             return 0
         if args.action == "list":
             return _list_sessions(store, args, out)
-        if args.action == "disable" and unsafe_detail("--reason", args.reason):
-            raise CliError(unsafe_detail("--reason", args.reason))
+        if args.action == "disable" and (unsafe := unsafe_detail("--reason", args.reason)):
+            raise CliError(unsafe)
         if args.action == "remove":
             missing = store.remove_sessions_by_name(args.names)
         else:
@@ -221,8 +221,8 @@ def _keys(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             name = args.name.strip()
             if not name or len(name) > 100:
                 raise CliError("key name must be 1 to 100 characters")
-            if unsafe_detail("the key name", name):  # it is the default holder, shown to the admin
-                raise CliError(unsafe_detail("the key name", name))
+            if unsafe := unsafe_detail("the key name", name):  # it is the default holder, shown to the admin
+                raise CliError(unsafe)
             key = store.create_key(name, "admin" if args.admin else "client")
             out.write(key + "\n")
             err.write(f"created {'admin' if args.admin else 'client'} key {name!r}; it is shown only once\n")
