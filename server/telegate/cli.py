@@ -19,7 +19,7 @@ from ._http import iso
 from ._sessionfiles import scan_dir
 from ._text import unsafe_detail
 from .settings import SETTINGS, SettingsError, resolve
-from .store import MAX_NAME_LENGTH, STATES, Store, StoreError
+from .store import MAX_NAME_LENGTH, STATES, PoolStore, Store, StoreError
 
 __all__ = ["main", "build_parser"]
 
@@ -100,7 +100,7 @@ def _open(args: argparse.Namespace) -> Store:
     settings = resolve({"db": args.db})
     creates = (args.command, getattr(args, "action", None)) in {
         ("sessions", "add"), ("sessions", "import"), ("keys", "create")}
-    if not creates and not settings.db.exists():
+    if not creates and isinstance(settings.db, Path) and not settings.db.exists():
         raise CliError(f"database {settings.db} does not exist; pass --db or set TELEGATE_DB"
                        " (telegate serve, sessions add or keys create makes a new one)")
     return Store(settings.db)
@@ -182,7 +182,7 @@ def _sessions(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO)
         return 0
 
 
-def _list_sessions(store: Store, args: argparse.Namespace, out: TextIO) -> int:
+def _list_sessions(store: PoolStore, args: argparse.Namespace, out: TextIO) -> int:
     now = store.clock()
     offset, page = 0, 5000
     header = False

@@ -15,7 +15,7 @@ from . import _logging
 from ._sessionfiles import scan_dir
 from .app import access_logged, create_app
 from .settings import Settings, SettingsError
-from .store import Store
+from .store import PoolStore, Store
 
 __all__ = ["serve", "bind_socket", "PortInUse", "ensure_key", "waitress_options", "MIN_ENV_KEY_LENGTH"]
 
@@ -68,7 +68,7 @@ def waitress_options(settings: Settings) -> dict:
         clear_untrusted_proxy_headers=True)
 
 
-def ensure_key(store: Store, environ: Mapping[str, str], out: TextIO) -> None:
+def ensure_key(store: PoolStore, environ: Mapping[str, str], out: TextIO) -> None:
     """Make sure the server can be used: register TELEGATE_API_KEY, or create a first admin key."""
     env_key = _env_key(environ)
     if env_key:
@@ -118,8 +118,11 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
         previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     store = Store(settings.db, synchronous=settings.synchronous)
     server = None
+    housekeeping = None
     try:
         ensure_key(store, environ, out)
+        housekeeping = _Housekeeping(store, settings.event_retention_days * 86400.0)
+        housekeeping.start()
         if settings.sessions_dir is not None:
             found, warnings = scan_dir(settings.sessions_dir)
             for warning in warnings:
@@ -140,12 +143,43 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
     finally:
         if server is not None:
             server.close()
+        if housekeeping is not None:
+            housekeeping.stop()
         store.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     out.write("TeleGate stopped\n")
     out.flush()
     return 0
+
+
+class _Housekeeping:
+    """Prunes old session events now and then hourly, in a daemon thread that ``stop()`` ends at once."""
+
+    INTERVAL = 3600.0
+
+    def __init__(self, store: PoolStore, retention: float) -> None:
+        self.store = store
+        self.retention = retention
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="telegate-housekeeping", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                pruned = self.store.prune_events(self.retention)
+                if pruned:
+                    log.info("pruned %d session event(s) older than %g days", pruned, self.retention / 86400)
+            except Exception as exc:  # a busy or unreachable database: try again next round
+                log.warning("pruning session events failed: %s", exc)
+            if self._stopped.wait(self.INTERVAL):
+                return
 
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
