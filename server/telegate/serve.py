@@ -121,8 +121,6 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
     housekeeping = None
     try:
         ensure_key(store, environ, out)
-        housekeeping = _Housekeeping(store, settings.event_retention_days * 86400.0)
-        housekeeping.start()
         if settings.sessions_dir is not None:
             found, warnings = scan_dir(settings.sessions_dir)
             for warning in warnings:
@@ -130,6 +128,8 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
             added, _ = store.add_sessions(found, kinds=found)
             log.info("sessions dir %s: %d session file(s), %d new", settings.sessions_dir, len(found), len(added))
         sock = bind_socket(settings.host, settings.port)
+        housekeeping = _Housekeeping(store, settings.event_retention_days * 86400.0)
+        housekeeping.start()
         server = waitress.create_server(access_logged(create_app(settings, store)), sockets=[sock],
                                         **waitress_options(settings))
         host, port = sock.getsockname()[:2]
@@ -169,6 +169,7 @@ class _Housekeeping:
 
     def stop(self) -> None:
         self._stopped.set()
+        self._thread.join(5)  # a prune under way finishes before the store closes
 
     def _run(self) -> None:
         while True:
