@@ -15,7 +15,7 @@ from pgtools import Databases, require_postgres
 
 psycopg = pytest.importorskip("psycopg")
 
-from telegate.store._base import SCHEMA_VERSION, DatabaseError, StoreError  # noqa: E402
+from telegate.store import SCHEMA_VERSION, DatabaseError, StoreError  # noqa: E402
 from telegate.store._postgres import PostgresEngine  # noqa: E402
 
 
@@ -133,15 +133,16 @@ def test_times_come_from_the_database_clock(engine):
     assert stamps[0] == pytest.approx(stamps[1], abs=1e-6)
 
 
-def test_an_offset_clock_moves_the_database_time(fresh_url):
-    offset = [0.0]
-    eng = PostgresEngine(fresh_url, clock_offset=lambda: offset[0])
+def test_a_test_clock_replaces_the_database_clock(fresh_url):
+    from conftest import FakeClock
+
+    clock = FakeClock()
+    eng = PostgresEngine(fresh_url, clock=clock)
     try:
         eng.migrate()
-        before = eng.now()
-        offset[0] = 3600.0
-        assert eng.now() - before == pytest.approx(3600, abs=5)
-        assert eng.write(lambda tx: tx.now) - before == pytest.approx(3600, abs=5)
+        assert eng.now() == clock.now
+        clock.advance(3600)
+        assert eng.write(lambda tx: tx.now) == eng.read(lambda tx: tx.now) == clock.now
     finally:
         eng.close()
 

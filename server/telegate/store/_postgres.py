@@ -31,7 +31,8 @@ from functools import lru_cache
 from typing import Any, Callable, Mapping, TypeVar
 from urllib.parse import quote
 
-from ._base import SCHEMA_VERSION, DatabaseError, StoreError
+from ._base import DatabaseError, StoreError
+from ._sqlite import SCHEMA_VERSION  # one schema version for both engines
 
 try:
     import psycopg
@@ -131,9 +132,10 @@ _PLACEHOLDER = "%({})s"
 
 @lru_cache(maxsize=512)
 def _translate_sql(sql: str) -> str:
-    """The shared dialect in PostgreSQL's words (see STORE_SEAM): ``:name`` -> ``%(name)s``,
-    a literal ``%`` -> ``%%``, ``/*skip_locked*/`` -> ``FOR UPDATE SKIP LOCKED``."""
-    sql = sql.replace("/*skip_locked*/", "FOR UPDATE SKIP LOCKED")
+    """The shared dialect in PostgreSQL's words: ``:name`` -> ``%(name)s``, a literal ``%`` ->
+    ``%%``, ``/*skip_locked*/`` -> ``FOR UPDATE SKIP LOCKED`` (a claim passes over rows other
+    claims hold), ``/*for_update*/`` -> ``FOR UPDATE`` (lock the row read before changing it)."""
+    sql = sql.replace("/*skip_locked*/", "FOR UPDATE SKIP LOCKED").replace("/*for_update*/", "FOR UPDATE")
 
     def replace(match: re.Match) -> str:
         token = match.group(1)
@@ -275,7 +277,7 @@ class PostgresEngine:
 
     def __init__(self, url: str, *, min_size: int = 2, max_size: int = 24, timeout: float = 5.0,
                  statement_timeout: float = 15.0, connect_timeout: float = 5.0,
-                 reconnect_timeout: float = 10.0, clock_offset: Callable[[], float] | None = None,
+                 reconnect_timeout: float = 10.0, clock: Callable[[], float] | None = None,
                  ) -> None:
         try:
             params = conninfo_to_dict(url)
@@ -300,9 +302,9 @@ class PostgresEngine:
         params["options"] = options
         self._conninfo = make_conninfo(**params)
         self._timeout = timeout
-        # Tests move a PostgreSQL pool's time forward without sleeping: seconds added to the
-        # database's clock. Production passes nothing: the database's clock, unchanged.
-        self._clock_offset = clock_offset
+        # Production passes no clock: every time is the database's. Tests of the pool's logic
+        # pass the same fake clock as on SQLite, to move time without sleeping.
+        self._clock = clock
         self._closed = False
         self._close_lock = threading.Lock()
         self._pool = _Pool(
@@ -331,9 +333,10 @@ class PostgresEngine:
         return self._run(op, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", _what(op, "read"))
 
     def now(self) -> float:
-        """The database's current time (``clock_timestamp()``), in epoch seconds."""
-        return self.read(lambda tx: tx.row("SELECT EXTRACT(EPOCH FROM clock_timestamp()) AS t")["t"]
-                         + self._offset())
+        """The database's current time (``clock_timestamp()``), in epoch seconds: one round trip."""
+        if self._clock is not None:
+            return self._clock()
+        return self._run(None, None, "reading the clock")
 
     def schema_version(self) -> int:
         return self.read(_read_version)
@@ -398,14 +401,14 @@ class PostgresEngine:
 
     # -- plumbing -----------------------------------------------------------------------
 
-    def _offset(self) -> float:
-        return self._clock_offset() if self._clock_offset is not None else 0.0
-
-    def _run(self, op: Callable[[_Tx], T], begin: str, what: str, *, timeout: float | None = None) -> T:
+    def _run(self, op: Callable[[_Tx], T] | None, begin: str | None, what: str, *,
+             timeout: float | None = None) -> T:
+        """Run ``op`` in a transaction opened by ``begin`` (no op: just read the clock)."""
         if self._closed:
             raise DatabaseError(f"the store for {self.description} is closed")
         deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
-        start = f"{begin}; SELECT EXTRACT(EPOCH FROM now()) AS now"
+        clock = "SELECT EXTRACT(EPOCH FROM now()) AS now"
+        start = f"{begin}; {clock}" if begin else clock.replace("now()", "clock_timestamp()")
         for attempt in range(1, _ATTEMPTS + 1):
             try:
                 conn = self._pool.getconn(timeout=max(0.05, deadline - time.monotonic()))
@@ -415,9 +418,11 @@ class PostgresEngine:
             try:
                 with conn.cursor() as cursor:
                     cursor.execute(start)
+                    if op is None:
+                        return cursor.fetchone()["now"]
                     cursor.nextset()
-                    tx = _Tx(cursor, cursor.fetchone()["now"] + self._offset(), self.prepare)
-                    result = op(tx)
+                    now = cursor.fetchone()["now"] if self._clock is None else self._clock()
+                    result = op(_Tx(cursor, now, self.prepare))
                     committing = True
                     cursor.execute("COMMIT")
                 return result
