@@ -83,12 +83,26 @@ class Databases:
         self.run = f"{os.getpid()}_{secrets.token_hex(3)}"
         self.created: list[str] = []
         self._admin = psycopg.connect(admin_url(), autocommit=True, connect_timeout=5)
+        self._numbered: list[str] = []
 
     def create(self) -> str:
+        """A new empty database; its URL."""
         name = f"telegate_test_{self.run}_{len(self.created)}"
         self._admin.execute(f'CREATE DATABASE "{name}"')
         self.created.append(name)
         return _with_dbname(admin_url(), name)
+
+    def scratch(self) -> str:
+        """A database apart from the numbered ones, for tests about PostgreSQL alone."""
+        if not hasattr(self, "_scratch"):
+            self._scratch = self.create()
+        return self._scratch
+
+    def numbered(self, n: int) -> str:
+        """The n-th of the databases tests reuse (emptied with :meth:`reset` before each use)."""
+        while len(self._numbered) <= n:
+            self._numbered.append(self.create())
+        return self._numbered[n]
 
     def reset(self, url: str) -> str:
         """Empty ``url``'s database (schema and all) in place: far cheaper than a new database."""

@@ -56,9 +56,8 @@ def test_sixteen_threads_two_thousand_mixed_ops_each(server_factory):
 
 
 def test_two_server_processes_on_one_file_under_the_same_check(server_factory, tmp_path):
-    db = tmp_path / "shared.db"
-    first = server_factory(*QUIET, db_path=db)
-    second = server_factory(*QUIET, db_path=db)
+    first = server_factory(*QUIET)
+    second = server_factory(*QUIET, db_path=first.db_path)
     first.add_sessions(*(f"s{i}" for i in range(8)))
     history, tally = RenewingHistory(), Tally()
     ops = OPS // 4  # cross-process turns meet in SQLite's busy handler: slower per op
