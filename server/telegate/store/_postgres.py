@@ -124,6 +124,9 @@ _ROLLED_BACK = {"40001", "40P01", "23505"}  # 23505: rerun once only
 
 _ATTEMPTS = 3
 
+#: How long a request waits for a connection while the database is known to be down.
+_OUTAGE_WAIT = 1.0
+
 # The dialect: named parameters outside quotes and comments. ``::`` is left alone.
 _TOKENS = re.compile(r"""('(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|/\*.*?\*/|(?<!:):([A-Za-z_]\w*)|%)""",
                      re.DOTALL)
@@ -410,8 +413,14 @@ class PostgresEngine:
         clock = "SELECT EXTRACT(EPOCH FROM now()) AS now"
         start = f"{begin}; {clock}" if begin else clock.replace("now()", "clock_timestamp()")
         for attempt in range(1, _ATTEMPTS + 1):
+            wait = deadline - time.monotonic()
+            if self._pool.last_error is not None:
+                # The last connection attempt failed (the database is down or refusing): a
+                # connection that frees up may still come, but do not hold the request for the
+                # whole timeout; a quick 503 with Retry-After serves the worker better.
+                wait = min(wait, _OUTAGE_WAIT)
             try:
-                conn = self._pool.getconn(timeout=max(0.05, deadline - time.monotonic()))
+                conn = self._pool.getconn(timeout=max(0.05, wait))
             except PoolTimeout as exc:
                 raise translate(exc, self.description, what, self._pool.last_error) from exc
             committing = False
