@@ -133,8 +133,20 @@ _TOKENS = re.compile(r"""('(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|/\*.*?\*/|(?<!:
 _PLACEHOLDER = "%({})s"
 
 
-@lru_cache(maxsize=512)
+#: Statements longer than this (bulk inserts) are translated each time rather than cached.
+_CACHED_LENGTH = 8192
+
+
 def _translate_sql(sql: str) -> str:
+    return _translate_cached(sql) if len(sql) <= _CACHED_LENGTH else _translate_cached.__wrapped__(sql)
+
+
+def _with_nulls(sql: str, names: frozenset) -> str:
+    return _nulls_cached(sql, names) if len(sql) <= _CACHED_LENGTH else _nulls_cached.__wrapped__(sql, names)
+
+
+@lru_cache(maxsize=512)
+def _translate_cached(sql: str) -> str:
     """The shared dialect in PostgreSQL's words: ``:name`` -> ``%(name)s``, a literal ``%`` ->
     ``%%``, ``/*skip_locked*/`` -> ``FOR UPDATE SKIP LOCKED`` (a claim passes over rows other
     claims hold), ``/*for_update*/`` -> ``FOR UPDATE`` (lock the row read before changing it)."""
@@ -152,7 +164,7 @@ def _translate_sql(sql: str) -> str:
 
 
 @lru_cache(maxsize=1024)
-def _with_nulls(sql: str, names: frozenset) -> str:
+def _nulls_cached(sql: str, names: frozenset) -> str:
     """``sql`` with the placeholders of NULL parameters written as ``NULL``.
 
     psycopg sends ``None`` untyped, and PostgreSQL cannot type a parameter it only sees in
