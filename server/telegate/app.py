@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import bottle
 
+from . import _keys
 from . import store as store_mod
 from ._http import MAX_FLOOD_WAIT, MAX_TTL, ApiError, Fields, bad_request, check_text, iso, parse_id, read_json
 from .dashboard import install_dashboard
@@ -81,7 +82,8 @@ def _unavailable(exc: store_mod.NoSessionAvailable) -> ApiError:
     if exc.total == 0:
         detail = "the pool is empty; an admin must add sessions (telegate sessions add NAME)"
     elif exc.in_use or exc.next_release_in is not None:
-        detail = (f"no free session: {exc.in_use} in use, {exc.waiting_count} in flood wait;"
+        detail = (f"no free session: {exc.in_use} in use, {exc.waiting_count} in flood wait"
+                  " (waiting_count counts sessions in flood wait, not workers waiting);"
                   " retry after the Retry-After seconds")
     else:
         detail = "no session can be leased: every session is disabled; an admin must enable one"
@@ -198,11 +200,12 @@ def create_app(settings: Settings, store: Store) -> bottle.Bottle:
     def acquire() -> Any:
         fields = body({"ttl", "holder", "name"})
         ttl = fields.number("ttl", low=1, high=MAX_TTL)
-        holder = fields.text("holder", max_length=200)
+        # No holder sent: the key's name, so admins see who holds the session instead of "?".
+        holder = fields.text("holder", max_length=200) or bottle.request.environ.get("telegate.key_name")
         name = fields.text("name", max_length=store_mod.MAX_NAME_LENGTH)
         lease = store.acquire(ttl or settings.lease_ttl, holder=holder, name=name)
         log.info("leased session %d (%s) to %s until %s", lease.session_id, lease.session_name,
-                 holder or bottle.request.environ.get("telegate.key_name"), iso(lease.lease_expires_at))
+                 holder, iso(lease.lease_expires_at))
         return _json({
             "session_id": lease.session_id,
             "session_name": lease.session_name,
@@ -320,6 +323,37 @@ def create_app(settings: Settings, store: Store) -> bottle.Bottle:
         store.remove_session(sid)
         log.info("session %d removed", sid)
         return _json({"status": "removed", "session_id": sid})
+
+    # -- admin: API keys (what `telegate keys` calls) ---------------------------------------
+
+    @route("/keys", auth="admin")
+    def list_keys() -> Any:
+        return _json({"keys": _keys.list_keys(store)})
+
+    @route("/keys", "POST", auth="admin")
+    def create_key() -> Any:
+        fields = body({"name", "admin", "max_leases"})
+        name = fields.text("name", max_length=_keys.MAX_KEY_NAME, required=True)
+        scope = "admin" if fields.boolean("admin") else "client"
+        max_leases = fields.integer("max_leases")
+        try:
+            key = _keys.create_key(store, name, scope, max_leases)
+        except _keys.LimitsUnsupported as exc:
+            raise bad_request(str(exc)) from None
+        log.info("%s key %r created by %s", scope, name, bottle.request.environ.get("telegate.key_name"))
+        # The key is in this answer only: no cache may keep it.
+        return _json({"name": name, "scope": scope, "max_leases": max_leases, "key": key}, status=201,
+                     headers={"Cache-Control": "no-store"})
+
+    @route("/keys/<name:path>", "DELETE", auth="admin")
+    def revoke_key(name: str) -> Any:
+        keep = bottle.request.query.get("keep_leases", "false").lower()
+        if keep not in ("true", "false", "1", "0"):
+            raise bad_request("keep_leases must be true or false")
+        ended = _keys.revoke_key(store, name, keep_leases=keep in ("true", "1"))
+        log.info("key %r revoked by %s; %d lease(s) ended", name, bottle.request.environ.get("telegate.key_name"),
+                 ended)
+        return _json({"status": "revoked", "name": name, "leases_ended": ended})
 
     return app
 
