@@ -151,14 +151,14 @@ class _ApiPlugin:
             except store_mod.NoSessionAvailable as exc:
                 return _error_response(_unavailable(exc))
             except store_mod.DatabaseError as exc:
-                log.error("database error on %s %s: %s", bottle.request.method, bottle.request.path, exc)
+                log.error("database error on %s %s: %s", escape(bottle.request.method), escape(bottle.request.path), exc)
                 return _error_response(ApiError(503, "database_unavailable",
                                                 "the pool database is busy or unavailable; retry shortly",
                                                 headers={"Retry-After": "1"}))
             except bottle.HTTPResponse:
                 raise
             except Exception:
-                log.exception("unexpected error on %s %s", bottle.request.method, bottle.request.path)
+                log.exception("unexpected error on %s %s", escape(bottle.request.method), escape(bottle.request.path))
                 return _error_response(ApiError(500, "internal_error",
                                                 "the server hit an unexpected error; it is logged"))
 
