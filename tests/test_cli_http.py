@@ -20,7 +20,6 @@ from typing import Iterator
 import pytest
 
 from conftest import server_env
-from telegate import _keys
 from telegate._admin_client import DEFAULT_URL, DatabaseAdmin, HttpAdmin, choose
 from telegate.cli import main
 from telegate.settings import SETTINGS
@@ -316,16 +315,37 @@ def test_keys_api_needs_an_admin_key(wsgi):
     assert wsgi.store.count_keys() == 2
 
 
-def test_max_leases_is_kept_or_refused_never_dropped(wsgi):
-    """A key asked for with a limit never comes out without it: stored where the store has limits, else 400."""
-    reply = wsgi("POST", "/keys", {"name": "capped", "max_leases": 3}, key="admin")
-    if _keys._takes(wsgi.store.create_key, "max_leases"):
-        assert reply.status == 201 and reply.json["max_leases"] == 3
-        row = next(r for r in wsgi("GET", "/keys", key="admin").json["keys"] if r["name"] == "capped")
-        assert row["max_leases"] == 3
-    else:
-        assert reply.status == 400 and "lease limits" in reply.json["detail"], reply
-        assert wsgi.store.count_keys() == 2
+def test_max_leases_is_kept_and_enforced_and_revoking_ends_leases(wsgi):
+    wsgi.store.add_sessions(["s1", "s2", "s3"])
+    capped = wsgi("POST", "/keys", {"name": "capped", "max_leases": 1}, key="admin").json
+    assert capped["max_leases"] == 1
+    assert wsgi("POST", "/session", key=capped["key"]).status == 200
+    over = wsgi("POST", "/session", key=capped["key"])
+    assert over.status == 429 and over.json["error"] == "lease_limit"
+    row = next(r for r in wsgi("GET", "/keys", key="admin").json["keys"] if r["name"] == "capped")
+    assert (row["max_leases"], row["leases"]) == (1, 1)
+    assert wsgi("DELETE", "/keys/capped", key="admin").json["leases_ended"] == 1
+    assert wsgi("GET", "/status").json["in_use"] == 0
+    kept = wsgi("POST", "/keys", {"name": "kept"}, key="admin").json
+    wsgi("POST", "/session", key=kept["key"])
+    assert wsgi("DELETE", "/keys/kept", key="admin", query="keep_leases=true").json["leases_ended"] == 0
+    assert wsgi("GET", "/status").json["in_use"] == 1
+
+
+def test_keys_max_leases_and_keep_leases_from_the_command(live_server, admin_env):
+    live_server.add_sessions("m1", "m2")
+    code, key, err = run("keys", "create", "capped", "--max-leases", "1", environ=admin_env)
+    assert code == 0 and "at most 1 lease(s) at once" in err
+    assert live_server.request("POST", "/session", key=key.strip()).status == 200
+    assert live_server.request("POST", "/session", key=key.strip()).status == 429
+    line = next(l for l in run("keys", "list", environ=admin_env)[1].splitlines() if l.startswith("capped "))
+    assert "max 1" in line and "1 lease(s)" in line, line
+    code, _, err = run("keys", "revoke", "capped", "--keep-leases", environ=admin_env)
+    assert code == 0 and "lease(s) ended" not in err and live_server.status()["in_use"] == 1
+    code, key2, _ = run("keys", "create", "w9", environ=admin_env)
+    live_server.request("POST", "/session", key=key2.strip())
+    code, _, err = run("keys", "revoke", "w9", environ=admin_env)
+    assert code == 0 and "1 of its lease(s) ended" in err
 
 
 # -- small things of issue 12 --------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import urllib3
 
 from . import _keys
 from ._http import iso
-from .store import STATES, Store
+from .store import STATES, Store, is_database_url
 
 __all__ = ["Admin", "AdminError", "HttpAdmin", "DatabaseAdmin", "choose", "DEFAULT_URL"]
 
@@ -83,15 +83,15 @@ def _session_view(row: Mapping[str, Any], now: float, *, lease_expires_at: str |
 
 
 class DatabaseAdmin:
-    """Works on the SQLite file itself; safe while a server uses the same file."""
+    """Works on the database itself (a SQLite file or a PostgreSQL URL); safe while servers use it."""
 
-    def __init__(self, path: str | Path, *, create: bool) -> None:
-        path = Path(path)
-        if not create and not path.exists():
-            raise AdminError(f"database {path} does not exist; pass --db or set TELEGATE_DB"
+    def __init__(self, db: str | Path, *, create: bool) -> None:
+        target: str | Path = str(db) if is_database_url(str(db)) else Path(db)
+        if not create and isinstance(target, Path) and not target.exists():
+            raise AdminError(f"database {target} does not exist; pass --db or set TELEGATE_DB"
                              " (telegate serve, sessions add or keys create makes a new one)")
-        self.where = f"database {path}"
-        self.store = Store(path)
+        self.store = Store(target)
+        self.where = f"database {self.store.path}"
 
     def add_sessions(self, names: Sequence[str], *, kind: str = "unknown", meta: dict | None = None,
                      kinds: Mapping[str, str] | None = None) -> tuple[int, int]:
@@ -118,16 +118,13 @@ class DatabaseAdmin:
         return self.store.remove_sessions_by_name(names)
 
     def create_key(self, name: str, *, admin: bool = False, max_leases: int | None = None) -> str:
-        try:
-            return _keys.create_key(self.store, name, "admin" if admin else "client", max_leases)
-        except _keys.LimitsUnsupported as exc:
-            raise AdminError(str(exc)) from None
+        return self.store.create_key(name, "admin" if admin else "client", max_leases=max_leases)
 
     def list_keys(self) -> list[dict[str, Any]]:
-        return _keys.list_keys(self.store)
+        return [_keys.key_json(row) for row in self.store.list_keys()]
 
     def revoke_key(self, name: str, *, keep_leases: bool = False) -> int:
-        return _keys.revoke_key(self.store, name, keep_leases=keep_leases)
+        return self.store.revoke_key(name, end_leases=not keep_leases)
 
     def status(self) -> dict[str, Any]:
         data = self.store.status()

@@ -19,7 +19,9 @@ from typing import Mapping, Sequence, TextIO
 
 from . import __version__
 from ._admin_client import DEFAULT_URL, Admin, AdminError, choose
+from ._files import create_private
 from ._sessionfiles import scan_dir
+from ._text import unsafe_detail
 from .settings import SETTINGS, SettingsError, resolve
 from .store import MAX_NAME_LENGTH, STATES, Store, StoreError
 
@@ -123,13 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     backup = commands.add_parser("backup", parents=[_db_parent()],
                                  help="copy the database safely, even while serving")
     backup.add_argument("file", type=Path)
+    backup.add_argument("--force", action="store_true", help="replace FILE if it exists")
     return parser
 
 
 def _open(args: argparse.Namespace) -> Store:
     """The database file of ``backup``, which always works on the file."""
     settings = resolve({"db": args.db})
-    if not settings.db.exists():
+    if isinstance(settings.db, Path) and not settings.db.exists():
         raise CliError(f"database {settings.db} does not exist; pass --db or set TELEGATE_DB")
     return Store(settings.db)
 
@@ -146,18 +149,22 @@ def _check_names(names: Sequence[str]) -> list[str]:
         name = name.strip()
         if not name or name.startswith("#"):
             continue
-        if len(name) > MAX_NAME_LENGTH or any(ord(ch) < 32 for ch in name):
-            raise CliError(f"name {number} is not usable (empty, over {MAX_NAME_LENGTH} characters,"
-                           f" or control characters): {name[:40]!r}")
+        if len(name) > MAX_NAME_LENGTH:
+            raise CliError(f"name {number} is over {MAX_NAME_LENGTH} characters: {name[:40]!r}")
+        unsafe = unsafe_detail(f"name {number} {name[:40]!r}", name)
+        if unsafe:
+            raise CliError(unsafe)
         clean.append(name)
     return clean
 
 
 def _read_names(source: str, stdin: TextIO) -> list[str]:
+    # Split on newlines only: splitlines() would also cut at \x0c, \x1c or U+2028, quietly
+    # turning one bad name into two; _check_names refuses it instead.
     if source == "-":
-        return stdin.read().splitlines()
+        return stdin.read().split("\n")
     try:
-        return Path(source).read_text(encoding="utf-8").splitlines()
+        return Path(source).read_text(encoding="utf-8").split("\n")
     except OSError as exc:
         raise CliError(f"cannot read {source}: {exc.strerror or exc}") from exc
     except UnicodeDecodeError:
@@ -198,6 +205,8 @@ def _sessions(admin: Admin, args: argparse.Namespace, out: TextIO, err: TextIO, 
         return 0
     if args.action == "list":
         return _list_sessions(admin, args, out)
+    if args.action == "disable" and (unsafe := unsafe_detail("--reason", args.reason)):
+        raise CliError(unsafe)
     if args.action == "remove":
         missing = admin.remove_sessions(args.names)
     else:
@@ -241,6 +250,8 @@ def _keys(admin: Admin, args: argparse.Namespace, out: TextIO, err: TextIO) -> i
         name = args.name.strip()
         if not name or len(name) > 100:
             raise CliError("key name must be 1 to 100 characters")
+        if unsafe := unsafe_detail("the key name", name):  # it is the default holder, shown to the admin
+            raise CliError(unsafe)
         key = admin.create_key(name, admin=args.admin, max_leases=args.max_leases)
         out.write(key + "\n")
         limit = f", at most {args.max_leases} lease(s) at once" if args.max_leases else ""
@@ -270,6 +281,44 @@ def _status(admin: Admin, out: TextIO) -> int:
     return 0
 
 
+def _backup(args: argparse.Namespace, err: TextIO) -> int:
+    """Copy the database to a private temporary file beside FILE, then rename it over FILE.
+
+    FILE never holds half a backup, and the copy is 0600 like the database. An existing
+    FILE is replaced only with --force, and never when it looks like a live database.
+    """
+    target: Path = args.file
+    if os.path.lexists(target):
+        if not args.force:
+            raise CliError(f"{target} exists; pass --force to replace it")
+        if target.is_dir():
+            raise CliError(f"{target} is a folder; name a file to back up to")
+        if os.path.lexists(f"{target}-wal"):
+            raise CliError(f"{target} looks like a database in use ({target}-wal exists);"
+                           " stop whatever uses it or pick another file")
+    with _open(args) as store:
+        try:
+            same = target.exists() and os.path.samefile(target, store.path)
+        except OSError:
+            same = False
+        if same:
+            raise CliError(f"{target} is the database itself; pick another file")
+        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        if os.path.lexists(temporary):
+            os.unlink(temporary)  # left by an earlier run that was killed; the pid is ours now
+        create_private(temporary)
+        try:
+            store.backup(temporary)
+            os.replace(temporary, target)
+        except BaseException:
+            for leftover in (temporary, Path(f"{temporary}-journal")):
+                if os.path.lexists(leftover):
+                    os.unlink(leftover)
+            raise
+    err.write(f"backed up {store.path} to {target}\n")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None,
          stdin: TextIO | None = None, environ: Mapping[str, str] | None = None) -> int:
     out, err, stdin = out or sys.stdout, err or sys.stderr, stdin or sys.stdin
@@ -283,10 +332,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
             overrides = {s.name: getattr(args, s.name) for s in SETTINGS}
             return serve(resolve(overrides, environ), environ=environ, out=err)
         if args.command == "backup":
-            with _open(args) as store:
-                store.backup(args.file)
-            err.write(f"backed up {store.path} to {args.file}\n")
-            return 0
+            return _backup(args, err)
         if args.command in ("sessions", "keys", "status"):
             admin = _admin(args, environ)
             try:
