@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("name")
     create.add_argument("--admin", action="store_true", help="admin scope (manage sessions); default client")
     create.add_argument("--max-leases", metavar="N", type=_positive_int, default=None,
-                        help="most leases the key may hold at once (needs a server whose store enforces limits)")
+                        help="most leases the key may hold at once (over it: 429 lease_limit); default no limit")
     ksub.add_parser("list", parents=[db], help="list keys (never the keys themselves)")
     revoke = ksub.add_parser("revoke", parents=[db], help="revoke a key by name")
     revoke.add_argument("name")
