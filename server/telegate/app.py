@@ -354,7 +354,7 @@ def create_app(settings: Settings, store: PoolStore) -> bottle.Bottle:
         return _json({"session_id": sid, "events": [
             {"id": event["id"], "at": iso(event["at"]), "type": event["type"], "key": event["key_name"],
              "holder": event["holder"], **event["detail"]} for event in events],
-            "next_before": events[-1]["id"] if len(events) == limit else None})
+            "next_before": events[-1]["id"] if events and len(events) == limit else None})
 
     @route("/sessions/<session_id>", "DELETE", auth="admin")
     def delete_session(session_id: str) -> Any:
