@@ -234,7 +234,8 @@ def create_app(settings: Settings, store: PoolStore) -> bottle.Bottle:
         token = fields.text("lease_token", max_length=200)
         flood_wait = fields.number("flood_wait", low=0, high=MAX_FLOOD_WAIT)
         scope = fields.method("flood_scope")
-        if fields.boolean("peer_flood"):
+        peer_flood = bool(fields.boolean("peer_flood"))
+        if peer_flood:
             if flood_wait is not None:
                 raise bad_request('send either "flood_wait" (seconds) or "peer_flood": true, not both')
             flood_wait = settings.peer_flood_rest  # PEER_FLOOD names no seconds: the server's rule
@@ -242,7 +243,7 @@ def create_app(settings: Settings, store: PoolStore) -> bottle.Bottle:
             raise bad_request('"flood_scope" goes with "flood_wait" (or "peer_flood": true)')
         reason = fields.text("disable", max_length=500)
         changed = store.release(session_id, token, key=caller(), flood_wait=flood_wait, flood_scope=scope,
-                                disable=reason)
+                                disable=reason, peer_flood=peer_flood)
         if changed:
             metrics.released(flood_wait)
             extra = f", flood wait {flood_wait:g} s" if flood_wait else ""

@@ -273,13 +273,14 @@ class Store:
 
     def release(self, session_id: int, token: str | None = None, *, key: KeyInfo | None = None,
                 flood_wait: float | None = None, flood_scope: str | None = None,
-                disable: str | None = None) -> bool:
+                disable: str | None = None, peer_flood: bool = False) -> bool:
         """End a lease, optionally resting the session (for one method, or all) or disabling it.
 
         Idempotent: an unknown id or a session nobody holds returns ``False`` and changes
         nothing (no flood wait, no disable). See :meth:`_holder_check` for who may end a
         lease. A flood wait never shortens one already running. Returns ``True`` when a
-        lease ended.
+        lease ended. ``peer_flood`` only marks the flood wait's event: Telegram said
+        PEER_FLOOD (no seconds) and ``flood_wait`` is the server's rest for it.
         """
         scope = flood_scope.lower() if flood_scope else None
 
@@ -313,8 +314,10 @@ class Store:
             who = {"key_name": key.name if key else self._key_name(tx, row["lease_key_id"]), "holder": row["holder"]}
             self._event(tx, session_id, "release", **who)
             if flood_wait:
-                self._event(tx, session_id, "flood_wait", **who,
-                            detail={"seconds": flood_wait, "scope": scope})
+                detail = {"seconds": flood_wait, "scope": scope}
+                if peer_flood:
+                    detail["peer_flood"] = True
+                self._event(tx, session_id, "flood_wait", **who, detail=detail)
             if disable:
                 self._event(tx, session_id, "disable", **who, detail={"reason": disable})
             return True
