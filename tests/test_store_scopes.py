@@ -256,7 +256,7 @@ def test_every_kind_of_event_is_recorded_with_key_and_holder(store, clock, keys)
     got = [(e["type"], e["key_name"], e["holder"], e["detail"], e["at"] - t0) for e in reversed(events)]
     assert got == [
         ("lease", "worker-1", "host:1", {"ttl": 30, "purpose": "contacts.resolveusername"}, 0),
-        ("renew", "worker-1", "host:1", {"ttl": 30}, 10),
+        ("renew", "worker-1", "host:1", {"ttl": 30, "count": 1}, 10),
         ("release", "worker-1", "host:1", {}, 15),
         ("flood_wait", "worker-1", "host:1", {"seconds": 72000, "scope": "contacts.resolveusername"}, 15),
         ("lease", "worker-1", "host:2", {"ttl": 20, "purpose": "messages.gethistory"}, 16),
@@ -270,6 +270,41 @@ def test_every_kind_of_event_is_recorded_with_key_and_holder(store, clock, keys)
     ]
     ids = [e["id"] for e in events]
     assert ids == sorted(ids, reverse=True), "newest first"
+
+
+def test_renewals_in_a_row_share_one_event_with_their_count(store, clock, keys):
+    worker = keys["worker-1"]
+    store.add_sessions(["a"])
+    first = store.acquire(30, holder="h:1", key=worker)
+    for _ in range(5):
+        clock.advance(10)
+        store.renew(first.session_id, first.lease_token, 30, key=worker)
+    store.update_session(1, meta={"proxy": "socks5://x"})  # no event: renewals stay one
+    clock.advance(10)
+    store.renew(first.session_id, first.lease_token, 45, key=worker)
+    store.release(first.session_id, first.lease_token, key=worker)
+    second = store.acquire(30, holder="h:2", key=worker)
+    clock.advance(10)
+    store.renew(second.session_id, second.lease_token, 30, key=worker)  # a new lease: a new event
+    store.set_disabled_by_name(["a"], True)
+    store.set_disabled_by_name(["a"], False)
+    clock.advance(10)
+    store.renew(second.session_id, second.lease_token, 30, key=worker)  # after other events: a new one
+    got = [(e["type"], e["holder"], e["detail"], e["at"] - first_at(store)) for e in reversed(store.events(1))]
+    assert got == [
+        ("lease", "h:1", {"ttl": 30}, 0),
+        ("renew", "h:1", {"ttl": 45, "count": 6}, 60),
+        ("release", "h:1", {}, 60),
+        ("lease", "h:2", {"ttl": 30}, 60),
+        ("renew", "h:2", {"ttl": 30, "count": 1}, 70),
+        ("disable", None, {"reason": "disabled by admin"}, 70),
+        ("enable", None, {}, 70),
+        ("renew", "h:2", {"ttl": 30, "count": 1}, 80),
+    ]
+
+
+def first_at(store: Store) -> float:
+    return store.events(1, limit=1000)[-1]["at"]
 
 
 def test_disable_on_release_and_admin_release_are_recorded_with_who_did_it(store, keys):
