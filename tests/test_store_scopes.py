@@ -372,3 +372,15 @@ def test_old_events_are_pruned_and_recent_ones_kept(store, clock):
     assert store.prune_events(5 * 86400) == 2
     assert [e["at"] for e in store.events(1)] == [clock.now, clock.now]
     assert store.prune_events(5 * 86400) == 0
+
+
+def test_pruning_also_sweeps_rests_that_have_ended(store, clock, tmp_path):
+    import sqlite3
+    store.add_sessions(["a", "b"])
+    rest(store, "a", 100, RESOLVE)
+    rest(store, "b", 500, RESOLVE)
+    clock.advance(100)
+    store.prune_events(30 * 86400)
+    left = sqlite3.connect(tmp_path / "pool.db").execute("SELECT session_id FROM session_rests").fetchall()
+    assert left == [(2,)]
+    assert rests(store, "b") == {"contacts.resolveusername": clock.now + 400}

@@ -469,9 +469,16 @@ class Store:
         return rows
 
     def prune_events(self, older_than: float) -> int:
-        """Delete events recorded more than ``older_than`` seconds ago; returns how many."""
-        return self.engine.write(lambda tx: tx.run("DELETE FROM session_events WHERE at < :cut",
-                                                   {"cut": tx.now - older_than}))
+        """Delete events recorded more than ``older_than`` seconds ago; returns how many.
+
+        Scoped rests that have ended go too: they no longer count anywhere, and a session's
+        next scoped flood wait only sweeps its own.
+        """
+        def prune(tx: Tx) -> int:
+            tx.run("DELETE FROM session_rests WHERE until <= :now", {"now": tx.now})
+            return tx.run("DELETE FROM session_events WHERE at < :cut", {"cut": tx.now - older_than})
+
+        return self.engine.write(prune)
 
     # -- pool administration ------------------------------------------------------------
 
