@@ -245,7 +245,7 @@ def create_app(settings: Settings, store: PoolStore) -> bottle.Bottle:
         changed = store.release(session_id, token, key=caller(), flood_wait=flood_wait, flood_scope=scope,
                                 disable=reason, peer_flood=peer_flood)
         if changed:
-            metrics.released(flood_wait)
+            metrics.released(flood_wait, scope)
             extra = f", flood wait {flood_wait:g} s" if flood_wait else ""
             extra += f" for {scope}" if scope and flood_wait else ""
             extra += f", disabled: {reason}" if reason else ""
