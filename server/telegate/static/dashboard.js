@@ -644,6 +644,7 @@
     setText(what.children[1], describeEvent(e));
     setText(row.children[2], e.key || "");
     setText(row.children[3], e.holder || "");
+    row.children[3].title = e.holder || "";  // cut short when long: the whole text on hover
   }
 
   // Today's events by time of day, older ones with their date (the ISO time is the cell's title).
