@@ -237,7 +237,8 @@ def create_app(settings: Settings, store: PoolStore) -> bottle.Bottle:
         token = fields.text("lease_token", max_length=200)
         flood_wait = fields.number("flood_wait", low=0, high=MAX_FLOOD_WAIT)
         scope = fields.method("flood_scope")
-        if fields.boolean("peer_flood"):
+        peer_flood = bool(fields.boolean("peer_flood"))
+        if peer_flood:
             if flood_wait is not None:
                 raise bad_request('send either "flood_wait" (seconds) or "peer_flood": true, not both')
             flood_wait = settings.peer_flood_rest  # PEER_FLOOD names no seconds: the server's rule
@@ -245,9 +246,9 @@ def create_app(settings: Settings, store: PoolStore) -> bottle.Bottle:
             raise bad_request('"flood_scope" goes with "flood_wait" (or "peer_flood": true)')
         reason = fields.text("disable", max_length=500)
         changed = store.release(session_id, token, key=caller(), flood_wait=flood_wait, flood_scope=scope,
-                                disable=reason)
+                                disable=reason, peer_flood=peer_flood)
         if changed:
-            metrics.released(flood_wait)
+            metrics.released(flood_wait, scope)
             extra = f", flood wait {flood_wait:g} s" if flood_wait else ""
             extra += f" for {scope}" if scope and flood_wait else ""
             extra += f", disabled: {reason}" if reason else ""
@@ -357,7 +358,7 @@ def create_app(settings: Settings, store: PoolStore) -> bottle.Bottle:
         return _json({"session_id": sid, "events": [
             {"id": event["id"], "at": iso(event["at"]), "type": event["type"], "key": event["key_name"],
              "holder": event["holder"], **event["detail"]} for event in events],
-            "next_before": events[-1]["id"] if len(events) == limit else None})
+            "next_before": events[-1]["id"] if events and len(events) == limit else None})
 
     @route("/sessions/<session_id>", "DELETE", auth="admin")
     def delete_session(session_id: str) -> Any:

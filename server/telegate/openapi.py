@@ -321,8 +321,12 @@ _SCHEMAS: dict[str, Any] = {
                     "holder": {"type": "string", "nullable": True},
                     "seconds": {"type": "number", "description": "flood_wait: how long."},
                     "scope": {"type": "string", "nullable": True, "description": "flood_wait: the method, or null for account-wide."},
+                    "peer_flood": {"type": "boolean", "description": "flood_wait: Telegram said PEER_FLOOD"
+                                   " (no seconds); the rest is the server's --peer-flood-rest."},
                     "reason": {"type": "string"},
                     "ttl": {"type": "number"},
+                    "count": {"type": "integer", "minimum": 1,
+                              "description": "renew: renewals in a row, kept as one event at the latest's time."},
                     "purpose": {"type": "string"},
                 }}},
             "next_before": {"type": "integer", "nullable": True,
