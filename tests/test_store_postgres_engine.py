@@ -165,9 +165,15 @@ def test_driver_errors_become_database_errors_naming_the_database(engine):
     assert engine.read(_names) == ["dup"]
 
 
-def test_reads_are_read_only(engine):
-    with pytest.raises(DatabaseError, match="read-only"):
-        engine.read(_add("nope"))
+def test_reads_see_the_latest_commit_and_read_the_clock_rarely(engine):
+    engine.write(_add("a"))
+    first = engine.read(lambda tx: tx.now)
+    assert engine.read(_names) == ["a"]
+    engine.write(_add("b"))
+    assert engine.read(_names) == ["a", "b"]
+    # A read's time is the database's last reading plus the time since: it moves on.
+    assert engine.read(lambda tx: tx.now) >= first
+    assert abs(engine.read(lambda tx: tx.now) - engine.write(lambda tx: tx.now)) < 1
 
 
 def test_terminated_connections_are_replaced_without_an_error(engine, databases):

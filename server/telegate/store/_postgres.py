@@ -124,6 +124,9 @@ _ROLLED_BACK = {"40001", "40P01", "23505"}  # 23505: rerun once only
 
 _ATTEMPTS = 3
 
+#: Seconds a reading of the database's clock serves reads before it is taken again.
+_CLOCK_REFRESH = 1.0
+
 #: How long a request waits for a connection while the database is known to be down.
 _OUTAGE_WAIT = 1.0
 
@@ -320,6 +323,7 @@ class PostgresEngine:
         # Production passes no clock: every time is the database's. Tests of the pool's logic
         # pass the same fake clock as on SQLite, to move time without sleeping.
         self._clock = clock
+        self._clock_base = (0.0, -_CLOCK_REFRESH * 2)  # (database time, monotonic time): none yet
         self._closed = False
         self._close_lock = threading.Lock()
         self._pool = _Pool(
@@ -344,13 +348,20 @@ class PostgresEngine:
         return self._run(op, "BEGIN ISOLATION LEVEL READ COMMITTED", _what(op, "write"))
 
     def read(self, op: Callable[[Any], T]) -> T:
-        """Run ``op(tx)`` in a read-only snapshot (REPEATABLE READ: one view for all its statements)."""
-        return self._run(op, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", _what(op, "read"))
+        """Run ``op(tx)``'s statements in autocommit: each reads the latest committed data
+        (an MVCC snapshot: no locks, never blocked by writers). No BEGIN or COMMIT round
+        trips; a read of several statements (a page and its total) may see a write land
+        between them."""
+        return self._run(op, None, _what(op, "read"))
 
     def now(self) -> float:
-        """The database's current time (``clock_timestamp()``), in epoch seconds: one round trip."""
+        """The database's current time in epoch seconds (see ``_clock_from``: at most one round trip)."""
         if self._clock is not None:
             return self._clock()
+        db_now, at = self._clock_base
+        elapsed = time.monotonic() - at
+        if elapsed <= _CLOCK_REFRESH:
+            return db_now + elapsed
         return self._run(None, None, "reading the clock")
 
     def schema_version(self) -> int:
@@ -388,8 +399,7 @@ class PostgresEngine:
 
     def ping(self) -> None:
         """Raise DatabaseError unless the database answers a query within a couple of seconds."""
-        self._run(_ping, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", "health check",
-                  timeout=min(2.0, self._timeout))
+        self._run(_ping, None, "health check", timeout=min(2.0, self._timeout))
 
     def close(self) -> None:
         with self._close_lock:
@@ -418,12 +428,11 @@ class PostgresEngine:
 
     def _run(self, op: Callable[[_Tx], T] | None, begin: str | None, what: str, *,
              timeout: float | None = None) -> T:
-        """Run ``op`` in a transaction opened by ``begin`` (no op: just read the clock)."""
+        """Run ``op`` in a transaction opened by ``begin``, or (``begin`` None) statement by
+        statement in autocommit, as reads do; no ``op``: just read the database's clock."""
         if self._closed:
             raise DatabaseError(f"the store for {self.description} is closed")
         deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
-        clock = "SELECT EXTRACT(EPOCH FROM now()) AS now"
-        start = f"{begin}; {clock}" if begin else clock.replace("now()", "clock_timestamp()")
         for attempt in range(1, _ATTEMPTS + 1):
             wait = deadline - time.monotonic()
             if self._pool.last_error is not None:
@@ -438,14 +447,19 @@ class PostgresEngine:
             committing = False
             try:
                 with conn.cursor() as cursor:
-                    cursor.execute(start)
+                    if begin is not None:
+                        # BEGIN and the transaction's clock in one round trip.
+                        cursor.execute(f"{begin}; SELECT EXTRACT(EPOCH FROM now()) AS now")
+                        cursor.nextset()
+                        now = self._clock_from(cursor.fetchone()["now"])
+                    else:
+                        now = self._current_time(cursor, refresh=op is None)
                     if op is None:
-                        return cursor.fetchone()["now"]
-                    cursor.nextset()
-                    now = cursor.fetchone()["now"] if self._clock is None else self._clock()
+                        return now  # type: ignore[return-value]
                     result = op(_Tx(cursor, now, self.prepare))
-                    committing = True
-                    cursor.execute("COMMIT")
+                    if begin is not None:
+                        committing = True
+                        cursor.execute("COMMIT")
                 return result
             except psycopg.Error as exc:
                 _rollback(conn)
@@ -471,6 +485,30 @@ class PostgresEngine:
                 if conn is not None:
                     self._pool.putconn(conn)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    # The database's clock between round trips. Every write reads now() as it begins (in
+    # the round trip BEGIN costs anyway) and keeps it with the local monotonic time; a
+    # read then takes that reading plus the monotonic time since, and asks the database
+    # again only when the last reading is over _CLOCK_REFRESH seconds old. So reads cost
+    # one round trip per statement and nothing for the clock, and their times are still
+    # the database's (off by a round trip at most), not this host's wall clock, which may
+    # be wrong or may jump.
+
+    def _clock_from(self, db_now: float) -> float:
+        if self._clock is not None:
+            return self._clock()
+        self._clock_base = (db_now, time.monotonic())
+        return db_now
+
+    def _current_time(self, cursor: psycopg.Cursor, *, refresh: bool = False) -> float:
+        if self._clock is not None:
+            return self._clock()
+        db_now, at = self._clock_base
+        elapsed = time.monotonic() - at
+        if refresh or elapsed > _CLOCK_REFRESH:
+            cursor.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp()) AS now")
+            return self._clock_from(cursor.fetchone()["now"])
+        return db_now + elapsed
 
     def _check_pool(self) -> None:
         try:
