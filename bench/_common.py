@@ -60,17 +60,23 @@ class Server:
     """One server subprocess; its output goes to a file (no pipe to drain in the client)."""
 
     def __init__(self, kind: str, workdir: Path, *, sessions: int = 64, extra: Sequence[str] = (),
-                 label: str | None = None, tree: Path | None = None) -> None:
+                 label: str | None = None, tree: Path | None = None, db: Path | str | None = None,
+                 api_key: str | None = None) -> None:
+        """``db``: another database than ``workdir/LABEL.db`` (a postgresql:// URL, say); with
+        ``api_key``, that database is ready (key and sessions made by the caller)."""
         self.kind = kind
         self.label = label or kind
         self.workdir = workdir
-        self.db = workdir / f"{self.label}.db"
+        self.db = db if db is not None else workdir / f"{self.label}.db"
         self.log_path = workdir / f"{self.label}.log"
         self.api_key = ""
         self.url = ""
         self.host = "127.0.0.1"
         self.port = 0
-        if kind == "telegate":
+        if kind == "telegate" and api_key is not None:
+            self.api_key = api_key
+            cmd = [sys.executable, "-m", "telegate", "serve", "--port", "0", "--db", str(self.db), *extra]
+        elif kind == "telegate":
             from telegate import Store
             with Store(self.db) as store:
                 self.api_key = store.create_key("bench", "client")
@@ -262,8 +268,14 @@ def run_load(server: Server, clients: int, seconds: float, client_kind: str = "t
     errors: list[BaseException] = []
     window: dict[str, float] = {}
 
+    picks = iter(range(clients))
+    pick_lock = threading.Lock()
+
     def worker() -> None:
-        client = factory(server)
+        with pick_lock:
+            number = next(picks)
+        # A group of servers (bench/postgres.py) hands each client one of its members.
+        client = factory(server.member(number) if hasattr(server, "member") else server)
         mine: list[float] = []
         done = missed = 0
         try:
