@@ -45,13 +45,16 @@ def _check(history: RenewingHistory, tally: Tally, ops: int) -> None:
     assert tally.of("acquire", 503) > 0
 
 
-def test_sixteen_threads_two_thousand_mixed_ops_each(server_factory):
+def test_sixteen_threads_two_thousand_mixed_ops_each(server_factory, db_kind):
     # The access log is off only to spend the two cores on requests rather than on log lines.
     live_server = server_factory(*QUIET)
     live_server.add_sessions(*(f"s{i}" for i in range(8)))
     history, tally = RenewingHistory(), Tally()
-    _hammer([live_server], history, tally, OPS, seed=1)
-    _check(history, tally, OPS)
+    # On PostgreSQL each operation is several round trips to a database process sharing the
+    # two cores: the same mix, half as many operations (still ~3,000 leases and all the rest).
+    ops = OPS if db_kind == "sqlite" else OPS // 2
+    _hammer([live_server], history, tally, ops, seed=1)
+    _check(history, tally, ops)
     check_counts(live_server.status(), 8)
     check_integrity(live_server.store)
 

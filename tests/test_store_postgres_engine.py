@@ -248,3 +248,28 @@ def test_close_twice_then_use(fresh_url):
 
 def engine_url(engine: PostgresEngine) -> str:
     return engine._conninfo
+
+
+def test_counts_and_claims_never_wait_on_rows_other_transactions_lock(fresh_url):
+    """/status and a 503's counts read a snapshot (no lock); a claim passes locked rows by.
+
+    Another transaction holds every session row locked (as in-flight claims and releases
+    do, for milliseconds). Nothing here may wait for it: statement_timeout would turn a
+    wait into an error after 15 s, so a prompt answer is the proof.
+    """
+    from telegate.store import NoSessionAvailable, Store
+
+    with Store(fresh_url) as store:
+        store.add_sessions([f"s{i}" for i in range(3)])
+        with psycopg.connect(fresh_url, autocommit=False) as locker:
+            locker.execute("SELECT id FROM sessions FOR UPDATE").fetchall()
+            started = time.monotonic()
+            assert store.status()["free"] == 3
+            with pytest.raises(NoSessionAvailable) as info:
+                store.acquire(60)
+            # Free as far as committed data says, but locked by someone about to change
+            # them: counted as in use, so the caller waits instead of giving up.
+            assert info.value.in_use == 3
+            assert time.monotonic() - started < 5
+            locker.rollback()
+        assert store.acquire(60).session_name == "s0"
