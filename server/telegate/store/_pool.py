@@ -193,7 +193,7 @@ class Store:
                 unavailable, free = self._unavailable(tx, name, purpose)
                 if not free:
                     return unavailable
-                if picks > 3:
+                if picks > 1:
                     # Still every free-looking session locked: other claims are taking them
                     # right now. Count them as in use, so the caller waits (and retries) rather
                     # than reads "nothing in use, nothing resting" as "nothing will free up".
