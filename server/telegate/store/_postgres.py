@@ -3,12 +3,14 @@
 No pool SQL lives here (that is ``_pool.py``, shared with SQLite); only the plumbing and
 the schema's DDL. What it adds over a bare ``psycopg_pool.ConnectionPool``:
 
-- **The database's clock.** ``tx.now`` is ``now()`` of the transaction (its start), and
-  ``now()`` is ``clock_timestamp()``: every server on one database measures leases with
-  the same clock, however far apart their own clocks drift.
-- **One round trip to start a transaction.** ``BEGIN`` and the clock read go out as one
-  simple-protocol query on an autocommit connection; then the op's statements; then
-  ``COMMIT``. Statements run as server-side prepared statements once seen a few times.
+- **The database's clock.** A write's ``tx.now`` is ``now()`` of its transaction (read
+  exactly, as it begins); a read's is the latest such reading plus the monotonic time
+  since (re-read when over a second old). Every server on one database measures leases
+  with the same clock, however far apart their own clocks drift or jump.
+- **Few round trips.** A write sends ``BEGIN`` and the clock read as one simple-protocol
+  query on an autocommit connection, then the op's statements, then ``COMMIT``. A read
+  runs its statements in autocommit: no BEGIN, no COMMIT. Statements run as server-side
+  prepared statements once seen a few times.
 - **Survives its database.** A connection found dead (``pg_terminate_backend``, a restart,
   a failover) before ``COMMIT`` was sent means the transaction never happened, so the op
   runs again on a fresh connection after the pool has checked its idle ones. A deadlock,
