@@ -246,23 +246,32 @@ class Store:
         """The session's row when ``key`` (with ``token``) holds its current lease; else None or an error.
 
         None: unknown id, or no live lease the caller could mean (free, or a lapsed lease
-        under another token), so nothing should change. Raises :class:`NotLeaseHolder`
-        when another client key holds the lease, :class:`LeaseMismatch` when the caller's
-        own key holds it under another token. A token proves the lease; without one, the
-        key must be the lease's. Admin keys (and internal callers, ``key=None``) may end
-        any lease.
+        under another token, or another key's lapsed lease), so nothing should change.
+        Raises :class:`NotLeaseHolder` when another client key holds the lease,
+        :class:`LeaseMismatch` when the caller's own key holds it under another token.
+
+        A token proves the lease only together with the key that took it: a client key
+        showing another key's token (leaked through a log, a shared queue) is not the
+        holder. A lease recorded without a key (taken by an internal caller, or before
+        the upgrade that added ownership) is proved by its token alone. Without a token,
+        the key must be the lease's. Admin keys (and internal callers, ``key=None``) may
+        end any lease.
         """
         row = tx.row("SELECT id, disabled, lease_token, lease_expires_at, lease_key_id, holder"
                      " FROM sessions WHERE id = :id /*for_update*/", {"id": session_id})
         if row is None or row["lease_token"] is None:
             return None
-        if token is not None and hmac.compare_digest(row["lease_token"], token):
-            return row
         live = (row["lease_expires_at"] or 0) > tx.now
         privileged = key is None or key.is_admin
+        owner = key is not None and row["lease_key_id"] == key.id
+        # Bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
+        if token is not None and hmac.compare_digest(
+                row["lease_token"].encode(), token.encode("utf-8", "surrogatepass")):
+            if privileged or owner or row["lease_key_id"] is None:
+                return row
         if not live:
             return None
-        if not privileged and row["lease_key_id"] != key.id:
+        if not privileged and not owner:
             raise NotLeaseHolder(
                 f"session {session_id} is leased by another API key; only its holder (or an admin) can"
                 " release, renew or report it")
