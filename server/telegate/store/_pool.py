@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ._base import (
-    STATES, Conflict, DatabaseError, Engine, KeyInfo, Lease, LeaseLimit, LeaseMismatch,
+    STATES, Conflict, DatabaseError, Engine, KeyInfo, KeyRevoked, Lease, LeaseLimit, LeaseMismatch,
     NoSessionAvailable, NotFound, NotLeaseHolder, SessionDisabled, Tx, hash_key,
 )
 
@@ -158,6 +158,16 @@ class Store:
 
         def claim(tx: Tx) -> Lease | NoSessionAvailable:
             params["now"] = now = tx.now
+            limit = None
+            if key_id is not None:
+                # The key was authenticated in an earlier read: a revocation that committed
+                # since then must not be outrun by a lease it would never end. The key row is
+                # locked (PostgreSQL) only for keys with a limit, whose claims must count in turn.
+                current = tx.row("SELECT revoked_at, max_leases FROM api_keys WHERE id = :key_id"
+                                 + (" /*for_update*/" if key.max_leases is not None else ""), params)
+                if current is None or current["revoked_at"] is not None:
+                    raise KeyRevoked(f"API key {key.name!r} was revoked; ask an admin for a valid key")
+                limit = current["max_leases"]
             if request_id is not None and key_id is not None:
                 again = tx.row("""
                     SELECT id, name, lease_token, lease_expires_at, kind, meta FROM sessions
@@ -165,13 +175,13 @@ class Store:
                       AND lease_expires_at > :now AND disabled = 0""", params)
                 if again is not None:
                     return _lease(again)
-            if key is not None and key.max_leases is not None:
+            if limit is not None:
                 held = self._leases_held(tx, key_id, now)
-                if held >= key.max_leases:
+                if held >= limit:
                     raise LeaseLimit(
-                        f"key {key.name!r} already holds {held} lease(s), its limit (max_leases={key.max_leases});"
+                        f"key {key.name!r} already holds {held} lease(s), its limit (max_leases={limit});"
                         " release one first, or ask an admin to raise the limit",
-                        limit=key.max_leases, held=held)
+                        limit=limit, held=held)
             candidate = tx.row(pick, params)
             if candidate is None:
                 # Count in the same transaction: a count taken later could already see the
