@@ -12,6 +12,8 @@ import re
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
+from ._text import unsafe_detail
+
 __all__ = ["ApiError", "read_json", "Fields", "iso", "MAX_FLOOD_WAIT", "MAX_TTL"]
 
 MAX_TTL = 86400
@@ -171,8 +173,9 @@ def check_text(name: str, value: str, max_length: int) -> str:
         raise bad_request(f"{name} must not be empty")
     if len(value) > max_length:
         raise bad_request(f"{name} must be at most {max_length} characters")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        raise bad_request(f"{name} must not contain control characters")
+    unsafe = unsafe_detail(name, value)
+    if unsafe:
+        raise bad_request(unsafe)
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:

@@ -19,6 +19,7 @@ from ._http import MAX_FLOOD_WAIT, MAX_TTL, ApiError, Fields, bad_request, check
 from .dashboard import install_dashboard
 from .metrics import install_metrics
 from .openapi import install_openapi
+from ._text import escape
 from .settings import Settings
 from .store import STATES, KeyInfo, PoolStore
 
@@ -368,8 +369,20 @@ def create_app(settings: Settings, store: PoolStore) -> bottle.Bottle:
     return app
 
 
+def _wsgi_text(value: str) -> str:
+    """A WSGI string (bytes as latin-1, PEP 3333) as the UTF-8 text the client meant, when it is UTF-8."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return value
+
+
 def access_logged(app: Callable, logger: logging.Logger = access_log) -> Callable:
-    """WSGI middleware: one line per request (method, path, status, ms, key name; never the key)."""
+    """WSGI middleware: one line per request (method, path, status, ms, key name; never the key).
+
+    Method, path and key name are escaped like ``repr`` escapes control and format
+    characters: a path with ``%0a`` must not write a second, forged line.
+    """
 
     def middleware(environ: dict, start_response: Callable) -> Any:
         started = time.perf_counter()
@@ -384,8 +397,9 @@ def access_logged(app: Callable, logger: logging.Logger = access_log) -> Callabl
         finally:
             if not logger.disabled and logger.isEnabledFor(logging.INFO):  # --access-log false: no record at all
                 status = status_holder[-1].split(" ", 1)[0] if status_holder else "-"
-                logger.info("%s %s %s %.1fms key=%s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"),
+                logger.info("%s %s %s %.1fms key=%s", escape(environ.get("REQUEST_METHOD") or "-"),
+                            escape(_wsgi_text(environ.get("PATH_INFO") or "")),
                             status, (time.perf_counter() - started) * 1000,
-                            environ.get("telegate.key_name", "-"))
+                            escape(environ.get("telegate.key_name", "-")))
 
     return middleware

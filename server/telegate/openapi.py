@@ -13,12 +13,13 @@ import bottle
 
 from . import __version__
 from ._http import MAX_FLOOD_WAIT, MAX_META_BYTES, MAX_TTL
+from ._text import text_pattern
 from .store import MAX_NAME_LENGTH, STATES
 
 __all__ = ["build_openapi", "install_openapi"]
 
-# The server takes text that is not blank and has no control characters (check_text).
-_TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+# The server takes text that is not blank and has no control, format or line-separator
+# characters (check_text); _text.text_pattern() spells that out for the BMP.
 _MAX_ID = 2**63 - 1
 _TL_METHOD_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}(\.[A-Za-z_][A-Za-z0-9_]{0,63})?$"
 
@@ -29,7 +30,7 @@ def _ref(name: str) -> dict[str, str]:
 
 def _text(max_length: int, description: str, *, nullable: bool = True) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": max_length,
-                              "pattern": _TEXT_PATTERN, "description": description}
+                              "pattern": text_pattern(), "description": description}
     if nullable:
         schema["nullable"] = True
     return schema
