@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     where = Path(temp.name) if temp else args.workdir
     (where / "packages").mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(where / "packages"))
-    print(f"# Benchmark 5: store CPU per acquire+release, trees side by side in one process ({c.environment_note()})")
+    print(f"# Benchmark 6: store CPU per acquire+release, trees side by side in one process ({c.environment_note()})")
     print(f"# synchronous={args.synchronous}; {blocks} interleaved blocks of {block} cycles per tree;"
           " medians of per-block ratios")
     try:
