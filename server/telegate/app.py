@@ -152,6 +152,8 @@ class _ApiPlugin:
                 return _error_response(ApiError(409, "conflict", str(exc)))
             except store_mod.NoSessionAvailable as exc:
                 return _error_response(_unavailable(exc))
+            except store_mod.KeyRevoked:
+                return _error_response(_BAD_KEY)
             except store_mod.DatabaseError as exc:
                 log.error("database error on %s %s: %s", escape(bottle.request.method), escape(bottle.request.path), exc)
                 return _error_response(ApiError(503, "database_unavailable",

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ._base import (
-    STATES, Conflict, DatabaseError, Engine, KeyInfo, Lease, LeaseLimit, LeaseMismatch,
+    STATES, Conflict, DatabaseError, Engine, KeyInfo, KeyRevoked, Lease, LeaseLimit, LeaseMismatch,
     NoSessionAvailable, NotFound, NotLeaseHolder, SessionDisabled, Tx, hash_key,
 )
 
@@ -159,6 +159,16 @@ class Store:
 
         def claim(tx: Tx) -> Lease | NoSessionAvailable:
             params["now"] = now = tx.now
+            limit = None
+            if key_id is not None:
+                # The key was authenticated in an earlier read: a revocation that committed
+                # since then must not be outrun by a lease it would never end. The key row is
+                # locked (PostgreSQL) only for keys with a limit, whose claims must count in turn.
+                current = tx.row("SELECT revoked_at, max_leases FROM api_keys WHERE id = :key_id"
+                                 + (" /*for_update*/" if key.max_leases is not None else ""), params)
+                if current is None or current["revoked_at"] is not None:
+                    raise KeyRevoked(f"API key {key.name!r} was revoked; ask an admin for a valid key")
+                limit = current["max_leases"]
             if request_id is not None and key_id is not None:
                 again = tx.row("""
                     SELECT id, name, lease_token, lease_expires_at, kind, meta FROM sessions
@@ -166,13 +176,13 @@ class Store:
                       AND lease_expires_at > :now AND disabled = 0""", params)
                 if again is not None:
                     return _lease(again)
-            if key is not None and key.max_leases is not None:
+            if limit is not None:
                 held = self._leases_held(tx, key_id, now)
-                if held >= key.max_leases:
+                if held >= limit:
                     raise LeaseLimit(
-                        f"key {key.name!r} already holds {held} lease(s), its limit (max_leases={key.max_leases});"
+                        f"key {key.name!r} already holds {held} lease(s), its limit (max_leases={limit});"
                         " release one first, or ask an admin to raise the limit",
-                        limit=key.max_leases, held=held)
+                        limit=limit, held=held)
             candidate = tx.row(pick, params)
             picks = 1
             while candidate is None:
@@ -271,23 +281,32 @@ class Store:
         """The session's row when ``key`` (with ``token``) holds its current lease; else None or an error.
 
         None: unknown id, or no live lease the caller could mean (free, or a lapsed lease
-        under another token), so nothing should change. Raises :class:`NotLeaseHolder`
-        when another client key holds the lease, :class:`LeaseMismatch` when the caller's
-        own key holds it under another token. A token proves the lease; without one, the
-        key must be the lease's. Admin keys (and internal callers, ``key=None``) may end
-        any lease.
+        under another token, or another key's lapsed lease), so nothing should change.
+        Raises :class:`NotLeaseHolder` when another client key holds the lease,
+        :class:`LeaseMismatch` when the caller's own key holds it under another token.
+
+        A token proves the lease only together with the key that took it: a client key
+        showing another key's token (leaked through a log, a shared queue) is not the
+        holder. A lease recorded without a key (taken by an internal caller, or before
+        the upgrade that added ownership) is proved by its token alone. Without a token,
+        the key must be the lease's. Admin keys (and internal callers, ``key=None``) may
+        end any lease.
         """
         row = tx.row("SELECT id, disabled, lease_token, lease_expires_at, lease_key_id, holder"
                      " FROM sessions WHERE id = :id /*for_update*/", {"id": session_id})
         if row is None or row["lease_token"] is None:
             return None
-        if token is not None and hmac.compare_digest(row["lease_token"], token):
-            return row
         live = (row["lease_expires_at"] or 0) > tx.now
         privileged = key is None or key.is_admin
+        owner = key is not None and row["lease_key_id"] == key.id
+        # Bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
+        if token is not None and hmac.compare_digest(
+                row["lease_token"].encode(), token.encode("utf-8", "surrogatepass")):
+            if privileged or owner or row["lease_key_id"] is None:
+                return row
         if not live:
             return None
-        if not privileged and row["lease_key_id"] != key.id:
+        if not privileged and not owner:
             raise NotLeaseHolder(
                 f"session {session_id} is leased by another API key; only its holder (or an admin) can"
                 " release, renew or report it")
