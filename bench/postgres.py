@@ -1,4 +1,4 @@
-"""Benchmark 6: PostgreSQL: against SQLite, several servers on one database, 100k sessions, failover.
+"""Benchmark 7: PostgreSQL: against SQLite, several servers on one database, 100k sessions, failover.
 
     python bench/postgres.py [--quick] [--seconds S] [--rounds R] [--clients 16] [--pg URL]
 
@@ -72,6 +72,28 @@ class Databases:
             conn.execute("ANALYZE sessions")
         return url, key
 
+    def backend_cpu(self, url: str) -> float:
+        """CPU seconds used so far by the PostgreSQL backends connected to ``url``'s database
+        (from /proc: the database runs on this machine here). A backend that has exited is
+        no longer counted, so this undercounts a little when connections come and go."""
+        dbname = url.rsplit("/", 1)[1].split("?")[0]
+        pids = [row[0] for row in self.admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,))]
+        total = 0.0
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
+
+    def count_database_cpu(self, server: c.Server, url: str) -> None:
+        """Make ``server.cpu_seconds()`` include its database's backends, so that CPU per cycle
+        compares with a SQLite server's (whose database runs inside the server process)."""
+        own = server.cpu_seconds
+        server.cpu_seconds = lambda: own() + self.backend_cpu(url)  # type: ignore[method-assign]
+
     def close(self) -> None:
         for name in self.names:
             try:
@@ -90,6 +112,9 @@ class Group:
 
     def member(self, number: int) -> c.Server:
         return self.members[number % len(self.members)]
+
+    def cpu_seconds(self) -> float:
+        return sum(member.cpu_seconds() for member in self.members)
 
 
 def pg_reachable(url: str) -> str | None:
@@ -212,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     repeats = args.failovers or (1 if args.quick else 5)
     big = 2000 if args.quick else 100_000
     admin_url = args.pg or os.environ.get("TELEGATE_TEST_PG") or DEFAULT_PG
-    print(f"# Benchmark 6: PostgreSQL ({c.environment_note()})")
+    print(f"# Benchmark 7: PostgreSQL ({c.environment_note()})")
     why = pg_reachable(admin_url)
     if why is not None:
         print(f"# skipped: no PostgreSQL at {admin_url.rsplit('@', 1)[-1]} ({why}); pass --pg URL")
@@ -236,10 +261,13 @@ def main(argv: list[str] | None = None) -> int:
         url, key = databases.create(64)
         sqlite = start("sqlite_1", sessions=64)
         pg = start("pg_1", db=url, api_key=key)
+        databases.count_database_cpu(pg, url)
         r = c.side_by_side([sqlite, pg], args.clients, seconds, rounds)
         rows.append(["1 server: PostgreSQL / SQLite", f"{r.rate('pg_1'):.0f} / {r.rate('sqlite_1'):.0f} cycles/s",
                      f"{r.ratio('pg_1', 'sqlite_1'):.2f}x", ">= 0.8x",
-                     f"p50 {c.ms(r.percentile('pg_1', 0.5)):.1f} / {c.ms(r.percentile('sqlite_1', 0.5)):.1f} ms"])
+                     f"p50 {c.ms(r.percentile('pg_1', 0.5)):.1f} / {c.ms(r.percentile('sqlite_1', 0.5)):.1f} ms;"
+                     f" CPU/cycle {r.cpu_per_cycle('pg_1') * 1e6:,.0f} / {r.cpu_per_cycle('sqlite_1') * 1e6:,.0f} µs"
+                     " (server + database)"])
         print(f"  PG vs SQLite: {r.rate('pg_1'):.0f} vs {r.rate('sqlite_1'):.0f}/s", file=sys.stderr, flush=True)
 
         # 2. One, two and three servers on one database (the first is pg_1's database).
@@ -250,7 +278,9 @@ def main(argv: list[str] | None = None) -> int:
         for label in ("two", "three"):
             rows.append([f"{len(groups[1 if label == 'two' else 2].members)} servers on one database / 1 server",
                          f"{r.rate(label):.0f} / {r.rate('one'):.0f} cycles/s", f"{r.ratio(label, 'one'):.2f}x",
-                         "coordination cost (2 cores)", f"p50 {c.ms(r.percentile(label, 0.5)):.1f} ms"])
+                         "coordination cost (2 cores)",
+                         f"p50 {c.ms(r.percentile(label, 0.5)):.1f} ms; CPU/cycle {r.cpu_per_cycle(label) * 1e6:,.0f}"
+                         f" µs vs {r.cpu_per_cycle('one') * 1e6:,.0f} (servers + database)"])
         print(f"  servers: {r.rate('one'):.0f} / {r.rate('two'):.0f} / {r.rate('three'):.0f}/s",
               file=sys.stderr, flush=True)
         for server in (second, third, sqlite):
