@@ -216,3 +216,10 @@ def test_on_postgresql_backup_points_to_the_database_tools(pg_url):
     with Store(pg_url) as store:
         with pytest.raises(store_mod.DatabaseError, match="pg_dump"):
             store.backup("copy.db")
+
+
+def test_whole_numbers_the_api_accepts_fit_both_stores(store):
+    """The API takes any max_leases below 2**63: PostgreSQL's INTEGER would refuse most (found by fuzzing)."""
+    key = store.create_key("big", "client", max_leases=2**63 - 1)
+    assert store.authenticate(key).max_leases == 2**63 - 1
+    assert [k["max_leases"] for k in store.list_keys() if k["name"] == "big"] == [2**63 - 1]

@@ -60,6 +60,8 @@ T = TypeVar("T")
 #: database runs them all; a database at version v runs those above v. PostgreSQL support
 #: starts at schema version 3, so the first entry builds version 3 whole (the SQLite file
 #: reached it in three steps). Never edit a shipped entry: append one.
+#: Whole numbers are BIGINT where SQLite's INTEGER (64 bits) could hold what the API
+#: accepts (any count, max_leases < 2**63): PostgreSQL's INTEGER would refuse it.
 _MIGRATIONS: tuple[tuple[int, str], ...] = (
     (3, """
     CREATE TABLE sessions (
@@ -74,12 +76,12 @@ _MIGRATIONS: tuple[tuple[int, str], ...] = (
         leased_at DOUBLE PRECISION,
         holder TEXT,
         flood_wait_until DOUBLE PRECISION,
-        use_count INTEGER NOT NULL DEFAULT 0,
-        flood_count INTEGER NOT NULL DEFAULT 0,
+        use_count BIGINT NOT NULL DEFAULT 0,
+        flood_count BIGINT NOT NULL DEFAULT 0,
         created_at DOUBLE PRECISION NOT NULL,
         last_released_at DOUBLE PRECISION,
         avail_at DOUBLE PRECISION NOT NULL DEFAULT 0,
-        expired_count INTEGER NOT NULL DEFAULT 0,
+        expired_count BIGINT NOT NULL DEFAULT 0,
         lease_key_id BIGINT,
         request_id TEXT
     );
@@ -92,7 +94,7 @@ _MIGRATIONS: tuple[tuple[int, str], ...] = (
         scope TEXT NOT NULL CHECK (scope IN ('client', 'admin')),
         created_at DOUBLE PRECISION NOT NULL,
         revoked_at DOUBLE PRECISION,
-        max_leases INTEGER
+        max_leases BIGINT
     );
     CREATE UNIQUE INDEX api_keys_active_name ON api_keys (name) WHERE revoked_at IS NULL;
     CREATE TABLE session_rests (
