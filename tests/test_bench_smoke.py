@@ -16,7 +16,7 @@ BENCHES = sorted(path.name for path in (ROOT / "bench").glob("*.py") if not path
 
 
 def test_the_benchmarks_are_found():
-    assert {"http_cycle.py", "scale.py", "store_cycle.py", "sdk_overhead.py"} <= set(BENCHES)
+    assert {"http_cycle.py", "scale.py", "store_cycle.py", "sdk_overhead.py", "fleet.py"} <= set(BENCHES)
 
 
 @pytest.mark.parametrize("name", BENCHES)

@@ -86,7 +86,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("lease_ttl", _ranged_int(1, 86400), 300, "Lease time in seconds when a client does not ask for one.", "SECONDS"),
     Setting("sessions_dir", _optional_path, None, "Folder of .session files registered (by file stem) at start.", "DIR"),
     Setting("max_body", _ranged_int(1024, 64 * 1024 * 1024), 1024 * 1024, "Largest request body in bytes; larger ones get 413.", "BYTES"),
-    Setting("connection_limit", _ranged_int(1, 100000), 1000, "Most client connections open at once (waitress).", "N"),
+    Setting("connection_limit", _ranged_int(1, 100000), 2000, "Most client connections open at once (waitress); an SDK worker holds up to two.", "N"),
     Setting("synchronous", _choice("full", "normal"), "full", "SQLite synchronous mode: full survives power loss, normal only process crashes.", "MODE"),
     Setting("log_level", _choice("debug", "info", "warning", "error"), "info", "Least severe log level written.", "LEVEL"),
     Setting("log_format", _choice("text", "json"), "text", "Log line format.", "FORMAT"),
@@ -106,7 +106,7 @@ class Settings:
     lease_ttl: int = 300
     sessions_dir: Path | None = None
     max_body: int = 1024 * 1024
-    connection_limit: int = 1000
+    connection_limit: int = 2000
     synchronous: str = "full"
     log_level: str = "info"
     log_format: str = "text"
