@@ -33,18 +33,23 @@ loop can still drain it.
 
 Applied only to the server :func:`create_server` builds (a subclass, not a patch of
 waitress's class), so other waitress servers in the same process are untouched.
+
+The same server also runs its tasks on a :class:`Dispatcher` that lets a request park (a
+long-poll waiting for a session) without taking a thread from everyone else.
 """
 from __future__ import annotations
 
 import socket
-from typing import Any, Callable
+import threading
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher
 
-__all__ = ["Channel", "Server", "create_server"]
+__all__ = ["Channel", "Dispatcher", "Server", "create_server"]
 
 
 class Channel(HTTPChannel):
@@ -63,16 +68,67 @@ class Channel(HTTPChannel):
         return bool(super().writable())
 
 
+class Dispatcher(ThreadedTaskDispatcher):
+    """waitress's thread pool, plus :meth:`parked` for requests that wait a long time.
+
+    waitress runs every request on one pool of ``threads`` threads, first come first
+    served. A long-poll that simply blocked one of them would take it from everyone:
+    eight waiting workers would leave no thread to serve the release they wait for. A
+    request that is about to wait enters ``parked()``: the pool starts one more thread
+    for as long as it waits (a compensating thread, like a fork-join pool's managed
+    blocking), so ``threads`` threads always serve the rest. A parked thread blocks on
+    an event and costs no CPU; its memory is a thread stack (about 16 KB resident).
+    The caller bounds how many requests may park (``--max-waiters``).
+    """
+
+    def __init__(self, threads: int) -> None:
+        super().__init__()
+        self.base_threads = threads
+        self._parked = 0
+        self._park_lock = threading.Lock()
+        #: Called first when the server stops (e.g. to end parked waits before the join).
+        self.on_shutdown: list[Callable[[], None]] = []
+        self.set_thread_count(threads)
+
+    def shutdown(self, cancel_pending: bool = True, timeout: float = 5) -> bool:
+        for hook in self.on_shutdown:
+            hook()
+        return super().shutdown(cancel_pending, timeout)
+
+    @property
+    def parked_count(self) -> int:
+        return self._parked
+
+    @contextmanager
+    def parked(self) -> Iterator[None]:
+        with self._park_lock:
+            self._parked += 1
+            self.set_thread_count(self.base_threads + self._parked)
+        try:
+            yield
+        finally:
+            with self._park_lock:
+                self._parked -= 1
+                # One thread beyond the base stops the next time it is idle (not this
+                # one necessarily: it still has its answer to write).
+                self.set_thread_count(self.base_threads + self._parked)
+
+
 class Server(TcpWSGIServer):
     """waitress's TCP server, serving each connection with :class:`Channel`."""
 
     channel_class = Channel
 
 
-def create_server(app: Callable, sock: socket.socket, **options: Any) -> Server:
-    """A :class:`Server` on the listening socket ``sock``, like ``waitress.create_server(app, sockets=[sock])``."""
+def create_server(app: Callable, sock: socket.socket, *, dispatcher: Dispatcher | None = None,
+                  **options: Any) -> Server:
+    """A :class:`Server` on the listening socket ``sock``, like ``waitress.create_server(app, sockets=[sock])``.
+
+    ``dispatcher`` is the thread pool to run requests on (made of ``threads`` threads
+    when not given); pass one when the app needs its :meth:`Dispatcher.parked`.
+    """
     adj = Adjustments(sockets=[sock], **options)
-    dispatcher = ThreadedTaskDispatcher()
-    dispatcher.set_thread_count(adj.threads)
+    if dispatcher is None:
+        dispatcher = Dispatcher(adj.threads)
     return Server(app, {}, True, sock, dispatcher=dispatcher, adj=adj, bind_socket=False,
                   sockinfo=(sock.family, sock.type, sock.proto, sock.getsockname()))

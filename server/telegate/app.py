@@ -19,8 +19,9 @@ from ._http import MAX_FLOOD_WAIT, MAX_TTL, ApiError, Fields, bad_request, check
 from .dashboard import install_dashboard
 from .metrics import install_metrics
 from .openapi import install_openapi
+from ._waiting import LocalCommitFeed, SQLiteCommitFeed, WaitRoom, new_owner
 from .settings import Settings
-from .store import STATES, Store
+from .store import STATES, Store, Ticket
 
 __all__ = ["create_app"]
 
@@ -35,6 +36,9 @@ _ADMIN_ONLY = ApiError(403, "forbidden", "this endpoint needs an admin key; your
 #: How long a client should wait before polling again while sessions are leased: a
 #: holder may release at any moment, so Retry-After stays short then.
 POLL_WHILE_LEASED = 5
+
+#: Longest long-poll a client may ask for (``"wait"`` on POST /session), in seconds.
+MAX_WAIT = 60
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> bottle.HTTPResponse:
@@ -91,6 +95,7 @@ def _unavailable(exc: store_mod.NoSessionAvailable) -> ApiError:
         "next_release_in": None if exc.next_release_in is None else round(exc.next_release_in, 3),
         "next_lease_end_in": None if exc.next_lease_end_in is None else round(exc.next_lease_end_in, 3),
         "total": exc.total,
+        "waiting_workers": exc.waiting_workers,
     })
 
 
@@ -173,8 +178,15 @@ def _bottle_error(res: bottle.HTTPError) -> str:
     return json.dumps({"error": code, "detail": detail})
 
 
-def create_app(settings: Settings, store: Store) -> bottle.Bottle:
-    """A fresh WSGI app serving the API over ``store`` (which the caller owns and closes)."""
+def create_app(settings: Settings, store: Store, *, room: WaitRoom | None = None) -> bottle.Bottle:
+    """A fresh WSGI app serving the API over ``store`` (which the caller owns and closes).
+
+    ``room`` parks long-polling acquires (``telegate serve`` passes one whose parked
+    requests do not take threads from the server's pool); by default one of its own,
+    parking on the calling thread.
+    """
+    if room is None:
+        room = default_room(store)
     app = bottle.Bottle()
     app.config["catchall"] = True
     app.default_error_handler = _bottle_error  # type: ignore[method-assign]
@@ -196,11 +208,17 @@ def create_app(settings: Settings, store: Store) -> bottle.Bottle:
 
     @route("/session", "POST")
     def acquire() -> Any:
-        fields = body({"ttl", "holder", "name"})
+        fields = body({"ttl", "holder", "name", "wait"})
         ttl = fields.number("ttl", low=1, high=MAX_TTL)
         holder = fields.text("holder", max_length=200)
         name = fields.text("name", max_length=store_mod.MAX_NAME_LENGTH)
-        lease = store.acquire(ttl or settings.lease_ttl, holder=holder, name=name)
+        wait = fields.number("wait", low=0, high=MAX_WAIT) or 0
+        if wait and room.count >= settings.max_waiters:
+            wait = 0  # this process parks no more: answer now (503 if nothing is free)
+        lease = store.acquire(ttl or settings.lease_ttl, holder=holder, name=name,
+                              wait=wait, owner=room.owner)
+        if isinstance(lease, Ticket):
+            lease = _wait_in_line(lease, wait, ttl or settings.lease_ttl, holder, name)
         log.info("leased session %d (%s) to %s until %s", lease.session_id, lease.session_name,
                  holder or bottle.request.environ.get("telegate.key_name"), iso(lease.lease_expires_at))
         return _json({
@@ -212,6 +230,20 @@ def create_app(settings: Settings, store: Store) -> bottle.Bottle:
             "kind": lease.kind,
             "meta": lease.meta,
         })
+
+    def _wait_in_line(ticket: Ticket, wait: float, ttl: float, holder: str | None,
+                      name: str | None) -> store_mod.Lease:
+        """Park a long-poll until its ticket is granted a session, or its wait runs out."""
+        started = time.perf_counter()
+        try:
+            lease = room.wait(ticket.ticket, wait, ticket.next_free_at)
+        finally:
+            waited = time.perf_counter() - started
+            bottle.request.environ["telegate.waited"] = waited
+            metrics.waited(waited)
+        if lease is None:  # out of time; out of line too: one last plain try, then the usual 503
+            lease = store.acquire(ttl, holder=holder, name=name)
+        return lease
 
     @route("/release", "POST")
     def release() -> Any:
@@ -240,10 +272,12 @@ def create_app(settings: Settings, store: Store) -> bottle.Bottle:
     @route("/status")
     def status() -> Any:
         data = store.status()
+        waiting, oldest = store.line_stats()
         return _json({
             "total": data["total"], "free": data["free"], "in_use": data["in_use"],
             "in_floodwait": data["in_floodwait"], "disabled": data["disabled"],
             "next_available": iso(data["next_available"]), "server_time": iso(data["now"]),
+            "waiting_workers": waiting, "oldest_wait": None if oldest is None else round(oldest, 3),
         })
 
     # -- admin ------------------------------------------------------------------------
@@ -324,6 +358,15 @@ def create_app(settings: Settings, store: Store) -> bottle.Bottle:
     return app
 
 
+def default_room(store: Store, *, park: Callable | None = None) -> WaitRoom:
+    """A :class:`WaitRoom` for ``store``, woken by grants of this process and (SQLite) of others."""
+    path = getattr(store, "path", None)
+    feed = (lambda: SQLiteCommitFeed(path)) if path is not None else LocalCommitFeed
+    room = WaitRoom(store, new_owner(), feed, park=park, clock=store.clock)
+    store.grant_listeners.append(room.granted)
+    return room
+
+
 def access_logged(app: Callable, logger: logging.Logger = access_log) -> Callable:
     """WSGI middleware: one line per request (method, path, status, ms, key name; never the key)."""
 
@@ -340,8 +383,10 @@ def access_logged(app: Callable, logger: logging.Logger = access_log) -> Callabl
         finally:
             if not logger.disabled and logger.isEnabledFor(logging.INFO):  # --access-log false: no record at all
                 status = status_holder[-1].split(" ", 1)[0] if status_holder else "-"
-                logger.info("%s %s %s %.1fms key=%s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"),
+                waited = environ.get("telegate.waited")
+                logger.info("%s %s %s %.1fms key=%s%s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"),
                             status, (time.perf_counter() - started) * 1000,
-                            environ.get("telegate.key_name", "-"))
+                            environ.get("telegate.key_name", "-"),
+                            "" if waited is None else f" waited={waited * 1000:.0f}ms")
 
     return middleware

@@ -10,9 +10,9 @@ import threading
 from typing import Mapping, TextIO
 
 from . import _logging
-from ._channel import create_server
+from ._channel import Dispatcher, create_server
 from ._sessionfiles import scan_dir
-from .app import access_logged, create_app
+from .app import access_logged, create_app, default_room
 from .settings import Settings
 from .store import Store
 
@@ -118,7 +118,7 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     store = Store(settings.db, synchronous=settings.synchronous)
-    server = None
+    server = room = None
     try:
         ensure_key(store, environ, out)
         if settings.sessions_dir is not None:
@@ -129,7 +129,13 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
             log.info("sessions dir %s: %d session file(s), %d new", settings.sessions_dir, len(found), len(added))
         sock = bind_socket(settings.host, settings.port)
         _raise_open_file_limit(settings.connection_limit + 100)
-        server = create_server(access_logged(create_app(settings, store)), sock, **waitress_options(settings))
+        # Long-polls park on the dispatcher (a stand-in thread each), never on the threads
+        # that serve everyone else: see telegate._channel.Dispatcher.
+        dispatcher = Dispatcher(settings.threads)
+        room = default_room(store, park=dispatcher.parked)
+        dispatcher.on_shutdown.append(room.close)
+        server = create_server(access_logged(create_app(settings, store, room=room)), sock,
+                               dispatcher=dispatcher, **waitress_options(settings))
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
         out.write(f"TeleGate listening on http://{shown}:{port} (database {settings.db},"
@@ -141,6 +147,8 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
     finally:
         if server is not None:
             server.close()
+        if room is not None:
+            room.close()
         store.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -87,6 +87,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sessions_dir", _optional_path, None, "Folder of .session files registered (by file stem) at start.", "DIR"),
     Setting("max_body", _ranged_int(1024, 64 * 1024 * 1024), 1024 * 1024, "Largest request body in bytes; larger ones get 413.", "BYTES"),
     Setting("connection_limit", _ranged_int(1, 100000), 2000, "Most client connections open at once (waitress); an SDK worker holds up to two.", "N"),
+    Setting("max_waiters", _ranged_int(0, 100000), 1000, "Most long-polls (POST /session with wait) parked at once in this process; more are answered at once.", "N"),
     Setting("synchronous", _choice("full", "normal"), "full", "SQLite synchronous mode: full survives power loss, normal only process crashes.", "MODE"),
     Setting("log_level", _choice("debug", "info", "warning", "error"), "info", "Least severe log level written.", "LEVEL"),
     Setting("log_format", _choice("text", "json"), "text", "Log line format.", "FORMAT"),
@@ -107,6 +108,7 @@ class Settings:
     sessions_dir: Path | None = None
     max_body: int = 1024 * 1024
     connection_limit: int = 2000
+    max_waiters: int = 1000
     synchronous: str = "full"
     log_level: str = "info"
     log_format: str = "text"

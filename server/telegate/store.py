@@ -24,7 +24,9 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+from . import _waitline as line
 
 __all__ = [
     "Store",
@@ -36,6 +38,7 @@ __all__ = [
     "SessionDisabled",
     "NoSessionAvailable",
     "Lease",
+    "Ticket",
     "KeyInfo",
     "SCHEMA_VERSION",
     "MAX_NAME_LENGTH",
@@ -103,6 +106,8 @@ _MIGRATIONS: tuple[str, ...] = (
                                        COALESCE(last_released_at, 0));
     CREATE INDEX sessions_claim_order ON sessions(avail_at, id) WHERE disabled = 0;
     """,
+    # 2 -> 3: the waiting line of long-polling acquires (telegate._waitline).
+    line.WAITERS_DDL,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -135,8 +140,9 @@ class NoSessionAvailable(StoreError):
     """Nothing can be leased right now; carries the counts a waiting worker needs."""
 
     def __init__(self, *, waiting_count: int, in_use: int, next_release_in: float | None,
-                 next_lease_end_in: float | None, total: int) -> None:
+                 next_lease_end_in: float | None, total: int, waiting_workers: int = 0) -> None:
         super().__init__("no session is available")
+        self.waiting_workers = waiting_workers  # long-polls waiting in line now
         self.waiting_count = waiting_count
         self.in_use = in_use
         self.next_release_in = next_release_in
@@ -155,6 +161,34 @@ class Lease:
 
 
 @dataclasses.dataclass(frozen=True)
+class Ticket:
+    """An acquire that found nothing free and now waits in line (``ticket`` is its place)."""
+
+    ticket: int
+    next_free_at: float | None  # when a session frees up by time alone, if one does
+    unavailable: "NoSessionAvailable"  # the counts at the time, for the 503 if the wait runs out
+
+
+class _Tx:
+    """The store's transaction handle for domain SQL in the shared dialect (``telegate._waitline``)."""
+
+    __slots__ = ("conn", "now")
+
+    def __init__(self, conn: sqlite3.Connection, now: float) -> None:
+        self.conn = conn
+        self.now = now
+
+    def rows(self, sql: str, params: Mapping[str, Any]) -> list[sqlite3.Row]:
+        return self.conn.execute(sql, params).fetchall()
+
+    def row(self, sql: str, params: Mapping[str, Any]) -> sqlite3.Row | None:
+        return self.conn.execute(sql, params).fetchone()
+
+    def run(self, sql: str, params: Mapping[str, Any]) -> int:
+        return self.conn.execute(sql, params).rowcount
+
+
+@dataclasses.dataclass(frozen=True)
 class KeyInfo:
     name: str
     scope: str
@@ -163,6 +197,11 @@ class KeyInfo:
 def hash_key(key: str) -> str:
     """Keys are 256-bit random strings, so one SHA-256 is enough (no password stretching needed)."""
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _lease(row: Mapping[str, Any]) -> Lease:
+    return Lease(row["id"], row["name"], row["lease_token"], row["lease_expires_at"], row["kind"],
+                 json.loads(row["meta"]))
 
 
 def _session_row(row: sqlite3.Row) -> dict[str, Any]:
@@ -220,6 +259,8 @@ class Store:
         self._batch_queue: list[_Pending] = []
         self._batch_running = False
         self._closed = False
+        # Called with the grants of each committed transaction that served the waiting line.
+        self.grant_listeners: list[Callable[[list[line.Grant]], None]] = []
         self._migrate()
 
     # -- connections and transactions -------------------------------------------------
@@ -375,44 +416,119 @@ class Store:
 
     # -- leases -----------------------------------------------------------------------
 
-    def acquire(self, ttl: float, holder: str | None = None, name: str | None = None) -> Lease:
+    def acquire(self, ttl: float, holder: str | None = None, name: str | None = None, *,
+                wait: float = 0, owner: str | None = None) -> Lease | Ticket:
         """Lease the least recently used free session (or the one called ``name``).
 
-        Raises :class:`NoSessionAvailable` with the pool's counts when nothing is free,
-        and :class:`NotFound` when ``name`` is not registered.
+        Tickets already waiting in line are served first (``telegate._waitline``), so a
+        newcomer only gets what they leave. When nothing is left: with ``wait`` > 0 (and
+        the ``owner`` process's name) the caller joins the line and gets a :class:`Ticket`;
+        otherwise :class:`NoSessionAvailable` with the pool's counts. :class:`NotFound`
+        when ``name`` is not registered.
         """
-        token = secrets.token_urlsafe(18)
+        def op(conn: sqlite3.Connection) -> tuple[Any, list[line.Grant]]:
+            tx = _Tx(conn, self.clock())
+            grants = line.serve_line(tx, self._claim_for_waiter)
+            row = self._claim(tx, ttl, holder, name)
+            if row is not None:
+                return row, grants
+            # Count in the same transaction: a count taken later could already see the
+            # releases that came after this claim, and tell a waiting client that
+            # nothing is in use (so nothing will free up) when the pool was just busy.
+            unavailable = self._unavailable(conn, name, tx.now)
+            if wait > 0 and owner is not None and unavailable.total > 0:
+                ticket = line.enqueue(tx, owner=owner, ttl=ttl, wait=wait, holder=holder, name=name)
+                return Ticket(ticket, line.next_free_at(tx), unavailable), grants
+            return unavailable, grants
+
+        try:
+            result, grants = self._batched(op)
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"acquire failed: {exc}") from exc
+        self._granted(grants)
+        if isinstance(result, Ticket):
+            return result
+        if isinstance(result, NoSessionAvailable):
+            if name is not None and result.total == 0:
+                raise NotFound(f"no session named {name!r}")
+            raise result
+        return _lease(result)
+
+    @staticmethod
+    def _claim(tx: _Tx, ttl: float, holder: str | None, name: str | None) -> sqlite3.Row | None:
         target = "name = :name" if name is not None else "1"
-        sql = f"""
+        return tx.row(f"""
             UPDATE sessions
             SET lease_token = :token, lease_expires_at = :now + :ttl, avail_at = :now + :ttl,
                 leased_at = :now, holder = :holder, use_count = use_count + 1,
                 expired_count = expired_count + (lease_token IS NOT NULL)
             WHERE id = (SELECT id FROM sessions WHERE {target} AND {_IS_FREE}
                         ORDER BY avail_at, id LIMIT 1)
-            RETURNING id, name, lease_token, lease_expires_at, kind, meta"""
-        params = {"token": token, "ttl": ttl, "holder": holder, "name": name}
+            RETURNING id, name, lease_token, lease_expires_at, kind, meta""",
+            {"token": secrets.token_urlsafe(18), "ttl": ttl, "holder": holder, "name": name, "now": tx.now})
 
-        def claim(conn: sqlite3.Connection) -> tuple[sqlite3.Row | None, NoSessionAvailable | None]:
-            params["now"] = now = self.clock()
-            rows = conn.execute(sql, params).fetchall()
-            if rows:
-                return rows[0], None
-            # Count in the same transaction: a count taken later could already see the
-            # releases that came after this claim, and tell a waiting client that
-            # nothing is in use (so nothing will free up) when the pool was just busy.
-            return None, self._unavailable(conn, name, now)
+    def _claim_for_waiter(self, tx: _Tx, waiter: Mapping[str, Any], hold: float) -> sqlite3.Row | None:
+        return self._claim(tx, hold, waiter["holder"], waiter["name"])
+
+    def _granted(self, grants: list[line.Grant]) -> None:
+        if grants:
+            for listener in self.grant_listeners:
+                listener(grants)
+
+    # -- the waiting line (telegate._waitline; woken by telegate._waiting) --------------
+
+    def pickup(self, ticket: int) -> Lease | None:
+        """The lease granted to ``ticket``, its full TTL starting now; None if nothing (still) is."""
+        try:
+            row = self._batched(lambda conn: line.pickup(_Tx(conn, self.clock()), ticket))
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"picking up a granted session failed: {exc}") from exc
+        return None if row is None else _lease(row)
+
+    def leave_line(self, ticket: int) -> Lease | None:
+        """End ``ticket``'s wait: out of the line, or (granted just before) its lease."""
+        try:
+            left = self._batched(lambda conn: line.leave(_Tx(conn, self.clock()), ticket))
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"leaving the waiting line failed: {exc}") from exc
+        return None if left else self.pickup(ticket)
+
+    def granted_for(self, owner: str) -> list[int]:
+        """Tickets of server process ``owner`` holding a grant not yet picked up."""
+        with self._read() as conn:
+            return line.granted_for(_Tx(conn, self.clock()), owner)
+
+    def serve_line(self) -> tuple[list[line.Grant], float | None]:
+        """Serve waiting tickets from sessions freed by time alone; (grants, next such time).
+
+        Reads first: the write transaction is only taken when someone waits and a
+        session is free.
+        """
+        with self._read() as conn:
+            tx = _Tx(conn, self.clock())
+            waiting, _ = line.line_stats(tx)
+            next_free = line.next_free_at(tx)
+            free = conn.execute(f"SELECT 1 FROM sessions WHERE {_IS_FREE} LIMIT 1", {"now": tx.now}).fetchone()
+        if not waiting or free is None:
+            return [], next_free
+
+        def op(conn: sqlite3.Connection) -> tuple[list[line.Grant], float | None]:
+            tx = _Tx(conn, self.clock())
+            return line.serve_line(tx, self._claim_for_waiter), line.next_free_at(tx)
 
         try:
-            row, unavailable = self._batched(claim)
+            grants, next_free = self._batched(op)
         except sqlite3.Error as exc:
-            raise DatabaseError(f"acquire failed: {exc}") from exc
-        if row is not None:
-            return Lease(row["id"], row["name"], row["lease_token"], row["lease_expires_at"],
-                         row["kind"], json.loads(row["meta"]))
-        if name is not None and unavailable.total == 0:
-            raise NotFound(f"no session named {name!r}")
-        raise unavailable
+            raise DatabaseError(f"serving the waiting line failed: {exc}") from exc
+        self._granted(grants)
+        return grants, next_free
+
+    def line_stats(self) -> tuple[int, float | None]:
+        """(requests waiting in line now, seconds the oldest has waited), over every server process."""
+        with self._read() as conn:
+            tx = _Tx(conn, self.clock())
+            waiting, oldest = line.line_stats(tx)
+        return waiting, None if oldest is None else max(0.0, tx.now - oldest)
 
     @staticmethod
     def _unavailable(conn: sqlite3.Connection, name: str | None, now: float) -> NoSessionAvailable:
@@ -426,8 +542,10 @@ class Store:
                    MIN(CASE WHEN {_IS_IN_USE} THEN lease_expires_at END) AS lease_end
             FROM sessions {where}""", params).fetchone()
         flood_end, lease_end = row["flood_end"], row["lease_end"]
+        waiting_workers, _ = line.line_stats(_Tx(conn, now))
         return NoSessionAvailable(
             waiting_count=row["in_floodwait"], in_use=row["in_use"], total=row["total"],
+            waiting_workers=waiting_workers,
             next_release_in=None if flood_end is None else max(0.0, flood_end - now),
             next_lease_end_in=None if lease_end is None else max(0.0, lease_end - now))
 
@@ -441,6 +559,7 @@ class Store:
         current ends (the seed client's behaviour). Returns ``True`` when a row changed.
         """
         params = {"id": session_id, "token": token, "fw": flood_wait, "reason": disable}
+        grants: list[line.Grant] = []
 
         def end_lease(conn: sqlite3.Connection) -> tuple[bool, float | None, float]:
             """(changed, expiry of someone else's current lease, now)."""
@@ -459,6 +578,7 @@ class Store:
                     WHERE id = :id AND (:token IS NULL OR lease_token = :token)
                     RETURNING id""", params).fetchall()
             if rows:
+                grants.extend(line.serve_line(_Tx(conn, now), self._claim_for_waiter))
                 return True, None, now
             current = conn.execute(
                 "SELECT lease_expires_at FROM sessions WHERE id = ? AND lease_token IS NOT NULL",
@@ -470,6 +590,7 @@ class Store:
         except sqlite3.Error as exc:
             raise DatabaseError(f"release failed: {exc}") from exc
         if changed:
+            self._granted(grants)
             return True
         if other_expires is not None and other_expires > now:
             raise LeaseMismatch(f"session {session_id} is leased to someone else; your lease has ended")

@@ -1,0 +1,275 @@
+"""Long-polls in one server process: parked requests, and how they are woken.
+
+A ``POST /session`` with ``"wait"`` that finds nothing free gets a ticket in the store's
+waiting line (``telegate._waitline``: a table, so the line is one for every server
+process on the database) and parks here until a session is granted to its ticket or its
+wait runs out. Nothing here decides who gets a session; that happens in the store's
+transactions, in ticket order. This module only wakes the right request soon after:
+
+* a grant made by this process (its release, or an acquire that served the line first)
+  is handed to :meth:`WaitRoom.granted` right after the commit, which wakes the ticket's
+  request at once;
+* a grant made by another process is seen by the room's watcher thread through a
+  :class:`CommitFeed`, the engine's way of telling that someone else committed:
+  SQLite: ``PRAGMA data_version`` polled on a connection of its own (a few
+  microseconds a poll); PostgreSQL: ``LISTEN``, woken by the granting transaction's
+  ``NOTIFY``. The watcher then reads which of this process's tickets hold a grant;
+* sessions that free up by time alone (a flood wait or a lapsed lease ends: no commit
+  at all) are served by the watcher at the time the store names (``next_free_at``).
+
+The watcher runs only while this process has a parked request. A parked request blocks
+on its own event (no CPU) inside the server's ``parked()`` section, which gives the
+thread pool a stand-in thread meanwhile (``telegate._channel.Dispatcher``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import sqlite3
+import threading
+import time
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol
+
+__all__ = ["CommitFeed", "SQLiteCommitFeed", "LocalCommitFeed", "WaitRoom", "new_owner"]
+
+log = logging.getLogger(__name__)
+
+#: How often the SQLite feed looks at ``data_version`` while requests wait: a grant made
+#: by another process wakes its waiter within this (plus a read).
+POLL_INTERVAL = 0.005
+
+#: The watcher serves the line at least this often while requests wait, whatever the
+#: store says about time (a safety net for frees the store cannot foresee).
+SAFETY_INTERVAL = 2.0
+
+
+def new_owner() -> str:
+    """A name for this server process in the waiting line: host, pid and a random part."""
+    return f"{socket.gethostname()[:60]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+class CommitFeed(Protocol):
+    """Tells a waiting server process that another connection may have committed a grant."""
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to ``timeout`` s; True when another connection committed since the last call
+        (it may be a commit that granted nothing: the caller then reads and finds nothing)."""
+
+    def interrupt(self) -> None:
+        """Make a ``wait`` in progress return now (with False, unless a commit was seen)."""
+
+    def close(self) -> None:
+        """Stop; idempotent."""
+
+
+class LocalCommitFeed:
+    """For a database only this process uses: nothing to watch, waits only end on interrupt."""
+
+    def __init__(self) -> None:
+        self._wake = threading.Event()
+
+    def wait(self, timeout: float) -> bool:
+        self._wake.wait(max(0.0, timeout))
+        self._wake.clear()
+        return False
+
+    def interrupt(self) -> None:
+        self._wake.set()
+
+    def close(self) -> None:
+        self._wake.set()
+
+
+class SQLiteCommitFeed:
+    """``PRAGMA data_version`` on a private connection changes when any other connection
+    (of this process or another) commits to the file: poll it every ``interval`` s."""
+
+    def __init__(self, path: str | Path, interval: float = POLL_INTERVAL) -> None:
+        self._conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._interval = interval
+        self._version = self._read()
+        self._wake = threading.Event()
+        self._closed = False
+
+    def _read(self) -> int:
+        return self._conn.execute("PRAGMA data_version").fetchone()[0]
+
+    def wait(self, timeout: float) -> bool:
+        end = time.monotonic() + max(0.0, timeout)
+        while not self._closed:
+            try:
+                version = self._read()
+            except sqlite3.Error as exc:  # a busy or vanished file: report a change, let the reader find out
+                log.warning("waiting line: cannot read the database's version: %s", exc)
+                return True
+            if version != self._version:
+                self._version = version
+                return True
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                return False
+            if self._wake.wait(min(self._interval, remaining)):
+                self._wake.clear()
+                return False
+        return False
+
+    def interrupt(self) -> None:
+        self._wake.set()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._wake.set()
+            try:
+                self._conn.close()
+            except sqlite3.Error:
+                pass
+
+
+class _Parked:
+    __slots__ = ("ticket", "event", "since")
+
+    def __init__(self, ticket: int) -> None:
+        self.ticket = ticket
+        self.event = threading.Event()
+        self.since = time.monotonic()
+
+
+class WaitRoom:
+    """The requests of this server process that wait for a session, and their watcher.
+
+    ``store`` must offer ``pickup(ticket)``, ``leave_line(ticket)``, ``granted_for(owner)``
+    and ``serve_line() -> (grants, next_free_at)`` (``telegate.store.Store`` does);
+    ``feed`` is the engine's :class:`CommitFeed` (made lazily by ``feed_factory``);
+    ``park`` is the server's ``parked()`` context (a no-op in-process).
+    """
+
+    def __init__(self, store: Any, owner: str, feed_factory: Callable[[], CommitFeed], *,
+                 park: Callable[[], AbstractContextManager] | None = None, clock: Callable[[], float] = time.time,
+                 ) -> None:
+        self.store = store
+        self.owner = owner
+        self._feed_factory = feed_factory
+        self._feed: CommitFeed | None = None
+        self._park = park or nullcontext
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._parked: dict[int, _Parked] = {}
+        self._watcher: threading.Thread | None = None
+        self._watch = threading.Condition(self._lock)
+        self._next_due = 0.0  # monotonic time of the next timed pass
+        self._closed = False
+
+    # -- what the app calls ----------------------------------------------------------------
+
+    @property
+    def count(self) -> int:
+        """Requests parked in this process now."""
+        return len(self._parked)
+
+    def wait(self, ticket: int, seconds: float, next_free_at: float | None = None) -> Any:
+        """Park until a session is granted to ``ticket`` (return the store's lease) or
+        ``seconds`` pass (return None, the ticket out of the line)."""
+        parked = _Parked(ticket)
+        deadline = time.monotonic() + seconds
+        with self._lock:
+            self._parked[ticket] = parked
+            self._schedule(next_free_at)
+            self._ensure_watcher()
+        try:
+            with self._park():
+                while True:
+                    remaining = deadline - time.monotonic()
+                    if remaining > 0 and parked.event.wait(remaining) and not self._closed:
+                        parked.event.clear()
+                        lease = self.store.pickup(ticket)
+                        if lease is not None:
+                            return lease
+                        continue  # the grant lapsed before we came (extreme stall): still in line
+                    # Out of time: leave the line, unless a grant came first.
+                    return self.store.leave_line(ticket)
+        finally:
+            with self._lock:
+                self._parked.pop(ticket, None)
+
+    def granted(self, grants: Iterable[Any]) -> None:
+        """Wake this process's requests whose tickets were just granted (call after the commit)."""
+        with self._lock:
+            for grant in grants:
+                if grant.owner == self.owner:
+                    parked = self._parked.get(grant.ticket)
+                    if parked is not None:
+                        parked.event.set()
+
+    def close(self) -> None:
+        """Stop: parked requests leave the line and answer now; idempotent."""
+        with self._lock:
+            self._closed = True
+            self._watch.notify_all()
+            for parked in self._parked.values():
+                parked.event.set()
+            feed = self._feed
+        if feed is not None:
+            feed.interrupt()
+        if self._watcher is not None:
+            self._watcher.join(5)
+        if feed is not None:
+            feed.close()
+
+    # -- the watcher -------------------------------------------------------------------
+
+    def _schedule(self, next_free_at: float | None) -> None:
+        """Serve the line by ``next_free_at`` (store clock) or within the safety interval."""
+        now = time.monotonic()
+        due = now + SAFETY_INTERVAL
+        if next_free_at is not None:
+            due = min(due, now + max(0.0, next_free_at - self._clock()) + 0.001)
+        if due < self._next_due or self._next_due <= now:
+            self._next_due = due
+            if self._feed is not None:
+                self._feed.interrupt()
+
+    def _ensure_watcher(self) -> None:
+        if self._watcher is None or not self._watcher.is_alive():
+            self._watcher = threading.Thread(target=self._run, name="telegate-waiters", daemon=True)
+            self._watcher.start()
+        else:
+            self._watch.notify()
+
+    def _run(self) -> None:
+        try:
+            self._watch_loop()
+        except Exception:  # the watcher must not die silently: waiters would hang to their deadline
+            log.exception("waiting line watcher failed; waiting requests now only end by timeout")
+
+    def _watch_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._parked and not self._closed:
+                    self._watch.wait()
+                if self._closed:
+                    return
+                if self._feed is None:
+                    self._feed = self._feed_factory()
+                feed = self._feed
+                due = self._next_due
+            committed = feed.wait(max(0.0, due - time.monotonic()))
+            timed = time.monotonic() >= self._next_due
+            if committed or timed:  # (timed: a safety net, should a commit go unseen)
+                tickets = set(self.store.granted_for(self.owner))
+                if tickets:
+                    with self._lock:
+                        for ticket in tickets:
+                            parked = self._parked.get(ticket)
+                            if parked is not None:
+                                parked.event.set()
+            if timed:
+                grants, next_free_at = self.store.serve_line()
+                self.granted(grants)
+                with self._lock:
+                    self._next_due = 0.0
+                    self._schedule(next_free_at)
