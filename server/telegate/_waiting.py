@@ -1,7 +1,7 @@
 """Long-polls in one server process: parked requests, and how they are woken.
 
 A ``POST /session`` with ``"wait"`` that finds nothing free gets a ticket in the store's
-waiting line (``telegate._waitline``: a table, so the line is one for every server
+waiting line (``telegate.store._line``: a table, so the line is one for every server
 process on the database) and parks here until a session is granted to its ticket or its
 wait runs out. Nothing here decides who gets a session; that happens in the store's
 transactions, in ticket order. This module only wakes the right request soon after:
@@ -9,9 +9,9 @@ transactions, in ticket order. This module only wakes the right request soon aft
 * a grant made by this process (its release, or an acquire that served the line first)
   is handed to :meth:`WaitRoom.granted` right after the commit, which wakes the ticket's
   request at once;
-* a grant made by another process is seen by the room's watcher thread through a
-  :class:`CommitFeed`, the engine's way of telling that someone else committed:
-  SQLite: ``PRAGMA data_version`` polled on a connection of its own (a few
+* a grant made by another process is seen by the room's watcher thread through the
+  engine's ``CommitFeed`` (``Engine.commit_feed``), its way of telling that someone else
+  committed: SQLite: ``PRAGMA data_version`` polled on a connection of its own (a few
   microseconds a poll); PostgreSQL: ``LISTEN``, woken by the granting transaction's
   ``NOTIFY``. The watcher then reads which of this process's tickets hold a grant;
 * sessions that free up by time alone (a flood wait or a lapsed lease ends: no commit
@@ -27,20 +27,16 @@ import logging
 import os
 import secrets
 import socket
-import sqlite3
 import threading
 import time
 from contextlib import AbstractContextManager, nullcontext
-from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable
 
-__all__ = ["CommitFeed", "SQLiteCommitFeed", "LocalCommitFeed", "WaitRoom", "new_owner"]
+from .store import CommitFeed
+
+__all__ = ["LocalCommitFeed", "WaitRoom", "new_owner"]
 
 log = logging.getLogger(__name__)
-
-#: How often the SQLite feed looks at ``data_version`` while requests wait: a grant made
-#: by another process wakes its waiter within this (plus a read).
-POLL_INTERVAL = 0.005
 
 #: The watcher serves the line at least this often while requests wait, whatever the
 #: store says about time (a safety net for frees the store cannot foresee).
@@ -50,20 +46,6 @@ SAFETY_INTERVAL = 2.0
 def new_owner() -> str:
     """A name for this server process in the waiting line: host, pid and a random part."""
     return f"{socket.gethostname()[:60]}:{os.getpid()}:{secrets.token_hex(4)}"
-
-
-class CommitFeed(Protocol):
-    """Tells a waiting server process that another connection may have committed a grant."""
-
-    def wait(self, timeout: float) -> bool:
-        """Block up to ``timeout`` s; True when another connection committed since the last call
-        (it may be a commit that granted nothing: the caller then reads and finds nothing)."""
-
-    def interrupt(self) -> None:
-        """Make a ``wait`` in progress return now (with False, unless a commit was seen)."""
-
-    def close(self) -> None:
-        """Stop; idempotent."""
 
 
 class LocalCommitFeed:
@@ -82,52 +64,6 @@ class LocalCommitFeed:
 
     def close(self) -> None:
         self._wake.set()
-
-
-class SQLiteCommitFeed:
-    """``PRAGMA data_version`` on a private connection changes when any other connection
-    (of this process or another) commits to the file: poll it every ``interval`` s."""
-
-    def __init__(self, path: str | Path, interval: float = POLL_INTERVAL) -> None:
-        self._conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._interval = interval
-        self._version = self._read()
-        self._wake = threading.Event()
-        self._closed = False
-
-    def _read(self) -> int:
-        return self._conn.execute("PRAGMA data_version").fetchone()[0]
-
-    def wait(self, timeout: float) -> bool:
-        end = time.monotonic() + max(0.0, timeout)
-        while not self._closed:
-            try:
-                version = self._read()
-            except sqlite3.Error as exc:  # a busy or vanished file: report a change, let the reader find out
-                log.warning("waiting line: cannot read the database's version: %s", exc)
-                return True
-            if version != self._version:
-                self._version = version
-                return True
-            remaining = end - time.monotonic()
-            if remaining <= 0:
-                return False
-            if self._wake.wait(min(self._interval, remaining)):
-                self._wake.clear()
-                return False
-        return False
-
-    def interrupt(self) -> None:
-        self._wake.set()
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._wake.set()
-            try:
-                self._conn.close()
-            except sqlite3.Error:
-                pass
 
 
 class _Parked:

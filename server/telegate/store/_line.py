@@ -1,9 +1,8 @@
 """The waiting line: long-polling acquires get a ticket and are served first come, first served.
 
 Domain SQL only (the store's shared dialect: ``:named`` parameters, no PRAGMA), run inside
-the store's write transactions through a ``Tx`` (``tx.now``, ``tx.rows``, ``tx.row``,
-``tx.run``), so it works the same on every engine and across server processes: the line
-is a table, and a ticket's place in it is its id.
+the store's write transactions (``_pool.Store``), so it works the same on every engine and
+across server processes: the line is a table, and a ticket's place in it is its id.
 
 How a session reaches the longest waiter:
 
@@ -19,14 +18,19 @@ How a session reaches the longest waiter:
 * Sessions also free up with time alone (a flood wait or a lapsed lease ends); nothing
   commits then, so each server's watcher runs :func:`serve_line` at
   :func:`next_free_at` (see ``telegate._waiting``).
+
+Waking the waiting request is not this module's job: the store tells its listeners about
+the grants of each commit (this process), and the engine's commit feed tells the other
+processes (``Engine.commit_feed``; PostgreSQL's is woken by :data:`NOTIFY_CHANNEL`).
 """
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping
 
-__all__ = ["PICKUP_GRACE", "Grant", "Tx", "enqueue", "serve_line", "pickup", "leave", "line_stats",
-           "granted_for", "next_free_at", "WAITERS_DDL"]
+from ._base import Grant, Tx
+
+__all__ = ["PICKUP_GRACE", "enqueue", "serve_line", "pickup", "leave", "line_stats", "granted_for",
+           "next_free_at", "WAITERS_DDL_SQLITE", "WAITERS_DDL_POSTGRES", "NOTIFY_CHANNEL"]
 
 #: Seconds a session granted to a waiting ticket stays held for it before the waiter
 #: picks it up (normally milliseconds later).
@@ -39,8 +43,12 @@ PASS_LIMIT = 64
 #: Rows of waiters gone for this long (their server died) are deleted.
 STALE_AFTER = 300.0
 
-# SQLite; the PostgreSQL engine mirrors it (BIGINT identity id, DOUBLE PRECISION times).
-WAITERS_DDL = """
+#: The LISTEN/NOTIFY channel a PostgreSQL engine announces grants on.
+NOTIFY_CHANNEL = "telegate_line"
+
+#: The line's table (schema version 4). ``id`` is the ticket: never reused (AUTOINCREMENT),
+#: so an old ticket can never mean a new waiter.
+WAITERS_DDL_SQLITE = """
     CREATE TABLE waiters (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         owner TEXT NOT NULL,
@@ -60,29 +68,31 @@ WAITERS_DDL = """
     CREATE INDEX waiters_granted ON waiters(owner) WHERE session_id IS NOT NULL
 """
 
+WAITERS_DDL_POSTGRES = """
+    CREATE TABLE waiters (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        owner TEXT NOT NULL,
+        ttl DOUBLE PRECISION NOT NULL,
+        holder TEXT,
+        name TEXT COLLATE "C",
+        key_id BIGINT,
+        purpose TEXT COLLATE "C",
+        request_id TEXT,
+        created_at DOUBLE PRECISION NOT NULL,
+        deadline DOUBLE PRECISION NOT NULL,
+        session_id BIGINT,
+        lease_token TEXT,
+        granted_at DOUBLE PRECISION
+    );
+    CREATE INDEX waiters_line ON waiters (id) WHERE session_id IS NULL;
+    CREATE INDEX waiters_granted ON waiters (owner) WHERE session_id IS NOT NULL
+"""
 
-class Tx(Protocol):
-    now: float
 
-    def rows(self, sql: str, params: Mapping[str, Any]) -> list[Mapping[str, Any]]: ...
-
-    def row(self, sql: str, params: Mapping[str, Any]) -> Mapping[str, Any] | None: ...
-
-    def run(self, sql: str, params: Mapping[str, Any]) -> int: ...
-
-
-@dataclasses.dataclass(frozen=True)
-class Grant:
-    """A session handed to a waiting ticket (its server process, ``owner``, wakes it)."""
-
-    ticket: int
-    owner: str
-    session_id: int
-
-
-#: ``claim(tx, waiter, ttl)``: the store's own claim for a waiter row (its name, holder,
-#: key ...), holding the session ``ttl`` seconds; the claimed session's row, or None.
-Claim = Callable[[Tx, Mapping[str, Any], float], Mapping[str, Any] | None]
+#: ``claim(tx, waiter, hold)``: the store's own claim for a waiter row (its name, purpose,
+#: key ...), holding the session ``hold`` seconds: ``(session id, lease token)``, or None
+#: when nothing fits that waiter.
+Claim = Callable[[Tx, Mapping[str, Any], float], "tuple[int, str] | None"]
 
 _WAITING = "session_id IS NULL AND deadline > :now"
 
@@ -124,14 +134,15 @@ def serve_line(tx: Tx, claim: Claim) -> list[Grant]:
         unrestricted = waiter["name"] is None and waiter["purpose"] is None
         if unrestricted and not any_fits:
             continue
-        row = claim(tx, waiter, min(PICKUP_GRACE, float(waiter["ttl"])))
-        if row is None:
+        got = claim(tx, waiter, min(PICKUP_GRACE, float(waiter["ttl"])))
+        if got is None:
             any_fits = any_fits and not unrestricted
             continue
         left -= 1
+        session_id, token = got
         tx.run("UPDATE waiters SET session_id = :sid, lease_token = :token, granted_at = :now WHERE id = :id",
-               {"sid": row["id"], "token": row["lease_token"], "now": tx.now, "id": waiter["id"]})
-        grants.append(Grant(int(waiter["id"]), waiter["owner"], int(row["id"])))
+               {"sid": session_id, "token": token, "now": tx.now, "id": waiter["id"]})
+        grants.append(Grant(int(waiter["id"]), waiter["owner"], int(session_id)))
     return grants
 
 
