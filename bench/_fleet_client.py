@@ -16,6 +16,10 @@ Modes:
 * ``handoff``: acquire with ``{"wait": W}``, hold the lease ``--hold`` seconds, release,
   repeat: who gets the freed sessions, and how fast (each grant and each release is
   time-stamped, so the parent can match a release to the grant it enabled).
+* ``poll``: the same, for a server without long-polls: on a 503, sleep its Retry-After
+  (at most 5 s, as the SDK did) and ask again.
+* ``once``: one long-poll that waits until the end of the window; a granted lease is
+  held to the end, then released (the parent measures the server while they wait).
 
 Only 127.0.0.1; every request has a socket timeout; the run ends at ``t1`` whatever happens.
 """
@@ -40,11 +44,13 @@ class Worker:
         self.grants: list[tuple[float, float, int]] = []  # (asked at, granted at, session id)
         self.releases: list[tuple[float, int]] = []  # (released at, session id)
         self.error: str | None = None
+        self.retry_after = 1.0
 
     def post(self, path: str, body: dict) -> tuple[int, dict]:
         self.conn.request("POST", path, json.dumps(body).encode(), self.headers)
         response = self.conn.getresponse()
         data = response.read()
+        self.retry_after = float(response.getheader("Retry-After") or 1)
         try:
             return response.status, json.loads(data)
         except ValueError:
@@ -70,34 +76,51 @@ class Worker:
                 self.cycles += 1
                 self.latencies.append(time.time() - began)
 
-    def handoff_loop(self, start: float, stop: float, hold: float, wait: float) -> None:
+    def handoff_loop(self, start: float, stop: float, hold: float, wait: float, poll: bool = False) -> None:
+        asked = time.time()
         while True:
-            asked = time.time()
-            if asked >= stop:
+            if time.time() >= stop:
                 return
-            status, lease = self.post("/session", {"ttl": 60, "wait": min(wait, max(0.0, stop - asked))})
+            if poll:
+                status, lease = self.post("/session", {"ttl": 60})
+            else:
+                status, lease = self.post("/session", {"ttl": 60, "wait": min(wait, max(0.0, stop - time.time()))})
             granted = time.time()
             if status != 200:
                 if status != 503:
                     raise RuntimeError(f"acquire answered {status}: {lease}")
-                if asked >= start:
-                    self.misses += 1
+                if poll:
+                    time.sleep(min(5.0, self.retry_after, max(0.0, stop - granted)))
                 continue
             if asked >= start:
                 self.grants.append((asked, granted, lease["session_id"]))
             time.sleep(hold)  # the worker's own work on the account
+            self.releases.append((time.time(), lease["session_id"]))  # when the release was sent
             status, reply = self.post("/release", {"session_id": lease["session_id"],
                                                    "lease_token": lease["lease_token"]})
             if status != 200:
                 raise RuntimeError(f"release answered {status}: {reply}")
-            self.releases.append((time.time(), lease["session_id"]))
             if asked >= start:
                 self.cycles += 1
+            asked = time.time()
+
+    def once(self, start: float, stop: float) -> None:
+        asked = time.time()
+        status, lease = self.post("/session", {"ttl": 120, "wait": min(60.0, max(0.5, stop - asked + 1))})
+        granted = time.time()
+        if status == 200:
+            self.grants.append((asked, granted, lease["session_id"]))
+            time.sleep(max(0.0, stop - time.time()))
+            self.post("/release", {"session_id": lease["session_id"], "lease_token": lease["lease_token"]})
+        elif status == 503:
+            self.misses += 1
+        else:
+            raise RuntimeError(f"acquire answered {status}: {lease}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("cycle", "handoff"))
+    parser.add_argument("mode", choices=("cycle", "handoff", "poll", "once"))
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--key", required=True)
     parser.add_argument("--threads", type=int, required=True)
@@ -120,8 +143,10 @@ def main() -> int:
         try:
             if args.mode == "cycle":
                 worker.cycle_loop(start, stop)
+            elif args.mode == "once":
+                worker.once(start, stop)
             else:
-                worker.handoff_loop(start, stop, args.hold, args.wait)
+                worker.handoff_loop(start, stop, args.hold, args.wait, poll=args.mode == "poll")
         except Exception as exc:  # reported to the parent
             worker.error = repr(exc)
         finally:

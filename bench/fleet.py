@@ -181,13 +181,134 @@ def part_scale(args: Any, where: Path, counts: Sequence[int], seconds: float, ro
     print(c.table(headers, rows))
 
 
+# -- part 2: handoff ------------------------------------------------------------------------
+
+
+def handoff_figures(fleet: Fleet) -> dict[str, float]:
+    """Release-to-grant latencies, lease counts per worker, the longest wait."""
+    releases: dict[int, list[float]] = {}
+    for worker in fleet.workers:
+        for at, session_id in worker["releases"]:
+            releases.setdefault(session_id, []).append(at)
+    for times in releases.values():
+        times.sort()
+    handoffs = []
+    for worker in fleet.workers:
+        for asked, granted, session_id in worker["grants"]:
+            before = [r for r in releases.get(session_id, ()) if r <= granted]
+            if before and asked < before[-1]:  # it was waiting when that release was sent
+                handoffs.append(granted - before[-1])
+    counts = [len(w["grants"]) for w in fleet.workers]
+    mean = sum(counts) / len(counts) if counts else 0.0
+    waits = [granted - asked for w in fleet.workers for asked, granted, _ in w["grants"]]
+    result = c.Result(0, 0, 0.0, handoffs)
+    return {"leases": sum(counts), "handoffs": len(handoffs), "p50": c.ms(result.percentile(0.5)),
+            "p99": c.ms(result.percentile(0.99)), "max": c.ms(max(handoffs, default=float("nan"))),
+            "min_count": min(counts, default=0), "mean_count": mean, "max_count": max(counts, default=0),
+            "fairness": min(counts) / mean if mean else float("nan"),
+            "longest_wait": max(waits, default=float("nan"))}
+
+
+def part_handoff(args: Any, where: Path, seconds: float, rounds: int, workers: int = 24, pool: int = 3,
+                 hold: float = 0.05) -> None:
+    extra = ("--access-log", args.access_log)
+    servers = [c.Server("telegate", where, sessions=pool, extra=extra, label="telegate_handoff")]
+    modes = {"telegate_handoff": "handoff"}
+    if args.baseline_tree:  # no long-poll there: workers sleep Retry-After (at most 5 s) and ask again
+        servers.append(c.Server("telegate", where, sessions=pool, extra=extra, label="baseline_poll",
+                                tree=args.baseline_tree.resolve()))
+        modes["baseline_poll"] = "poll"
+    rows = []
+    try:
+        for number in range(rounds):
+            for server in (servers if number % 2 == 0 else servers[::-1]):
+                fleet = run_fleet(server, workers, seconds, modes[server.label], hold=hold, wait=30.0)
+                f = handoff_figures(fleet)
+                rows.append([server.label, number + 1, f["leases"], f["handoffs"], f["p50"], f["p99"], f["max"],
+                             f["min_count"], f["mean_count"], f["max_count"], f["fairness"], f["longest_wait"],
+                             fleet.server_cpu / seconds * 100])
+                print(f"  handoff round {number + 1} {server.label}: p50 {f['p50']:.1f} ms, p99 {f['p99']:.1f} ms,"
+                      f" min/mean {f['fairness']:.2f}", file=sys.stderr, flush=True)
+    finally:
+        for server in servers:
+            server.close()
+    print(f"\n## handoff: pool of {pool}, {workers} workers each holding a lease {hold * 1000:.0f} ms, {seconds:g} s"
+          " a round (release->grant: from sending a release to the grant it enabled reaching a worker that"
+          " was waiting)\n")
+    print(c.table(["server", "round", "leases", "handoffs", "release->grant p50 ms", "p99 ms", "max ms",
+                   "min leases/worker", "mean", "max", "min/mean", "longest wait s", "server CPU %"], rows))
+
+
+# -- part 3: idle waiters --------------------------------------------------------------------
+
+
+def part_idle(args: Any, where: Path, waiters: int, pool: int = 10, quiet: float = 3.0) -> None:
+    import http.client
+    server = c.Server("telegate", where, sessions=pool, extra=("--access-log", args.access_log), label="telegate_idle")
+    rows = []
+    try:
+        holders = []
+        for _ in range(pool):  # every session held for the whole run
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+            conn.request("POST", "/session", json.dumps({"ttl": 600}).encode(),
+                         {"X-API-Key": server.api_key, "Content-Type": "application/json"})
+            holders.append((conn, json.loads(conn.getresponse().read())))
+        status_conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+
+        def status() -> dict[str, Any]:
+            status_conn.request("GET", "/status", headers={"X-API-Key": server.api_key})
+            return json.loads(status_conn.getresponse().read())
+
+        rss_idle = server.rss_kb()[0]
+        cpu = cpu_seconds(server.pid)
+        time.sleep(quiet)  # the server with nobody waiting, as the reference
+        cpu_idle = (cpu_seconds(server.pid) - cpu) / quiet
+        figures: dict[str, float] = {}
+
+        def during(start: float, stop: float) -> None:
+            deadline = time.time() + READY_DEADLINE
+            while status()["waiting_workers"] < waiters and time.time() < deadline:
+                time.sleep(0.1)  # polling the server's own count, bounded by the deadline
+            figures["in_line"] = status()["waiting_workers"]
+            figures["oldest_wait"] = status()["oldest_wait"] or 0.0
+            before = cpu_seconds(server.pid)
+            time.sleep(min(quiet, max(0.0, stop - time.time() - 1.5)))
+            figures["cpu"] = (cpu_seconds(server.pid) - before) / quiet
+            figures["rss"] = server.rss_kb()[0]
+            latencies = []
+            for conn, lease in holders:  # releases are served at once, whoever waits
+                began = time.perf_counter()
+                conn.request("POST", "/release", json.dumps({"session_id": lease["session_id"],
+                                                             "lease_token": lease["lease_token"]}).encode(),
+                             {"X-API-Key": server.api_key, "Content-Type": "application/json"})
+                conn.getresponse().read()
+                latencies.append(time.perf_counter() - began)
+            figures["release_p50"] = c.ms(sorted(latencies)[len(latencies) // 2])
+            figures["release_max"] = c.ms(max(latencies))
+
+        window = quiet + 20.0  # room to line up a thousand workers, then the quiet measurement
+        fleet = run_fleet(server, waiters, window, "once", during=during, warmup=0.2)
+        granted = sum(len(w["grants"]) for w in fleet.workers)
+        rows.append([waiters, pool, int(figures["in_line"]), rss_idle / 1024, figures["rss"] / 1024,
+                     (figures["rss"] - rss_idle) / waiters, cpu_idle * 100, figures["cpu"] * 100,
+                     figures["release_p50"], figures["release_max"], granted])
+    finally:
+        server.close()
+    print(f"\n## idle waiters: {waiters} workers long-polling on a pool of {pool} sessions all held;"
+          f" server measured for {quiet:g} s once all are in line, then the {pool} holders release\n")
+    print(c.table(["waiters", "pool", "in line", "RSS MB before", "RSS MB waiting", "KB per waiter",
+                   "server CPU % nobody waiting", f"server CPU % {waiters} waiting", "release p50 ms",
+                   "release max ms", "granted after the releases"], rows))
+
+
 # -- main ------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = c.arg_parser(__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="scale", help="scale, handoff, idle (comma-separated)")
+    parser.add_argument("--parts", default="scale,handoff,idle", help="scale, handoff, idle (comma-separated)")
     parser.add_argument("--workers", default="8,100,400,1000", help="worker counts for the scale part")
+    parser.add_argument("--waiters", type=int, default=1000, help="long-polling workers in the idle part")
     parser.add_argument("--baseline-tree", type=Path, default=None,
                         help="also measure the TeleGate of another checkout (a before/after comparison)")
     args = parser.parse_args(argv)
@@ -206,6 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if "scale" in parts:
             part_scale(args, where, counts, seconds, rounds)
+        if "handoff" in parts:
+            part_handoff(args, where, 1.5 if args.quick else max(seconds, 10.0), rounds)
+        if "idle" in parts:
+            part_idle(args, where, 30 if args.quick else args.waiters, quiet=0.5 if args.quick else 3.0)
     finally:
         if temp:
             temp.cleanup()

@@ -205,7 +205,33 @@ def test_a_session_freed_by_time_goes_to_the_ticket_not_a_newcomer(tmp_path):
             store.acquire(60)  # a newcomer
         assert refused.value.waiting_workers == 0  # the ticket was served in that transaction
         assert [(g.ticket, g.owner) for g in granted] == [(ticket.ticket, "another-process")]
-        lease = store.pickup(ticket.ticket)
+        lease = store.claimed(ticket.ticket)
         assert lease is not None and lease.session_id == lapsing.session_id
         assert lease.lease_expires_at == pytest.approx(clock() + 60)
         assert store.line_stats() == (0, None)
+
+
+def test_tickets_of_a_dead_server_process_are_not_served(tmp_path):
+    """A process renews its tickets while it waits; one that stopped (died) gets no leases."""
+    from conftest import FakeClock
+    from telegate.store import Store, Ticket
+    from telegate.store._line import ALIVE_FOR
+
+    clock = FakeClock()
+    with Store(tmp_path / "line.db", clock=clock) as store:
+        store.add_sessions(["only"])
+        held = store.acquire(600)
+        dead = store.acquire(60, wait=60, owner="dead-process")
+        alive = store.acquire(60, wait=60, owner="live-process")
+        assert isinstance(dead, Ticket) and isinstance(alive, Ticket)
+        clock.advance(ALIVE_FOR / 2)
+        store.keep_alive("live-process")
+        clock.advance(ALIVE_FOR / 2 + 1)  # the dead one's tickets lapse; the live one's were renewed
+        assert store.line_stats()[0] == 1
+        granted = []
+        store.grant_listeners.append(granted.extend)
+        assert store.release(held.session_id, held.lease_token)
+        assert [(g.ticket, g.owner) for g in granted] == [(alive.ticket, "live-process")]
+        assert store.claimed(alive.ticket) == granted[0].lease
+        assert store.claimed(dead.ticket) is None
+        assert store.leave_line(dead.ticket) is None  # its wait ends with nothing

@@ -7,8 +7,8 @@ wait runs out. Nothing here decides who gets a session; that happens in the stor
 transactions, in ticket order. This module only wakes the right request soon after:
 
 * a grant made by this process (its release, or an acquire that served the line first)
-  is handed to :meth:`WaitRoom.granted` right after the commit, which wakes the ticket's
-  request at once;
+  is handed to :meth:`WaitRoom.granted` right after the commit, with its lease, which
+  wakes the ticket's request at once: it answers without touching the database;
 * a grant made by another process is seen by the room's watcher thread through the
   engine's ``CommitFeed`` (``Engine.commit_feed``), its way of telling that someone else
   committed: SQLite: ``PRAGMA data_version`` polled on a connection of its own (a few
@@ -16,6 +16,10 @@ transactions, in ticket order. This module only wakes the right request soon aft
   ``NOTIFY``. The watcher then reads which of this process's tickets hold a grant;
 * sessions that free up by time alone (a flood wait or a lapsed lease ends: no commit
   at all) are served by the watcher at the time the store names (``next_free_at``).
+
+The watcher also renews this process's tickets (``alive_until``) every few seconds: only
+tickets of a live process are served, so a server that dies with requests in line does
+not get sessions leased to them for long.
 
 The watcher runs only while this process has a parked request. A parked request blocks
 on its own event (no CPU) inside the server's ``parked()`` section, which gives the
@@ -33,6 +37,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Callable, Iterable
 
 from .store import CommitFeed
+from .store._line import ALIVE_FOR
 
 __all__ = ["LocalCommitFeed", "WaitRoom", "new_owner"]
 
@@ -67,21 +72,20 @@ class LocalCommitFeed:
 
 
 class _Parked:
-    __slots__ = ("ticket", "event", "since")
+    __slots__ = ("ticket", "event", "lease")
 
     def __init__(self, ticket: int) -> None:
         self.ticket = ticket
         self.event = threading.Event()
-        self.since = time.monotonic()
+        self.lease: Any = None  # handed over with a grant made by this process
 
 
 class WaitRoom:
     """The requests of this server process that wait for a session, and their watcher.
 
-    ``store`` must offer ``pickup(ticket)``, ``leave_line(ticket)``, ``granted_for(owner)``
-    and ``serve_line() -> (grants, next_free_at)`` (``telegate.store.Store`` does);
-    ``feed`` is the engine's :class:`CommitFeed` (made lazily by ``feed_factory``);
-    ``park`` is the server's ``parked()`` context (a no-op in-process).
+    ``store`` is the pool (``claimed``, ``leave_line``, ``keep_alive``, ``granted_for``,
+    ``serve_line``); ``feed_factory`` makes the engine's commit feed (on the first wait);
+    ``park`` is the server's ``parked()`` context (a no-op in process).
     """
 
     def __init__(self, store: Any, owner: str, feed_factory: Callable[[], CommitFeed], *,
@@ -97,7 +101,8 @@ class WaitRoom:
         self._parked: dict[int, _Parked] = {}
         self._watcher: threading.Thread | None = None
         self._watch = threading.Condition(self._lock)
-        self._next_due = 0.0  # monotonic time of the next timed pass
+        self._next_due = 0.0  # monotonic time of the next timed pass over the line
+        self._next_alive = 0.0  # monotonic time to renew our tickets' alive_until
         self._closed = False
 
     # -- what the app calls ----------------------------------------------------------------
@@ -108,8 +113,8 @@ class WaitRoom:
         return len(self._parked)
 
     def wait(self, ticket: int, seconds: float, next_free_at: float | None = None) -> Any:
-        """Park until a session is granted to ``ticket`` (return the store's lease) or
-        ``seconds`` pass (return None, the ticket out of the line)."""
+        """Park until a lease is granted to ``ticket`` (return it) or ``seconds`` pass
+        (return None; the ticket is then out of the line)."""
         parked = _Parked(ticket)
         deadline = time.monotonic() + seconds
         with self._lock:
@@ -122,23 +127,26 @@ class WaitRoom:
                     remaining = deadline - time.monotonic()
                     if remaining > 0 and parked.event.wait(remaining) and not self._closed:
                         parked.event.clear()
-                        lease = self.store.pickup(ticket)
+                        if parked.lease is not None:
+                            return parked.lease  # granted by this process: nothing to read
+                        lease = self.store.claimed(ticket)  # granted by another process
                         if lease is not None:
                             return lease
-                        continue  # the grant lapsed before we came (extreme stall): still in line
-                    # Out of time: leave the line, unless a grant came first.
-                    return self.store.leave_line(ticket)
+                        continue
+                    # Out of time (or stopping): leave the line, unless a grant came first.
+                    return parked.lease or self.store.leave_line(ticket)
         finally:
             with self._lock:
                 self._parked.pop(ticket, None)
 
     def granted(self, grants: Iterable[Any]) -> None:
-        """Wake this process's requests whose tickets were just granted (call after the commit)."""
+        """Hand this process's grants to their parked requests (call after the commit)."""
         with self._lock:
             for grant in grants:
                 if grant.owner == self.owner:
                     parked = self._parked.get(grant.ticket)
                     if parked is not None:
+                        parked.lease = grant.lease
                         parked.event.set()
 
     def close(self) -> None:
@@ -177,35 +185,45 @@ class WaitRoom:
             self._watch.notify()
 
     def _run(self) -> None:
-        try:
-            self._watch_loop()
-        except Exception:  # the watcher must not die silently: waiters would hang to their deadline
-            log.exception("waiting line watcher failed; waiting requests now only end by timeout")
-
-    def _watch_loop(self) -> None:
         while True:
-            with self._lock:
-                while not self._parked and not self._closed:
-                    self._watch.wait()
-                if self._closed:
+            try:
+                if not self._watch_once():
                     return
-                if self._feed is None:
-                    self._feed = self._feed_factory()
-                feed = self._feed
-                due = self._next_due
-            committed = feed.wait(max(0.0, due - time.monotonic()))
-            timed = time.monotonic() >= self._next_due
-            if committed or timed:  # (timed: a safety net, should a commit go unseen)
-                tickets = set(self.store.granted_for(self.owner))
-                if tickets:
-                    with self._lock:
-                        for ticket in tickets:
-                            parked = self._parked.get(ticket)
-                            if parked is not None:
-                                parked.event.set()
-            if timed:
-                grants, next_free_at = self.store.serve_line()
-                self.granted(grants)
+            except Exception:  # a database hiccup must not end the watcher: waiters would hang
+                log.exception("waiting line: the watcher failed; trying again in a second")
+                time.sleep(1.0)
+
+    def _watch_once(self) -> bool:
+        """One turn of the watcher; False when the room is closed."""
+        with self._lock:
+            while not self._parked and not self._closed:
+                self._watch.wait()
+            if self._closed:
+                return False
+            if self._feed is None:
+                self._feed = self._feed_factory()
+            feed = self._feed
+            due = min(self._next_due, self._next_alive)
+        committed = feed.wait(max(0.0, due - time.monotonic()))
+        now = time.monotonic()
+        if now >= self._next_alive:  # we are alive: keep our tickets servable
+            self._next_alive = now + ALIVE_FOR / 3
+            self.store.keep_alive(self.owner)
+        timed = now >= self._next_due
+        if committed or timed:  # (timed: a safety net, should a commit go unseen)
+            with self._lock:
+                first = min(self._parked, default=None)
+            if first is not None:
+                tickets = self.store.granted_for(self.owner, first)
                 with self._lock:
-                    self._next_due = 0.0
-                    self._schedule(next_free_at)
+                    for ticket in tickets:
+                        parked = self._parked.get(ticket)
+                        if parked is not None:
+                            parked.event.set()
+        if timed:
+            grants, next_free_at = self.store.serve_line()
+            self.granted(grants)
+            with self._lock:
+                self._next_due = 0.0
+                self._schedule(next_free_at)
+        return True

@@ -94,11 +94,12 @@ class Ticket:
 
 @dataclasses.dataclass(frozen=True)
 class Grant:
-    """A session handed to a waiting ticket; its server process (``owner``) wakes it."""
+    """A lease granted to a waiting ticket; its server process (``owner``) wakes it."""
 
     ticket: int
     owner: str
     session_id: int
+    lease: "Lease"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,11 +201,13 @@ class PoolStore(Protocol):
                 key: KeyInfo | None = None, request_id: str | None = None,
                 purpose: str | None = None, wait: float = 0, owner: str | None = None) -> Lease | Ticket: ...
 
-    def pickup(self, ticket: int) -> Lease | None: ...
+    def claimed(self, ticket: int) -> Lease | None: ...
 
     def leave_line(self, ticket: int) -> Lease | None: ...
 
-    def granted_for(self, owner: str) -> list[int]: ...
+    def keep_alive(self, owner: str) -> None: ...
+
+    def granted_for(self, owner: str, first: int) -> list[int]: ...
 
     def serve_line(self) -> tuple[list[Grant], float | None]: ...
 

@@ -160,7 +160,7 @@ class Store:
 
         def claim(tx: Tx) -> Lease | Ticket | NoSessionAvailable:
             grants[:] = self._serve_line(tx)
-            outcome = self._claim(tx, ttl, ttl, holder, name, key, request_id, purpose)
+            outcome = self._claim(tx, ttl, holder, name, key, request_id, purpose)
             if isinstance(outcome, NoSessionAvailable) and wait > 0 and owner is not None and outcome.total:
                 ticket = line.enqueue(tx, owner=owner, ttl=ttl, wait=wait, holder=holder, name=name,
                                       key_id=key.id if key is not None else None, purpose=purpose,
@@ -176,16 +176,16 @@ class Store:
             raise NotFound(f"no session named {name!r}")
         raise outcome
 
-    def _claim(self, tx: Tx, ttl: float, hold: float, holder: str | None, name: str | None,
+    def _claim(self, tx: Tx, ttl: float, holder: str | None, name: str | None,
                key: KeyInfo | None, request_id: str | None, purpose: str | None) -> Lease | NoSessionAvailable:
-        """The claim of one acquire, in ``tx``: a lease held ``hold`` seconds (``ttl`` is what was asked)."""
+        """The claim of one acquire (or of a waiting ticket), in ``tx``."""
         key_id = key.id if key is not None else None
         target = "name = :name AND " if name is not None else ""
         resting = _RESTING_FOR if purpose else _RESTING
         pick = (f"SELECT id, lease_token, lease_key_id, holder FROM sessions"
                 f" WHERE {target}{_IS_FREE} AND NOT EXISTS ({resting}) {self._CLAIM_ORDER}")
         params: dict[str, Any] = {
-            "token": secrets.token_urlsafe(18), "ttl": hold, "holder": holder, "name": name,
+            "token": secrets.token_urlsafe(18), "ttl": ttl, "holder": holder, "name": name,
             "key_id": key_id, "request_id": request_id, "purpose": purpose, "now": tx.now}
         now = tx.now
         if request_id is not None and key_id is not None:
@@ -226,7 +226,7 @@ class Store:
             self.engine.announce(tx)
         return grants
 
-    def _claim_for_waiter(self, tx: Tx, waiter: Mapping[str, Any], hold: float) -> tuple[int, str] | None:
+    def _claim_for_waiter(self, tx: Tx, waiter: Mapping[str, Any]) -> Lease | None:
         key = None
         if waiter["key_id"] is not None:
             row = tx.row("SELECT id, name, scope, max_leases FROM api_keys WHERE id = :id AND revoked_at IS NULL",
@@ -235,32 +235,34 @@ class Store:
                 return None
             key = KeyInfo(row["name"], row["scope"], row["id"], row["max_leases"])
         try:
-            outcome = self._claim(tx, float(waiter["ttl"]), hold, waiter["holder"], waiter["name"], key,
+            outcome = self._claim(tx, float(waiter["ttl"]), waiter["holder"], waiter["name"], key,
                                   waiter["request_id"], waiter["purpose"])
         except LeaseLimit:  # its key holds all it may: the next release of that key serves it
             return None
-        if isinstance(outcome, NoSessionAvailable):
-            return None
-        return outcome.session_id, outcome.lease_token
+        return None if isinstance(outcome, NoSessionAvailable) else outcome
 
     def _granted(self, grants: list[Grant]) -> None:
         if grants:
             for listener in self.grant_listeners:
                 listener(grants)
 
-    def pickup(self, ticket: int) -> Lease | None:
-        """The lease granted to ``ticket``, its full TTL starting now; None if nothing (still) is."""
-        row = self.engine.write(lambda tx: line.pickup(tx, ticket), batch=True)
+    def claimed(self, ticket: int) -> Lease | None:
+        """The lease granted to ``ticket``, while it lives (a read: the grant was the lease)."""
+        row = self.engine.read(lambda tx: line.claimed(tx, ticket))
         return None if row is None else _lease(row)
 
     def leave_line(self, ticket: int) -> Lease | None:
         """End ``ticket``'s wait: out of the line, or (granted just before) its lease."""
         left = self.engine.write(lambda tx: line.leave(tx, ticket), batch=True)
-        return None if left else self.pickup(ticket)
+        return None if left else self.claimed(ticket)
 
-    def granted_for(self, owner: str) -> list[int]:
-        """Tickets of server process ``owner`` holding a grant not yet picked up."""
-        return self.engine.read(lambda tx: line.granted_for(tx, owner))
+    def keep_alive(self, owner: str) -> None:
+        """Server process ``owner`` still waits for its tickets: keep them servable."""
+        self.engine.write(lambda tx: line.keep_alive(tx, owner), batch=True)
+
+    def granted_for(self, owner: str, first: int) -> list[int]:
+        """Tickets of server process ``owner``, from ``first`` on, that were granted a lease."""
+        return self.engine.read(lambda tx: line.granted_for(tx, owner, first))
 
     def serve_line(self) -> tuple[list[Grant], float | None]:
         """Serve waiting tickets from sessions freed by time alone; (grants, next such time).
