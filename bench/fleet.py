@@ -298,7 +298,7 @@ def part_idle(args: Any, where: Path, waiters: int, pool: int = 10, quiet: float
           f" server measured for {quiet:g} s once all are in line, then the {pool} holders release\n")
     print(c.table(["waiters", "pool", "in line", "RSS MB before", "RSS MB waiting", "KB per waiter",
                    "server CPU % nobody waiting", f"server CPU % {waiters} waiting", "release p50 ms",
-                   "release max ms", "granted after the releases"], rows))
+                   "release max ms", "leases granted in the cascade"], rows))
 
 
 # -- main ------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ asserted (the benchmark measures how fast a grant arrives); deadlines only bound
 from __future__ import annotations
 
 import json
-import queue
+import os
 import threading
 import time
 from typing import Any
@@ -31,27 +31,31 @@ def wait_for(condition, what: str, deadline: float = DEADLINE) -> None:
 
 
 class Waiter:
-    """A worker long-polling on its own connection in a thread; ``result`` gets (status, body)."""
+    """A worker long-polling on its own connection in a thread; ``get()`` gives (status, body)."""
 
     def __init__(self, server: LiveServer, label: str, wait: float = 30, **body: Any) -> None:
         self.label = label
-        self.result: queue.Queue = queue.Queue()
+        self.answer: tuple[int, dict] | None = None
+        self.answered = threading.Event()
         self.pool = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(wait + 30))
         payload = json.dumps({"ttl": 60, "wait": wait, "holder": label, **body}).encode()
 
         def run() -> None:
             reply = self.pool.request("POST", server.url + "/session", body=payload,
                                       headers={"X-API-Key": server.client_key, "Content-Type": "application/json"})
-            self.result.put((reply.status, json.loads(reply.data)))
+            self.answer = (reply.status, json.loads(reply.data))
+            self.answered.set()
 
         self.thread = threading.Thread(target=run, daemon=True)
         self.thread.start()
 
     def get(self) -> tuple[int, dict]:
-        return self.result.get(timeout=DEADLINE)
+        assert self.answered.wait(DEADLINE), f"{self.label} got no answer"
+        assert self.answer is not None
+        return self.answer
 
     def done(self) -> bool:
-        return not self.result.empty()
+        return self.answered.is_set()
 
 
 def line_up(server: LiveServer, labels: list[str], *, watch: LiveServer | None = None, **body: Any) -> list[Waiter]:
@@ -235,3 +239,30 @@ def test_tickets_of_a_dead_server_process_are_not_served(tmp_path):
         assert store.claimed(alive.ticket) == granted[0].lease
         assert store.claimed(dead.ticket) is None
         assert store.leave_line(dead.ticket) is None  # its wait ends with nothing
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files through /proc")
+def test_parked_requests_leave_no_connections_behind(server_factory):
+    """Parked requests get stand-in threads; threads that end (and parked ones) close their SQLite connection."""
+    server = server_factory("--threads", "2")
+    server.add_sessions("only")
+    fds = lambda: len(os.listdir(f"/proc/{server.proc.pid}/fd"))  # noqa: E731
+
+    def one_round() -> None:
+        lease = acquire(server).json
+        waiters = [Waiter(server, f"w{i}", wait=30) for i in range(12)]
+        wait_for(lambda: server.status()["waiting_workers"] == 12, "twelve waiters in line")
+        served: list[Waiter] = []
+        for _ in waiters:
+            release(server, lease)
+            wait_for(lambda: sum(w.done() for w in waiters) > len(served), "the next waiter to be served")
+            served.append(next(w for w in waiters if w.done() and w not in served))
+            status, lease = served[-1].get()
+            assert status == 200, lease
+        release(server, lease)
+
+    one_round()
+    before = fds()
+    for _ in range(3):
+        one_round()
+    assert fds() <= before + 6, f"{fds() - before} more open files after 36 more long-polls"

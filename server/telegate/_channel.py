@@ -88,7 +88,16 @@ class Dispatcher(ThreadedTaskDispatcher):
         self._park_lock = threading.Lock()
         #: Called first when the server stops (e.g. to end parked waits before the join).
         self.on_shutdown: list[Callable[[], None]] = []
+        #: Called in a pool thread that is about to end (e.g. to close its database connection).
+        self.on_thread_exit: list[Callable[[], None]] = []
         self.set_thread_count(threads)
+
+    def handler_thread(self, thread_no: int) -> None:
+        try:
+            super().handler_thread(thread_no)
+        finally:  # this thread stops (the pool shrinks after a parked request ended)
+            for hook in self.on_thread_exit:
+                hook()
 
     def shutdown(self, cancel_pending: bool = True, timeout: float = 5) -> bool:
         for hook in self.on_shutdown:

@@ -122,6 +122,8 @@ class WaitRoom:
             self._schedule(next_free_at)
             self._ensure_watcher()
         try:
+            # A local grant needs no database; anything else opens a connection again.
+            self.store.engine.release_connection()
             with self._park():
                 while True:
                     remaining = deadline - time.monotonic()

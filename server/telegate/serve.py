@@ -153,6 +153,7 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
         dispatcher = Dispatcher(settings.threads)
         room = default_room(store, park=dispatcher.parked)
         dispatcher.on_shutdown.append(room.close)
+        dispatcher.on_thread_exit.append(store.engine.release_connection)
         server = create_server(access_logged(create_app(settings, store, room=room)), sock,
                                dispatcher=dispatcher, **waitress_options(settings))
         host, port = sock.getsockname()[:2]

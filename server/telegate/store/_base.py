@@ -185,6 +185,10 @@ class Engine(Protocol):
     def commit_feed(self) -> CommitFeed:
         """A new feed of other connections' commits (one per server process, made on first wait)."""
 
+    def release_connection(self) -> None:
+        """The calling thread will not use the database for a while (it parks, or ends): let go
+        of what it holds. SQLite: its own connection. A pooled engine: nothing to do."""
+
 
 class PoolStore(Protocol):
     """The pool, as the HTTP app, the CLI and ``serve`` use it, whatever database holds it."""

@@ -96,7 +96,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 #: How often a commit feed looks at ``data_version`` while requests wait: a grant made by
 #: another process wakes its waiter within this (plus a read).
-FEED_POLL_INTERVAL = 0.005
+FEED_POLL_INTERVAL = 0.01
 
 
 @lru_cache(maxsize=512)
@@ -209,6 +209,25 @@ class SQLiteEngine:
             with self._connections_lock:
                 self._connections.append(conn)
         return conn
+
+    def release_connection(self) -> None:
+        """Close the calling thread's connection: it is about to wait long, or to end.
+
+        Each thread keeps a connection (and its page cache, ~100-200 KB) for as long as it
+        lives; a long-poll parks its thread for up to a minute, and the server's pool
+        starts and ends threads for parked requests. The next use opens a new one.
+        """
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            return
+        self._local.conn = None
+        with self._connections_lock:
+            if conn in self._connections:
+                self._connections.remove(conn)
+        try:
+            conn.close()
+        except sqlite3.Error:  # closing is best effort
+            pass
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
