@@ -218,7 +218,7 @@ def test_a_session_freed_by_time_goes_to_the_ticket_not_a_newcomer(tmp_path):
 def test_tickets_of_a_dead_server_process_are_not_served(tmp_path):
     """A process renews its tickets while it waits; one that stopped (died) gets no leases."""
     from conftest import FakeClock
-    from telegate.store import Store, Ticket
+    from telegate.store import NoSessionAvailable, Store, Ticket
     from telegate.store._line import ALIVE_FOR
 
     clock = FakeClock()
@@ -238,7 +238,9 @@ def test_tickets_of_a_dead_server_process_are_not_served(tmp_path):
         assert [(g.ticket, g.owner) for g in granted] == [(alive.ticket, "live-process")]
         assert store.claimed(alive.ticket) == granted[0].lease
         assert store.claimed(dead.ticket) is None
-        assert store.leave_line(dead.ticket) is None  # its wait ends with nothing
+        with pytest.raises(NoSessionAvailable) as ended:  # its wait ends with nothing, and the counts
+            store.leave_line(dead.ticket)
+        assert (ended.value.in_use, ended.value.waiting_workers) == (1, 0)
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files through /proc")
@@ -266,3 +268,20 @@ def test_parked_requests_leave_no_connections_behind(server_factory):
     for _ in range(3):
         one_round()
     assert fds() <= before + 6, f"{fds() - before} more open files after 36 more long-polls"
+
+
+def test_a_key_revoked_while_waiting_gets_nothing(tmp_path):
+    from telegate.store import NoSessionAvailable, Store, Ticket
+
+    with Store(tmp_path / "line.db") as store:
+        store.add_sessions(["only"])
+        held = store.acquire(600)
+        key = store.authenticate(store.create_key("w", "client"))
+        ticket = store.acquire(60, key=key, wait=30, owner="here")
+        assert isinstance(ticket, Ticket)
+        store.revoke_key("w")
+        store.release(held.session_id, held.lease_token)
+        assert store.claimed(ticket.ticket) is None
+        with pytest.raises(NoSessionAvailable):
+            store.leave_line(ticket.ticket)
+        assert store.status()["free"] == 1

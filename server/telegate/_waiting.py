@@ -113,8 +113,8 @@ class WaitRoom:
         return len(self._parked)
 
     def wait(self, ticket: int, seconds: float, next_free_at: float | None = None) -> Any:
-        """Park until a lease is granted to ``ticket`` (return it) or ``seconds`` pass
-        (return None; the ticket is then out of the line)."""
+        """Park until a lease is granted to ``ticket`` (return it) or ``seconds`` pass (then the
+        ticket leaves the line, and the store raises its ``NoSessionAvailable``)."""
         parked = _Parked(ticket)
         deadline = time.monotonic() + seconds
         with self._lock:

@@ -226,14 +226,13 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
         key = caller()
         holder = fields.text("holder", max_length=200) or key.name
         name = fields.text("name", max_length=store_mod.MAX_NAME_LENGTH)
-        wanted = dict(holder=holder, name=name, key=key, request_id=fields.request_id(),
-                      purpose=fields.method("purpose"))
         wait = fields.number("wait", low=0, high=MAX_WAIT) or 0
         if wait and room.count >= settings.max_waiters:
             wait = 0  # this process parks no more: answer now (503 if nothing is free)
-        lease = store.acquire(ttl, **wanted, wait=wait, owner=room.owner)
+        lease = store.acquire(ttl, holder=holder, name=name, key=key, request_id=fields.request_id(),
+                              purpose=fields.method("purpose"), wait=wait, owner=room.owner)
         if isinstance(lease, Ticket):
-            lease = _wait_in_line(lease, wait, ttl, wanted)
+            lease = _wait_in_line(lease, wait)
         log.info("leased session %d (%s) to %s until %s", lease.session_id, lease.session_name,
                  holder, iso(lease.lease_expires_at))
         return _json({
@@ -246,8 +245,8 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
             "meta": lease.meta,
         })
 
-    def _wait_in_line(ticket: Ticket, wait: float, ttl: float, wanted: dict[str, Any]) -> store_mod.Lease:
-        """Park a long-poll until its ticket is granted a session, or its wait runs out."""
+    def _wait_in_line(ticket: Ticket, wait: float) -> store_mod.Lease:
+        """Park a long-poll until its ticket is granted a session, or its wait runs out (503)."""
         started = time.perf_counter()
         try:
             lease = room.wait(ticket.ticket, wait, ticket.next_free_at)
@@ -255,8 +254,6 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
             waited = time.perf_counter() - started
             bottle.request.environ["telegate.waited"] = waited
             metrics.waited(waited)
-        if lease is None:  # out of time, and out of line: one last plain try, then the usual 503
-            lease = store.acquire(ttl, **wanted)
         return lease
 
     @route("/release", "POST")

@@ -161,11 +161,14 @@ def claimed(tx: Tx, ticket: int) -> Mapping[str, Any] | None:
         WHERE w.id = :id AND s.lease_expires_at > :now AND s.disabled = 0""", {"id": ticket, "now": tx.now})
 
 
-def leave(tx: Tx, ticket: int) -> bool:
-    """Take ``ticket`` out of the line (its wait is over); False if a session was granted to it first."""
-    if tx.run("DELETE FROM waiters WHERE id = :id AND session_id IS NULL", {"id": ticket}):
-        return True
-    return tx.row("SELECT 1 AS granted FROM waiters WHERE id = :id", {"id": ticket}) is None
+def leave(tx: Tx, ticket: int) -> Mapping[str, Any] | None:
+    """Take ``ticket`` out of the line (its wait is over): its row (what it asked for), or
+    None when a lease was granted to it first (see :func:`claimed`)."""
+    row = tx.row("SELECT name, purpose, session_id FROM waiters WHERE id = :id", {"id": ticket})
+    if row is not None and row["session_id"] is not None:
+        return None
+    tx.run("DELETE FROM waiters WHERE id = :id", {"id": ticket})
+    return row or {"name": None, "purpose": None, "session_id": None}
 
 
 def keep_alive(tx: Tx, owner: str) -> int:

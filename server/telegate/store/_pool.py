@@ -251,10 +251,22 @@ class Store:
         row = self.engine.read(lambda tx: line.claimed(tx, ticket))
         return None if row is None else _lease(row)
 
-    def leave_line(self, ticket: int) -> Lease | None:
-        """End ``ticket``'s wait: out of the line, or (granted just before) its lease."""
-        left = self.engine.write(lambda tx: line.leave(tx, ticket), batch=True)
-        return None if left else self.claimed(ticket)
+    def leave_line(self, ticket: int) -> Lease:
+        """End ``ticket``'s wait: its lease if one was granted just before, else out of the line
+        and :class:`NoSessionAvailable` with the pool's counts (taken in that transaction)."""
+        def leave(tx: Tx) -> Lease | NoSessionAvailable:
+            asked = line.leave(tx, ticket)
+            if asked is None:
+                row = line.claimed(tx, ticket)
+                if row is not None:
+                    return _lease(row)
+                asked = {"name": None, "purpose": None}  # granted, but that lease is over already
+            return self._unavailable(tx, asked["name"], asked["purpose"])
+
+        outcome = self.engine.write(leave, batch=True)
+        if isinstance(outcome, Lease):
+            return outcome
+        raise outcome
 
     def keep_alive(self, owner: str) -> None:
         """Server process ``owner`` still waits for its tickets: keep them servable."""
@@ -610,8 +622,12 @@ class Store:
             if meta is not None:
                 tx.run("UPDATE sessions SET meta = :meta WHERE id = :id",
                        {"id": session_id, "meta": json.dumps(meta, ensure_ascii=False)})
+            if disabled is False or clear_flood_wait:
+                grants[:] = self._serve_line(tx)  # enabled or rested: maybe free for a waiter
 
+        grants: list[Grant] = []
         self.engine.write(change)
+        self._granted(grants)
         return self.get_session(session_id)
 
     def set_disabled_by_name(self, names: Sequence[str], disabled: bool, reason: str | None = None,
@@ -719,9 +735,14 @@ class Store:
                 {"now": tx.now, "key_id": row["id"]})
             for lease in ended:
                 self._event(tx, lease["id"], "release", key_name=name, detail={"reason": "key revoked"})
+            if ended:
+                grants[:] = self._serve_line(tx)  # the freed sessions go to those waiting
             return len(ended)
 
-        return self.engine.write(revoke)
+        grants: list[Grant] = []
+        ended = self.engine.write(revoke)
+        self._granted(grants)
+        return ended
 
     def authenticate(self, key: str) -> KeyInfo | None:
         """The key's name, scope, id and lease limit, or ``None`` for an unknown or revoked key."""
