@@ -56,6 +56,26 @@ def server_env(tree: Path | None = None) -> dict[str, str]:
 # -- servers ------------------------------------------------------------------------------
 
 
+_PREPARE = """
+import sys
+from telegate import Store
+with Store(sys.argv[1]) as store:
+    key = store.create_key("bench", "client")
+    store.add_sessions(f"acc{i:06d}" for i in range(int(sys.argv[2])))
+print(key)
+"""
+
+
+def _prepare_db(db: Path, sessions: int, tree: Path | None) -> str:
+    """A database with a client key and ``sessions`` sessions, made by the TeleGate that will
+    serve it (another checkout's may not read a newer schema); returns the key."""
+    done = subprocess.run([sys.executable, "-c", _PREPARE, str(db), str(sessions)], capture_output=True,
+                          text=True, env=server_env(tree), cwd=ROOT, timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(f"could not prepare {db}:\n{done.stderr}")
+    return done.stdout.strip().splitlines()[-1]
+
+
 class Server:
     """One server subprocess; its output goes to a file (no pipe to drain in the client)."""
 
@@ -71,11 +91,7 @@ class Server:
         self.host = "127.0.0.1"
         self.port = 0
         if kind == "telegate":
-            from telegate import Store
-            with Store(self.db) as store:
-                self.api_key = store.create_key("bench", "client")
-                if sessions:
-                    store.add_sessions(f"acc{i:06d}" for i in range(sessions))
+            self.api_key = _prepare_db(self.db, sessions, tree)
             cmd = [sys.executable, "-m", "telegate", "serve", "--port", "0", "--db", str(self.db), *extra]
         elif kind in ("noop", "sqlite"):
             self.api_key = "bench-key"
