@@ -43,6 +43,7 @@ class Worker:
         self.latencies: list[float] = []
         self.grants: list[tuple[float, float, int]] = []  # (asked at, granted at, session id)
         self.releases: list[tuple[float, int]] = []  # (released at, session id)
+        self.unserved = 0.0  # how long it had been asking, unserved, when the run ended
         self.error: str | None = None
         self.retry_after = 1.0
 
@@ -80,6 +81,7 @@ class Worker:
         asked = time.time()
         while True:
             if time.time() >= stop:
+                self.unserved = stop - max(asked, start)
                 return
             if poll:
                 status, lease = self.post("/session", {"ttl": 60})
@@ -159,7 +161,8 @@ def main() -> int:
         thread.join(max(0.0, stop - time.time()) + 100)
     print(json.dumps({
         "workers": [{"n": w.number, "cycles": w.cycles, "misses": w.misses, "latencies": w.latencies,
-                     "grants": w.grants, "releases": w.releases, "error": w.error} for w in workers],
+                     "grants": w.grants, "releases": w.releases, "unserved": w.unserved, "error": w.error}
+                    for w in workers],
         "hung": sum(t.is_alive() for t in threads),
     }), flush=True)
     return 0

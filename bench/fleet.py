@@ -201,6 +201,7 @@ def handoff_figures(fleet: Fleet) -> dict[str, float]:
     counts = [len(w["grants"]) for w in fleet.workers]
     mean = sum(counts) / len(counts) if counts else 0.0
     waits = [granted - asked for w in fleet.workers for asked, granted, _ in w["grants"]]
+    waits += [w["unserved"] for w in fleet.workers]  # still asking when the round ended
     result = c.Result(0, 0, 0.0, handoffs)
     return {"leases": sum(counts), "handoffs": len(handoffs), "p50": c.ms(result.percentile(0.5)),
             "p99": c.ms(result.percentile(0.99)), "max": c.ms(max(handoffs, default=float("nan"))),

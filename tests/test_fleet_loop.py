@@ -137,3 +137,30 @@ def test_serve_builds_its_server_with_that_channel_and_fleet_settings():
     finally:
         server.task_dispatcher.shutdown()
         server.close()
+
+
+def test_the_loop_rests_after_expensive_turns_only():
+    """With a thousand connections a turn costs ~1 ms of GIL: the loop then sleeps 3x that (at most 5 ms)."""
+    sock = bind_socket("127.0.0.1", 0)
+    server = create_server(app, sock, **waitress_options(Settings()))
+    server.adj.asyncore_loop_timeout = 0  # poll() returns at once: nothing is connected
+    readings = iter([0.0, 0.0001, 1.0, 1.001, 2.0, 2.01])  # CPU per turn: 0.1 ms, 1 ms, 10 ms
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 2:
+            map_ = server._map
+            saved = dict(map_)
+            map_.clear()  # ends the loop after this turn
+            server._saved_map = saved
+
+    server._cpu_clock = lambda: next(readings)
+    server._sleep = sleep
+    try:
+        server.run()
+        assert sleeps == [pytest.approx(0.003), pytest.approx(0.005)]
+    finally:
+        server._map.update(getattr(server, "_saved_map", {}))
+        server.task_dispatcher.shutdown()
+        server.close()
