@@ -56,24 +56,29 @@ def server_env(tree: Path | None = None) -> dict[str, str]:
 # -- servers ------------------------------------------------------------------------------
 
 
-_PREPARE = """
+_MAKE_POOL = """
 import sys
 from telegate import Store
 with Store(sys.argv[1]) as store:
-    key = store.create_key("bench", "client")
+    print(store.create_key("bench", "client"))
     store.add_sessions(f"acc{i:06d}" for i in range(int(sys.argv[2])))
-print(key)
 """
 
 
-def _prepare_db(db: Path, sessions: int, tree: Path | None) -> str:
-    """A database with a client key and ``sessions`` sessions, made by the TeleGate that will
-    serve it (another checkout's may not read a newer schema); returns the key."""
-    done = subprocess.run([sys.executable, "-c", _PREPARE, str(db), str(sessions)], capture_output=True,
-                          text=True, env=server_env(tree), cwd=ROOT, timeout=300)
-    if done.returncode != 0:
-        raise RuntimeError(f"could not prepare {db}:\n{done.stderr}")
-    return done.stdout.strip().splitlines()[-1]
+def _make_pool(db: Path, sessions: int, tree: Path | None) -> str:
+    """A pool of ``sessions`` and a client key; another tree's pool is made by that tree's code (its schema)."""
+    if tree is None:
+        from telegate import Store
+        with Store(db) as store:
+            key = store.create_key("bench", "client")
+            if sessions:
+                store.add_sessions(f"acc{i:06d}" for i in range(sessions))
+        return key
+    made = subprocess.run([sys.executable, "-c", _MAKE_POOL, str(db), str(sessions)], env=server_env(tree),
+                          cwd=ROOT, capture_output=True, text=True, check=False)
+    if made.returncode != 0:
+        raise RuntimeError(f"cannot make a pool with the tree {tree}:\n{made.stderr}")
+    return made.stdout.strip()
 
 
 class Server:
@@ -91,7 +96,7 @@ class Server:
         self.host = "127.0.0.1"
         self.port = 0
         if kind == "telegate":
-            self.api_key = _prepare_db(self.db, sessions, tree)
+            self.api_key = _make_pool(self.db, sessions, tree)
             cmd = [sys.executable, "-m", "telegate", "serve", "--port", "0", "--db", str(self.db), *extra]
         elif kind in ("noop", "sqlite"):
             self.api_key = "bench-key"
@@ -116,6 +121,18 @@ class Server:
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the server process has used so far, from /proc (Linux); 0 elsewhere.
+
+        CPU per cycle barely moves when other work shares the machine, unlike cycles per
+        second: the figure to compare two trees by on a busy box.
+        """
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def rss_kb(self) -> tuple[int, int]:
         """(current RSS, peak RSS) of the server process in KiB, from /proc (Linux)."""
@@ -255,6 +272,12 @@ class Result:
     misses: int
     seconds: float
     latencies: list[float]
+    server_cpu: float = 0.0  # server CPU seconds over the whole run, warm-up included
+    all_cycles: int = 0      # cycles over the whole run, warm-up included
+
+    @property
+    def cpu_per_cycle(self) -> float:
+        return self.server_cpu / self.all_cycles if self.all_cycles else float("nan")
 
     @property
     def rate(self) -> float:
@@ -274,14 +297,14 @@ def run_load(server: Server, clients: int, seconds: float, client_kind: str = "t
     barrier = threading.Barrier(clients + 1)
     lock = threading.Lock()
     latencies: list[float] = []
-    counts = {"cycles": 0, "misses": 0}
+    counts = {"cycles": 0, "misses": 0, "all": 0}
     errors: list[BaseException] = []
     window: dict[str, float] = {}
 
     def worker() -> None:
         client = factory(server)
         mine: list[float] = []
-        done = missed = 0
+        done = missed = everything = 0
         try:
             barrier.wait(30)
             start_at, stop_at = window["start"], window["stop"]
@@ -290,6 +313,7 @@ def run_load(server: Server, clients: int, seconds: float, client_kind: str = "t
                 if began >= stop_at:
                     break
                 granted = client.cycle()
+                everything += granted
                 if began >= start_at:
                     if granted:
                         done += 1
@@ -304,8 +328,10 @@ def run_load(server: Server, clients: int, seconds: float, client_kind: str = "t
                 latencies.extend(mine)
                 counts["cycles"] += done
                 counts["misses"] += missed
+                counts["all"] += everything
 
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(clients)]
+    cpu_before = server.cpu_seconds()
     for thread in threads:
         thread.start()
     now = time.perf_counter()
@@ -318,7 +344,8 @@ def run_load(server: Server, clients: int, seconds: float, client_kind: str = "t
         raise RuntimeError(f"load on {server.label} failed: {errors[0]!r}") from errors[0]
     if any(thread.is_alive() for thread in threads):
         raise RuntimeError(f"load on {server.label}: a client hung")
-    return Result(counts["cycles"], counts["misses"], seconds, latencies)
+    return Result(counts["cycles"], counts["misses"], seconds, latencies,
+                  server.cpu_seconds() - cpu_before, counts["all"])
 
 
 class Rounds:
@@ -340,6 +367,15 @@ class Rounds:
         """
         pairs = zip(self.per_server[label], self.per_server[baseline])
         return median([a.rate / b.rate for a, b in pairs if b.rate])
+
+    def cpu_per_cycle(self, label: str) -> float:
+        """Median over rounds of the server's CPU seconds per cycle."""
+        return median([r.cpu_per_cycle for r in self.per_server[label]])
+
+    def cpu_ratio(self, label: str, baseline: str) -> float:
+        """Median over rounds of this server's CPU per cycle over the baseline's, same round."""
+        pairs = zip(self.per_server[label], self.per_server[baseline])
+        return median([a.cpu_per_cycle / b.cpu_per_cycle for a, b in pairs if b.all_cycles and a.all_cycles])
 
     def percentile(self, label: str, q: float) -> float:
         merged = Result(0, 0, 0.0, [lat for r in self.per_server[label] for lat in r.latencies])

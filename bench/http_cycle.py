@@ -6,6 +6,10 @@ Ceiling A is a no-op Bottle route, ceiling B the same route doing one durable SQ
 write per request; TeleGate does the real work (auth, one atomic claim, one release).
 All three run under waitress with identical settings and are driven by the same load
 generator in alternating rounds, with a thin http.client client and through the SDK.
+
+``--baseline-tree DIR`` adds the TeleGate of another checkout (made with that tree's own
+code, so an older schema works) and compares both ways: cycles per second, and the
+server's CPU time per cycle (from /proc), which a busy machine disturbs far less.
 """
 from __future__ import annotations
 
@@ -56,13 +60,16 @@ def main(argv: list[str] | None = None) -> int:
                              c.ms(r.percentile("telegate", 0.5)), c.ms(r.percentile("telegate", 0.99)),
                              c.ms(r.percentile("B_sqlite", 0.5)), c.ms(r.percentile("B_sqlite", 0.99))])
                 if args.baseline_tree:
-                    rows[-1] += [r.rate("baseline"), r.ratio("baseline", "B_sqlite"), r.ratio("telegate", "baseline")]
+                    rows[-1] += [r.rate("baseline"), r.ratio("baseline", "B_sqlite"), r.ratio("telegate", "baseline"),
+                                 round(r.cpu_per_cycle("telegate") * 1e6), round(r.cpu_per_cycle("baseline") * 1e6),
+                                 r.cpu_ratio("telegate", "baseline")]
                 print(f"  {kind} x{clients}: " + "  ".join(f"{label} {r.rate(label):.0f}/s" for label in r.per_server),
                       file=sys.stderr, flush=True)
         headers = ["client", "clients", "A cycles/s", "B cycles/s", "TeleGate cycles/s", "TG/A", "TG/B",
                    "TG p50 ms", "TG p99 ms", "B p50 ms", "B p99 ms"]
         if args.baseline_tree:
-            headers += ["baseline cycles/s", "baseline/B", "TG/baseline"]
+            headers += ["baseline cycles/s", "baseline/B", "TG/baseline",
+                        "TG CPU µs/cycle", "baseline CPU µs/cycle", "TG/baseline CPU"]
         print(c.table(headers, rows))
     finally:
         for server in servers:

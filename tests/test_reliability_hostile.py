@@ -272,3 +272,79 @@ def test_after_every_attack_the_pool_is_as_it_was(hostile_server):
     assert renewed.status == 200
     names = {row["name"] for row in server.store.list_sessions()[0]}
     assert names == {"alpha", "beta", "gamma"}
+
+
+# -- the wrong key, below the JSON layer (issue 8) ------------------------------------------
+# Another client key ("{other}") goes after the lease the fixture's client key holds
+# ("{sid}", "{token}"), with header and JSON tricks; and the holder's own key sends tokens
+# that once crashed the token check. Kept apart from ATTACKS so the two tables merge cleanly.
+
+WRONG_KEY_ATTACKS: list[tuple[str, bytes, set]] = [
+    ("other key, no token", request("POST", "/release", b'{"session_id": {sid}}', key="{other}"), {409}),
+    ("other key, the holder's token", request("POST", "/release", b'{"session_id": {sid}, "lease_token": "{token}"}',
+                                              key="{other}"), {409}),
+    ("other key, token, disable", request("POST", "/release", b'{"session_id": {sid}, "lease_token": "{token}",'
+                                          b' "disable": "AuthKeyUnregistered"}', key="{other}"), {409}),
+    ("other key, renew for a day", request("POST", "/renew", b'{"session_id": {sid}, "lease_token": "{token}",'
+                                           b' "ttl": 86400}', key="{other}"), {409}),
+    ("other key as Bearer", request("POST", "/release", b'{"session_id": {sid}, "flood_wait": 3600}',
+                                    headers={"Authorization": "Bearer {other}"}), {409}),
+    ("lower-case x-api-key", request("POST", "/release", b'{"session_id": {sid}}', headers={"x-api-key": "{other}"}),
+     {409}),
+    ("other X-API-Key, holder's Bearer", request("POST", "/release", b'{"session_id": {sid}}',
+                                                 headers={"Authorization": "Bearer {client}"}, key="{other}"), {409}),
+    ("two X-API-Keys, other then holder", b"POST /release HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                                          b"X-API-Key: {other}\r\nX-API-Key: {client}\r\nContent-Type: application/json\r\n"
+                                          b"Content-Length: {len}\r\n\r\n{body}", {401}),  # joined into one unknown key
+    ("duplicate JSON field, token last", request("POST", "/release", b'{"session_id": {sid}, "lease_token": "x",'
+                                                 b' "lease_token": "{token}"}', key="{other}"), {409}),
+    ("duplicate JSON field, id last", request("POST", "/release", b'{"session_id": 999999, "session_id": {sid},'
+                                              b' "disable": "x"}', key="{other}"), {409}),
+    ("session_id as a string", request("POST", "/release", b'{"session_id": "{sid}"}', key="{other}"), {400}),
+    ("session_id as a float", request("POST", "/release", b'{"session_id": {sid}.0}', key="{other}"), {400}),
+    ("session_id 2**63", request("POST", "/release", b'{"session_id": 9223372036854775808}', key="{other}"), {400}),
+    ("other key leases the held session by name", request("POST", "/session", b'{"name": "alpha"}', key="{other}"),
+     {503}),
+    ("holder, non-ASCII token (was a 500)", request("POST", "/release", b'{"session_id": {sid}, "lease_token": "\\u00e9"}',
+                                                    key="{client}"), {409}),
+    ("holder, raw UTF-8 token", request("POST", "/renew", b'{"session_id": {sid}, "lease_token": "\xc3\xa9\xc3\x9f"}',
+                                        key="{client}"), {409}),
+    ("other key, non-ASCII token", request("POST", "/release", b'{"session_id": {sid}, "lease_token": "\\u00df"}',
+                                           key="{other}"), {409}),
+    ("holder, lone surrogate token", request("POST", "/release", b'{"session_id": {sid}, "lease_token": "\\udc80"}',
+                                             key="{client}"), {400}),
+]
+
+
+@pytest.fixture(scope="module")
+def other_key(hostile_server) -> str:
+    server, _ = hostile_server
+    return server.store.create_key("hostile-other")
+
+
+def _fill_wrong_key(data: bytes, server, lease: dict, other: str) -> bytes:
+    body = json.dumps({"session_id": lease["session_id"]}).encode()
+    for name, value in (("{len}", str(len(body)).encode()), ("{body}", body), ("{other}", other.encode()),
+                        ("{sid}", str(lease["session_id"]).encode()), ("{token}", lease["lease_token"].encode())):
+        data = data.replace(name.encode(), value)
+    head, sep, rest = data.partition(b"\r\n\r\n")
+    if sep and b"Content-Length: " in head and b"{len}" not in head:
+        # request() measured the body before the placeholders were filled: measure again.
+        lines = [line for line in head.split(b"\r\n") if not line.startswith(b"Content-Length: ")]
+        head = b"\r\n".join(lines + [b"Content-Length: " + str(len(rest)).encode()])
+    return _fill(head + sep + rest, server)
+
+
+@pytest.mark.parametrize("label, data, allowed", WRONG_KEY_ATTACKS, ids=[a[0] for a in WRONG_KEY_ATTACKS])
+def test_wrong_key_attack_is_refused_and_changes_nothing(hostile_server, other_key, label, data, allowed):
+    server, lease = hostile_server
+    before = pool_rows(server.db_path)
+    status, headers, body = exchange(server.port, _fill_wrong_key(data, server, lease, other_key))
+    assert status in allowed, f"{label}: got {status} {body[:300]!r}"
+    if headers.get("content-type", "").startswith("application/json"):
+        error = json.loads(body)
+        assert error["error"] and error["detail"]
+        if status == 409 and b"{other}" in data:
+            assert error["error"] == "not_lease_holder", error
+    assert pool_rows(server.db_path) == before
+    assert server.proc.poll() is None, server.log

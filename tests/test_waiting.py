@@ -73,8 +73,9 @@ def acquire(server: LiveServer, **body: Any):
     return server.request("POST", "/session", {"ttl": 60, **body})
 
 
-def release(server: LiveServer, lease: dict) -> None:
-    reply = server.request("POST", "/release", {"session_id": lease["session_id"], "lease_token": lease["lease_token"]})
+def release(server: LiveServer, lease: dict, key: str = "client") -> None:
+    reply = server.request("POST", "/release", {"session_id": lease["session_id"], "lease_token": lease["lease_token"]},
+                           key=key)
     assert reply.status == 200, reply
 
 
@@ -118,7 +119,7 @@ def test_fifo_across_two_server_processes_on_one_file(server_factory, tmp_path):
     for label, server in [("a1", first), ("b1", second), ("a2", first), ("b2", second)]:
         waiters += line_up(server, [label], watch=first)
     release(second, held.json)
-    order = []
+    order: list[str] = []
     by_label = {w.label: w for w in waiters}
     servers = {"a": first, "b": second}
     for _ in waiters:
@@ -128,8 +129,9 @@ def test_fifo_across_two_server_processes_on_one_file(server_factory, tmp_path):
         status, lease = done[0].get()
         assert status == 200, lease
         order.append(done[0].label)
-        # Released through the other server than the one that granted it.
-        release(servers["b" if done[0].label[0] == "a" else "a"], lease)
+        # Released through the other server than the one that granted it (with the key that holds it).
+        granting = servers[done[0].label[0]]
+        release(servers["b" if done[0].label[0] == "a" else "a"], lease, key=granting.client_key)
     assert order == ["a1", "b1", "a2", "b2"], order
     assert by_label["b2"].label == "b2"
 

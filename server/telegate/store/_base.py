@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, TypeVar
 
 __all__ = [
     "StoreError", "DatabaseError", "NotFound", "Conflict", "LeaseMismatch", "NotLeaseHolder",
-    "SessionDisabled", "LeaseLimit", "NoSessionAvailable", "Lease", "KeyInfo", "Engine", "Tx",
+    "SessionDisabled", "LeaseLimit", "KeyRevoked", "NoSessionAvailable", "Lease", "KeyInfo", "Engine", "Tx",
     "PoolStore", "STATES", "MAX_NAME_LENGTH", "hash_key", "Ticket", "Grant", "CommitFeed",
 ]
 
@@ -58,6 +58,10 @@ class LeaseLimit(StoreError):
         super().__init__(message)
         self.limit = limit
         self.held = held
+
+
+class KeyRevoked(StoreError):
+    """The API key was revoked after it was authenticated, before its request could take effect."""
 
 
 class NoSessionAvailable(StoreError):
@@ -219,7 +223,7 @@ class PoolStore(Protocol):
 
     def release(self, session_id: int, token: str | None = None, *, key: KeyInfo | None = None,
                 flood_wait: float | None = None, flood_scope: str | None = None,
-                disable: str | None = None) -> bool: ...
+                disable: str | None = None, peer_flood: bool = False) -> bool: ...
 
     def renew(self, session_id: int, token: str, ttl: float, *, key: KeyInfo | None = None) -> float: ...
 

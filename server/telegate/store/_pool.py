@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from . import _line as line
 from ._base import (
-    STATES, Conflict, DatabaseError, Engine, Grant, KeyInfo, Lease, LeaseLimit, LeaseMismatch,
+    STATES, Conflict, DatabaseError, Engine, Grant, KeyInfo, KeyRevoked, Lease, LeaseLimit, LeaseMismatch,
     NoSessionAvailable, NotFound, NotLeaseHolder, SessionDisabled, Ticket, Tx, hash_key,
 )
 
@@ -188,6 +188,16 @@ class Store:
             "token": secrets.token_urlsafe(18), "ttl": ttl, "holder": holder, "name": name,
             "key_id": key_id, "request_id": request_id, "purpose": purpose, "now": tx.now}
         now = tx.now
+        limit = None
+        if key_id is not None:
+            # The key was authenticated in an earlier read: a revocation that committed
+            # since then must not be outrun by a lease it would never end. The key row is
+            # locked (PostgreSQL) only for keys with a limit, whose claims must count in turn.
+            current = tx.row("SELECT revoked_at, max_leases FROM api_keys WHERE id = :key_id"
+                             + (" /*for_update*/" if key.max_leases is not None else ""), params)
+            if current is None or current["revoked_at"] is not None:
+                raise KeyRevoked(f"API key {key.name!r} was revoked; ask an admin for a valid key")
+            limit = current["max_leases"]
         if request_id is not None and key_id is not None:
             again = tx.row("""
                 SELECT id, name, lease_token, lease_expires_at, kind, meta FROM sessions
@@ -195,13 +205,13 @@ class Store:
                   AND lease_expires_at > :now AND disabled = 0""", params)
             if again is not None:
                 return _lease(again)
-        if key is not None and key.max_leases is not None:
+        if limit is not None:
             held = self._leases_held(tx, key_id, now)
-            if held >= key.max_leases:
+            if held >= limit:
                 raise LeaseLimit(
-                    f"key {key.name!r} already holds {held} lease(s), its limit (max_leases={key.max_leases});"
+                    f"key {key.name!r} already holds {held} lease(s), its limit (max_leases={limit});"
                     " release one first, or ask an admin to raise the limit",
-                    limit=key.max_leases, held=held)
+                    limit=limit, held=held)
         candidate = tx.row(pick, params)
         if candidate is None:
             # Count in the same transaction: a count taken later could already see the
@@ -238,6 +248,8 @@ class Store:
             outcome = self._claim(tx, float(waiter["ttl"]), waiter["holder"], waiter["name"], key,
                                   waiter["request_id"], waiter["purpose"])
         except LeaseLimit:  # its key holds all it may: the next release of that key serves it
+            return None
+        except KeyRevoked:  # revoked while waiting: nothing for it (its wait ends by itself)
             return None
         return None if isinstance(outcome, NoSessionAvailable) else outcome
 
@@ -359,23 +371,32 @@ class Store:
         """The session's row when ``key`` (with ``token``) holds its current lease; else None or an error.
 
         None: unknown id, or no live lease the caller could mean (free, or a lapsed lease
-        under another token), so nothing should change. Raises :class:`NotLeaseHolder`
-        when another client key holds the lease, :class:`LeaseMismatch` when the caller's
-        own key holds it under another token. A token proves the lease; without one, the
-        key must be the lease's. Admin keys (and internal callers, ``key=None``) may end
-        any lease.
+        under another token, or another key's lapsed lease), so nothing should change.
+        Raises :class:`NotLeaseHolder` when another client key holds the lease,
+        :class:`LeaseMismatch` when the caller's own key holds it under another token.
+
+        A token proves the lease only together with the key that took it: a client key
+        showing another key's token (leaked through a log, a shared queue) is not the
+        holder. A lease recorded without a key (taken by an internal caller, or before
+        the upgrade that added ownership) is proved by its token alone. Without a token,
+        the key must be the lease's. Admin keys (and internal callers, ``key=None``) may
+        end any lease.
         """
         row = tx.row("SELECT id, disabled, lease_token, lease_expires_at, lease_key_id, holder"
                      " FROM sessions WHERE id = :id /*for_update*/", {"id": session_id})
         if row is None or row["lease_token"] is None:
             return None
-        if token is not None and hmac.compare_digest(row["lease_token"], token):
-            return row
         live = (row["lease_expires_at"] or 0) > tx.now
         privileged = key is None or key.is_admin
+        owner = key is not None and row["lease_key_id"] == key.id
+        # Bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
+        if token is not None and hmac.compare_digest(
+                row["lease_token"].encode(), token.encode("utf-8", "surrogatepass")):
+            if privileged or owner or row["lease_key_id"] is None:
+                return row
         if not live:
             return None
-        if not privileged and row["lease_key_id"] != key.id:
+        if not privileged and not owner:
             raise NotLeaseHolder(
                 f"session {session_id} is leased by another API key; only its holder (or an admin) can"
                 " release, renew or report it")
@@ -386,13 +407,14 @@ class Store:
 
     def release(self, session_id: int, token: str | None = None, *, key: KeyInfo | None = None,
                 flood_wait: float | None = None, flood_scope: str | None = None,
-                disable: str | None = None) -> bool:
+                disable: str | None = None, peer_flood: bool = False) -> bool:
         """End a lease, optionally resting the session (for one method, or all) or disabling it.
 
         Idempotent: an unknown id or a session nobody holds returns ``False`` and changes
         nothing (no flood wait, no disable). See :meth:`_holder_check` for who may end a
         lease. A flood wait never shortens one already running. Returns ``True`` when a
-        lease ended.
+        lease ended. ``peer_flood`` only marks the flood wait's event: Telegram said
+        PEER_FLOOD (no seconds) and ``flood_wait`` is the server's rest for it.
         """
         scope = flood_scope.lower() if flood_scope else None
 
@@ -426,8 +448,10 @@ class Store:
             who = {"key_name": key.name if key else self._key_name(tx, row["lease_key_id"]), "holder": row["holder"]}
             self._event(tx, session_id, "release", **who)
             if flood_wait:
-                self._event(tx, session_id, "flood_wait", **who,
-                            detail={"seconds": flood_wait, "scope": scope})
+                detail = {"seconds": flood_wait, "scope": scope}
+                if peer_flood:
+                    detail["peer_flood"] = True
+                self._event(tx, session_id, "flood_wait", **who, detail=detail)
             if disable:
                 self._event(tx, session_id, "disable", **who, detail={"reason": disable})
             grants[:] = self._serve_line(tx)  # the freed session goes to the longest waiter
@@ -458,12 +482,29 @@ class Store:
                 UPDATE sessions SET lease_expires_at = :now + :ttl, avail_at = :now + :ttl
                 WHERE id = :id RETURNING lease_expires_at""",
                 {"now": tx.now, "ttl": ttl, "id": session_id})["lease_expires_at"]
-            self._event(tx, session_id, "renew", holder=row["holder"],
-                        key_name=key.name if key else self._key_name(tx, row["lease_key_id"]),
-                        detail={"ttl": ttl})
+            self._renewed(tx, session_id, ttl, holder=row["holder"],
+                          key_name=key.name if key else self._key_name(tx, row["lease_key_id"]))
             return expires
 
         return self.engine.write(extend, batch=True)
+
+    def _renewed(self, tx: Tx, session_id: int, ttl: float, *, holder: str | None, key_name: str | None) -> None:
+        """Record a renewal; renewals in a row (nothing else happened in between) share one event.
+
+        The SDK renews every third of the TTL: a session leased all day would otherwise
+        write ~900 events a day, burying the leases and flood waits an admin looks for.
+        The shared event keeps the latest renewal's time and counts them all.
+        """
+        last = tx.row("SELECT id, type, detail FROM session_events WHERE session_id = :id"
+                      " ORDER BY id DESC LIMIT 1", {"id": session_id})
+        if last is None or last["type"] != "renew":
+            self._event(tx, session_id, "renew", key_name=key_name, holder=holder, detail={"ttl": ttl, "count": 1})
+            return
+        count = int(json.loads(last["detail"]).get("count", 1)) + 1
+        tx.run("UPDATE session_events SET at = :at, key_name = :key, holder = :holder, detail = :detail"
+               " WHERE id = :eid",
+               {"at": tx.now, "key": key_name, "holder": holder, "eid": last["id"],
+                "detail": json.dumps({"ttl": ttl, "count": count}, separators=(",", ":"))})
 
     # -- pool inspection ----------------------------------------------------------------
 
@@ -566,9 +607,16 @@ class Store:
         return rows
 
     def prune_events(self, older_than: float) -> int:
-        """Delete events recorded more than ``older_than`` seconds ago; returns how many."""
-        return self.engine.write(lambda tx: tx.run("DELETE FROM session_events WHERE at < :cut",
-                                                   {"cut": tx.now - older_than}))
+        """Delete events recorded more than ``older_than`` seconds ago; returns how many.
+
+        Scoped rests that have ended go too: they no longer count anywhere, and a session's
+        next scoped flood wait only sweeps its own.
+        """
+        def prune(tx: Tx) -> int:
+            tx.run("DELETE FROM session_rests WHERE until <= :now", {"now": tx.now})
+            return tx.run("DELETE FROM session_events WHERE at < :cut", {"cut": tx.now - older_than})
+
+        return self.engine.write(prune)
 
     # -- pool administration ------------------------------------------------------------
 
@@ -773,13 +821,13 @@ class Store:
     # -- metrics ------------------------------------------------------------------------
 
     def metric_totals(self) -> dict[str, int]:
-        """Sessions by state and the sums of the per-session counters, in one read (for /metrics).
+        """Sessions by state, the sums of the per-session counters and the waiting line, in one read (for /metrics).
 
         The sums cover the sessions registered now: every server process sharing the
         database sees the same numbers, and removing a session takes its counts with it.
         """
         def totals(tx: Tx) -> dict[str, Any]:
-            return dict(tx.row(f"""
+            data = dict(tx.row(f"""
                 SELECT COUNT(*) AS total,
                        {_count(_IS_DISABLED)} AS disabled,
                        {_count(_IS_IN_USE)} AS in_use,
@@ -789,6 +837,10 @@ class Store:
                        COALESCE(SUM(expired_count), 0) AS leases_expired,
                        COALESCE(SUM(flood_count), 0) AS flood_waits
                 FROM sessions""", {"now": tx.now}))
+            waiting, oldest = line.line_stats(tx)
+            data["waiting_workers"] = waiting
+            data["oldest_wait"] = 0.0 if oldest is None else max(0.0, tx.now - oldest)
+            return data
 
         data = self.engine.read(totals)
         data["free"] = (data["total"] - data["disabled"] - data["in_use"] - data["in_floodwait"]

@@ -1,0 +1,99 @@
+"""Benchmark 5: the store's CPU per acquire+release, this tree against other checkouts, in ONE process.
+
+    python bench/store_trees.py [--quick] --tree before=/tmp/old-checkout [--tree x=DIR ...]
+                                [--synchronous normal|full] [--block N] [--blocks N]
+
+Each tree's ``server/telegate`` is copied under its own package name, so all of them run
+in one process, each on its own database file. Blocks of cycles alternate between the
+trees, so each meets the same background load within milliseconds of the others; the
+figure is the median over blocks of each tree's CPU time per cycle (thread CPU time, so
+waiting for the disk does not count) over this tree's. On a machine that other work
+shares this resolves about 1 %, where cycles per second over HTTP swing by 10-30 %.
+
+A cycle is what one acquire and one release cost the store: authenticate, acquire,
+authenticate, release. A tree whose ``acquire`` takes no ``key`` is called without one.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as c  # noqa: E402
+
+
+def load(name: str, tree: Path, where: Path, sync: str):
+    """A cycle function over a fresh pool of ``tree``'s store."""
+    package = f"telegate_{name}"
+    shutil.copytree(tree / "server" / "telegate", where / "packages" / package)
+    store_cls = importlib.import_module(f"{package}.store").Store
+    store = store_cls(where / f"{name}.db", synchronous=sync)
+    store.add_sessions(f"acc{i:06d}" for i in range(64))
+    key = store.create_key("bench", "client")
+    keyed = "key" in inspect.signature(store.acquire).parameters
+    kwargs = {"key": store.authenticate(key)} if keyed else {}
+
+    def once() -> None:
+        store.authenticate(key)
+        lease = store.acquire(60, holder="bench", **kwargs)
+        store.authenticate(key)
+        store.release(lease.session_id, lease.lease_token, **kwargs)
+
+    for _ in range(100):
+        once()
+    return once
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = c.arg_parser(__doc__.splitlines()[0])
+    parser.add_argument("--tree", action="append", default=[], metavar="NAME=DIR",
+                        help="another checkout to compare with this one (repeatable)")
+    parser.add_argument("--synchronous", choices=("normal", "full"), default="normal",
+                        help="SQLite synchronous mode (normal: CPU shows; full: as shipped)")
+    parser.add_argument("--block", type=int, default=None, help="cycles per block (default 200, quick 20)")
+    parser.add_argument("--blocks", type=int, default=None, help="blocks per tree (default 40, quick 3)")
+    args = parser.parse_args(argv)
+    block = args.block or (20 if args.quick else 200)
+    blocks = args.blocks or (3 if args.quick else 40)
+    trees = {"this": c.ROOT}
+    for item in args.tree or ([] if not args.quick else [f"copy={c.ROOT}"]):
+        name, sep, path = item.partition("=")
+        if not sep or not name.isidentifier() or name in trees:
+            parser.error(f"--tree wants NAME=DIR with a new NAME, got {item!r}")
+        trees[name] = Path(path).resolve()
+    temp = c.workdir(args.workdir)
+    where = Path(temp.name) if temp else args.workdir
+    (where / "packages").mkdir(parents=True, exist_ok=True)
+    sys.path.insert(0, str(where / "packages"))
+    print(f"# Benchmark 6: store CPU per acquire+release, trees side by side in one process ({c.environment_note()})")
+    print(f"# synchronous={args.synchronous}; {blocks} interleaved blocks of {block} cycles per tree;"
+          " medians of per-block ratios")
+    try:
+        cycles = {name: load(name, tree, where, args.synchronous) for name, tree in trees.items()}
+        spent: dict[str, list[float]] = {name: [] for name in trees}
+        names = list(trees)
+        for number in range(blocks):
+            shift = number % len(names)
+            for name in names[shift:] + names[:shift]:
+                once = cycles[name]
+                started = time.thread_time()
+                for _ in range(block):
+                    once()
+                spent[name].append((time.thread_time() - started) / block)
+        rows = [[name, str(trees[name]), round(c.median(spent[name]) * 1e6, 1),
+                 c.median([a / b for a, b in zip(spent[name], spent["this"]) if b])] for name in names]
+        print(c.table(["tree", "path", "CPU µs/cycle", "tree/this"], rows))
+    finally:
+        sys.path.remove(str(where / "packages"))
+        if temp:
+            temp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
