@@ -624,6 +624,271 @@ def _connection_error(method: str, url: str, exc: BaseException) -> TeleGateConn
     return error
 
 
+def _query(params: Mapping[str, Any]) -> str:
+    clean = {key: value for key, value in params.items() if value is not None}
+    return "?" + urlencode(clean) if clean else ""
+
+
+# --------------------------------------------------------------------------------------
+# The shared core: every decision the sync and the asyncio client make, in one place.
+# --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _AcquireCall:
+    """One ``get_session()`` call: the body it sends and, under auto_wait, its wait state."""
+
+    ttl: Optional[float]
+    body: dict
+    waiting: Optional[_AutoWait]
+
+
+class _ClientCore:
+    """What both clients decide alike; each client subclass only does its I/O.
+
+    As tenacity's ``BaseRetrying`` holds the decisions its sync and asyncio loops share,
+    this class decides what to send (request bodies), how to read the answers (leases,
+    renewals, lost leases), what an exception raised in a ``with`` block means for the
+    account, what to log, and which tenacity policy each call runs under.
+    :class:`TelegramSessionManagerClient` (threads) and ``AsyncTelegramSessionManagerClient``
+    (asyncio) only send requests, sleep, and wake their keepalive.
+
+    The pass-through calls at the end (``get_status``, the admin helpers) are written once
+    here: they return whatever ``_request`` returns, a dict in the sync client and an
+    awaitable in the asyncio one.
+    """
+
+    # The sync client guards ``_leases`` with an RLock; asyncio needs no lock.
+    _lock: Any = contextlib.nullcontext()
+
+    def __init__(self, base_url: str, api_key: str, auto_wait: bool, *, ttl: float | None,
+                 max_wait: float | None, holder: str | None, keepalive: bool, log_waits: bool,
+                 timeout: float | urllib3.Timeout, retry_policy: RetryPolicy | None, sleep: Callable[[float], Any],
+                 pool_maxsize: int) -> None:
+        self._transport = _Transport(base_url, api_key, timeout=timeout, pool_maxsize=pool_maxsize)
+        self.base_url = self._transport.base_url
+        self.auto_wait = auto_wait
+        self.ttl = ttl
+        self.max_wait = max_wait
+        self.holder = holder if holder is not None else default_holder()
+        self.keepalive = keepalive
+        self.log_waits = log_waits
+        self.retry_policy = retry_policy or RetryPolicy()
+        self._sleep = sleep
+        # The latest lease per session id, until a release succeeds. Lost leases stay
+        # here so that release_session(id) still sends their (stale) token: without a
+        # token the server would end whatever lease is current, another worker's.
+        self._leases: dict[int, Lease] = {}
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.base_url} holding {len(self.held)}>"
+
+    # -- what the clients implement -----------------------------------------------------
+
+    def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
+        raise NotImplementedError
+
+    def _poke(self) -> None:
+        """Wake the keepalive: the set of held leases changed."""
+        raise NotImplementedError
+
+    # -- requests -------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClientClosed("this TeleGate client is closed; create a new one")
+
+    def _transient_kwargs(self, sleep: Callable[[float], Any]) -> dict[str, Any]:
+        """The tenacity policy of one request (sync ``Retrying`` or ``AsyncRetrying``)."""
+        return self.retry_policy.transient_kwargs(sleep)
+
+    # -- acquire --------------------------------------------------------------------------
+
+    def _acquire_call(self, ttl: float | None, name: str | None, auto_wait: bool | None,
+                      max_wait: Any) -> _AcquireCall:
+        ttl = self.ttl if ttl is None else ttl
+        body = _acquire_body(ttl, name, self.holder)
+        if not (self.auto_wait if auto_wait is None else auto_wait):
+            return _AcquireCall(ttl, body, None)
+        limit = self.max_wait if max_wait is _MISSING else max_wait
+        return _AcquireCall(ttl, body, _AutoWait(self.retry_policy, limit, self.log_waits))
+
+    def _leased(self, data: Mapping[str, Any], call: _AcquireCall) -> Lease:
+        lease = Lease(data, call.ttl)
+        log.debug("TeleGate: leased session %s (#%s) for %g s", lease.session_name, lease.session_id, lease.ttl)
+        return lease
+
+    def _orphan_release_body(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """A lease granted to a call that was cancelled meanwhile: the body that gives it straight back."""
+        lease = Lease(data)
+        log.warning("TeleGate: get_session() was cancelled after session %s was leased; releasing it",
+                    lease.session_name)
+        return self._release_begin(lease, lease.session_id, RELEASE)
+
+    # -- release --------------------------------------------------------------------------
+
+    def _release_begin(self, lease: Lease | None, session_id: int, report: Outcome) -> dict[str, Any]:
+        """The body of ``POST /release``; from now on the keepalive leaves the lease alone."""
+        if lease is not None:
+            report = report.merge(lease.outcome)
+            lease._releasing = True
+        body: dict[str, Any] = {"session_id": session_id}
+        if lease is not None and lease.lease_token:
+            body["lease_token"] = lease.lease_token
+        if report.flood_wait is not None:
+            body["flood_wait"] = report.flood_wait
+        if report.disable is not None:
+            body["disable"] = report.disable[:500]  # the server's limit; a long reason must not block disabling
+        return body
+
+    def _release_failed(self, lease: Lease | None, exc: BaseException) -> None:
+        if lease is not None:
+            if isinstance(exc, LeaseLost):
+                lease._mark_lost(exc.detail or "lease_mismatch")
+            else:
+                lease._releasing = False  # maybe still ours (the server may not have heard us): keep renewing
+        self._poke()
+
+    def _release_done(self, lease: Lease | None, session_id: int, body: Mapping[str, Any]) -> bool:
+        if lease is not None:
+            lease.released = True
+            self._forget(lease)
+        else:
+            self._poke()
+        name = lease.session_name if lease is not None else session_id
+        if "disable" in body:
+            log.warning("TeleGate: session %s disabled on release: %s", name, body["disable"])
+        elif body.get("flood_wait"):
+            log.warning("TeleGate: session %s released into a flood wait of %g s", name, body["flood_wait"])
+        else:
+            log.debug("TeleGate: session %s released", name)
+        return True
+
+    # -- the end of a ``with client.session()`` block -----------------------------------
+
+    def _block_outcome(self, lease: Lease, exc: BaseException | None) -> Outcome | None:
+        """What the release at the end of the block reports; None when already released."""
+        if lease.released:
+            return None
+        outcome = RELEASE if exc is None else classify_exception(exc)
+        if exc is not None and outcome.action != "release":
+            log.info("TeleGate: %s raised in the block of session %s -> %s", type(exc).__name__,
+                     lease.session_name, outcome.action)
+        return outcome.merge(lease.outcome)
+
+    def _block_release_failed(self, lease: Lease, error: TeleGateError) -> None:
+        """The release at the end of a block failed: say so; the block's own exception (if any) wins."""
+        if isinstance(error, LeaseLost):
+            log.error("TeleGate: the lease on session %s was lost before the end of the block (%s); "
+                      "another worker may have used the account meanwhile", lease.session_name, error.detail)
+            return
+        lease._abandoned = True  # stop renewing: the server frees it when the lease expires
+        self._poke()
+        log.error("TeleGate: could not release session %s (%s); it returns to the pool when its "
+                  "lease expires in at most %g s", lease.session_name, error, lease.ttl)
+
+    # -- renew and keepalive --------------------------------------------------------------
+
+    def _renew_body(self, lease: Lease, ttl: float | None) -> dict[str, Any]:
+        return {"session_id": lease.session_id, "lease_token": lease.lease_token, "ttl": ttl or lease.ttl}
+
+    def _renewed(self, lease: Lease, data: Mapping[str, Any]) -> Lease:
+        lease._renew_due = time.monotonic() + lease.ttl / 3
+        lease.renewals += 1
+        if "lease_expires_at" in data:
+            lease["lease_expires_at"] = data["lease_expires_at"]
+        return lease
+
+    def _renew_rejected(self, lease: Lease, exc: BaseException) -> None:
+        """A renew failed; a 409 or 404 means the lease is gone."""
+        if isinstance(exc, (LeaseLost, NotFound)):
+            self._lost(lease, exc)
+
+    def _lost(self, lease: Lease, exc: TeleGateError) -> None:
+        if lease.released or lease._releasing:
+            return  # being released: a renew racing the release is no loss
+        lease._mark_lost(exc.detail or str(exc))
+        self._poke()
+        log.error("TeleGate: lost the lease on session %s (#%s): %s. Stop using this account: another "
+                  "worker may have it now.", lease.session_name, lease.session_id, lease.lost_reason)
+
+    def _keepalive_failed(self, lease: Lease, exc: BaseException) -> None:
+        """A keepalive renewal failed: a lost lease was flagged already; anything else is tried again soon."""
+        if isinstance(exc, (LeaseLost, NotFound)):
+            return
+        # After a tenth of the TTL: several tries fit before the lease could expire.
+        retry_in = max(0.2, lease.ttl / 10)
+        lease._renew_due = time.monotonic() + retry_in
+        if isinstance(exc, TeleGateError):
+            log.warning("TeleGate: could not renew the lease on session %s (trying again in %.1f s): %s",
+                        lease.session_name, retry_in, exc)
+        else:  # never let the keepalive die silently with leases held
+            log.error("TeleGate: unexpected error renewing session %s", lease.session_name,
+                      exc_info=(type(exc), exc, exc.__traceback__))
+
+    def _renewable(self) -> list[Lease]:
+        with self._lock:
+            return [lease for lease in self._leases.values() if lease._renewable]
+
+    def _due(self, active: list[Lease], now: float) -> tuple[list[Lease], float]:
+        """The leases to renew now, and the seconds until the next one is due."""
+        due = [lease for lease in active if lease._renew_due <= now]
+        return due, min(lease._renew_due for lease in active) - now
+
+    @property
+    def held(self) -> list[Lease]:
+        """The leases this client holds now (the keepalive renews these)."""
+        return self._renewable()
+
+    def _forget(self, lease: Lease) -> None:
+        with self._lock:
+            if self._leases.get(lease.session_id) is lease:
+                del self._leases[lease.session_id]
+        self._poke()
+
+    def _to_release_on_close(self) -> list[Lease]:
+        with self._lock:
+            return [lease for lease in self._leases.values() if not (lease.released or lease.lost)]
+
+    def _close_release_failed(self, lease: Lease, exc: TeleGateError) -> None:
+        log.warning("TeleGate: could not release session %s on close: %s", lease.session_name, exc)
+
+    # -- calls that only pass through (a dict in the sync client, an awaitable in asyncio) --
+
+    def get_status(self) -> Any:
+        """Pool counts: ``total``, ``free``, ``in_use``, ``in_floodwait``, ``disabled``, ``next_available``."""
+        return self._request("GET", "/status")
+
+    def add_sessions(self, names: list[str], kind: str | None = None, meta: Mapping[str, Any] | None = None) -> Any:
+        """Register sessions by name (admin): ``{"added": [{"id", "name"}], "existing": [names]}``."""
+        body: dict[str, Any] = {"names": list(names)}
+        if kind is not None:
+            body["kind"] = kind
+        if meta is not None:
+            body["meta"] = dict(meta)
+        return self._request("POST", "/sessions", body)
+
+    def list_sessions(self, state: str | None = None, limit: int | None = None, offset: int | None = None) -> Any:
+        """``{"sessions": [...], "total": n}`` (admin); ``state`` is free, in_use, in_floodwait or disabled."""
+        return self._request("GET", "/sessions" + _query({"state": state, "limit": limit, "offset": offset}))
+
+    def session_info(self, session_id: int) -> Any:
+        """One session's row (admin)."""
+        return self._request("GET", f"/sessions/{int(session_id)}")
+
+    def update_session(self, session_id: int, **fields: Any) -> Any:
+        """PATCH a session (admin): ``disabled=True, reason=...``, ``clear_flood_wait=True`` or ``meta={...}``."""
+        return self._request("PATCH", f"/sessions/{int(session_id)}", fields)
+
+    def remove_session(self, session_id: int) -> Any:
+        """Remove a session from the pool (admin)."""
+        return self._request("DELETE", f"/sessions/{int(session_id)}")
+
+    def healthz(self) -> Any:
+        return self._request("GET", "/healthz")
+
+
 def _acquire_body(ttl: float | None, name: str | None, holder: str | None) -> dict[str, Any]:
     body: dict[str, Any] = {}
     if ttl is not None:
@@ -635,64 +900,12 @@ def _acquire_body(ttl: float | None, name: str | None, holder: str | None) -> di
     return body
 
 
-def _release_body(lease: Lease | None, session_id: int, flood_wait: float | None,
-                  disable: str | None) -> dict[str, Any]:
-    outcome = Outcome(flood_wait=flood_wait, disable=disable)
-    if lease is not None and lease.outcome is not None:
-        outcome = Outcome(flood_wait=flood_wait if flood_wait is not None else lease.outcome.flood_wait,
-                          disable=disable if disable is not None else lease.outcome.disable)
-    body: dict[str, Any] = {"session_id": session_id}
-    if lease is not None and lease.lease_token:
-        body["lease_token"] = lease.lease_token
-    if outcome.flood_wait is not None:
-        body["flood_wait"] = outcome.flood_wait
-    if outcome.disable is not None:
-        body["disable"] = outcome.disable[:500]  # the server's limit; a long reason must not block disabling
-    return body
-
-
-def _renew_body(lease: Lease, ttl: float | None) -> dict[str, Any]:
-    return {"session_id": lease.session_id, "lease_token": lease.lease_token, "ttl": ttl or lease.ttl}
-
-
-def _renewed(lease: Lease, data: Mapping[str, Any]) -> None:
-    lease._renew_due = time.monotonic() + lease.ttl / 3
-    lease.renewals += 1
-    if "lease_expires_at" in data:
-        lease["lease_expires_at"] = data["lease_expires_at"]
-
-
-def _renew_failed(lease: Lease, exc: BaseException | None) -> None:
-    """Schedule the next try after a tenth of the TTL: several tries fit before the lease expires."""
-    lease._renew_due = time.monotonic() + max(0.2, lease.ttl / 10)
-    if exc is None:
-        log.exception("TeleGate: unexpected error renewing session %s", lease.session_name)
-    else:
-        log.warning("TeleGate: could not renew the lease on session %s (trying again in %.1f s): %s",
-                    lease.session_name, max(0.2, lease.ttl / 10), exc)
-
-
-def _log_release(lease: Lease | None, session_id: int, body: Mapping[str, Any]) -> None:
-    name = lease.session_name if lease is not None else session_id
-    if "disable" in body:
-        log.warning("TeleGate: session %s disabled on release: %s", name, body["disable"])
-    elif body.get("flood_wait"):
-        log.warning("TeleGate: session %s released into a flood wait of %g s", name, body["flood_wait"])
-    else:
-        log.debug("TeleGate: session %s released", name)
-
-
-def _query(params: Mapping[str, Any]) -> str:
-    clean = {key: value for key, value in params.items() if value is not None}
-    return "?" + urlencode(clean) if clean else ""
-
-
 # --------------------------------------------------------------------------------------
 # The client
 # --------------------------------------------------------------------------------------
 
 
-class TelegramSessionManagerClient:
+class TelegramSessionManagerClient(_ClientCore):
     """Synchronous TeleGate client; thread-safe (one client can serve a pool of worker threads).
 
     ``auto_wait``: when no session is free, ``get_session()`` waits what the server
@@ -709,35 +922,23 @@ class TelegramSessionManagerClient:
                  log_waits: bool = True, timeout: float | urllib3.Timeout = 30.0,
                  retry_policy: RetryPolicy | None = None, sleep: Callable[[float], Any] = time.sleep,
                  pool_maxsize: int = 32) -> None:
-        self._transport = _Transport(base_url, api_key, timeout=timeout, pool_maxsize=pool_maxsize)
-        self.base_url = self._transport.base_url
-        self.auto_wait = auto_wait
-        self.ttl = ttl
-        self.max_wait = max_wait
-        self.holder = holder if holder is not None else default_holder()
-        self.keepalive = keepalive
-        self.log_waits = log_waits
-        self.retry_policy = retry_policy or RetryPolicy()
-        self._sleep = sleep
-        # The latest lease per session id, until a release succeeds. Lost leases stay
-        # here so that release_session(id) still sends their (stale) token: without a
-        # token the server would end whatever lease is current, another worker's.
-        self._leases: dict[int, Lease] = {}
+        super().__init__(base_url, api_key, auto_wait, ttl=ttl, max_wait=max_wait, holder=holder,
+                         keepalive=keepalive, log_waits=log_waits, timeout=timeout, retry_policy=retry_policy,
+                         sleep=sleep, pool_maxsize=pool_maxsize)
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
         self._keepalive_thread: threading.Thread | None = None
-        self._closed = False
 
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.base_url} holding {len(self.held)}>"
-
-    # -- plumbing -----------------------------------------------------------------------
+    # -- I/O ------------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        if self._closed:
-            raise ClientClosed("this TeleGate client is closed; create a new one")
-        retrying = tenacity.Retrying(**self.retry_policy.transient_kwargs(self._sleep))
+        self._check_open()
+        retrying = tenacity.Retrying(**self._transient_kwargs(self._sleep))
         return retrying(self._transport.send, method, path, body)
+
+    def _request_once(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        self._check_open()
+        return self._transport.send(method, path, body)
 
     # -- the seed's API -----------------------------------------------------------------
 
@@ -749,18 +950,14 @@ class TelegramSessionManagerClient:
         one is free, logging each wait; raises :class:`NoSessionAvailable` when nothing
         can free up or ``max_wait`` is used up. Release it with ``release_session``.
         """
-        ttl = self.ttl if ttl is None else ttl
-        body = _acquire_body(ttl, name, self.holder)
-        wait = self.auto_wait if auto_wait is None else auto_wait
-        if not wait:
-            data = self._request("POST", "/session", body)
+        call = self._acquire_call(ttl, name, auto_wait, max_wait)
+        if call.waiting is None:
+            data = self._request("POST", "/session", call.body)
         else:
-            limit = self.max_wait if max_wait is _MISSING else max_wait
-            state = _AutoWait(self.retry_policy, limit, self.log_waits)
-            data = tenacity.Retrying(**state.kwargs(self._sleep))(self._request, "POST", "/session", body)
-        lease = Lease(data, ttl)
+            retrying = tenacity.Retrying(**call.waiting.kwargs(self._sleep))
+            data = retrying(self._request, "POST", "/session", call.body)
+        lease = self._leased(data, call)
         self._hold(lease)
-        log.debug("TeleGate: leased session %s (#%s) for %g s", lease.session_name, lease.session_id, lease.ttl)
         return lease
 
     def release_session(self, session_id: int, flood_wait: float | None = None, disable: str | None = None) -> bool:
@@ -772,36 +969,18 @@ class TelegramSessionManagerClient:
         lost (expired and taken by another worker) raises :class:`LeaseLost` instead of
         releasing the other worker's lease.
         """
-        lease = self._leases.get(session_id)
-        return self._release(lease, session_id, flood_wait, disable)
+        with self._lock:
+            lease = self._leases.get(session_id)
+        return self._release(lease, session_id, Outcome(flood_wait=flood_wait, disable=disable))
 
-    def _release(self, lease: Lease | None, session_id: int, flood_wait: float | None = None,
-                 disable: str | None = None) -> bool:
-        body = _release_body(lease, session_id, flood_wait, disable)
-        if lease is not None:
-            lease._releasing = True  # the keepalive leaves it alone from now on
+    def _release(self, lease: Lease | None, session_id: int, report: Outcome = RELEASE) -> bool:
+        body = self._release_begin(lease, session_id, report)
         try:
             self._request("POST", "/release", body)
-        except LeaseLost as exc:
-            if lease is not None:
-                lease._mark_lost(exc.detail or "lease_mismatch")
+        except BaseException as exc:
+            self._release_failed(lease, exc)
             raise
-        except BaseException:
-            # Maybe still ours (the server may not have heard us): keep renewing it.
-            if lease is not None:
-                lease._releasing = False
-            raise
-        finally:
-            self._poke()
-        if lease is not None:
-            lease.released = True
-            self._forget(lease)
-        _log_release(lease, session_id, body)
-        return True
-
-    def get_status(self) -> dict[str, Any]:
-        """Pool counts: ``total``, ``free``, ``in_use``, ``in_floodwait``, ``disabled``, ``next_available``."""
-        return self._request("GET", "/status")
+        return self._release_done(lease, session_id, body)
 
     # -- beyond the seed ----------------------------------------------------------------
 
@@ -819,52 +998,32 @@ class TelegramSessionManagerClient:
         try:
             yield lease
         except BaseException as exc:
-            self._finish(lease, classify_exception(exc), exc)
+            self._finish(lease, exc)
             raise
         else:
-            self._finish(lease, RELEASE, None)
+            self._finish(lease, None)
 
-    def _finish(self, lease: Lease, outcome: Outcome, exc: BaseException | None) -> None:
+    def _finish(self, lease: Lease, exc: BaseException | None) -> None:
         """Release at the end of a ``with`` block; never raises (the lease expires by TTL anyway)."""
-        if lease.released:
+        outcome = self._block_outcome(lease, exc)
+        if outcome is None:
             return
-        outcome = outcome.merge(lease.outcome)
         try:
-            self._release(lease, lease.session_id, outcome.flood_wait, outcome.disable)
-        except LeaseLost as error:
-            log.error("TeleGate: the lease on session %s was lost before the end of the block (%s); "
-                      "another worker may have used the account meanwhile", lease.session_name, error.detail)
+            self._release(lease, lease.session_id, outcome)
         except TeleGateError as error:
-            lease._abandoned = True  # stop renewing: the server frees it when the lease expires
-            self._poke()
-            log.error("TeleGate: could not release session %s (%s); it returns to the pool when its "
-                      "lease expires in at most %g s", lease.session_name, error, lease.ttl)
-        if exc is not None and outcome.action != "release":
-            log.debug("TeleGate: %s in the block -> %s", type(exc).__name__, outcome)
+            self._block_release_failed(lease, error)
 
     def renew(self, lease: Lease, ttl: float | None = None) -> Lease:
         """Extend ``lease`` now (the keepalive does it for you); raises :class:`LeaseLost` if it is gone."""
         return self._renew(lease, ttl, self._request)
 
-    def _request_once(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        if self._closed:
-            raise ClientClosed("this TeleGate client is closed; create a new one")
-        return self._transport.send(method, path, body)
-
     def _renew(self, lease: Lease, ttl: float | None, request: Callable[..., dict[str, Any]]) -> Lease:
         try:
-            data = request("POST", "/renew", _renew_body(lease, ttl))
-        except (LeaseLost, NotFound) as exc:
-            self._lost(lease, exc)
+            data = request("POST", "/renew", self._renew_body(lease, ttl))
+        except TeleGateError as exc:
+            self._renew_rejected(lease, exc)
             raise
-        _renewed(lease, data)
-        return lease
-
-    @property
-    def held(self) -> list[Lease]:
-        """The leases this client holds now (the keepalive renews these)."""
-        with self._lock:
-            return [lease for lease in self._leases.values() if lease._renewable]
+        return self._renewed(lease, data)
 
     # -- keepalive ------------------------------------------------------------------------
 
@@ -880,23 +1039,9 @@ class TelegramSessionManagerClient:
             else:
                 self._wake.notify_all()
 
-    def _forget(self, lease: Lease) -> None:
-        with self._lock:
-            if self._leases.get(lease.session_id) is lease:
-                del self._leases[lease.session_id]
-            self._wake.notify_all()
-
     def _poke(self) -> None:
         with self._lock:
             self._wake.notify_all()
-
-    def _lost(self, lease: Lease, exc: TeleGateError) -> None:
-        if lease.released or lease._releasing:
-            return  # being released: a renew racing the release is no loss
-        lease._mark_lost(exc.detail or str(exc))
-        self._poke()
-        log.error("TeleGate: lost the lease on session %s (#%s): %s. Stop using this account: another "
-                  "worker may have it now.", lease.session_name, lease.session_id, lease.lost_reason)
 
     #: Seconds the keepalive thread stays parked after the last lease ends. A worker that
     #: leases again at once reuses it instead of starting a thread per lease (measured:
@@ -907,7 +1052,7 @@ class TelegramSessionManagerClient:
         idle_since: float | None = None
         while True:
             with self._lock:
-                active = [lease for lease in self._leases.values() if lease._renewable]
+                active = self._renewable()
                 now = time.monotonic()
                 if not active and not self._closed:
                     idle_since = now if idle_since is None else idle_since
@@ -919,10 +1064,9 @@ class TelegramSessionManagerClient:
                     self._keepalive_thread = None
                     return
                 idle_since = None
-                due = [lease for lease in active if lease._renew_due <= now]
+                due, next_in = self._due(active, now)
                 if not due:
-                    # Woken early by a new lease, a release or close().
-                    self._wake.wait(min(lease._renew_due for lease in active) - now)
+                    self._wake.wait(next_in)  # woken early by a new lease, a release or close()
                     continue
             for lease in due:
                 if not lease._renewable or self._closed:
@@ -931,42 +1075,8 @@ class TelegramSessionManagerClient:
                 # is simply tried again soon, several times before the lease could expire.
                 try:
                     self._renew(lease, None, self._request_once)
-                except (LeaseLost, NotFound):
-                    pass  # logged by _lost
-                except TeleGateError as exc:
-                    _renew_failed(lease, exc)
-                except Exception:  # never let the thread die silently with leases held
-                    _renew_failed(lease, None)
-
-    # -- admin helpers (need an admin key) ----------------------------------------------
-
-    def add_sessions(self, names: list[str], kind: str | None = None,
-                     meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Register sessions by name: ``{"added": [{"id", "name"}], "existing": [names]}``."""
-        body: dict[str, Any] = {"names": list(names)}
-        if kind is not None:
-            body["kind"] = kind
-        if meta is not None:
-            body["meta"] = dict(meta)
-        return self._request("POST", "/sessions", body)
-
-    def list_sessions(self, state: str | None = None, limit: int | None = None,
-                      offset: int | None = None) -> dict[str, Any]:
-        """``{"sessions": [...], "total": n}``; ``state`` is free, in_use, in_floodwait or disabled."""
-        return self._request("GET", "/sessions" + _query({"state": state, "limit": limit, "offset": offset}))
-
-    def session_info(self, session_id: int) -> dict[str, Any]:
-        return self._request("GET", f"/sessions/{int(session_id)}")
-
-    def update_session(self, session_id: int, **fields: Any) -> dict[str, Any]:
-        """PATCH a session: ``disabled=True, reason=...``, ``clear_flood_wait=True`` or ``meta={...}``."""
-        return self._request("PATCH", f"/sessions/{int(session_id)}", fields)
-
-    def remove_session(self, session_id: int) -> dict[str, Any]:
-        return self._request("DELETE", f"/sessions/{int(session_id)}")
-
-    def healthz(self) -> dict[str, Any]:
-        return self._request("GET", "/healthz")
+                except Exception as exc:
+                    self._keepalive_failed(lease, exc)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -975,14 +1085,11 @@ class TelegramSessionManagerClient:
         with self._lock:
             if self._closed:
                 return
-            leases = list(self._leases.values())
-        for lease in leases:
-            if lease.released or lease.lost:
-                continue
+        for lease in self._to_release_on_close():
             try:
                 self._release(lease, lease.session_id)
             except TeleGateError as exc:
-                log.warning("TeleGate: could not release session %s on close: %s", lease.session_name, exc)
+                self._close_release_failed(lease, exc)
         with self._lock:
             self._closed = True
             self._leases.clear()
