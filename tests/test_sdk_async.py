@@ -188,10 +188,11 @@ def test_typed_errors(live_server):
                 await bad.get_status()
             assert caught.value.status == 401 and caught.value.url == live_server.url + "/status"
         live_server.kill()
-        async with make(live_server, sleep=sleeps) as client:
+        async with make(live_server, sleep=sleeps, auto_wait=False) as client:
             with pytest.raises(TeleGateConnectionError) as caught:
                 await client.get_status()
-            assert caught.value.__cause__ is not None
+            assert caught.value.reason is not None and caught.value.__cause__ is None
+            assert "is not answering (connection refused); tried 4 times" in str(caught.value)
 
     run(main())
     assert sleeps.waits == [0.5, 1.0, 2.0]

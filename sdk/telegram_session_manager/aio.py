@@ -56,10 +56,11 @@ class AsyncTelegramSessionManagerClient(_ClientCore):
                  max_wait: float | None = None, holder: str | None = None, keepalive: bool = True,
                  log_waits: bool = True, timeout: float | urllib3.Timeout = 30.0,
                  retry_policy: RetryPolicy | None = None,
-                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep, http_threads: int = 8) -> None:
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep, http_threads: int = 8,
+                 connect_wait: float | None = 300.0) -> None:
         super().__init__(base_url, api_key, auto_wait, ttl=ttl, max_wait=max_wait, holder=holder,
                          keepalive=keepalive, log_waits=log_waits, timeout=timeout, retry_policy=retry_policy,
-                         sleep=sleep, pool_maxsize=http_threads)
+                         sleep=sleep, pool_maxsize=http_threads, connect_wait=connect_wait)
         self._http_threads = http_threads
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._keepalive_task: asyncio.Task | None = None
@@ -90,10 +91,14 @@ class AsyncTelegramSessionManagerClient(_ClientCore):
         with contextlib.suppress(RuntimeError):  # executor already shut down: the lease expires by TTL
             self._executor.submit(self._transport.send, "POST", "/release", body)
 
-    async def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    async def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None, *,
+                       wait_out: bool | None = None) -> dict[str, Any]:
         self._check_open()
-        retrying = tenacity.AsyncRetrying(**self._transient_kwargs(self._sleep))
-        return await retrying(self._send, method, path, body)
+        patience = self._patience(wait_out)
+        try:
+            return await tenacity.AsyncRetrying(**patience.kwargs(self._sleep))(self._send, method, path, body)
+        except TeleGateError as exc:
+            raise patience.gave_up(exc).with_traceback(None) from None  # the retry machinery adds nothing
 
     async def _request_once(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
         self._check_open()
@@ -106,10 +111,13 @@ class AsyncTelegramSessionManagerClient(_ClientCore):
         """Lease a free session (see ``TelegramSessionManagerClient.get_session``)."""
         call = self._acquire_call(ttl, name, auto_wait, max_wait)
         if call.waiting is None:
-            data = await self._request("POST", "/session", call.body)
+            data = await self._request("POST", "/session", call.body, wait_out=False)
         else:
-            retrying = tenacity.AsyncRetrying(**call.waiting.kwargs(self._sleep))
-            data = await retrying(self._request, "POST", "/session", call.body)
+            try:
+                retrying = tenacity.AsyncRetrying(**call.waiting.kwargs(self._sleep))
+                data = await retrying(self._request, "POST", "/session", call.body, wait_out=True)
+            except TeleGateError as exc:
+                raise exc.with_traceback(None) from None
         lease = self._leased(data, call)
         self._hold(lease)
         return lease
@@ -120,10 +128,11 @@ class AsyncTelegramSessionManagerClient(_ClientCore):
         return await self._release(self._leases.get(session_id), session_id,
                                    Outcome(flood_wait=flood_wait, disable=disable))
 
-    async def _release(self, lease: Lease | None, session_id: int, report: Outcome = RELEASE) -> bool:
+    async def _release(self, lease: Lease | None, session_id: int, report: Outcome = RELEASE, *,
+                       wait_out: bool | None = None) -> bool:
         body = self._release_begin(lease, session_id, report)
         try:
-            await self._request("POST", "/release", body)
+            await self._request("POST", "/release", body, wait_out=wait_out)
         except BaseException as exc:
             self._release_failed(lease, exc)
             raise
@@ -226,7 +235,7 @@ class AsyncTelegramSessionManagerClient(_ClientCore):
             return
         for lease in self._to_release_on_close():
             try:
-                await self._release(lease, lease.session_id)
+                await self._release(lease, lease.session_id, wait_out=False)
             except TeleGateError as exc:
                 self._close_release_failed(lease, exc)
         self._closed = True

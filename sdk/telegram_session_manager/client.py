@@ -75,6 +75,7 @@ class TeleGateError(Exception):
     """
 
     hint = ""
+    server: str | None = None  # the TeleGate base URL the request went to
 
     def __init__(self, message: str = "", *, status: int | None = None, method: str | None = None,
                  url: str | None = None, detail: str | None = None, error: str | None = None,
@@ -90,7 +91,9 @@ class TeleGateError(Exception):
     def __reduce__(self) -> Any:
         # Keyword-only constructors do not survive pickling by default (multiprocessing
         # sends exceptions between processes); rebuild from the instance dict instead.
-        return (_rebuild_error, (type(self), self.args, self.__dict__))
+        # ``reason`` (a urllib3 error holding a connection) is not sent along.
+        state = {key: value for key, value in self.__dict__.items() if key != "reason"}
+        return (_rebuild_error, (type(self), self.args, state))
 
 
 def _rebuild_error(cls: type, args: tuple, state: dict) -> TeleGateError:
@@ -101,7 +104,14 @@ def _rebuild_error(cls: type, args: tuple, state: dict) -> TeleGateError:
 
 
 class TeleGateConnectionError(TeleGateError):
-    """The server could not be reached (refused, reset, timed out); ``__cause__`` is the reason."""
+    """The server could not be reached (refused, reset, timed out).
+
+    ``server`` is the TeleGate URL tried, ``reason`` the low-level error (kept here, not
+    chained: its traceback says nothing the message does not).
+    """
+
+    server: str | None = None
+    reason: BaseException | None = None
 
 
 class ClientClosed(TeleGateError):
@@ -119,7 +129,7 @@ class BadRequest(APIError):
 class AuthenticationError(APIError):
     """401: the API key is missing, unknown or revoked."""
 
-    hint = "check the API key (TELEGATE_API_KEY); the server admin can create one with `telegate keys create`"
+    hint = "check api_key (TELEGATE_API_KEY); a TeleGate admin creates keys with `telegate keys create NAME`"
 
 
 class PermissionDenied(APIError):
@@ -356,6 +366,7 @@ class Lease(dict):
         requested = _number(self.get("ttl"))
         self._ttl = float(requested if requested is not None else (ttl if ttl is not None else 300))
         self._renew_due = time.monotonic() + self._ttl / 3
+        self._renew_failures = 0
 
     session_id = property(lambda self: self["session_id"], doc="The session's id in the pool.")
     session_name = property(lambda self: self["session_name"], doc="The .session name (Telethon/Pyrogram).")
@@ -412,7 +423,8 @@ class RetryPolicy:
     Transient failures (connection refused/reset/timeout, 502, 504, a 503 that is not
     the pool's answer) are retried ``transient_attempts - 1`` times after
     ``transient_backoff``, ``2 * transient_backoff``, ... seconds (at most
-    ``transient_backoff_max``).
+    ``transient_backoff_max``). Under auto_wait they are waited out instead, for up to
+    the client's ``connect_wait`` seconds, the backoff growing to ``connect_backoff_max``.
 
     Waiting for a free session (auto_wait), per 503 ``no_session_available`` answer:
 
@@ -430,6 +442,7 @@ class RetryPolicy:
     transient_attempts: int = 4
     transient_backoff: float = 0.5
     transient_backoff_max: float = 4.0
+    connect_backoff_max: float = 10.0
     poll_min: float = 1.0
     poll_max: float = 10.0
 
@@ -439,16 +452,10 @@ class RetryPolicy:
         if not 0 < self.poll_min <= self.poll_max:
             raise ValueError("need 0 < poll_min <= poll_max")
 
-    def transient_kwargs(self, sleep: Callable[[float], Any]) -> dict[str, Any]:
-        """tenacity arguments for retrying one request (sync ``Retrying`` or ``AsyncRetrying``)."""
-        return dict(
-            retry=tenacity.retry_if_exception(_is_transient),
-            stop=tenacity.stop_after_attempt(self.transient_attempts),
-            wait=tenacity.wait_exponential(multiplier=self.transient_backoff, max=self.transient_backoff_max),
-            sleep=sleep,
-            before_sleep=_log_transient,
-            reraise=True,
-        )
+    def backoff(self, attempt: int, waiting: bool) -> float:
+        """The pause after failed attempt number ``attempt`` (1, 2, ...) of one request."""
+        cap = self.connect_backoff_max if waiting else self.transient_backoff_max
+        return min(cap, self.transient_backoff * 2 ** (attempt - 1))
 
     def next_wait(self, exc: NoSessionAvailable, polls: int, remaining: float | None) -> tuple[float | None, bool]:
         """The wait before the next try, or None to give up; and whether it counts as a poll."""
@@ -474,11 +481,71 @@ class RetryPolicy:
         return wait, is_poll
 
 
-def _log_transient(retry_state: tenacity.RetryCallState) -> None:
-    exc = retry_state.outcome.exception() if retry_state.outcome else None
-    sleep = retry_state.next_action.sleep if retry_state.next_action else 0
-    log.warning("TeleGate request failed (%s); retrying in %.1f s (attempt %d)",
-                exc, sleep, retry_state.attempt_number + 1)
+class _Patience:
+    """How one request rides out a server that does not answer: tenacity's retry, stop, wait and log hooks.
+
+    Not waiting (auto_wait off, or closing): ``transient_attempts`` tries in all. Waiting
+    (auto_wait): tries until ``connect_wait`` seconds have passed (None: for ever). Each
+    retry is logged in one line; giving up rewrites the message to say what to check.
+    """
+
+    def __init__(self, policy: RetryPolicy, waiting: bool, connect_wait: float | None, log_waits: bool) -> None:
+        self.policy = policy
+        self.waiting = waiting
+        self.connect_wait = connect_wait
+        self.level = logging.WARNING if log_waits else logging.DEBUG
+        self.started = time.monotonic()
+        self.waited = 0.0
+        self._plans: dict[int, float | None] = {}
+
+    def elapsed(self) -> float:
+        return max(self.waited, time.monotonic() - self.started)  # an injected fake sleep counts too
+
+    def plan(self, retry_state: tenacity.RetryCallState) -> float | None:
+        number = retry_state.attempt_number
+        if number not in self._plans:
+            pause: float | None = self.policy.backoff(number, self.waiting)
+            if not self.waiting:
+                pause = pause if number < self.policy.transient_attempts else None
+            elif self.connect_wait is not None:
+                remaining = self.connect_wait - self.elapsed()
+                pause = min(pause, remaining) if remaining > 0 else None
+            self._plans[number] = pause
+        return self._plans[number]
+
+    def retry(self, retry_state: tenacity.RetryCallState) -> bool:
+        return _is_transient(retry_state.outcome.exception())
+
+    def stop(self, retry_state: tenacity.RetryCallState) -> bool:
+        return self.plan(retry_state) is None
+
+    def wait(self, retry_state: tenacity.RetryCallState) -> float:
+        return self.plan(retry_state) or 0.0
+
+    def before_sleep(self, retry_state: tenacity.RetryCallState) -> None:
+        exc = retry_state.outcome.exception()
+        pause = self.plan(retry_state) or 0.0
+        self.waited += pause
+        if isinstance(exc, TeleGateConnectionError):
+            log.log(self.level, "TeleGate at %s is not answering; retrying in %g s (%s)", exc.server, pause,
+                    exc.detail)
+        else:
+            log.log(self.level, "TeleGate at %s answered %s %s: %s; retrying in %g s", exc.server, exc.status,
+                    exc.error or "", exc.detail, pause)
+
+    def gave_up(self, exc: TeleGateError) -> TeleGateError:
+        """The exception the caller gets: for a silent server, what was tried and what to check."""
+        if isinstance(exc, TeleGateConnectionError) and _is_transient(exc):
+            tried = (f"waited {round(self.elapsed(), 1):g} s (connect_wait={self.connect_wait})" if self.waiting
+                     else f"tried {len(self._plans)} times")
+            exc.args = (f"TeleGate at {exc.server} is not answering ({exc.detail}); {tried}. Check that the "
+                        f"server is running (telegate serve), that base_url has its address and port, and "
+                        f"that nothing in between (firewall, proxy) blocks it",)
+        return exc
+
+    def kwargs(self, sleep: Callable[[float], Any]) -> dict[str, Any]:
+        return dict(retry=self.retry, stop=self.stop, wait=self.wait, sleep=sleep,
+                    before_sleep=self.before_sleep, reraise=True)
 
 
 class _AutoWait:
@@ -590,18 +657,20 @@ class _Transport:
         try:
             response = self.pool.request(method, url, body=payload, headers=headers, retries=False,
                                          redirect=False)
-        except urllib3.exceptions.HTTPError as exc:
-            raise _connection_error(method, url, exc) from exc
-        except OSError as exc:
-            raise _connection_error(method, url, exc) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            error = _connection_error(method, url, exc)
+            error.server = self.base_url
+            raise error from None
         text = response.data.decode("utf-8", "replace") if response.data else ""
         try:
             data = json.loads(text) if text.strip() else {}
         except ValueError:
             data = None
         if not 200 <= response.status < 300:
-            raise _error_from_response(response.status, method, url, data if isinstance(data, dict) else {},
-                                       text, response.headers)
+            error = _error_from_response(response.status, method, url, data if isinstance(data, dict) else {},
+                                         text, response.headers)
+            error.server = self.base_url
+            raise error
         if not isinstance(data, dict):
             raise APIError(f"{method} {url} -> {response.status} but the answer is not a JSON object: {text[:200]!r}",
                            status=response.status, method=method, url=url, detail=text[:300])
@@ -619,9 +688,26 @@ def _connection_error(method: str, url: str, exc: BaseException) -> TeleGateConn
         transient = False
     error = TeleGateConnectionError(
         f"{method} {url} failed: {reason} (is the TeleGate server running at this address?)",
-        method=method, url=url, detail=str(reason))
+        method=method, url=url, detail=_short_reason(reason))
+    error.reason = reason
     error.transient = transient  # type: ignore[attr-defined]
     return error
+
+
+def _short_reason(reason: BaseException) -> str:
+    """``connection refused`` rather than urllib3's ``<HTTPConnection object at 0x...>: Failed to ...``."""
+    chain = [reason, getattr(reason, "__cause__", None), getattr(reason, "__context__", None)]
+    for cause in chain:
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, ConnectionResetError):
+            return "connection reset"
+    # (urllib3's NewConnectionError is a ConnectTimeoutError too: tell refusals apart first.)
+    if any(isinstance(cause, (socket.timeout, urllib3.exceptions.TimeoutError)) for cause in chain):
+        if not isinstance(reason, urllib3.exceptions.NewConnectionError) or "timed out" in str(reason):
+            return "timed out"
+    text = str(reason)
+    return text.split(": ", 1)[1] if text.startswith("<") and ": " in text else text
 
 
 def _query(params: Mapping[str, Any]) -> str:
@@ -664,7 +750,9 @@ class _ClientCore:
     def __init__(self, base_url: str, api_key: str, auto_wait: bool, *, ttl: float | None,
                  max_wait: float | None, holder: str | None, keepalive: bool, log_waits: bool,
                  timeout: float | urllib3.Timeout, retry_policy: RetryPolicy | None, sleep: Callable[[float], Any],
-                 pool_maxsize: int) -> None:
+                 pool_maxsize: int, connect_wait: float | None) -> None:
+        if connect_wait is not None and (_number(connect_wait) is None or connect_wait < 0):
+            raise ValueError("connect_wait must be a number of seconds >= 0, or None to wait for ever")
         self._transport = _Transport(base_url, api_key, timeout=timeout, pool_maxsize=pool_maxsize)
         self.base_url = self._transport.base_url
         self.auto_wait = auto_wait
@@ -674,6 +762,7 @@ class _ClientCore:
         self.keepalive = keepalive
         self.log_waits = log_waits
         self.retry_policy = retry_policy or RetryPolicy()
+        self.connect_wait = connect_wait
         self._sleep = sleep
         # The latest lease per session id, until a release succeeds. Lost leases stay
         # here so that release_session(id) still sends their (stale) token: without a
@@ -686,7 +775,9 @@ class _ClientCore:
 
     # -- what the clients implement -----------------------------------------------------
 
-    def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
+    def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None, *,
+                 wait_out: bool | None = None) -> Any:
+        """One request, its transient failures retried (``wait_out``: waited out; None: per auto_wait)."""
         raise NotImplementedError
 
     def _poke(self) -> None:
@@ -699,9 +790,10 @@ class _ClientCore:
         if self._closed:
             raise ClientClosed("this TeleGate client is closed; create a new one")
 
-    def _transient_kwargs(self, sleep: Callable[[float], Any]) -> dict[str, Any]:
-        """The tenacity policy of one request (sync ``Retrying`` or ``AsyncRetrying``)."""
-        return self.retry_policy.transient_kwargs(sleep)
+    def _patience(self, wait_out: bool | None) -> _Patience:
+        """The retry policy of one request (for sync ``Retrying`` or ``AsyncRetrying``)."""
+        waiting = self.auto_wait if wait_out is None else wait_out
+        return _Patience(self.retry_policy, waiting, self.connect_wait, self.log_waits)
 
     # -- acquire --------------------------------------------------------------------------
 
@@ -795,6 +887,7 @@ class _ClientCore:
 
     def _renewed(self, lease: Lease, data: Mapping[str, Any]) -> Lease:
         lease._renew_due = time.monotonic() + lease.ttl / 3
+        lease._renew_failures = 0
         lease.renewals += 1
         if "lease_expires_at" in data:
             lease["lease_expires_at"] = data["lease_expires_at"]
@@ -817,8 +910,10 @@ class _ClientCore:
         """A keepalive renewal failed: a lost lease was flagged already; anything else is tried again soon."""
         if isinstance(exc, (LeaseLost, NotFound)):
             return
-        # After a tenth of the TTL: several tries fit before the lease could expire.
-        retry_in = max(0.2, lease.ttl / 10)
+        # Soon (0.5 s, doubling), and never later than a tenth of the TTL: several tries
+        # fit before the lease could expire, and a restarted server hears from us at once.
+        lease._renew_failures += 1
+        retry_in = max(0.2, min(lease.ttl / 10, 0.5 * 2 ** (lease._renew_failures - 1)))
         lease._renew_due = time.monotonic() + retry_in
         if isinstance(exc, TeleGateError):
             log.warning("TeleGate: could not renew the lease on session %s (trying again in %.1f s): %s",
@@ -921,20 +1016,24 @@ class TelegramSessionManagerClient(_ClientCore):
                  max_wait: float | None = None, holder: str | None = None, keepalive: bool = True,
                  log_waits: bool = True, timeout: float | urllib3.Timeout = 30.0,
                  retry_policy: RetryPolicy | None = None, sleep: Callable[[float], Any] = time.sleep,
-                 pool_maxsize: int = 32) -> None:
+                 pool_maxsize: int = 32, connect_wait: float | None = 300.0) -> None:
         super().__init__(base_url, api_key, auto_wait, ttl=ttl, max_wait=max_wait, holder=holder,
                          keepalive=keepalive, log_waits=log_waits, timeout=timeout, retry_policy=retry_policy,
-                         sleep=sleep, pool_maxsize=pool_maxsize)
+                         sleep=sleep, pool_maxsize=pool_maxsize, connect_wait=connect_wait)
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
         self._keepalive_thread: threading.Thread | None = None
 
     # -- I/O ------------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None, *,
+                 wait_out: bool | None = None) -> dict[str, Any]:
         self._check_open()
-        retrying = tenacity.Retrying(**self._transient_kwargs(self._sleep))
-        return retrying(self._transport.send, method, path, body)
+        patience = self._patience(wait_out)
+        try:
+            return tenacity.Retrying(**patience.kwargs(self._sleep))(self._transport.send, method, path, body)
+        except TeleGateError as exc:
+            raise patience.gave_up(exc).with_traceback(None) from None  # the retry machinery adds nothing
 
     def _request_once(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
         self._check_open()
@@ -952,10 +1051,13 @@ class TelegramSessionManagerClient(_ClientCore):
         """
         call = self._acquire_call(ttl, name, auto_wait, max_wait)
         if call.waiting is None:
-            data = self._request("POST", "/session", call.body)
+            data = self._request("POST", "/session", call.body, wait_out=False)
         else:
-            retrying = tenacity.Retrying(**call.waiting.kwargs(self._sleep))
-            data = retrying(self._request, "POST", "/session", call.body)
+            try:
+                data = tenacity.Retrying(**call.waiting.kwargs(self._sleep))(self._request, "POST", "/session",
+                                                                             call.body, wait_out=True)
+            except TeleGateError as exc:
+                raise exc.with_traceback(None) from None
         lease = self._leased(data, call)
         self._hold(lease)
         return lease
@@ -973,10 +1075,11 @@ class TelegramSessionManagerClient(_ClientCore):
             lease = self._leases.get(session_id)
         return self._release(lease, session_id, Outcome(flood_wait=flood_wait, disable=disable))
 
-    def _release(self, lease: Lease | None, session_id: int, report: Outcome = RELEASE) -> bool:
+    def _release(self, lease: Lease | None, session_id: int, report: Outcome = RELEASE, *,
+                 wait_out: bool | None = None) -> bool:
         body = self._release_begin(lease, session_id, report)
         try:
-            self._request("POST", "/release", body)
+            self._request("POST", "/release", body, wait_out=wait_out)
         except BaseException as exc:
             self._release_failed(lease, exc)
             raise
@@ -1087,7 +1190,7 @@ class TelegramSessionManagerClient(_ClientCore):
                 return
         for lease in self._to_release_on_close():
             try:
-                self._release(lease, lease.session_id)
+                self._release(lease, lease.session_id, wait_out=False)
             except TeleGateError as exc:
                 self._close_release_failed(lease, exc)
         with self._lock:
