@@ -24,7 +24,7 @@ import concurrent.futures
 import contextlib
 import functools
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
 import tenacity
 import urllib3
@@ -52,7 +52,8 @@ class AsyncTelegramSessionManagerClient(_ClientCore):
     ``await client.close()``.
     """
 
-    def __init__(self, base_url: str, api_key: str, auto_wait: bool = True, *, ttl: float | None = None,
+    def __init__(self, base_url: str | Sequence[str], api_key: str, auto_wait: bool = True, *,
+                 ttl: float | None = None,
                  max_wait: float | None = None, holder: str | None = None, keepalive: bool = True,
                  log_waits: bool = True, timeout: float | urllib3.Timeout = 30.0,
                  retry_policy: RetryPolicy | None = None,

@@ -28,7 +28,7 @@ import socket
 import threading
 import time
 from email.utils import parsedate_to_datetime
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 from urllib.parse import urlencode
 
 import tenacity
@@ -619,19 +619,34 @@ def default_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"[:200]
 
 
-class _Transport:
-    """urllib3 pool + auth + JSON; ``send`` makes exactly one request and maps its answer."""
+def _server_url(url: Any) -> str:
+    if not isinstance(url, str) or not url.strip():
+        raise ValueError("base_url must be the server URL, like http://localhost:8000 (or a list of them)")
+    parsed = urllib3.util.parse_url(url.strip())
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(f"base_url must start with http:// or https://, got {url!r}")
+    return url.strip().rstrip("/")
 
-    def __init__(self, base_url: str, api_key: str, *, timeout: float | urllib3.Timeout = 30.0,
-                 pool_maxsize: int = 32) -> None:
-        if not isinstance(base_url, str) or not base_url.strip():
-            raise ValueError("base_url must be the server URL, like http://localhost:8000")
-        parsed = urllib3.util.parse_url(base_url.strip())
-        if parsed.scheme not in ("http", "https") or not parsed.host:
-            raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
+
+class _Transport:
+    """urllib3 pool + auth + JSON; ``send`` makes one request and maps its answer.
+
+    With several server URLs, ``send`` uses the current one and, when it does not answer
+    at all (refused, reset, timed out), moves on to the next (saying so) within the same
+    call; the one that answers stays current. Each URL is tried at most once per call:
+    waiting out a dead fleet is the retry policy's job.
+    """
+
+    def __init__(self, base_url: str | Sequence[str], api_key: str, *,
+                 timeout: float | urllib3.Timeout = 30.0, pool_maxsize: int = 32) -> None:
+        urls = [base_url] if isinstance(base_url, str) else list(base_url) if base_url is not None else []
+        if not urls:
+            raise ValueError("base_url must be the server URL, like http://localhost:8000 (or a list of them)")
+        self.base_urls = tuple(_server_url(url) for url in urls)
+        self._current = 0
+        self._switch = threading.Lock()
         if not isinstance(api_key, str) or not api_key:
             raise ValueError("api_key must be a non-empty string")
-        self.base_url = base_url.strip().rstrip("/")
         if isinstance(timeout, (int, float)):
             timeout = urllib3.Timeout(connect=min(10.0, float(timeout)), read=float(timeout))
         self.headers = {
@@ -641,14 +656,48 @@ class _Transport:
         }
         # maxsize: one kept-alive connection per thread of a worker pool; block=False
         # lets bursts open extra connections instead of waiting.
-        self.pool = urllib3.PoolManager(num_pools=4, maxsize=pool_maxsize, block=False, timeout=timeout,
-                                        retries=False)
+        self.pool = urllib3.PoolManager(num_pools=4 + len(self.base_urls), maxsize=pool_maxsize, block=False,
+                                        timeout=timeout, retries=False)
 
-    def url(self, path: str) -> str:
-        return self.base_url + path
+    @property
+    def base_url(self) -> str:
+        """The server URL in use now."""
+        return self.base_urls[self._current]
 
     def send(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        url = self.url(path)
+        count = len(self.base_urls)
+        start = self._current
+        for step in range(count):
+            index = (start + step) % count
+            try:
+                data = self._send_to(self.base_urls[index], method, path, body)
+            except TeleGateConnectionError as exc:
+                if count == 1 or not _is_transient(exc):
+                    raise
+                if step + 1 == count:
+                    exc.server = " or ".join(self.base_urls[(start + n) % count] for n in range(count))
+                    raise
+                self._move_on(index, exc)
+                continue
+            except TeleGateError:
+                self._current = index  # it answered, with an error: it is up
+                raise
+            self._current = index
+            return data
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _move_on(self, index: int, exc: TeleGateConnectionError) -> None:
+        """URL ``index`` did not answer: make the next one current (once, whichever thread sees it first)."""
+        following = (index + 1) % len(self.base_urls)
+        with self._switch:
+            if self._current != index:
+                return
+            self._current = following
+        log.warning("TeleGate at %s is not answering (%s); switching to %s", self.base_urls[index], exc.detail,
+                    self.base_urls[following])
+
+    def _send_to(self, base_url: str, method: str, path: str, body: Mapping[str, Any] | None) -> dict[str, Any]:
+        url = base_url + path
         headers = dict(self.headers)
         payload = None
         if body is not None:
@@ -659,7 +708,7 @@ class _Transport:
                                          redirect=False)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             error = _connection_error(method, url, exc)
-            error.server = self.base_url
+            error.server = base_url
             raise error from None
         text = response.data.decode("utf-8", "replace") if response.data else ""
         try:
@@ -669,7 +718,7 @@ class _Transport:
         if not 200 <= response.status < 300:
             error = _error_from_response(response.status, method, url, data if isinstance(data, dict) else {},
                                          text, response.headers)
-            error.server = self.base_url
+            error.server = base_url
             raise error
         if not isinstance(data, dict):
             raise APIError(f"{method} {url} -> {response.status} but the answer is not a JSON object: {text[:200]!r}",
@@ -747,14 +796,13 @@ class _ClientCore:
     # The sync client guards ``_leases`` with an RLock; asyncio needs no lock.
     _lock: Any = contextlib.nullcontext()
 
-    def __init__(self, base_url: str, api_key: str, auto_wait: bool, *, ttl: float | None,
+    def __init__(self, base_url: str | Sequence[str], api_key: str, auto_wait: bool, *, ttl: float | None,
                  max_wait: float | None, holder: str | None, keepalive: bool, log_waits: bool,
                  timeout: float | urllib3.Timeout, retry_policy: RetryPolicy | None, sleep: Callable[[float], Any],
                  pool_maxsize: int, connect_wait: float | None) -> None:
         if connect_wait is not None and (_number(connect_wait) is None or connect_wait < 0):
             raise ValueError("connect_wait must be a number of seconds >= 0, or None to wait for ever")
         self._transport = _Transport(base_url, api_key, timeout=timeout, pool_maxsize=pool_maxsize)
-        self.base_url = self._transport.base_url
         self.auto_wait = auto_wait
         self.ttl = ttl
         self.max_wait = max_wait
@@ -772,6 +820,16 @@ class _ClientCore:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.base_url} holding {len(self.held)}>"
+
+    @property
+    def base_url(self) -> str:
+        """The server URL in use now (with a list of URLs, the one that last answered)."""
+        return self._transport.base_url
+
+    @property
+    def base_urls(self) -> tuple[str, ...]:
+        """Every server URL this client may use, in the order given."""
+        return self._transport.base_urls
 
     # -- what the clients implement -----------------------------------------------------
 
@@ -1012,7 +1070,8 @@ class TelegramSessionManagerClient(_ClientCore):
     used for every wait (tests inject a recorder).
     """
 
-    def __init__(self, base_url: str, api_key: str, auto_wait: bool = True, *, ttl: float | None = None,
+    def __init__(self, base_url: str | Sequence[str], api_key: str, auto_wait: bool = True, *,
+                 ttl: float | None = None,
                  max_wait: float | None = None, holder: str | None = None, keepalive: bool = True,
                  log_waits: bool = True, timeout: float | urllib3.Timeout = 30.0,
                  retry_policy: RetryPolicy | None = None, sleep: Callable[[float], Any] = time.sleep,
