@@ -9,19 +9,26 @@ from __future__ import annotations
 import ast
 import asyncio
 import logging
+import re
 from pathlib import Path
 
 import pytest
 import telethon.errors as tl
 
+from conftest import Sleeps
 from telegram_session_manager import (
+    APIError,
     AsyncTelegramSessionManagerClient,
     Lease,
+    LeaseLimitReached,
     LeaseLost,
+    NotLeaseHolder,
     Outcome,
+    RetryPolicy,
     TelegramSessionManagerClient,
+    TeleGateConnectionError,
 )
-from telegram_session_manager.client import _ClientCore
+from telegram_session_manager.client import _ClientCore, _error_from_response, _is_transient
 
 ROOT = Path(__file__).resolve().parent.parent
 AIO = ROOT / "sdk" / "telegram_session_manager" / "aio.py"
@@ -86,7 +93,10 @@ def test_block_outcome_classifies_merges_and_says_so(core, caplog):
 
 def test_acquire_body_and_wait_state(core):
     call = core._acquire_call(ttl=120, name="acc1", auto_wait=False, max_wait=None)
+    request_id = call.body.pop("request_id")
     assert call.body == {"ttl": 120, "holder": "me:1", "name": "acc1"} and call.waiting is None
+    assert re.fullmatch(r"[0-9a-f]{32}", request_id)  # the contract: 1..64 of [A-Za-z0-9._:-]
+    assert core._acquire_call(None, None, None, None).body["request_id"] != request_id
     assert core._acquire_call(None, None, None, 5).waiting.max_wait == 5
 
 
@@ -104,3 +114,138 @@ def test_the_async_client_logs_the_classification_too(live_server, caplog):
         asyncio.run(main())
     assert "FloodWaitError raised in the block of session acc1 -> flood_wait" in caplog.text
     assert "released into a flood wait of 30 s" in caplog.text
+
+
+# -- errors: one table maps answers to classes, with plain words -------------------------
+
+
+def answer(status, body=None, headers=None, sent=None):
+    return _error_from_response(status, "POST", "http://tg/release", body or {}, "", headers or {}, sent)
+
+
+def test_not_lease_holder_is_a_lease_lost_in_plain_words():
+    error = answer(409, {"error": "not_lease_holder", "detail": "session 4 is leased by key 'w2'"},
+                   sent={"session_id": 4})
+    assert type(error) is NotLeaseHolder and isinstance(error, LeaseLost)
+    assert str(error).startswith("session 4 is leased by another worker's key; you cannot release, renew or "
+                                 "report it (POST http://tg/release -> 409 not_lease_holder: session 4 is leased")
+    mismatch = answer(409, {"error": "lease_mismatch", "detail": "d"})
+    assert type(mismatch) is LeaseLost
+
+
+def test_lease_limit_carries_the_limit_and_says_what_to_do():
+    detail = "key 'w1' already holds 3 leases, its limit (max_leases=3); release one first"
+    error = answer(429, {"error": "lease_limit", "detail": detail, "limit": 3, "held": 3}, {"Retry-After": "1"})
+    assert type(error) is LeaseLimitReached and not _is_transient(error)
+    assert (error.limit, error.held, error.retry_after, error.status) == (3, 3, 1.0, 429)
+    assert str(error).startswith(f"this API key is at its lease limit: {detail} (POST http://tg/release -> 429")
+    assert "--max-leases" in str(error)
+    assert type(answer(429, {"error": "too_many"})) is APIError  # another 429: no special meaning
+
+
+def test_lease_limit_wait_is_the_retry_after_within_max_wait():
+    policy = RetryPolicy()
+    limited = LeaseLimitReached("x", status=429)
+    limited.retry_after = 2.0
+    assert policy.limit_wait(limited, None) == 2.0
+    assert policy.limit_wait(limited, 1.5) == 1.5
+    assert policy.limit_wait(limited, 0) is None
+    limited.retry_after = None
+    assert policy.limit_wait(limited, None) == policy.poll_min
+
+
+# -- the same request_id on every retry of one call (a fake transport, no server) --------
+
+
+class FakeServer:
+    """Stands in for ``client._transport.send``: plays a script of answers and records what was sent."""
+
+    def __init__(self, *script):
+        self.script = list(script)
+        self.sent: list[tuple[str, str, dict]] = []
+
+    def __call__(self, method, path, body=None):
+        self.sent.append((method, path, dict(body or {})))
+        step = self.script.pop(0)
+        if isinstance(step, BaseException):
+            raise step
+        return step
+
+
+def dropped_answer() -> TeleGateConnectionError:
+    error = TeleGateConnectionError("reset", method="POST", url="http://tg/session", detail="connection reset")
+    error.transient = True
+    error.server = "http://tg"
+    return error
+
+
+def granted(sid=1):
+    return {"session_id": sid, "session_name": f"acc{sid}", "lease_token": "t", "ttl": 60}
+
+
+def limit_reached() -> LeaseLimitReached:
+    error = answer(429, {"error": "lease_limit", "detail": "key 'w1' already holds 1 leases, its limit "
+                         "(max_leases=1); release one first", "limit": 1, "held": 1}, {"Retry-After": "1"})
+    error.server = "http://tg"
+    return error
+
+
+@pytest.mark.parametrize("auto_wait", [True, False])
+def test_a_retried_acquire_sends_the_same_request_id_and_the_next_call_a_new_one(auto_wait):
+    sleeps = Sleeps()
+    client = TelegramSessionManagerClient("http://tg", "key", auto_wait=auto_wait, keepalive=False, sleep=sleeps)
+    client._transport.send = fake = FakeServer(dropped_answer(), dropped_answer(), granted(1), granted(2))
+    assert client.get_session().session_id == 1
+    assert client.get_session().session_id == 2
+    ids = [body["request_id"] for _, path, body in fake.sent]
+    assert ids[0] == ids[1] == ids[2] != ids[3]
+    assert sleeps.waits == [0.5, 1.0]
+
+
+def test_the_async_client_reuses_its_request_id_too():
+    waits: list[float] = []
+
+    async def sleep(seconds):
+        waits.append(seconds)
+
+    async def main():
+        client = AsyncTelegramSessionManagerClient("http://tg", "key", keepalive=False, sleep=sleep)
+        client._transport.send = fake = FakeServer(dropped_answer(), limit_reached(), granted(1))
+        lease = await client.get_session()
+        client._executor.shutdown()
+        return lease, fake
+
+    lease, fake = asyncio.run(main())
+    assert lease.session_id == 1 and len({body["request_id"] for _, _, body in fake.sent}) == 1
+    assert waits == [0.5, 1.0]
+
+
+def test_auto_wait_waits_on_the_lease_limit_and_says_why(caplog):
+    sleeps = Sleeps()
+    client = TelegramSessionManagerClient("http://tg", "key", keepalive=False, sleep=sleeps)
+    client._transport.send = FakeServer(limit_reached(), limit_reached(), granted(1))
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        assert client.get_session().session_id == 1
+    assert sleeps.waits == [1.0, 1.0]
+    lines = [r.getMessage() for r in caplog.records if "lease limit" in r.getMessage()]
+    assert lines[0] == ("TeleGate: this API key is at its lease limit: key 'w1' already holds 1 leases, its "
+                        "limit (max_leases=1); release one first; waiting 1 s for one of this key's leases to end")
+    assert len(lines) == 2
+
+
+def test_without_auto_wait_the_lease_limit_is_raised_at_once():
+    sleeps = Sleeps()
+    client = TelegramSessionManagerClient("http://tg", "key", auto_wait=False, keepalive=False, sleep=sleeps)
+    client._transport.send = FakeServer(limit_reached())
+    with pytest.raises(LeaseLimitReached) as caught:
+        client.get_session()
+    assert sleeps.waits == [] and caught.value.limit == 1
+
+
+def test_max_wait_bounds_the_lease_limit_wait():
+    sleeps = Sleeps()
+    client = TelegramSessionManagerClient("http://tg", "key", keepalive=False, sleep=sleeps, max_wait=1.5)
+    client._transport.send = FakeServer(limit_reached(), limit_reached(), limit_reached())
+    with pytest.raises(LeaseLimitReached):
+        client.get_session()
+    assert sleeps.waits == [1.0, 0.5]

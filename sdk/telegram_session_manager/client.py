@@ -27,6 +27,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 from urllib.parse import urlencode
@@ -48,6 +49,8 @@ __all__ = [
     "PermissionDenied",
     "NotFound",
     "LeaseLost",
+    "NotLeaseHolder",
+    "LeaseLimitReached",
     "ServerError",
     "NoSessionAvailable",
     "ClientClosed",
@@ -149,6 +152,31 @@ class LeaseLost(APIError):
     """
 
 
+class NotLeaseHolder(LeaseLost):
+    """409 ``not_lease_holder``: the session is leased under another API key (another worker's).
+
+    Nothing changed: a release, renewal, flood wait or disable only acts on your own lease.
+    """
+
+    hint = "you cannot release, renew or report a session another worker's key holds"
+
+
+class LeaseLimitReached(APIError):
+    """429 ``lease_limit``: this API key already holds as many leases as it may (``limit``).
+
+    ``held``: the leases it holds; ``retry_after``: seconds the server advises to wait.
+    Under auto_wait, ``get_session()`` waits for one of them to end instead of raising.
+    """
+
+    hint = "release a session first, or ask the TeleGate admin for a higher --max-leases"
+    limit: int | None = None
+    held: int | None = None
+    retry_after: float | None = None
+
+    def describe(self) -> str:
+        return f"this API key is at its lease limit: {self.detail or f'{self.held} of {self.limit} held'}"
+
+
 class ServerError(APIError):
     """5xx: the server failed (after a few retries for 502/503/504)."""
 
@@ -229,9 +257,16 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
+# Error codes that name a more precise class than their status does.
+_CODE_ERRORS: dict[tuple[int, str], type[APIError]] = {
+    (409, "not_lease_holder"): NotLeaseHolder,
+    (429, "lease_limit"): LeaseLimitReached,
+}
+
+
 def _error_from_response(status: int, method: str, url: str, body: Mapping[str, Any], text: str,
-                         headers: Mapping[str, str]) -> TeleGateError:
-    """The one place that turns an HTTP error answer into an exception."""
+                         headers: Mapping[str, str], sent: Mapping[str, Any] | None = None) -> TeleGateError:
+    """The one place that turns an HTTP error answer into an exception (``sent``: the request's body)."""
     code = body.get("error") if isinstance(body.get("error"), str) else None
     detail = body.get("detail") if isinstance(body.get("detail"), str) else (text.strip()[:300] or None)
     common = dict(status=status, method=method, url=url, detail=detail, error=code, body=body)
@@ -243,12 +278,23 @@ def _error_from_response(status: int, method: str, url: str, body: Mapping[str, 
             next_lease_end_in=_number(body.get("next_lease_end_in")),
             total=None if _number(body.get("total")) is None else int(body["total"]),
             retry_after=_retry_after(headers.get("Retry-After")), **common)
-    cls = _STATUS_ERRORS.get(status) or (ServerError if status >= 500 else APIError)
-    message = f"{method} {url} -> {status}" + (f" {code}" if code else "") + (f": {detail}" if detail else "")
-    if cls.hint:
-        message += f" ({cls.hint})"
+    cls = _CODE_ERRORS.get((status, code or "")) or _STATUS_ERRORS.get(status) or (
+        ServerError if status >= 500 else APIError)
+    answer = f"{method} {url} -> {status}" + (f" {code}" if code else "")
+    if cls is NotLeaseHolder:
+        session = (sent or {}).get("session_id")
+        message = (f"session {session} is leased by another worker's key; you cannot release, renew or report it "
+                   f"({answer}" + (f": {detail})" if detail else ")"))
+    elif cls is LeaseLimitReached:
+        message = f"this API key is at its lease limit: {detail or 'it holds as many leases as it may'} ({answer}; {cls.hint})"
+    else:
+        message = answer + (f": {detail}" if detail else "") + (f" ({cls.hint})" if cls.hint else "")
     error = cls(message, **common)
     error.transient = status in _TRANSIENT_STATUSES  # type: ignore[attr-defined]
+    if isinstance(error, LeaseLimitReached):
+        error.limit = None if _number(body.get("limit")) is None else int(body["limit"])
+        error.held = None if _number(body.get("held")) is None else int(body["held"])
+        error.retry_after = _retry_after(headers.get("Retry-After"))
     return error
 
 
@@ -457,6 +503,13 @@ class RetryPolicy:
         cap = self.connect_backoff_max if waiting else self.transient_backoff_max
         return min(cap, self.transient_backoff * 2 ** (attempt - 1))
 
+    def limit_wait(self, exc: LeaseLimitReached, remaining: float | None) -> float | None:
+        """The wait on a 429 lease_limit: its Retry-After (else ``poll_min``), within ``remaining``."""
+        wait = exc.retry_after if exc.retry_after else self.poll_min
+        if remaining is None:
+            return wait
+        return min(wait, remaining) if remaining > 0 else None
+
     def next_wait(self, exc: NoSessionAvailable, polls: int, remaining: float | None) -> tuple[float | None, bool]:
         """The wait before the next try, or None to give up; and whether it counts as a poll."""
         if not exc.can_free_up:
@@ -572,7 +625,10 @@ class _AutoWait:
         if number not in self._plans:
             exc = retry_state.outcome.exception()
             remaining = None if self.max_wait is None else self.max_wait - self.elapsed()
-            wait, is_poll = self.policy.next_wait(exc, self.polls, remaining)
+            if isinstance(exc, LeaseLimitReached):
+                wait, is_poll = self.policy.limit_wait(exc, remaining), False
+            else:
+                wait, is_poll = self.policy.next_wait(exc, self.polls, remaining)
             if is_poll and wait is not None:
                 self.polls += 1
             self._plans[number] = wait
@@ -582,7 +638,7 @@ class _AutoWait:
         return self._plans[number]
 
     def retry(self, retry_state: tenacity.RetryCallState) -> bool:
-        return isinstance(retry_state.outcome.exception(), NoSessionAvailable)
+        return isinstance(retry_state.outcome.exception(), (NoSessionAvailable, LeaseLimitReached))
 
     def stop(self, retry_state: tenacity.RetryCallState) -> bool:
         return self.plan(retry_state) is None
@@ -594,11 +650,17 @@ class _AutoWait:
         exc = retry_state.outcome.exception()
         seconds = self.plan(retry_state) or 0.0
         self.waited += seconds
-        log.log(self.level, "TeleGate: %s; waiting %g s before trying again%s", exc.describe(), seconds,
-                f" (waited {self.waited - seconds:g} s so far)" if self.waited > seconds else "")
+        so_far = f" (waited {self.waited - seconds:g} s so far)" if self.waited > seconds else ""
+        if isinstance(exc, LeaseLimitReached):
+            log.log(self.level, "TeleGate: %s; waiting %g s for one of this key's leases to end%s",
+                    exc.describe(), seconds, so_far)
+        else:
+            log.log(self.level, "TeleGate: %s; waiting %g s before trying again%s", exc.describe(), seconds, so_far)
 
-    def _log_give_up(self, exc: NoSessionAvailable) -> None:
-        if not exc.can_free_up:
+    def _log_give_up(self, exc: NoSessionAvailable | LeaseLimitReached) -> None:
+        if isinstance(exc, LeaseLimitReached):
+            why = f"max_wait={self.max_wait:g} s would be exceeded"
+        elif not exc.can_free_up:
             why = "nothing is in use or in flood wait, so none will free up"
         else:
             why = f"max_wait={self.max_wait:g} s would be exceeded"
@@ -717,7 +779,7 @@ class _Transport:
             data = None
         if not 200 <= response.status < 300:
             error = _error_from_response(response.status, method, url, data if isinstance(data, dict) else {},
-                                         text, response.headers)
+                                         text, response.headers, body)
             error.server = base_url
             raise error
         if not isinstance(data, dict):
@@ -859,6 +921,10 @@ class _ClientCore:
                       max_wait: Any) -> _AcquireCall:
         ttl = self.ttl if ttl is None else ttl
         body = _acquire_body(ttl, name, self.holder)
+        # One per call, the same on every retry of it: a POST /session whose answer was
+        # lost (a read timeout, a dropped connection, a failover) is sent again safely,
+        # and the server hands back the lease it already granted instead of a second one.
+        body["request_id"] = uuid.uuid4().hex
         if not (self.auto_wait if auto_wait is None else auto_wait):
             return _AcquireCall(ttl, body, None)
         limit = self.max_wait if max_wait is _MISSING else max_wait
