@@ -147,11 +147,11 @@ def test_lease_limit_wait_is_the_retry_after_within_max_wait():
     policy = RetryPolicy()
     limited = LeaseLimitReached("x", status=429)
     limited.retry_after = 2.0
-    assert policy.limit_wait(limited, None) == 2.0
-    assert policy.limit_wait(limited, 1.5) == 1.5
-    assert policy.limit_wait(limited, 0) is None
-    limited.retry_after = None
-    assert policy.limit_wait(limited, None) == policy.poll_min
+    assert policy.limit_wait(limited, 0, None) == 2.0
+    assert policy.limit_wait(limited, 5, 1.5) == 1.5
+    assert policy.limit_wait(limited, 0, 0) is None
+    limited.retry_after = None  # no Retry-After: poll_min, doubling up to poll_max
+    assert [policy.limit_wait(limited, n, None) for n in range(6)] == [1, 2, 4, 8, 10, 10]
 
 
 # -- the same request_id on every retry of one call (a fake transport, no server) --------

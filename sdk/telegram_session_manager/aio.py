@@ -105,6 +105,10 @@ class AsyncTelegramSessionManagerClient(_ClientCore):
         self._check_open()
         return await self._send(method, path, body)
 
+    async def _nap(self, seconds: float) -> None:
+        if seconds > 0:  # a long-poll follows at once: no zero-second "wait" to record
+            await self._sleep(seconds)
+
     # -- the seed's API -----------------------------------------------------------------
 
     async def get_session(self, ttl: float | None = None, name: str | None = None, *,
@@ -114,9 +118,13 @@ class AsyncTelegramSessionManagerClient(_ClientCore):
         if call.waiting is None:
             data = await self._request("POST", "/session", call.body, wait_out=False)
         else:
+            waiting = call.waiting
+
+            async def attempt() -> dict[str, Any]:
+                return await self._request("POST", "/session", waiting.body(call.body), wait_out=True)
+
             try:
-                retrying = tenacity.AsyncRetrying(**call.waiting.kwargs(self._sleep))
-                data = await retrying(self._request, "POST", "/session", call.body, wait_out=True)
+                data = await tenacity.AsyncRetrying(**waiting.kwargs(self._nap))(attempt)
             except TeleGateError as exc:
                 raise exc.with_traceback(None) from None
         lease = self._leased(data, call)

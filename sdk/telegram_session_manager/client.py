@@ -187,14 +187,15 @@ class NoSessionAvailable(TeleGateError):
     ``waiting_count``: sessions in flood wait; ``next_release_in``: seconds until the
     earliest flood wait ends (None when none is in flood wait); ``in_use``: sessions
     leased by workers; ``next_lease_end_in``: seconds until the earliest lease expires
-    (None when none is in use); ``total``: registered sessions; ``retry_after``: the
-    ``Retry-After`` header in seconds, if any; ``waited``: seconds this client waited
-    before giving up (0 without auto_wait).
+    (None when none is in use); ``total``: registered sessions; ``waiting_workers``:
+    workers waiting for a session right now (None if the server did not say);
+    ``retry_after``: the ``Retry-After`` header in seconds, if any; ``waited``: seconds
+    this client waited before giving up (0 without auto_wait).
     """
 
     def __init__(self, message: str = "", *, waiting_count: int = 0, next_release_in: float | None = None,
                  in_use: int = 0, next_lease_end_in: float | None = None, total: int | None = None,
-                 retry_after: float | None = None, status: int | None = 503, method: str | None = None,
+                 retry_after: float | None = None, waiting_workers: int | None = None, status: int | None = 503, method: str | None = None,
                  url: str | None = None, detail: str | None = None, error: str | None = "no_session_available",
                  body: Mapping[str, Any] | None = None) -> None:
         self.waiting_count = waiting_count
@@ -203,6 +204,7 @@ class NoSessionAvailable(TeleGateError):
         self.next_lease_end_in = next_lease_end_in
         self.total = total
         self.retry_after = retry_after
+        self.waiting_workers = waiting_workers
         self.waited = 0.0
         super().__init__(message or self.describe(), status=status, method=method, url=url,
                          detail=detail, error=error, body=body)
@@ -217,6 +219,8 @@ class NoSessionAvailable(TeleGateError):
         if self.next_release_in is not None:
             parts[0] += f" (the first ends in {self.next_release_in:.0f} s)"
         parts.append(f"{self.in_use} in use")
+        if self.waiting_workers:
+            parts.append(f"{self.waiting_workers} worker{'s' if self.waiting_workers != 1 else ''} waiting")
         if self.total is not None:
             parts.append(f"{self.total} registered")
         return ", ".join(parts)
@@ -277,6 +281,7 @@ def _error_from_response(status: int, method: str, url: str, body: Mapping[str, 
             in_use=int(_number(body.get("in_use")) or 0),
             next_lease_end_in=_number(body.get("next_lease_end_in")),
             total=None if _number(body.get("total")) is None else int(body["total"]),
+            waiting_workers=None if _number(body.get("waiting_workers")) is None else int(body["waiting_workers"]),
             retry_after=_retry_after(headers.get("Retry-After")), **common)
     cls = _CODE_ERRORS.get((status, code or "")) or _STATUS_ERRORS.get(status) or (
         ServerError if status >= 500 else APIError)
@@ -457,6 +462,10 @@ class Lease(dict):
 # --------------------------------------------------------------------------------------
 
 
+# Less of max_wait left than this: give up rather than send a long-poll of a few milliseconds.
+_LEAST_WAIT = 0.05
+
+
 def _whole_seconds(seconds: float) -> float:
     """Round a server-advised wait up to whole seconds, at least 1 (as Retry-After does)."""
     return float(max(1, math.ceil(seconds - 1e-6)))
@@ -475,14 +484,19 @@ class RetryPolicy:
     Waiting for a free session (auto_wait), per 503 ``no_session_available`` answer:
 
     * nothing in use and nothing in flood wait (empty pool, all disabled): give up now;
-    * a flood wait ends in ``next_release_in`` s: wait that, rounded up to whole seconds;
-    * sessions in use (they come back when released or when their lease expires): poll
-      after ``poll_min``, then doubling up to ``poll_max`` seconds (never longer than
-      the earliest lease expiry or a ``Retry-After``); when a flood wait end is also
-      known, the shorter of the two waits;
+    * sessions in use (they come back when released or when their lease expires): the
+      next try is a long-poll, ``POST /session {"wait": s}``: the server holds it until a
+      session is free for this caller (waiters are served first come, first served) or
+      ``s`` passes. ``s`` is ``long_poll`` (30 s), never more than the time until the
+      first flood wait or lease ends (but at least ``poll_min``);
+    * only flood waits block (nothing in use): sleep until the first ends
+      (``next_release_in``, rounded up to whole seconds), then try again;
     * ``max_wait`` (seconds, None = no limit) bounds the total: a wait that would cross
       it is shortened to the time left, or, when only a flood wait can free a session
       and it ends too late, the client gives up at once.
+
+    A 429 ``lease_limit`` (this key holds all the leases it may) is slept out: its
+    ``Retry-After``, else ``poll_min`` doubling up to ``poll_max``.
     """
 
     transient_attempts: int = 4
@@ -491,47 +505,53 @@ class RetryPolicy:
     connect_backoff_max: float = 10.0
     poll_min: float = 1.0
     poll_max: float = 10.0
+    long_poll: float = 30.0
 
     def __post_init__(self) -> None:
         if self.transient_attempts < 1:
             raise ValueError("transient_attempts must be at least 1")
         if not 0 < self.poll_min <= self.poll_max:
             raise ValueError("need 0 < poll_min <= poll_max")
+        if not 0 < self.long_poll <= 60:
+            raise ValueError("long_poll must be more than 0 and at most 60 seconds (the server's limit)")
 
     def backoff(self, attempt: int, waiting: bool) -> float:
         """The pause after failed attempt number ``attempt`` (1, 2, ...) of one request."""
         cap = self.connect_backoff_max if waiting else self.transient_backoff_max
         return min(cap, self.transient_backoff * 2 ** (attempt - 1))
 
-    def limit_wait(self, exc: LeaseLimitReached, remaining: float | None) -> float | None:
-        """The wait on a 429 lease_limit: its Retry-After (else ``poll_min``), within ``remaining``."""
-        wait = exc.retry_after if exc.retry_after else self.poll_min
+    def limit_wait(self, exc: LeaseLimitReached, waits: int, remaining: float | None) -> float | None:
+        """The sleep after a 429 lease_limit (``waits`` of them so far this call), or None to give up."""
+        wait = exc.retry_after if exc.retry_after else min(self.poll_max, self.poll_min * 2 ** waits)
         if remaining is None:
             return wait
-        return min(wait, remaining) if remaining > 0 else None
+        return min(wait, remaining) if remaining >= _LEAST_WAIT else None
 
-    def next_wait(self, exc: NoSessionAvailable, polls: int, remaining: float | None) -> tuple[float | None, bool]:
-        """The wait before the next try, or None to give up; and whether it counts as a poll."""
-        if not exc.can_free_up:
-            return None, False
-        candidates: list[tuple[float, bool]] = []
-        if exc.next_release_in is not None:
-            candidates.append((_whole_seconds(exc.next_release_in), False))
-        if exc.in_use:
-            poll = min(self.poll_max, self.poll_min * 2 ** polls)
-            for bound in (exc.next_lease_end_in, exc.retry_after if exc.next_release_in is None else None):
-                if bound is not None:
-                    poll = min(poll, max(self.poll_min, _whole_seconds(bound)))
-            candidates.append((poll, True))
-        wait, is_poll = min(candidates)
+    def next_step(self, exc: NoSessionAvailable, remaining: float | None) -> _Step | None:
+        """What to do after a 503 ``no_session_available``: a sleep, a long-poll, or None to give up."""
+        if not exc.can_free_up or (remaining is not None and remaining < _LEAST_WAIT):
+            return None
+        if not exc.in_use:
+            # Only flood waits block: nothing can free a session before the first ends.
+            wait = _whole_seconds(exc.next_release_in or 0)
+            if remaining is not None and wait > remaining:
+                return None
+            return _Step(sleep=wait)
+        hold = self.long_poll
+        for ends_in in (exc.next_release_in, exc.next_lease_end_in):
+            if ends_in is not None:
+                hold = min(hold, max(self.poll_min, _whole_seconds(ends_in)))
         if remaining is not None:
-            if remaining <= 0:
-                return None, False
-            if wait > remaining:
-                if not exc.in_use:
-                    return None, False  # only a flood wait can end, and not in time
-                wait = remaining
-        return wait, is_poll
+            hold = min(hold, remaining)
+        return _Step(long_poll=round(hold, 3))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Step:
+    """The next try of a waiting get_session: after ``sleep`` seconds, holding for ``long_poll`` (or not)."""
+
+    sleep: float = 0.0
+    long_poll: Optional[float] = None
 
 
 class _Patience:
@@ -602,23 +622,34 @@ class _Patience:
 
 
 class _AutoWait:
-    """Per-call state of one waiting ``get_session``: tenacity's retry, stop, wait and log hooks."""
+    """Per-call state of one waiting ``get_session``: tenacity's retry, stop, wait and log hooks.
+
+    After each "no session" answer the policy picks the next step; a long-poll is carried
+    to the next try through :meth:`body`. Every wait is logged, saying what it waits for.
+    """
 
     def __init__(self, policy: RetryPolicy, max_wait: float | None, log_waits: bool) -> None:
         self.policy = policy
         self.max_wait = max_wait
         self.level = logging.WARNING if log_waits else logging.DEBUG
         self.started = time.monotonic()
-        self.waited = 0.0
-        self.polls = 0
-        self._plans: dict[int, float | None] = {}
+        self.slept = 0.0
+        self.limit_waits = 0
+        self.long_poll: float | None = None  # the "wait" the next try sends
+        self._sent_at = 0.0
+        self._plans: dict[int, _Step | None] = {}
 
     def elapsed(self) -> float:
-        # The larger of the real time and the sum of waits, so an injected fake sleep
+        # The larger of the real time and the sum of sleeps, so an injected fake sleep
         # still uses up max_wait.
-        return max(self.waited, time.monotonic() - self.started)
+        return max(self.slept, time.monotonic() - self.started)
 
-    def plan(self, retry_state: tenacity.RetryCallState) -> float | None:
+    def body(self, base: Mapping[str, Any]) -> dict[str, Any]:
+        """The body of the next try: ``base`` plus the long-poll ``wait`` when one was planned."""
+        self._sent_at = time.monotonic()
+        return dict(base) if self.long_poll is None else {**base, "wait": self.long_poll}
+
+    def plan(self, retry_state: tenacity.RetryCallState) -> _Step | None:
         # tenacity asks wait and stop in an order that changed across versions; decide
         # once per attempt and let both read the same decision.
         number = retry_state.attempt_number
@@ -626,16 +657,23 @@ class _AutoWait:
             exc = retry_state.outcome.exception()
             remaining = None if self.max_wait is None else self.max_wait - self.elapsed()
             if isinstance(exc, LeaseLimitReached):
-                wait, is_poll = self.policy.limit_wait(exc, remaining), False
+                wait = self.policy.limit_wait(exc, self.limit_waits, remaining)
+                step = None if wait is None else _Step(sleep=wait)
+                self.limit_waits += 1
             else:
-                wait, is_poll = self.policy.next_wait(exc, self.polls, remaining)
-            if is_poll and wait is not None:
-                self.polls += 1
-            self._plans[number] = wait
-            if wait is None:
-                exc.waited = self.waited
+                step = self.policy.next_step(exc, remaining)
+                if step is not None and step.long_poll is not None and self._answered_early():
+                    # The server did not hold the last long-poll: pause so as not to spin.
+                    pause = self.policy.poll_min if remaining is None else min(self.policy.poll_min, remaining)
+                    step = dataclasses.replace(step, sleep=pause)
+            self._plans[number] = step
+            if step is None:
+                exc.waited = round(self.elapsed(), 1)
                 self._log_give_up(exc)
         return self._plans[number]
+
+    def _answered_early(self) -> bool:
+        return self.long_poll is not None and time.monotonic() - self._sent_at < self.long_poll / 2
 
     def retry(self, retry_state: tenacity.RetryCallState) -> bool:
         return isinstance(retry_state.outcome.exception(), (NoSessionAvailable, LeaseLimitReached))
@@ -644,23 +682,28 @@ class _AutoWait:
         return self.plan(retry_state) is None
 
     def wait(self, retry_state: tenacity.RetryCallState) -> float:
-        return self.plan(retry_state) or 0.0
+        step = self.plan(retry_state)
+        return step.sleep if step else 0.0
 
     def before_sleep(self, retry_state: tenacity.RetryCallState) -> None:
         exc = retry_state.outcome.exception()
-        seconds = self.plan(retry_state) or 0.0
-        self.waited += seconds
-        so_far = f" (waited {self.waited - seconds:g} s so far)" if self.waited > seconds else ""
+        step = self.plan(retry_state) or _Step()
+        elapsed = self.elapsed()
+        so_far = f" (waited {elapsed:.0f} s so far)" if elapsed >= 1 else ""
+        self.slept += step.sleep
+        self.long_poll = step.long_poll
         if isinstance(exc, LeaseLimitReached):
-            log.log(self.level, "TeleGate: %s; waiting %g s for one of this key's leases to end%s",
-                    exc.describe(), seconds, so_far)
+            what = f"waiting {step.sleep:g} s for one of this key's leases to end"
+        elif step.long_poll is not None:
+            what = (f"waiting {step.sleep:g} s, then " if step.sleep else "waiting ") + (
+                f"up to {step.long_poll:g} s for a session to be released") + (
+                " or a flood wait to end" if exc.next_release_in is not None else "")
         else:
-            log.log(self.level, "TeleGate: %s; waiting %g s before trying again%s", exc.describe(), seconds, so_far)
+            what = f"waiting {step.sleep:g} s for the flood wait to end"
+        log.log(self.level, "TeleGate: %s; %s%s", exc.describe(), what, so_far)
 
     def _log_give_up(self, exc: NoSessionAvailable | LeaseLimitReached) -> None:
-        if isinstance(exc, LeaseLimitReached):
-            why = f"max_wait={self.max_wait:g} s would be exceeded"
-        elif not exc.can_free_up:
+        if isinstance(exc, NoSessionAvailable) and not exc.can_free_up:
             why = "nothing is in use or in flood wait, so none will free up"
         else:
             why = f"max_wait={self.max_wait:g} s would be exceeded"
@@ -718,6 +761,7 @@ class _Transport:
         }
         # maxsize: one kept-alive connection per thread of a worker pool; block=False
         # lets bursts open extra connections instead of waiting.
+        self.timeout = timeout
         self.pool = urllib3.PoolManager(num_pools=4 + len(self.base_urls), maxsize=pool_maxsize, block=False,
                                         timeout=timeout, retries=False)
 
@@ -765,9 +809,14 @@ class _Transport:
         if body is not None:
             payload = json.dumps(body, allow_nan=False).encode("utf-8")
             headers["Content-Type"] = "application/json"
+        timeout = self.timeout
+        hold = _number((body or {}).get("wait"))
+        if hold and isinstance(timeout.read_timeout, (int, float)):
+            # A long-poll is answered up to ``wait`` seconds late, by design.
+            timeout = urllib3.Timeout(connect=timeout.connect_timeout, read=timeout.read_timeout + hold)
         try:
             response = self.pool.request(method, url, body=payload, headers=headers, retries=False,
-                                         redirect=False)
+                                         redirect=False, timeout=timeout)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             error = _connection_error(method, url, exc)
             error.server = base_url
@@ -1164,6 +1213,10 @@ class TelegramSessionManagerClient(_ClientCore):
         self._check_open()
         return self._transport.send(method, path, body)
 
+    def _nap(self, seconds: float) -> None:
+        if seconds > 0:  # a long-poll follows at once: no zero-second "wait" to record
+            self._sleep(seconds)
+
     # -- the seed's API -----------------------------------------------------------------
 
     def get_session(self, ttl: float | None = None, name: str | None = None, *, auto_wait: bool | None = None,
@@ -1178,9 +1231,10 @@ class TelegramSessionManagerClient(_ClientCore):
         if call.waiting is None:
             data = self._request("POST", "/session", call.body, wait_out=False)
         else:
+            waiting = call.waiting
             try:
-                data = tenacity.Retrying(**call.waiting.kwargs(self._sleep))(self._request, "POST", "/session",
-                                                                             call.body, wait_out=True)
+                data = tenacity.Retrying(**waiting.kwargs(self._nap))(
+                    lambda: self._request("POST", "/session", waiting.body(call.body), wait_out=True))
             except TeleGateError as exc:
                 raise exc.with_traceback(None) from None
         lease = self._leased(data, call)
