@@ -26,6 +26,7 @@ from .client import (
     TeleGateError,
     __version__,
     classify_exception,
+    tl_method,
 )
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "Outcome",
     "RetryPolicy",
     "classify_exception",
+    "tl_method",
     "TeleGateError",
     "TeleGateConnectionError",
     "ClientClosed",

@@ -37,6 +37,7 @@ from .client import (
     RetryPolicy,
     TeleGateError,
     _ClientCore,
+    _report,
 )
 
 __all__ = ["AsyncTelegramSessionManagerClient"]
@@ -111,10 +112,10 @@ class AsyncTelegramSessionManagerClient(_ClientCore):
 
     # -- the seed's API -----------------------------------------------------------------
 
-    async def get_session(self, ttl: float | None = None, name: str | None = None, *,
+    async def get_session(self, ttl: float | None = None, name: str | None = None, *, purpose: str | None = None,
                           auto_wait: bool | None = None, max_wait: Any = _MISSING) -> Lease:
         """Lease a free session (see ``TelegramSessionManagerClient.get_session``)."""
-        call = self._acquire_call(ttl, name, auto_wait, max_wait)
+        call = self._acquire_call(ttl, name, auto_wait, max_wait, purpose)
         if call.waiting is None:
             data = await self._request("POST", "/session", call.body, wait_out=False)
         else:
@@ -131,11 +132,12 @@ class AsyncTelegramSessionManagerClient(_ClientCore):
         self._hold(lease)
         return lease
 
-    async def release_session(self, session_id: int, flood_wait: float | None = None,
-                              disable: str | None = None) -> bool:
-        """Give a session back; True also for an unknown or already free id. Raises LeaseLost on 409."""
+    async def release_session(self, session_id: int, flood_wait: float | None = None, disable: str | None = None,
+                              *, flood_scope: str | None = None, peer_flood: bool = False) -> bool:
+        """Give a session back (see ``TelegramSessionManagerClient.release_session``); True also for an
+        unknown or already free id. Raises LeaseLost on 409."""
         return await self._release(self._leases.get(session_id), session_id,
-                                   Outcome(flood_wait=flood_wait, disable=disable))
+                                   _report(flood_wait, disable, flood_scope, peer_flood))
 
     async def _release(self, lease: Lease | None, session_id: int, report: Outcome = RELEASE, *,
                        wait_out: bool | None = None) -> bool:
@@ -150,14 +152,14 @@ class AsyncTelegramSessionManagerClient(_ClientCore):
     # -- beyond the seed ----------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def session(self, ttl: float | None = None, name: str | None = None, *, auto_wait: bool | None = None,
-                      max_wait: Any = _MISSING) -> AsyncIterator[Lease]:
+    async def session(self, ttl: float | None = None, name: str | None = None, *, purpose: str | None = None,
+                      auto_wait: bool | None = None, max_wait: Any = _MISSING) -> AsyncIterator[Lease]:
         """``async with client.session() as s:``; released on every exit (cancellation included).
 
-        Exceptions raised in the block are classified as in the sync client (flood wait,
-        dead account) and still propagate.
+        Exceptions raised in the block are classified as in the sync client (flood wait
+        scoped by its method, PEER_FLOOD, dead account) and still propagate.
         """
-        lease = await self.get_session(ttl, name, auto_wait=auto_wait, max_wait=max_wait)
+        lease = await self.get_session(ttl, name, purpose=purpose, auto_wait=auto_wait, max_wait=max_wait)
         try:
             yield lease
         except BaseException as exc:

@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import threading
 import time
@@ -41,6 +42,7 @@ __all__ = [
     "Outcome",
     "RetryPolicy",
     "classify_exception",
+    "tl_method",
     "TeleGateError",
     "TeleGateConnectionError",
     "APIError",
@@ -323,24 +325,46 @@ _DEAD_NAMES = frozenset({
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
-    """How a lease ends: plain release, release into a flood wait, or release disabled."""
+    """How a lease ends: plain release, a rest (flood wait or peer flood), or disabled.
+
+    ``flood_wait``: seconds Telegram asked the account to wait; ``peer_flood``: Telegram
+    said PEER_FLOOD (a spam limit naming no time: the server rests the account for its
+    ``--peer-flood-rest``); ``flood_scope``: the TL method the rest is for, as Telegram's
+    docs spell it (``contacts.resolveUsername``), or None for the whole account;
+    ``disable``: a reason to stop handing the account out.
+    """
 
     flood_wait: Optional[float] = None
     disable: Optional[str] = None
+    flood_scope: Optional[str] = None
+    peer_flood: bool = False
 
     @property
     def action(self) -> str:
         if self.disable is not None:
             return "disable"
+        if self.peer_flood:
+            return "peer_flood"
         return "flood_wait" if self.flood_wait is not None else "release"
 
+    @property
+    def rests(self) -> bool:
+        return self.flood_wait is not None or self.peer_flood
+
     def merge(self, other: Outcome | None) -> Outcome:
-        """The stronger of two outcomes: disabling beats a flood wait, a longer wait beats a shorter."""
+        """The stronger of two outcomes: disabling beats a rest, a longer wait beats a shorter.
+
+        Two rests stay scoped only when they are for the same method; otherwise the
+        merged rest is account-wide (resting too much is safer than too little).
+        """
         if other is None:
             return self
         disable = self.disable if self.disable is not None else other.disable
         waits = [w for w in (self.flood_wait, other.flood_wait) if w is not None]
-        return Outcome(flood_wait=max(waits) if waits else None, disable=disable)
+        scopes = {outcome.flood_scope for outcome in (self, other) if outcome.rests}
+        return Outcome(flood_wait=max(waits) if waits else None, disable=disable,
+                       flood_scope=scopes.pop() if len(scopes) == 1 else None,
+                       peer_flood=self.peer_flood or other.peer_flood)
 
 
 RELEASE = Outcome()
@@ -356,8 +380,10 @@ def classify_exception(exc: BaseException) -> Outcome:
     Duck typing, so no Telegram library is imported: the class names along the MRO are
     matched (Telethon's ``FloodWaitError`` and Pyrogram's ``FloodWait`` alike) and the
     wait is read from ``.seconds`` (Telethon), ``.value`` (Pyrogram) or ``.x`` (old
-    Pyrogram). Flood waits give ``Outcome(flood_wait=seconds)``, dead-account errors
-    ``Outcome(disable=<class name>)``, everything else (slow mode included) a plain release.
+    Pyrogram). Flood waits give ``Outcome(flood_wait=seconds, flood_scope=method)``,
+    PEER_FLOOD ``Outcome(peer_flood=True, flood_scope=method)``, dead-account errors
+    ``Outcome(disable=<class name>)``, everything else (slow mode included) a plain
+    release. The method is read by :func:`tl_method` (None, account-wide, when unknown).
     """
     if not isinstance(exc, Exception):
         return RELEASE
@@ -371,10 +397,74 @@ def classify_exception(exc: BaseException) -> Outcome:
                 log.warning("%s carries no usable wait (.seconds/.value/.x); releasing the session plainly",
                             cls.__name__)
                 return RELEASE
-            return Outcome(flood_wait=seconds)
+            return Outcome(flood_wait=seconds, flood_scope=tl_method(exc))
+        if name == "PeerFlood":
+            return Outcome(peer_flood=True, flood_scope=tl_method(exc))
         if name in _DEAD_NAMES:
             return Outcome(disable=cls.__name__)
     return RELEASE
+
+
+# A TL method name as the server takes it: "getHistory" or "contacts.resolveUsername".
+_TL_METHOD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
+# Pyrogram/kurigram keep the method only in the message: '... (caused by "contacts.ResolveUsername")'.
+_CAUSED_BY = re.compile(r'\(caused by "([^"]+)"\)')
+# Telethon wraps a request in these on the first call of a connection; the cause is inside.
+_WRAPPERS = ("Invoke", "InitConnection")
+
+
+def _checked_method(method: str | None) -> str | None:
+    """A TL method name given by the caller (a purpose or a flood scope), checked as the server will."""
+    if method is None:
+        return None
+    if not isinstance(method, str) or len(method) > 100 or not _TL_METHOD.fullmatch(method):
+        raise ValueError(f"a TL method name like 'contacts.resolveUsername' or 'getHistory' is needed, "
+                         f"got {method!r}")
+    return method
+
+
+def tl_method(exc: BaseException) -> str | None:
+    """The TL method a Telegram error was raised for, spelled as Telegram's docs do, or None.
+
+    Telethon: ``exc.request`` is the request object; its class and module name it
+    (``telethon.tl.functions.contacts.ResolveUsernameRequest`` -> ``contacts.resolveUsername``,
+    unwrapping ``InvokeWithLayerRequest(...)`` and the like). Pyrogram/kurigram: the
+    ``rpc_name`` (an attribute in some forks, else the message's ``caused by "..."``),
+    ``contacts.ResolveUsername`` -> ``contacts.resolveUsername``. None when it can't be told.
+    """
+    request = getattr(exc, "request", None)
+    if request is not None:
+        return _telethon_method(request)
+    rpc_name = getattr(exc, "rpc_name", None)
+    if not isinstance(rpc_name, str):
+        match = _CAUSED_BY.search(str(exc))
+        rpc_name = match.group(1) if match else None
+    return _method_name(rpc_name) if rpc_name else None
+
+
+def _telethon_method(request: Any) -> str | None:
+    for _ in range(8):
+        inner = getattr(request, "query", None)
+        if inner is None or not type(request).__name__.startswith(_WRAPPERS):
+            break
+        request = inner
+    cls = type(request)
+    if not cls.__name__.endswith("Request") or not isinstance(cls.__module__, str):
+        return None
+    module = cls.__module__.split(".")
+    if "functions" not in module:
+        return None
+    namespace = module[module.index("functions") + 1:]
+    return _method_name(".".join([*namespace, cls.__name__[:-len("Request")]]))
+
+
+def _method_name(qualified: str) -> str | None:
+    """``contacts.ResolveUsername`` -> ``contacts.resolveUsername`` (TL methods start lower-case)."""
+    namespace, _, method = qualified.rpartition(".")
+    if not method or method.startswith(_WRAPPERS):
+        return None  # a wrapper (invokeWithLayer...) names no limit of its own: account-wide
+    name = (f"{namespace}." if namespace else "") + method[0].lower() + method[1:]
+    return name if len(name) <= 100 and _TL_METHOD.fullmatch(name) else None
 
 
 def _flood_seconds(exc: BaseException) -> float | None:
@@ -423,6 +513,7 @@ class Lease(dict):
     session_name = property(lambda self: self["session_name"], doc="The .session name (Telethon/Pyrogram).")
     lease_token = property(lambda self: self.get("lease_token"), doc="Fencing token of this lease.")
     lease_expires_at = property(lambda self: self.get("lease_expires_at"), doc="ISO 8601 UTC expiry.")
+    purpose = property(lambda self: self.get("purpose"), doc="The TL method this lease was asked for, or None.")
     kind = property(lambda self: self.get("kind", "unknown"), doc="telethon, pyrogram or unknown.")
     meta = property(lambda self: self.get("meta") or {}, doc="Free-form data the admin attached.")
 
@@ -431,16 +522,23 @@ class Lease(dict):
         """Lease time to live in seconds; the keepalive renews at a third of it."""
         return self._ttl
 
-    def report_flood_wait(self, seconds: float) -> None:
+    def report_flood_wait(self, seconds: float, method: str | None = None) -> None:
         """Telegram asked this account to wait ``seconds``: the release will put it in flood wait.
 
+        ``method``: the TL method that hit the limit (``"contacts.resolveUsername"``); the
+        account then rests for that method only and stays leasable for other purposes.
         The lease is kept until it is released (the end of the ``with`` block, or
         ``release_session``) so no other worker gets the account while you still use it.
         """
         seconds = _number(seconds)
         if seconds is None or seconds < 0:
             raise ValueError("seconds must be a number >= 0")
-        self.outcome = Outcome(flood_wait=seconds).merge(self.outcome)
+        self.outcome = Outcome(flood_wait=seconds, flood_scope=_checked_method(method)).merge(self.outcome)
+
+    def report_peer_flood(self, method: str | None = None) -> None:
+        """Telegram said PEER_FLOOD: the release rests the account (for ``method`` only, if given)
+        for the server's ``--peer-flood-rest`` (a day by default)."""
+        self.outcome = Outcome(peer_flood=True, flood_scope=_checked_method(method)).merge(self.outcome)
 
     def report_dead(self, reason: str = "reported dead") -> None:
         """The account is unusable (banned, revoked, ...): the release disables it with ``reason``."""
@@ -967,9 +1065,11 @@ class _ClientCore:
     # -- acquire --------------------------------------------------------------------------
 
     def _acquire_call(self, ttl: float | None, name: str | None, auto_wait: bool | None,
-                      max_wait: Any) -> _AcquireCall:
+                      max_wait: Any, purpose: str | None = None) -> _AcquireCall:
         ttl = self.ttl if ttl is None else ttl
         body = _acquire_body(ttl, name, self.holder)
+        if purpose is not None:
+            body["purpose"] = _checked_method(purpose)
         # One per call, the same on every retry of it: a POST /session whose answer was
         # lost (a read timeout, a dropped connection, a failover) is sent again safely,
         # and the server hands back the lease it already granted instead of a second one.
@@ -981,6 +1081,8 @@ class _ClientCore:
 
     def _leased(self, data: Mapping[str, Any], call: _AcquireCall) -> Lease:
         lease = Lease(data, call.ttl)
+        if "purpose" in call.body:
+            lease.setdefault("purpose", call.body["purpose"])
         log.debug("TeleGate: leased session %s (#%s) for %g s", lease.session_name, lease.session_id, lease.ttl)
         return lease
 
@@ -1003,6 +1105,10 @@ class _ClientCore:
             body["lease_token"] = lease.lease_token
         if report.flood_wait is not None:
             body["flood_wait"] = report.flood_wait
+        if report.peer_flood:
+            body["peer_flood"] = True
+        if report.rests and report.flood_scope is not None:
+            body["flood_scope"] = report.flood_scope
         if report.disable is not None:
             body["disable"] = report.disable[:500]  # the server's limit; a long reason must not block disabling
         return body
@@ -1022,10 +1128,14 @@ class _ClientCore:
         else:
             self._poke()
         name = lease.session_name if lease is not None else session_id
+        scope = f" for {body['flood_scope']}" if "flood_scope" in body else ""
         if "disable" in body:
             log.warning("TeleGate: session %s disabled on release: %s", name, body["disable"])
+        elif body.get("peer_flood"):
+            log.warning("TeleGate: session %s released after PEER_FLOOD: it rests%s for the server's "
+                        "peer-flood rest", name, scope or " (the whole account)")
         elif body.get("flood_wait"):
-            log.warning("TeleGate: session %s released into a flood wait of %g s", name, body["flood_wait"])
+            log.warning("TeleGate: session %s released into a flood wait of %g s%s", name, body["flood_wait"], scope)
         else:
             log.debug("TeleGate: session %s released", name)
         return True
@@ -1038,8 +1148,11 @@ class _ClientCore:
             return None
         outcome = RELEASE if exc is None else classify_exception(exc)
         if exc is not None and outcome.action != "release":
-            log.info("TeleGate: %s raised in the block of session %s -> %s", type(exc).__name__,
-                     lease.session_name, outcome.action)
+            scope = f" for {outcome.flood_scope}" if outcome.rests and outcome.flood_scope else ""
+            if outcome.rests and not scope:
+                scope = " for the whole account (the method could not be told)"
+            log.info("TeleGate: %s raised in the block of session %s -> %s%s", type(exc).__name__,
+                     lease.session_name, outcome.action, scope)
         return outcome.merge(lease.outcome)
 
     def _block_release_failed(self, lease: Lease, error: TeleGateError) -> None:
@@ -1157,6 +1270,14 @@ class _ClientCore:
         return self._request("GET", "/healthz")
 
 
+def _report(flood_wait: float | None, disable: str | None, flood_scope: str | None, peer_flood: bool) -> Outcome:
+    """What a caller of ``release_session`` reports, checked."""
+    if flood_scope is not None and flood_wait is None and not peer_flood:
+        raise ValueError("flood_scope goes with flood_wait or peer_flood")
+    return Outcome(flood_wait=flood_wait, disable=disable, flood_scope=_checked_method(flood_scope),
+                   peer_flood=bool(peer_flood))
+
+
 def _acquire_body(ttl: float | None, name: str | None, holder: str | None) -> dict[str, Any]:
     body: dict[str, Any] = {}
     if ttl is not None:
@@ -1219,15 +1340,17 @@ class TelegramSessionManagerClient(_ClientCore):
 
     # -- the seed's API -----------------------------------------------------------------
 
-    def get_session(self, ttl: float | None = None, name: str | None = None, *, auto_wait: bool | None = None,
-                    max_wait: Any = _MISSING) -> Lease:
+    def get_session(self, ttl: float | None = None, name: str | None = None, *, purpose: str | None = None,
+                    auto_wait: bool | None = None, max_wait: Any = _MISSING) -> Lease:
         """Lease a free session; returns a dict with ``session_id`` and ``session_name`` (a :class:`Lease`).
 
-        ``name`` leases that particular session. With auto_wait (the default) waits until
-        one is free, logging each wait; raises :class:`NoSessionAvailable` when nothing
-        can free up or ``max_wait`` is used up. Release it with ``release_session``.
+        ``name`` leases that particular session. ``purpose``: the TL method you will call
+        (``"messages.getHistory"``); sessions resting for that method are skipped, those
+        resting only for others are not. With auto_wait (the default) waits until one is
+        free, logging each wait; raises :class:`NoSessionAvailable` when nothing can free
+        up or ``max_wait`` is used up. Release it with ``release_session``.
         """
-        call = self._acquire_call(ttl, name, auto_wait, max_wait)
+        call = self._acquire_call(ttl, name, auto_wait, max_wait, purpose)
         if call.waiting is None:
             data = self._request("POST", "/session", call.body, wait_out=False)
         else:
@@ -1241,18 +1364,21 @@ class TelegramSessionManagerClient(_ClientCore):
         self._hold(lease)
         return lease
 
-    def release_session(self, session_id: int, flood_wait: float | None = None, disable: str | None = None) -> bool:
+    def release_session(self, session_id: int, flood_wait: float | None = None, disable: str | None = None, *,
+                        flood_scope: str | None = None, peer_flood: bool = False) -> bool:
         """Give a session back; returns True (also for an unknown or already free id, as the seed says).
 
         ``flood_wait``: seconds Telegram asked the account to wait; the pool keeps it out
-        until then. ``disable``: a reason; the pool stops handing the session out. The
-        lease token of a session this client leased is sent along, so a lease that was
-        lost (expired and taken by another worker) raises :class:`LeaseLost` instead of
-        releasing the other worker's lease.
+        until then (for ``flood_scope`` only, a TL method like ``"contacts.resolveUsername"``,
+        when given). ``peer_flood=True``: Telegram said PEER_FLOOD; the server rests the
+        account for its ``--peer-flood-rest``. ``disable``: a reason; the pool stops
+        handing the session out. The lease token of a session this client leased is sent
+        along, so a lease that was lost (expired and taken by another worker) raises
+        :class:`LeaseLost` instead of releasing the other worker's lease.
         """
         with self._lock:
             lease = self._leases.get(session_id)
-        return self._release(lease, session_id, Outcome(flood_wait=flood_wait, disable=disable))
+        return self._release(lease, session_id, _report(flood_wait, disable, flood_scope, peer_flood))
 
     def _release(self, lease: Lease | None, session_id: int, report: Outcome = RELEASE, *,
                  wait_out: bool | None = None) -> bool:
@@ -1267,16 +1393,19 @@ class TelegramSessionManagerClient(_ClientCore):
     # -- beyond the seed ----------------------------------------------------------------
 
     @contextlib.contextmanager
-    def session(self, ttl: float | None = None, name: str | None = None, *, auto_wait: bool | None = None,
-                max_wait: Any = _MISSING) -> Iterator[Lease]:
+    def session(self, ttl: float | None = None, name: str | None = None, *, purpose: str | None = None,
+                auto_wait: bool | None = None, max_wait: Any = _MISSING) -> Iterator[Lease]:
         """``with client.session() as s:`` lease a session for the block; it is released on every exit.
 
         An exception raised in the block still propagates, and tells the release what
-        happened: a Telegram flood wait puts the session in flood wait for that long, a
-        dead-account error disables it (see :func:`classify_exception`). Calls to
-        ``s.report_flood_wait()`` / ``s.report_dead()`` do the same without an exception.
+        happened: a Telegram flood wait rests the session for that long, for the method
+        that hit it (account-wide when it can't be told); PEER_FLOOD rests it for the
+        server's peer-flood rest; a dead-account error disables it (see
+        :func:`classify_exception`). ``s.report_flood_wait()``, ``s.report_peer_flood()``
+        and ``s.report_dead()`` do the same without an exception. ``purpose``: as for
+        :meth:`get_session`.
         """
-        lease = self.get_session(ttl, name, auto_wait=auto_wait, max_wait=max_wait)
+        lease = self.get_session(ttl, name, purpose=purpose, auto_wait=auto_wait, max_wait=max_wait)
         try:
             yield lease
         except BaseException as exc:
