@@ -39,7 +39,20 @@ CASES = [
     ("POST", "/session", {"holder": 5}, "client", 400, "holder must be a string"),
     ("POST", "/session", {"holder": "x" * 201}, "client", 400, "at most 200"),
     ("POST", "/session", {"name": ""}, "client", 400, "name must not be empty"),
-    ("POST", "/session", {"name": "a\x00b"}, "client", 400, "control characters"),
+    ("POST", "/session", {"name": "a\x00b"}, "client", 400, "name must not contain control or format characters"),
+    # Control and format characters (Unicode Cc, Cf) and line separators: the detail names field and character.
+    ("POST", "/session", {"holder": "ab\u202ecd"}, "client", 400,
+     "holder must not contain control or format characters (U+202E RIGHT-TO-LEFT OVERRIDE at position 3)"),
+    ("POST", "/session", {"holder": "box\n2024-01-01 INFO forged"}, "client", 400, "(U+000A at position 4)"),
+    ("POST", "/session", {"holder": "\x1b[2Jbox"}, "client", 400, "holder must not contain control or format"),
+    ("POST", "/session", {"name": "a\u200bb"}, "client", 400, "name must not contain control or format characters"
+     " (U+200B ZERO WIDTH SPACE at position 2)"),
+    ("POST", "/release", {"session_id": 1, "disable": "banned\u2028x"}, "client", 400,
+     "disable must not contain control or format characters (U+2028 LINE SEPARATOR at position 7)"),
+    ("POST", "/sessions", {"names": ["ok", "\ufeffacc"]}, "admin", 400, "names[1] must not contain control or format"
+     " characters (U+FEFF ZERO WIDTH NO-BREAK SPACE at position 1)"),
+    ("PATCH", "/sessions/1", {"disabled": True, "reason": "spam\x85"}, "admin", 400,
+     "reason must not contain control or format characters (U+0085 at position 5)"),
     ("POST", "/session", {"name": "no-such-session"}, "client", 404, "no-such-session"),
     ("POST", "/session", b"[" * 100000 + b"]" * 100000, "client", 400, "nested too deeply"),
     ("POST", "/release", {}, "client", 400, "session_id is required"),

@@ -178,6 +178,19 @@ def test_admin_answers_match_the_document(server, contract):
     contract("PATCH", "/sessions/987654", {"disabled": True}, key="admin", expect=404)
     contract("PATCH", f"/sessions/{ids[0]}", raw=b"[" * 20, key="admin", expect=400)
     server.request("POST", "/release", {"session_id": ids[0], "lease_token": lease["lease_token"]})
+    again = contract("POST", "/session", {"name": "adm-1", "purpose": "messages.getHistory", "request_id": "r-1"},
+                     expect=200).json
+    contract("POST", "/release", {"session_id": ids[0], "lease_token": again["lease_token"], "flood_wait": 60,
+                                  "flood_scope": "contacts.resolveUsername"}, expect=200)
+    assert contract("GET", f"/sessions/{ids[0]}", key="admin", expect=200).json["rests"][0]["scope"] == \
+        "contacts.resolveusername"
+    scoped = contract("GET", "/status?purpose=messages.getHistory", expect=200).json
+    assert scoped["resting_scoped"] == 1 and scoped["free_for_purpose"] >= 1
+    contract("GET", "/status?purpose=not a method", expect=400)
+    events = contract("GET", f"/sessions/{ids[0]}/events?limit=3", key="admin", expect=200).json
+    assert [event["type"] for event in events["events"]] == ["flood_wait", "release", "lease"]
+    contract("GET", "/sessions/987654/events", key="admin", expect=404)
+    contract("GET", f"/sessions/{ids[0]}/events", expect=403)
     contract("DELETE", f"/sessions/{ids[2]}", key="admin", expect=200)
     contract("DELETE", f"/sessions/{ids[2]}", key="admin", expect=404)
     contract("DELETE", f"/sessions/{ids[0]}", key="client", expect=403)

@@ -133,6 +133,28 @@ ATTACKS: list[tuple[str, object, set]] = [
     ("invalid UTF-8 path", b"GET /sessions/\xff\xfe HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-API-Key: {admin}\r\n\r\n",
      {400, 404}),
     ("percent-encoded garbage path", request("GET", "/%ff%fe%00", key="{client}"), {400, 404}),
+    # -- control and format characters (issue 8: the admin's screen and the log) ----------
+    ("%0a in path (forged log line)", request("GET", "/status%0a2030-01-01%20INFO%20telegate.access:%20GET%20/x%20200",
+                                              key="{client}"), {404}),
+    ("%0d%0a in path", request("GET", "/session%0d%0aX-Injected:%20yes", key="{client}"), {404, 400}),
+    ("ESC in path", request("GET", "/sessions/1%1b[2J", key="{admin}"), {400, 404}),
+    ("U+202E in path", request("GET", "/sessions/%E2%80%AE1", key="{admin}"), {400, 404}),
+    ("U+202E in holder", request("POST", "/session", json.dumps({"holder": "gpj.\u202eexe"}).encode(),
+                                 key="{client}"), {400}),
+    ("raw U+202E bytes in holder", request("POST", "/session", b'{"holder": "ab\xe2\x80\xaecd"}', key="{client}"),
+     {400}),
+    ("newline in holder", request("POST", "/session", json.dumps({"holder": "w\nINFO forged"}).encode(),
+                                  key="{client}"), {400}),
+    ("ESC in name", request("POST", "/session", json.dumps({"name": "alpha\x1b[31m"}).encode(), key="{client}"),
+     {400}),
+    ("zero-width space in name", request("POST", "/session", json.dumps({"name": "al\u200bpha"}).encode(),
+                                         key="{client}"), {400}),
+    ("U+2028 in disable reason", request("POST", "/release", json.dumps({"session_id": 1, "disable": "x\u2028y"})
+                                         .encode(), key="{client}"), {400}),
+    ("BOM in new session name", request("POST", "/sessions", json.dumps({"names": ["\ufeffdelta"]}).encode(),
+                                        key="{admin}"), {400}),
+    ("ESC in admin reason", request("PATCH", "/sessions/1", json.dumps({"disabled": True, "reason": "\x1b[2J"})
+                                    .encode(), key="{admin}"), {400}),
     # -- headers -------------------------------------------------------------------------
     ("300 KB header", request("GET", "/status", headers={"X-Junk": "a" * 300_000}, key="{client}"), {400, 431, None}),
     ("10,000 headers", request("GET", "/status", headers={f"X-H{i}": "v" for i in range(10_000)}, key="{client}"),

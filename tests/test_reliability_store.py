@@ -7,7 +7,8 @@ import threading
 import pytest
 
 from telegate import Store
-from telegate.store import DatabaseError, _Pending
+from telegate.store import DatabaseError
+from telegate.store._sqlite import _Pending
 
 pytestmark = pytest.mark.reliability
 
@@ -20,8 +21,8 @@ def store(tmp_path):
 
 
 def _rename(session_id: int, name: str, fail: bool = False):
-    def op(conn: sqlite3.Connection) -> int:
-        conn.execute("UPDATE sessions SET name = ? WHERE id = ?", (name, session_id))
+    def op(tx) -> int:
+        tx.run("UPDATE sessions SET name = :name WHERE id = :id", {"name": name, "id": session_id})
         if fail:
             raise ValueError("this op fails after writing")
         return session_id
@@ -30,7 +31,7 @@ def _rename(session_id: int, name: str, fail: bool = False):
 
 def test_a_failing_op_rolls_back_alone(store):
     batch = [_Pending(_rename(1, "a1")), _Pending(_rename(2, "b1", fail=True)), _Pending(_rename(3, "c1"))]
-    store._run_batch(batch)
+    store.engine._run_batch(batch)
     assert [item.done for item in batch] == [True, True, True]
     assert batch[0].result == 1 and batch[2].result == 3
     assert isinstance(batch[1].error, ValueError) and batch[1].result is None
@@ -40,7 +41,7 @@ def test_a_failing_op_rolls_back_alone(store):
 
 def test_a_failing_batch_of_one_is_rolled_back(store):
     batch = [_Pending(_rename(1, "zzz", fail=True))]
-    store._run_batch(batch)
+    store.engine._run_batch(batch)
     assert isinstance(batch[0].error, ValueError)
     assert store.get_session(1)["name"] == "a"
 
@@ -51,8 +52,8 @@ def test_a_failed_commit_fails_every_op_of_the_batch(store, monkeypatch):
     def broken_write():
         raise DatabaseError("database is busy or unavailable: simulated")
 
-    monkeypatch.setattr(store, "_write", broken_write)
-    store._run_batch([ok])
+    monkeypatch.setattr(store.engine, "_transaction", broken_write)
+    store.engine._run_batch([ok])
     assert isinstance(ok.error, DatabaseError)
 
 
@@ -104,6 +105,6 @@ class _Escaping(_Pending):
 def test_an_interrupted_batch_hands_every_waiter_an_error(store):
     batch = [_Pending(_rename(1, "a1")), _Escaping(_rename(2, "b1"))]
     with pytest.raises(KeyboardInterrupt):
-        store._run_batch(batch)
+        store.engine._run_batch(batch)
     assert all(item.done and isinstance(item.error, DatabaseError) for item in batch)
     assert store.get_session(1)["name"] == "a"  # rolled back

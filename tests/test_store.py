@@ -160,15 +160,15 @@ def test_threads_each_get_a_connection_and_all_are_closed(tmp_path):
     for thread in threads:
         thread.join()
     assert len({lease.session_id for lease in leases}) == 8
-    assert len(store._connections) >= 2
+    assert len(store.engine._connections) >= 2
     store.close()
-    assert store._connections == []
+    assert store.engine._connections == []
 
 
 def test_upgrade_from_schema_1_keeps_the_pool(tmp_path, clock):
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)
-    conn.executescript(store_mod._MIGRATIONS[0] + "; PRAGMA user_version = 1;")
+    conn.executescript(store_mod._sqlite.MIGRATIONS[0] + "; PRAGMA user_version = 1;")
     conn.execute("INSERT INTO sessions (name, created_at, flood_wait_until, flood_count) VALUES ('old', 0, ?, 3)",
                  (clock.now + 50,))
     conn.execute("INSERT INTO sessions (name, created_at) VALUES ('fresh', 0)")

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import datetime, timezone
 from typing import Any, Mapping
+
+from ._text import unsafe_detail
 
 __all__ = ["ApiError", "read_json", "Fields", "iso", "MAX_FLOOD_WAIT", "MAX_TTL"]
 
@@ -17,6 +20,9 @@ MAX_TTL = 86400
 MAX_FLOOD_WAIT = 366 * 86400  # Telegram's longest waits are days; a year is surely a typo
 MAX_TEXT = 500
 MAX_META_BYTES = 16 * 1024
+#: A TL method as Telegram's docs spell it: ``contacts.resolveUsername``, ``messages.getHistory``.
+_TL_METHOD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}(\.[A-Za-z_][A-Za-z0-9_]{0,63})?")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 class ApiError(Exception):
@@ -126,6 +132,23 @@ class Fields:
             raise bad_request(f"{name} must be a string")
         return check_text(name, value, max_length)
 
+    def method(self, name: str) -> str | None:
+        """A TL method name (``contacts.resolveUsername``), lower-cased: Telegram matches them case-insensitively."""
+        value = self.text(name, max_length=129)
+        if value is not None and not _TL_METHOD.fullmatch(value):
+            raise bad_request(f"{name} must be a Telegram API method name such as contacts.resolveUsername,"
+                              f" got {json.dumps(value)[:80]}")
+        return None if value is None else value.lower()
+
+    def request_id(self, name: str = "request_id") -> str | None:
+        value = self.data.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not _REQUEST_ID.fullmatch(value):
+            raise bad_request(f"{name} must be 1 to 64 characters of letters, digits and . _ : -"
+                              " (a fresh uuid4().hex per call is ideal)")
+        return value
+
     def boolean(self, name: str) -> bool | None:
         value = self.data.get(name)
         if value is None:
@@ -150,8 +173,9 @@ def check_text(name: str, value: str, max_length: int) -> str:
         raise bad_request(f"{name} must not be empty")
     if len(value) > max_length:
         raise bad_request(f"{name} must be at most {max_length} characters")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        raise bad_request(f"{name} must not contain control characters")
+    unsafe = unsafe_detail(name, value)
+    if unsafe:
+        raise bad_request(unsafe)
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:

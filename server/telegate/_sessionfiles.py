@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import stat
 from pathlib import Path
+
+from ._text import escape, unsafe_detail
 
 __all__ = ["session_kind", "scan_dir"]
 
@@ -35,16 +38,45 @@ def session_kind(path: Path) -> str | None:
     return None
 
 
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")  # undecodable bytes in a POSIX file name arrive as lone surrogates
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def scan_dir(folder: Path) -> tuple[dict[str, str], list[str]]:
-    """Every ``*.session`` file in ``folder`` by stem -> kind, and warnings for files skipped."""
+    """Every ``*.session`` file in ``folder`` by stem -> kind, and warnings for files skipped.
+
+    Skipped: names with control or format characters (they would reach the admin's
+    screen), anything that is not a regular file (a FIFO would hang the import; it is
+    never opened), and files that are not Telethon or Pyrogram session databases.
+    """
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder")
     found: dict[str, str] = {}
     warnings: list[str] = []
     for path in sorted(folder.glob("*.session")):
+        shown = escape(path.name)
+        unsafe = unsafe_detail("the name", path.stem)
+        if not unsafe and not _is_utf8(path.stem):
+            unsafe = "the name is not valid UTF-8"
+        if unsafe:
+            warnings.append(f"skipped {shown}: {unsafe}")
+            continue
+        try:
+            mode = path.stat().st_mode  # follows a symlink: a link to a regular file is fine
+        except OSError as exc:
+            warnings.append(f"skipped {shown}: cannot read it ({exc.strerror or exc})")
+            continue
+        if not stat.S_ISREG(mode):
+            # Opening a FIFO blocks until a writer shows up; a device may be anything.
+            warnings.append(f"skipped {shown}: not a regular file")
+            continue
         kind = session_kind(path)
         if kind is None:
-            warnings.append(f"skipped {path.name}: not a Telethon or Pyrogram session database")
+            warnings.append(f"skipped {shown}: not a Telethon or Pyrogram session database")
         else:
             found[path.stem] = kind
     return found, warnings

@@ -19,8 +19,9 @@ from ._http import MAX_FLOOD_WAIT, MAX_TTL, ApiError, Fields, bad_request, check
 from .dashboard import install_dashboard
 from .metrics import install_metrics
 from .openapi import install_openapi
+from ._text import escape
 from .settings import Settings
-from .store import STATES, Store
+from .store import STATES, KeyInfo, PoolStore
 
 __all__ = ["create_app"]
 
@@ -63,6 +64,9 @@ def _session_json(row: dict[str, Any], now: float) -> dict[str, Any]:
         "disabled": row["disabled"],
         "disabled_reason": row["disabled_reason"],
         "use_count": row["use_count"],
+        "lease_key": row["lease_key"] if row["state"] == "in_use" else None,
+        "rests": [{"scope": rest["scope"], "until": iso(rest["until"]),
+                   "remaining": round(rest["until"] - now, 3)} for rest in row["rests"]],
         "flood_count": row["flood_count"],
         "expired_count": row["expired_count"],
         "created_at": iso(row["created_at"]),
@@ -100,7 +104,7 @@ class _ApiPlugin:
     name = "telegate"
     api = 2
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: PoolStore) -> None:
         self.store = store
 
     def _authorise(self, need: str) -> None:
@@ -117,6 +121,7 @@ class _ApiPlugin:
         if info is None:
             raise _BAD_KEY
         environ["telegate.key_name"] = info.name
+        environ["telegate.key"] = info
         if need == "admin" and info.scope != "admin":
             raise _ADMIN_ONLY
 
@@ -132,6 +137,11 @@ class _ApiPlugin:
                 return _error_response(exc)
             except store_mod.NotFound as exc:
                 return _error_response(ApiError(404, "not_found", str(exc)))
+            except store_mod.NotLeaseHolder as exc:
+                return _error_response(ApiError(409, "not_lease_holder", str(exc)))
+            except store_mod.LeaseLimit as exc:
+                return _error_response(ApiError(429, "lease_limit", str(exc), headers={"Retry-After": "1"},
+                                                extra={"limit": exc.limit, "held": exc.held}))
             except store_mod.SessionDisabled as exc:
                 return _error_response(ApiError(409, "session_disabled", str(exc)))
             except store_mod.LeaseMismatch as exc:
@@ -141,14 +151,14 @@ class _ApiPlugin:
             except store_mod.NoSessionAvailable as exc:
                 return _error_response(_unavailable(exc))
             except store_mod.DatabaseError as exc:
-                log.error("database error on %s %s: %s", bottle.request.method, bottle.request.path, exc)
+                log.error("database error on %s %s: %s", escape(bottle.request.method), escape(bottle.request.path), exc)
                 return _error_response(ApiError(503, "database_unavailable",
                                                 "the pool database is busy or unavailable; retry shortly",
                                                 headers={"Retry-After": "1"}))
             except bottle.HTTPResponse:
                 raise
             except Exception:
-                log.exception("unexpected error on %s %s", bottle.request.method, bottle.request.path)
+                log.exception("unexpected error on %s %s", escape(bottle.request.method), escape(bottle.request.path))
                 return _error_response(ApiError(500, "internal_error",
                                                 "the server hit an unexpected error; it is logged"))
 
@@ -173,7 +183,7 @@ def _bottle_error(res: bottle.HTTPError) -> str:
     return json.dumps({"error": code, "detail": detail})
 
 
-def create_app(settings: Settings, store: Store) -> bottle.Bottle:
+def create_app(settings: Settings, store: PoolStore) -> bottle.Bottle:
     """A fresh WSGI app serving the API over ``store`` (which the caller owns and closes)."""
     app = bottle.Bottle()
     app.config["catchall"] = True
@@ -190,19 +200,24 @@ def create_app(settings: Settings, store: Store) -> bottle.Bottle:
     def route(path: str, method: str = "GET", auth: str | None = "client"):
         return app.route(path, method, auth=auth)
 
+    def caller() -> KeyInfo:
+        return bottle.request.environ["telegate.key"]
+
     @route("/healthz", auth=None)
     def healthz() -> Any:
         return _json({"status": "ok"})
 
     @route("/session", "POST")
     def acquire() -> Any:
-        fields = body({"ttl", "holder", "name"})
+        fields = body({"ttl", "holder", "name", "request_id", "purpose"})
         ttl = fields.number("ttl", low=1, high=MAX_TTL)
-        holder = fields.text("holder", max_length=200)
+        key = caller()
+        holder = fields.text("holder", max_length=200) or key.name
         name = fields.text("name", max_length=store_mod.MAX_NAME_LENGTH)
-        lease = store.acquire(ttl or settings.lease_ttl, holder=holder, name=name)
+        lease = store.acquire(ttl or settings.lease_ttl, holder=holder, name=name, key=key,
+                              request_id=fields.request_id(), purpose=fields.method("purpose"))
         log.info("leased session %d (%s) to %s until %s", lease.session_id, lease.session_name,
-                 holder or bottle.request.environ.get("telegate.key_name"), iso(lease.lease_expires_at))
+                 holder, iso(lease.lease_expires_at))
         return _json({
             "session_id": lease.session_id,
             "session_name": lease.session_name,
@@ -215,15 +230,24 @@ def create_app(settings: Settings, store: Store) -> bottle.Bottle:
 
     @route("/release", "POST")
     def release() -> Any:
-        fields = body({"session_id", "lease_token", "flood_wait", "disable"})
+        fields = body({"session_id", "lease_token", "flood_wait", "flood_scope", "peer_flood", "disable"})
         session_id = fields.integer("session_id", required=True)
         token = fields.text("lease_token", max_length=200)
         flood_wait = fields.number("flood_wait", low=0, high=MAX_FLOOD_WAIT)
+        scope = fields.method("flood_scope")
+        if fields.boolean("peer_flood"):
+            if flood_wait is not None:
+                raise bad_request('send either "flood_wait" (seconds) or "peer_flood": true, not both')
+            flood_wait = settings.peer_flood_rest  # PEER_FLOOD names no seconds: the server's rule
+        if scope is not None and flood_wait is None:
+            raise bad_request('"flood_scope" goes with "flood_wait" (or "peer_flood": true)')
         reason = fields.text("disable", max_length=500)
-        changed = store.release(session_id, token, flood_wait=flood_wait, disable=reason)
+        changed = store.release(session_id, token, key=caller(), flood_wait=flood_wait, flood_scope=scope,
+                                disable=reason)
         if changed:
             metrics.released(flood_wait)
             extra = f", flood wait {flood_wait:g} s" if flood_wait else ""
+            extra += f" for {scope}" if scope and flood_wait else ""
             extra += f", disabled: {reason}" if reason else ""
             log.info("released session %d%s", session_id, extra)
         return _json({"status": "released"})
@@ -234,17 +258,24 @@ def create_app(settings: Settings, store: Store) -> bottle.Bottle:
         session_id = fields.integer("session_id", required=True)
         token = fields.text("lease_token", max_length=200, required=True)
         ttl = fields.number("ttl", low=1, high=MAX_TTL)
-        expires = store.renew(session_id, token, ttl or settings.lease_ttl)
+        expires = store.renew(session_id, token, ttl or settings.lease_ttl, key=caller())
         return _json({"session_id": session_id, "lease_expires_at": iso(expires)})
 
     @route("/status")
     def status() -> Any:
-        data = store.status()
-        return _json({
+        purpose = bottle.request.query.get("purpose") or None
+        if purpose is not None:
+            purpose = Fields({"purpose": purpose}, {"purpose"}).method("purpose")
+        data = store.status(purpose)
+        answer = {
             "total": data["total"], "free": data["free"], "in_use": data["in_use"],
-            "in_floodwait": data["in_floodwait"], "disabled": data["disabled"],
-            "next_available": iso(data["next_available"]), "server_time": iso(data["now"]),
-        })
+            "in_floodwait": data["in_floodwait"], "resting_scoped": data["resting_scoped"],
+            "disabled": data["disabled"], "next_available": iso(data["next_available"]),
+            "server_time": iso(data["now"]),
+        }
+        if purpose is not None:
+            answer.update(purpose=purpose, free_for_purpose=data["free_for_purpose"])
+        return _json(answer)
 
     # -- admin ------------------------------------------------------------------------
 
@@ -309,10 +340,22 @@ def create_app(settings: Settings, store: Store) -> bottle.Bottle:
             raise bad_request('"reason" goes with "disabled": true')
         if disabled is None and not clear and meta is None:
             raise bad_request('send at least one of "disabled", "clear_flood_wait" (true) or "meta"')
-        row = store.update_session(sid, disabled=disabled, reason=reason, clear_flood_wait=bool(clear), meta=meta)
+        row = store.update_session(sid, disabled=disabled, reason=reason, clear_flood_wait=bool(clear), meta=meta,
+                                   key=caller())
         log.info("session %d updated by %s: %s", sid, bottle.request.environ.get("telegate.key_name"),
                  ", ".join(sorted(fields.data)))
         return _json(_session_json(row, clock()))
+
+    @route("/sessions/<session_id>/events", auth="admin")
+    def session_events(session_id: str) -> Any:
+        sid = parse_id(session_id)
+        limit = _query_int("limit", 100, 1000)
+        before = _query_int("before", 0, 2**62) or None
+        events = store.events(sid, limit=limit, before=before)
+        return _json({"session_id": sid, "events": [
+            {"id": event["id"], "at": iso(event["at"]), "type": event["type"], "key": event["key_name"],
+             "holder": event["holder"], **event["detail"]} for event in events],
+            "next_before": events[-1]["id"] if len(events) == limit else None})
 
     @route("/sessions/<session_id>", "DELETE", auth="admin")
     def delete_session(session_id: str) -> Any:
@@ -324,8 +367,20 @@ def create_app(settings: Settings, store: Store) -> bottle.Bottle:
     return app
 
 
+def _wsgi_text(value: str) -> str:
+    """A WSGI string (bytes as latin-1, PEP 3333) as the UTF-8 text the client meant, when it is UTF-8."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return value
+
+
 def access_logged(app: Callable, logger: logging.Logger = access_log) -> Callable:
-    """WSGI middleware: one line per request (method, path, status, ms, key name; never the key)."""
+    """WSGI middleware: one line per request (method, path, status, ms, key name; never the key).
+
+    Method, path and key name are escaped like ``repr`` escapes control and format
+    characters: a path with ``%0a`` must not write a second, forged line.
+    """
 
     def middleware(environ: dict, start_response: Callable) -> Any:
         started = time.perf_counter()
@@ -340,8 +395,9 @@ def access_logged(app: Callable, logger: logging.Logger = access_log) -> Callabl
         finally:
             if not logger.disabled and logger.isEnabledFor(logging.INFO):  # --access-log false: no record at all
                 status = status_holder[-1].split(" ", 1)[0] if status_holder else "-"
-                logger.info("%s %s %s %.1fms key=%s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"),
+                logger.info("%s %s %s %.1fms key=%s", escape(environ.get("REQUEST_METHOD") or "-"),
+                            escape(_wsgi_text(environ.get("PATH_INFO") or "")),
                             status, (time.perf_counter() - started) * 1000,
-                            environ.get("telegate.key_name", "-"))
+                            escape(environ.get("telegate.key_name", "-")))
 
     return middleware

@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Sequence, TextIO
 
 from . import __version__
+from ._files import create_private
 from ._http import iso
 from ._sessionfiles import scan_dir
+from ._text import unsafe_detail
 from .settings import SETTINGS, SettingsError, resolve
-from .store import MAX_NAME_LENGTH, STATES, Store, StoreError
+from .store import MAX_NAME_LENGTH, STATES, PoolStore, Store, StoreError
 
 __all__ = ["main", "build_parser"]
 
@@ -89,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("status", parents=[db], help="pool counts by state")
     backup = commands.add_parser("backup", parents=[db], help="copy the database safely, even while serving")
     backup.add_argument("file", type=Path)
+    backup.add_argument("--force", action="store_true", help="replace FILE if it exists")
     return parser
 
 
@@ -96,7 +100,7 @@ def _open(args: argparse.Namespace) -> Store:
     settings = resolve({"db": args.db})
     creates = (args.command, getattr(args, "action", None)) in {
         ("sessions", "add"), ("sessions", "import"), ("keys", "create")}
-    if not creates and not settings.db.exists():
+    if not creates and isinstance(settings.db, Path) and not settings.db.exists():
         raise CliError(f"database {settings.db} does not exist; pass --db or set TELEGATE_DB"
                        " (telegate serve, sessions add or keys create makes a new one)")
     return Store(settings.db)
@@ -108,18 +112,22 @@ def _check_names(names: Sequence[str]) -> list[str]:
         name = name.strip()
         if not name or name.startswith("#"):
             continue
-        if len(name) > MAX_NAME_LENGTH or any(ord(ch) < 32 for ch in name):
-            raise CliError(f"name {number} is not usable (empty, over {MAX_NAME_LENGTH} characters,"
-                           f" or control characters): {name[:40]!r}")
+        if len(name) > MAX_NAME_LENGTH:
+            raise CliError(f"name {number} is over {MAX_NAME_LENGTH} characters: {name[:40]!r}")
+        unsafe = unsafe_detail(f"name {number} {name[:40]!r}", name)
+        if unsafe:
+            raise CliError(unsafe)
         clean.append(name)
     return clean
 
 
 def _read_names(source: str, stdin: TextIO) -> list[str]:
+    # Split on newlines only: splitlines() would also cut at \x0c, \x1c or U+2028, quietly
+    # turning one bad name into two; _check_names refuses it instead.
     if source == "-":
-        return stdin.read().splitlines()
+        return stdin.read().split("\n")
     try:
-        return Path(source).read_text(encoding="utf-8").splitlines()
+        return Path(source).read_text(encoding="utf-8").split("\n")
     except OSError as exc:
         raise CliError(f"cannot read {source}: {exc.strerror or exc}") from exc
     except UnicodeDecodeError:
@@ -160,6 +168,8 @@ def _sessions(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO)
             return 0
         if args.action == "list":
             return _list_sessions(store, args, out)
+        if args.action == "disable" and (unsafe := unsafe_detail("--reason", args.reason)):
+            raise CliError(unsafe)
         if args.action == "remove":
             missing = store.remove_sessions_by_name(args.names)
         else:
@@ -172,7 +182,7 @@ def _sessions(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO)
         return 0
 
 
-def _list_sessions(store: Store, args: argparse.Namespace, out: TextIO) -> int:
+def _list_sessions(store: PoolStore, args: argparse.Namespace, out: TextIO) -> int:
     now = store.clock()
     offset, page = 0, 5000
     header = False
@@ -211,6 +221,8 @@ def _keys(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             name = args.name.strip()
             if not name or len(name) > 100:
                 raise CliError("key name must be 1 to 100 characters")
+            if unsafe := unsafe_detail("the key name", name):  # it is the default holder, shown to the admin
+                raise CliError(unsafe)
             key = store.create_key(name, "admin" if args.admin else "client")
             out.write(key + "\n")
             err.write(f"created {'admin' if args.admin else 'client'} key {name!r}; it is shown only once\n")
@@ -238,6 +250,44 @@ def _status(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _backup(args: argparse.Namespace, err: TextIO) -> int:
+    """Copy the database to a private temporary file beside FILE, then rename it over FILE.
+
+    FILE never holds half a backup, and the copy is 0600 like the database. An existing
+    FILE is replaced only with --force, and never when it looks like a live database.
+    """
+    target: Path = args.file
+    if os.path.lexists(target):
+        if not args.force:
+            raise CliError(f"{target} exists; pass --force to replace it")
+        if target.is_dir():
+            raise CliError(f"{target} is a folder; name a file to back up to")
+        if os.path.lexists(f"{target}-wal"):
+            raise CliError(f"{target} looks like a database in use ({target}-wal exists);"
+                           " stop whatever uses it or pick another file")
+    with _open(args) as store:
+        try:
+            same = target.exists() and os.path.samefile(target, store.path)
+        except OSError:
+            same = False
+        if same:
+            raise CliError(f"{target} is the database itself; pick another file")
+        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        if os.path.lexists(temporary):
+            os.unlink(temporary)  # left by an earlier run that was killed; the pid is ours now
+        create_private(temporary)
+        try:
+            store.backup(temporary)
+            os.replace(temporary, target)
+        except BaseException:
+            for leftover in (temporary, Path(f"{temporary}-journal")):
+                if os.path.lexists(leftover):
+                    os.unlink(leftover)
+            raise
+    err.write(f"backed up {store.path} to {target}\n")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None,
          stdin: TextIO | None = None) -> int:
     out, err, stdin = out or sys.stdout, err or sys.stderr, stdin or sys.stdin
@@ -256,10 +306,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
         if args.command == "status":
             return _status(args, out)
         if args.command == "backup":
-            with _open(args) as store:
-                store.backup(args.file)
-            err.write(f"backed up {store.path} to {args.file}\n")
-            return 0
+            return _backup(args, err)
     except (CliError, SettingsError, StoreError) as exc:
         err.write(f"telegate: error: {exc}\n")
         return 1

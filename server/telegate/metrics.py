@@ -22,7 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from .settings import Settings
-from .store import STATES, Store
+from .store import STATES, PoolStore
 
 __all__ = ["Metrics", "install_metrics"]
 
@@ -37,7 +37,7 @@ UNAVAILABLE_ERRORS = ("no_session_available", "database_unavailable")
 class _PoolCollector(Collector):
     """Reads the pool's counts from the store on each scrape."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: PoolStore) -> None:
         self.store = store
 
     def collect(self) -> Iterator[Metric]:
@@ -60,7 +60,7 @@ class _PoolCollector(Collector):
 class Metrics:
     """The metrics of one app; route handlers call :meth:`released`, hooks do the rest."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: PoolStore) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_PoolCollector(store))
         self.releases = Counter(
@@ -88,7 +88,7 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def install_metrics(app: bottle.Bottle, settings: Settings, store: Store) -> Metrics:
+def install_metrics(app: bottle.Bottle, settings: Settings, store: PoolStore) -> Metrics:
     """Add ``GET /metrics`` and the request hooks that time acquires and count 503s."""
     metrics = Metrics(store)
 

@@ -13,13 +13,15 @@ import bottle
 
 from . import __version__
 from ._http import MAX_FLOOD_WAIT, MAX_META_BYTES, MAX_TTL
+from ._text import text_pattern
 from .store import MAX_NAME_LENGTH, STATES
 
 __all__ = ["build_openapi", "install_openapi"]
 
-# The server takes text that is not blank and has no control characters (check_text).
-_TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+# The server takes text that is not blank and has no control, format or line-separator
+# characters (check_text); _text.text_pattern() spells that out for the BMP.
 _MAX_ID = 2**63 - 1
+_TL_METHOD_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}(\.[A-Za-z_][A-Za-z0-9_]{0,63})?$"
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -28,7 +30,7 @@ def _ref(name: str) -> dict[str, str]:
 
 def _text(max_length: int, description: str, *, nullable: bool = True) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": max_length,
-                              "pattern": _TEXT_PATTERN, "description": description}
+                              "pattern": text_pattern(), "description": description}
     if nullable:
         schema["nullable"] = True
     return schema
@@ -66,7 +68,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 _ERROR_RESPONSES = {
     400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
-    413: "BodyTooLarge", 500: "InternalError", 503: "Unavailable",
+    413: "BodyTooLarge", 429: "LeaseLimit", 500: "InternalError", 503: "Unavailable",
 }
 
 _META = {
@@ -74,6 +76,14 @@ _META = {
     "description": f"Free-form JSON object kept with the session (at most {MAX_META_BYTES} bytes of JSON)"
                    " and handed out with each lease, e.g. a proxy or a phone number.",
 }
+
+
+
+def _method(description: str) -> dict[str, Any]:
+    return {"type": "string", "maxLength": 129, "pattern": _TL_METHOD_PATTERN, "nullable": True,
+            "description": description + " A Telegram API method as its docs spell it, e.g."
+                                         " contacts.resolveUsername; matched case-insensitively."}
+
 
 _SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -111,6 +121,11 @@ _SCHEMAS: dict[str, Any] = {
                     "description": "Lease time in seconds; the server's --lease-ttl when left out."},
             "holder": _text(200, "Who holds the lease, shown to admins, e.g. host:pid."),
             "name": _text(MAX_NAME_LENGTH, "Lease this session by name instead of the least recently used free one."),
+            "request_id": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,64}$", "nullable": True,
+                           "description": "Makes the call safe to retry: a repeat with the same request_id from"
+                                          " the same key, while that lease lives, returns the same lease."},
+            "purpose": _method("What the lease is for: sessions resting for this method (or account-wide) are"
+                               " skipped. Without it, only sessions resting for nothing are leased."),
         },
     },
     "Lease": {
@@ -136,6 +151,10 @@ _SCHEMAS: dict[str, Any] = {
             "lease_token": _text(200, "The lease to end. Without it, whatever lease is current ends (seed clients)."),
             "flood_wait": {"type": "number", "minimum": 0, "maximum": MAX_FLOOD_WAIT, "nullable": True,
                            "description": "Telegram said FLOOD_WAIT: keep the session out of the pool this many seconds."},
+            "flood_scope": _method('With "flood_wait" or "peer_flood": the rest applies to this method only.'),
+            "peer_flood": {"type": "boolean", "nullable": True,
+                           "description": "Telegram said PEER_FLOOD: rest for the server's --peer-flood-rest seconds"
+                                          ' (for "flood_scope" only, when given). Not with "flood_wait".'},
             "disable": _text(500, "The session is dead (banned, deauthorised): take it out of the pool with this reason."),
         },
     },
@@ -164,13 +183,17 @@ _SCHEMAS: dict[str, Any] = {
     "Status": {
         "type": "object",
         "additionalProperties": False,
-        "required": ["total", "free", "in_use", "in_floodwait", "disabled", "next_available", "server_time"],
+        "required": ["total", "free", "in_use", "in_floodwait", "resting_scoped", "disabled", "next_available",
+                     "server_time"],
         "properties": {
             "total": _count("Sessions registered."),
             "free": _count("Sessions that can be leased now."),
             "in_use": _count("Sessions leased now."),
-            "in_floodwait": _count("Sessions resting after a FLOOD_WAIT."),
+            "in_floodwait": _count("Sessions resting account-wide after a FLOOD_WAIT."),
+            "resting_scoped": _count("Sessions resting for some methods only: leasable with another purpose."),
             "disabled": _count("Sessions taken out of the pool."),
+            "purpose": {"type": "string", "description": "The purpose asked for (?purpose=), lower-cased."},
+            "free_for_purpose": _count("Sessions a lease for that purpose could get now (with ?purpose=)."),
             "next_available": _time("When the earliest flood wait ends; null when none is in flood wait."),
             "server_time": _time("The server's clock, to compare times against.", nullable=False),
         },
@@ -184,7 +207,7 @@ _SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
         "required": ["id", "name", "kind", "state", "holder", "leased_at", "lease_expires_at", "flood_wait_until",
                      "flood_wait_remaining", "disabled", "disabled_reason", "use_count", "flood_count",
-                     "expired_count", "created_at", "last_released_at", "meta"],
+                     "expired_count", "created_at", "last_released_at", "meta", "lease_key", "rests"],
         "properties": {
             "id": {"type": "integer", "minimum": 1},
             "name": {"type": "string"},
@@ -192,6 +215,13 @@ _SCHEMAS: dict[str, Any] = {
             "state": {"type": "string", "enum": list(STATES),
                       "description": "disabled, else in_use (a lease that has not expired), else in_floodwait, else free."},
             "holder": {"type": "string", "nullable": True, "description": "Who holds the lease (in_use only)."},
+            "lease_key": {"type": "string", "nullable": True,
+                          "description": "Name of the API key that holds the lease (in_use only)."},
+            "rests": {"type": "array", "description": "Methods this session rests for now (scoped flood waits).",
+                      "items": {"type": "object", "additionalProperties": False,
+                                "required": ["scope", "until", "remaining"],
+                                "properties": {"scope": {"type": "string"}, "until": _time("End of the rest.", nullable=False),
+                                               "remaining": {"type": "number", "minimum": 0}}}},
             "leased_at": _time("When the session was last leased."),
             "lease_expires_at": _time("When the current lease runs out (in_use only)."),
             "flood_wait_until": _time("When the flood wait ends, while one is running."),
@@ -274,6 +304,29 @@ _SCHEMAS: dict[str, Any] = {
             ]},
         ],
     },
+    "Events": {
+        "type": "object", "additionalProperties": False, "required": ["session_id", "events", "next_before"],
+        "properties": {
+            "session_id": {"type": "integer", "minimum": 1},
+            "events": {"type": "array", "description": "Newest first.", "items": {
+                "type": "object", "additionalProperties": True, "required": ["id", "at", "type", "key", "holder"],
+                "properties": {
+                    "id": {"type": "integer", "minimum": 1},
+                    "at": _time("When it happened.", nullable=False),
+                    "type": {"type": "string", "enum": ["lease", "release", "renew", "expired", "flood_wait",
+                                                        "disable", "enable", "clear_flood_wait"]},
+                    "key": {"type": "string", "nullable": True, "description": "Name of the API key that acted."},
+                    "holder": {"type": "string", "nullable": True},
+                    "seconds": {"type": "number", "description": "flood_wait: how long."},
+                    "scope": {"type": "string", "nullable": True, "description": "flood_wait: the method, or null for account-wide."},
+                    "reason": {"type": "string"},
+                    "ttl": {"type": "number"},
+                    "purpose": {"type": "string"},
+                }}},
+            "next_before": {"type": "integer", "nullable": True,
+                            "description": "Pass as ?before= for the next (older) page; null on the last page."},
+        },
+    },
     "Removed": {
         "type": "object", "additionalProperties": False, "required": ["status", "session_id"],
         "properties": {"status": {"type": "string", "enum": ["removed"]},
@@ -290,7 +343,11 @@ _RESPONSES: dict[str, Any] = {
     "Unauthorized": _answer("No API key, or an unknown or revoked one.", _ref("Error")),
     "Forbidden": _answer("This endpoint needs an admin key.", _ref("Error")),
     "NotFound": _answer("No such session.", _ref("Error")),
-    "Conflict": _answer("The lease token is not the current lease (lease_mismatch), or the session was disabled during the lease (session_disabled, on renew).", _ref("Error")),
+    "Conflict": _answer("The lease belongs to another API key (not_lease_holder), the lease token is not the current"
+                        " lease (lease_mismatch), or the session was disabled during the lease (session_disabled,"
+                        " on renew).", _ref("Error")),
+    "LeaseLimit": _answer("The key holds as many leases as its max_leases allows (lease_limit); release one first.",
+                          _ref("Error"), headers=_RETRY_AFTER),
     "BodyTooLarge": _answer("The request body is larger than --max-body.", _ref("Error")),
     "InternalError": _answer("Unexpected server error (logged).", _ref("Error")),
     "Unavailable": _answer("The database is busy or unavailable (database_unavailable); retry shortly.",
@@ -326,6 +383,7 @@ def build_openapi() -> dict[str, Any]:
             " Renew before it runs out, release when done.",
             {"200": _answer("The lease.", _ref("Lease")),
              "404": {"$ref": "#/components/responses/NotFound"},
+             "429": {"$ref": "#/components/responses/LeaseLimit"},
              "503": _answer("Nothing can be leased now: every session is leased, in flood wait or disabled"
                             " (or the database is busy).", _ref("NoSessionAvailable"), headers=_RETRY_AFTER),
              **_errors(400, 401, 413, 500)},
@@ -348,8 +406,10 @@ def build_openapi() -> dict[str, Any]:
             body=_json_body(_ref("RenewRequest"), example={"session_id": 7, "lease_token": "Zk3...", "ttl": 300}))},
         "/status": {"get": _op(
             "Pool counts", "How many sessions are free, leased, in flood wait and disabled.",
-            {"200": _answer("The counts.", _ref("Status")), **_errors(401, 500, 503)},
-            tag="pool", operation_id="status")},
+            {"200": _answer("The counts.", _ref("Status")), **_errors(400, 401, 500, 503)},
+            tag="pool", operation_id="status", parameters=[
+                {"name": "purpose", "in": "query", "required": False,
+                 "schema": {"type": "string", "maxLength": 129, "pattern": _TL_METHOD_PATTERN}}])},
         "/healthz": {"get": _op(
             "Liveness", "Answers while the server runs; needs no key.",
             {"200": _answer("Alive.", _ref("Health"))}, tag="pool", auth=False, operation_id="healthz")},
@@ -396,6 +456,18 @@ def build_openapi() -> dict[str, Any]:
             "delete": _op("Remove a session", "Forgets a session (its counts go with it). Admin key.",
                           {"200": _answer("Removed.", _ref("Removed")), **_errors(400, 401, 403, 404, 500, 503)},
                           tag="admin", operation_id="removeSession"),
+        },
+        "/sessions/{session_id}/events": {
+            "parameters": [_ID_PARAM],
+            "get": _op("A session's history",
+                       "Each lease, release, renewal, expiry noticed, flood wait (with its scope), disable and enable,"
+                       " newest first, with the key's name and the holder. Admin key.",
+                       {"200": _answer("A page of events.", _ref("Events")), **_errors(400, 401, 403, 404, 500, 503)},
+                       tag="admin", operation_id="sessionEvents", parameters=[
+                           {"name": "limit", "in": "query", "required": False,
+                            "schema": {"type": "integer", "minimum": 0, "maximum": 1000, "default": 100}},
+                           {"name": "before", "in": "query", "required": False,
+                            "schema": {"type": "integer", "minimum": 0, "maximum": 2**62}}]),
         },
         "/openapi.json": {"get": _op(
             "This document", "The OpenAPI document of this API; needs no key.",

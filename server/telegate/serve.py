@@ -14,12 +14,16 @@ import waitress
 from . import _logging
 from ._sessionfiles import scan_dir
 from .app import access_logged, create_app
-from .settings import Settings
-from .store import Store
+from .settings import Settings, SettingsError
+from .store import PoolStore, Store
 
-__all__ = ["serve", "bind_socket", "PortInUse", "ensure_key", "waitress_options"]
+__all__ = ["serve", "bind_socket", "PortInUse", "ensure_key", "waitress_options", "MIN_ENV_KEY_LENGTH"]
 
 log = logging.getLogger(__name__)
+
+#: TELEGATE_API_KEY becomes an admin key: "admin" or a short word is guessed in minutes.
+#: Keys TeleGate makes itself are 46 characters (tg_ + 32 random bytes).
+MIN_ENV_KEY_LENGTH = 32
 
 
 class PortInUse(OSError):
@@ -64,9 +68,9 @@ def waitress_options(settings: Settings) -> dict:
         clear_untrusted_proxy_headers=True)
 
 
-def ensure_key(store: Store, environ: Mapping[str, str], out: TextIO) -> None:
+def ensure_key(store: PoolStore, environ: Mapping[str, str], out: TextIO) -> None:
     """Make sure the server can be used: register TELEGATE_API_KEY, or create a first admin key."""
-    env_key = environ.get("TELEGATE_API_KEY", "").strip()
+    env_key = _env_key(environ)
     if env_key:
         if not store.has_key(env_key):
             name = "env-admin"
@@ -84,10 +88,21 @@ def ensure_key(store: Store, environ: Mapping[str, str], out: TextIO) -> None:
         out.flush()
 
 
+def _env_key(environ: Mapping[str, str]) -> str:
+    """TELEGATE_API_KEY, stripped; SettingsError (one line, exit 1) when it is too short to be safe."""
+    env_key = environ.get("TELEGATE_API_KEY", "").strip()
+    if env_key and len(env_key) < MIN_ENV_KEY_LENGTH:
+        raise SettingsError(
+            f"TELEGATE_API_KEY is {len(env_key)} characters; an admin key needs at least {MIN_ENV_KEY_LENGTH}"
+            " (make one with: python -c \"import secrets; print(secrets.token_urlsafe(32))\")")
+    return env_key
+
+
 def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: TextIO | None = None) -> int:
     """Serve until Ctrl-C or SIGTERM; returns the exit status (0 after a clean stop)."""
     environ = os.environ if environ is None else environ
     out = out or sys.stderr
+    _env_key(environ)  # refuse a weak key before anything is opened or created
     _logging.configure(settings.log_level, settings.log_format, settings.access_log)
     # waitress warns "Task queue depth is N" for every request that waits for a free
     # thread: with more clients than --threads that is nearly every request, one log
@@ -103,6 +118,7 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
         previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     store = Store(settings.db, synchronous=settings.synchronous)
     server = None
+    housekeeping = None
     try:
         ensure_key(store, environ, out)
         if settings.sessions_dir is not None:
@@ -112,6 +128,8 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
             added, _ = store.add_sessions(found, kinds=found)
             log.info("sessions dir %s: %d session file(s), %d new", settings.sessions_dir, len(found), len(added))
         sock = bind_socket(settings.host, settings.port)
+        housekeeping = _Housekeeping(store, settings.event_retention_days * 86400.0)
+        housekeeping.start()
         server = waitress.create_server(access_logged(create_app(settings, store)), sockets=[sock],
                                         **waitress_options(settings))
         host, port = sock.getsockname()[:2]
@@ -125,12 +143,44 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
     finally:
         if server is not None:
             server.close()
+        if housekeeping is not None:
+            housekeeping.stop()
         store.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     out.write("TeleGate stopped\n")
     out.flush()
     return 0
+
+
+class _Housekeeping:
+    """Prunes old session events now and then hourly, in a daemon thread that ``stop()`` ends at once."""
+
+    INTERVAL = 3600.0
+
+    def __init__(self, store: PoolStore, retention: float) -> None:
+        self.store = store
+        self.retention = retention
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="telegate-housekeeping", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(5)  # a prune under way finishes before the store closes
+
+    def _run(self) -> None:
+        while True:
+            try:
+                pruned = self.store.prune_events(self.retention)
+                if pruned:
+                    log.info("pruned %d session event(s) older than %g days", pruned, self.retention / 86400)
+            except Exception as exc:  # a busy or unreachable database: try again next round
+                log.warning("pruning session events failed: %s", exc)
+            if self._stopped.wait(self.INTERVAL):
+                return
 
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:

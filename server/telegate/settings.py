@@ -51,6 +51,16 @@ def _ranged_int(low: int, high: int) -> Callable[[Any], int]:
     return convert
 
 
+def _database(value: Any) -> Path | str:
+    """A SQLite file path, or a PostgreSQL URL kept as text (a Path would fold its '//')."""
+    text = str(value)
+    if text.startswith(("postgresql://", "postgres://")):
+        return text
+    if not text.strip():
+        raise ValueError("expected a file path or a postgresql:// URL")
+    return Path(value)
+
+
 def _optional_path(value: Any) -> Path | None:
     if value is None or str(value) == "":
         return None
@@ -81,12 +91,19 @@ def env_name(name: str) -> str:
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", str, "127.0.0.1", "Address to listen on; 0.0.0.0 listens on every interface.", "ADDR"),
     Setting("port", _ranged_int(0, 65535), 8000, "TCP port; 0 picks a free one (the real port is printed).", "PORT"),
-    Setting("db", Path, Path("telegate.db"), "SQLite database file holding the pool and the API keys.", "FILE"),
+    Setting("db", _database, Path("telegate.db"),
+            "Where the pool and the API keys live: a SQLite file, or a postgresql://user@host:port/dbname URL"
+            " (several servers can share one PostgreSQL database).", "FILE|URL"),
     Setting("threads", _ranged_int(1, 256), 8, "Worker threads that answer requests.", "N"),
     Setting("lease_ttl", _ranged_int(1, 86400), 300, "Lease time in seconds when a client does not ask for one.", "SECONDS"),
     Setting("sessions_dir", _optional_path, None, "Folder of .session files registered (by file stem) at start.", "DIR"),
     Setting("max_body", _ranged_int(1024, 64 * 1024 * 1024), 1024 * 1024, "Largest request body in bytes; larger ones get 413.", "BYTES"),
     Setting("connection_limit", _ranged_int(1, 100000), 1000, "Most client connections open at once (waitress).", "N"),
+    Setting("peer_flood_rest", _ranged_int(1, 366 * 86400), 86400,
+            "Seconds a session rests after PEER_FLOOD (Telegram's spam limit names no wait), for the method that hit it.",
+            "SECONDS"),
+    Setting("event_retention_days", _ranged_int(1, 3650), 30, "Days each session's history (GET /sessions/ID/events) is kept.",
+            "DAYS"),
     Setting("synchronous", _choice("full", "normal"), "full", "SQLite synchronous mode: full survives power loss, normal only process crashes.", "MODE"),
     Setting("log_level", _choice("debug", "info", "warning", "error"), "info", "Least severe log level written.", "LEVEL"),
     Setting("log_format", _choice("text", "json"), "text", "Log line format.", "FORMAT"),
@@ -101,12 +118,14 @@ _BY_NAME = {setting.name: setting for setting in SETTINGS}
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
-    db: Path = Path("telegate.db")
+    db: Path | str = Path("telegate.db")
     threads: int = 8
     lease_ttl: int = 300
     sessions_dir: Path | None = None
     max_body: int = 1024 * 1024
     connection_limit: int = 1000
+    peer_flood_rest: int = 86400
+    event_retention_days: int = 30
     synchronous: str = "full"
     log_level: str = "info"
     log_format: str = "text"

@@ -1,0 +1,208 @@
+"""What every store shares: its errors, its records, and the interfaces between the layers.
+
+Two layers meet here. :class:`Engine` is the plumbing of one database kind (connections,
+transactions, error translation, schema migrations); :class:`PoolStore` is what the HTTP
+app, the CLI and ``serve`` call. The pool's SQL sits between them, written once in
+``_pool.py`` for every engine.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, TypeVar
+
+__all__ = [
+    "StoreError", "DatabaseError", "NotFound", "Conflict", "LeaseMismatch", "NotLeaseHolder",
+    "SessionDisabled", "LeaseLimit", "NoSessionAvailable", "Lease", "KeyInfo", "Engine", "Tx",
+    "PoolStore", "STATES", "MAX_NAME_LENGTH", "hash_key",
+]
+
+T = TypeVar("T")
+
+MAX_NAME_LENGTH = 255
+STATES = ("free", "in_use", "in_floodwait", "disabled")
+
+
+class StoreError(Exception):
+    """Base class of every error the store raises."""
+
+
+class DatabaseError(StoreError):
+    """The database failed (locked for too long, unreachable, disk full, corrupt); the cause is chained."""
+
+
+class NotFound(StoreError):
+    """No session or key by that id or name."""
+
+
+class Conflict(StoreError):
+    """The request clashes with what is stored (a duplicate name, say)."""
+
+
+class LeaseMismatch(StoreError):
+    """The lease token is not the session's current lease: it was released, or taken over."""
+
+
+class NotLeaseHolder(LeaseMismatch):
+    """The session's current lease belongs to another API key: only its holder (or an admin) may end it."""
+
+
+class SessionDisabled(LeaseMismatch):
+    """The lease is over because an admin disabled the session (or it was reported dead)."""
+
+
+class LeaseLimit(StoreError):
+    """The key already holds as many leases as its ``max_leases`` allows."""
+
+    def __init__(self, message: str, *, limit: int, held: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.held = held
+
+
+class NoSessionAvailable(StoreError):
+    """Nothing can be leased right now; carries the counts a waiting worker needs."""
+
+    def __init__(self, *, waiting_count: int, in_use: int, next_release_in: float | None,
+                 next_lease_end_in: float | None, total: int) -> None:
+        super().__init__("no session is available")
+        self.waiting_count = waiting_count
+        self.in_use = in_use
+        self.next_release_in = next_release_in
+        self.next_lease_end_in = next_lease_end_in
+        self.total = total
+
+
+@dataclasses.dataclass(frozen=True)
+class Lease:
+    session_id: int
+    session_name: str
+    lease_token: str
+    lease_expires_at: float
+    kind: str
+    meta: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyInfo:
+    """An authenticated API key: who asks, and what it may do."""
+
+    name: str
+    scope: str
+    id: int | None = None
+    max_leases: int | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.scope == "admin"
+
+
+def hash_key(key: str) -> str:
+    """Keys are 256-bit random strings, so one SHA-256 is enough (no password stretching needed)."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class Tx(Protocol):
+    """One transaction, as an op of the pool sees it (see :class:`Engine`)."""
+
+    now: float
+
+    def rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Mapping[str, Any]]: ...
+
+    def row(self, sql: str, params: Mapping[str, Any] | None = None) -> Mapping[str, Any] | None: ...
+
+    def run(self, sql: str, params: Mapping[str, Any] | None = None) -> int: ...
+
+
+class Engine(Protocol):
+    """The plumbing of one kind of database, apart from the pool's SQL.
+
+    The pool's SQL is written once in a small dialect (named ``:params``, ``GREATEST``,
+    ``/*skip_locked*/`` on a claim's sub-select) that :meth:`prepare` translates. Every
+    driver error leaves an engine as :class:`DatabaseError`; a :class:`StoreError` raised
+    by an op rolls its transaction back and passes through unchanged.
+    """
+
+    dialect: str
+    description: str
+
+    def prepare(self, sql: str) -> str: ...
+
+    def write(self, op: Callable[[Tx], T], *, batch: bool = False) -> T: ...
+
+    def read(self, op: Callable[[Tx], T]) -> T: ...
+
+    def now(self) -> float: ...
+
+    def schema_version(self) -> int: ...
+
+    def migrate(self) -> None: ...
+
+    def ping(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class PoolStore(Protocol):
+    """The pool, as the HTTP app, the CLI and ``serve`` use it, whatever database holds it."""
+
+    engine: Engine
+
+    def now(self) -> float: ...
+
+    def clock(self) -> float: ...
+
+    def acquire(self, ttl: float, holder: str | None = None, name: str | None = None, *,
+                key: KeyInfo | None = None, request_id: str | None = None,
+                purpose: str | None = None) -> Lease: ...
+
+    def release(self, session_id: int, token: str | None = None, *, key: KeyInfo | None = None,
+                flood_wait: float | None = None, flood_scope: str | None = None,
+                disable: str | None = None) -> bool: ...
+
+    def renew(self, session_id: int, token: str, ttl: float, *, key: KeyInfo | None = None) -> float: ...
+
+    def status(self, purpose: str | None = None) -> dict[str, Any]: ...
+
+    def list_sessions(self, *, state: str | None = None, limit: int = 1000, offset: int = 0,
+                      ) -> tuple[list[dict[str, Any]], int]: ...
+
+    def get_session(self, session_id: int) -> dict[str, Any]: ...
+
+    def find_session_id(self, name: str) -> int | None: ...
+
+    def add_sessions(self, names: Iterable[str], *, kind: str = "unknown", meta: dict | None = None,
+                     kinds: dict[str, str] | None = None) -> tuple[list[dict[str, Any]], list[str]]: ...
+
+    def update_session(self, session_id: int, *, disabled: bool | None = None, reason: str | None = None,
+                       clear_flood_wait: bool = False, meta: dict | None = None,
+                       key: KeyInfo | None = None) -> dict[str, Any]: ...
+
+    def set_disabled_by_name(self, names: Sequence[str], disabled: bool,
+                             reason: str | None = None) -> list[str]: ...
+
+    def remove_session(self, session_id: int) -> None: ...
+
+    def remove_sessions_by_name(self, names: Sequence[str]) -> list[str]: ...
+
+    def events(self, session_id: int, *, limit: int = 100,
+               before: int | None = None) -> list[dict[str, Any]]: ...
+
+    def create_key(self, name: str, scope: str = "client", key: str | None = None, *,
+                   max_leases: int | None = None) -> str: ...
+
+    def has_key(self, key: str) -> bool: ...
+
+    def count_keys(self) -> int: ...
+
+    def list_keys(self) -> list[dict[str, Any]]: ...
+
+    def revoke_key(self, name: str, *, end_leases: bool = True) -> int: ...
+
+    def authenticate(self, key: str) -> KeyInfo | None: ...
+
+    def metric_totals(self) -> dict[str, int]: ...
+
+    def schema_version(self) -> int: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,675 @@
+"""The pool: every SQL statement about sessions, leases and keys, written once for every engine.
+
+The database is the only pool state. A claim picks the least recently used free session
+and updates it inside one write transaction (``BEGIN IMMEDIATE`` on SQLite, a row lock
+taken with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so any number of threads and
+server processes sharing one database hand every session to one holder at a time.
+Leases expire lazily: a lease whose ``lease_expires_at`` has passed simply stops
+counting, and the next claim takes the session over with a fresh token.
+
+``avail_at`` is the moment a session can next be handed out (lease end, flood-wait end,
+or its last release). Claims scan the partial index on ``(avail_at, id)`` from the
+start, so the least recently used free session is found in O(log n) even with 100,000
+sessions, most of them busy or resting.
+
+A lease belongs to the API key that took it (``lease_key_id``): only that key (with or
+without the lease token) or an admin key may end, renew or report it.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import secrets
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from ._base import (
+    STATES, Conflict, DatabaseError, Engine, KeyInfo, Lease, LeaseLimit, LeaseMismatch,
+    NoSessionAvailable, NotFound, NotLeaseHolder, SessionDisabled, Tx, hash_key,
+)
+
+__all__ = ["Store", "open_store", "is_database_url"]
+
+log = logging.getLogger(__name__)
+
+_KEY_PREFIX = "tg_"
+
+# State predicates, in the order DESIGN.md checks them. A NULL time counts as "long ago".
+_IS_DISABLED = "disabled = 1"
+_IS_IN_USE = "disabled = 0 AND COALESCE(lease_expires_at, 0) > :now"
+_IS_FLOODWAIT = (
+    "disabled = 0 AND COALESCE(lease_expires_at, 0) <= :now AND COALESCE(flood_wait_until, 0) > :now"
+)
+_IS_FREE = (
+    "disabled = 0 AND avail_at <= :now AND COALESCE(lease_expires_at, 0) <= :now"
+    " AND COALESCE(flood_wait_until, 0) <= :now"
+)
+_STATE_SQL = (
+    f"CASE WHEN {_IS_DISABLED} THEN 'disabled' WHEN {_IS_IN_USE} THEN 'in_use'"
+    f" WHEN {_IS_FLOODWAIT} THEN 'in_floodwait' ELSE 'free' END"
+)
+# A scoped rest that is still running; `:scope` narrows it to one method.
+_RESTING = "SELECT 1 FROM session_rests r WHERE r.session_id = sessions.id AND r.until > :now"
+_RESTING_FOR = _RESTING + " AND r.scope = :purpose"
+
+
+def _count(predicate: str) -> str:
+    return f"COALESCE(SUM(CASE WHEN {predicate} THEN 1 ELSE 0 END), 0)"
+
+
+def is_database_url(db: str | Path) -> bool:
+    return isinstance(db, str) and db.startswith(("postgresql://", "postgres://"))
+
+
+def _session_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    data = dict(row)
+    data["disabled"] = bool(data["disabled"])
+    data["meta"] = json.loads(data["meta"])
+    return data
+
+
+def _lease(row: Mapping[str, Any]) -> Lease:
+    return Lease(row["id"], row["name"], row["lease_token"], row["lease_expires_at"],
+                 row["kind"], json.loads(row["meta"]))
+
+
+class Store:
+    """The pool of one database, SQLite (a file path) or PostgreSQL (a ``postgresql://`` URL).
+
+    ``clock`` (SQLite only) returns the current time in epoch seconds; tests inject one to
+    move time without sleeping. On PostgreSQL every time comes from the database's clock,
+    so servers on several hosts agree. ``close()`` may be called any number of times.
+    """
+
+    def __init__(self, db: str | Path, *, clock: Callable[[], float] = time.time,
+                 synchronous: str = "full", busy_timeout: float = 30.0,
+                 engine: Engine | None = None) -> None:
+        if engine is None:
+            if is_database_url(db):
+                from ._postgres import PostgresEngine
+                engine = PostgresEngine(str(db))
+            else:
+                from ._sqlite import SQLiteEngine
+                engine = SQLiteEngine(db, clock=clock, synchronous=synchronous, busy_timeout=busy_timeout)
+        self.engine = engine
+        self.clock = engine.now
+        engine.migrate()
+
+    @property
+    def path(self) -> str:
+        """Where the pool lives: a file path, or a database URL without its password."""
+        return self.engine.description
+
+    def now(self) -> float:
+        return self.engine.now()
+
+    def close(self) -> None:
+        """Close every connection; safe to call twice."""
+        self.engine.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def schema_version(self) -> int:
+        return self.engine.schema_version()
+
+    def ping(self) -> None:
+        """Raise :class:`DatabaseError` unless the database answers."""
+        self.engine.ping()
+
+    # -- leases -----------------------------------------------------------------------
+
+    _CLAIM_ORDER = "ORDER BY avail_at, id LIMIT 1 /*skip_locked*/"
+    _CLAIM = """
+        UPDATE sessions
+        SET lease_token = :token, lease_expires_at = :now + :ttl, avail_at = :now + :ttl,
+            leased_at = :now, holder = :holder, lease_key_id = :key_id, request_id = :request_id,
+            use_count = use_count + 1,
+            expired_count = expired_count + CASE WHEN lease_token IS NULL THEN 0 ELSE 1 END
+        WHERE id = :id
+        RETURNING id, name, lease_token, lease_expires_at, kind, meta"""
+
+    def acquire(self, ttl: float, holder: str | None = None, name: str | None = None, *,
+                key: KeyInfo | None = None, request_id: str | None = None,
+                purpose: str | None = None) -> Lease:
+        """Lease the least recently used free session (or the one called ``name``) to ``key``.
+
+        ``request_id`` makes the call idempotent: a repeat from the same key while that
+        lease lives gets the same lease back. ``purpose`` (a TL method name) skips sessions
+        resting for that method; without it, sessions resting for any method are skipped.
+        Raises :class:`NoSessionAvailable` with the pool's counts when nothing is free,
+        :class:`LeaseLimit` when the key holds its ``max_leases`` already, and
+        :class:`NotFound` when ``name`` is not registered.
+        """
+        purpose = purpose.lower() if purpose else None
+        key_id = key.id if key is not None else None
+        target = "name = :name AND " if name is not None else ""
+        resting = _RESTING_FOR if purpose else _RESTING
+        pick = (f"SELECT id, lease_token, lease_key_id, holder FROM sessions"
+                f" WHERE {target}{_IS_FREE} AND NOT EXISTS ({resting}) {self._CLAIM_ORDER}")
+        params: dict[str, Any] = {
+            "token": secrets.token_urlsafe(18), "ttl": ttl, "holder": holder, "name": name,
+            "key_id": key_id, "request_id": request_id, "purpose": purpose}
+
+        def claim(tx: Tx) -> Lease | NoSessionAvailable:
+            params["now"] = now = tx.now
+            if request_id is not None and key_id is not None:
+                again = tx.row("""
+                    SELECT id, name, lease_token, lease_expires_at, kind, meta FROM sessions
+                    WHERE lease_key_id = :key_id AND request_id = :request_id
+                      AND lease_expires_at > :now AND disabled = 0""", params)
+                if again is not None:
+                    return _lease(again)
+            if key is not None and key.max_leases is not None:
+                held = self._leases_held(tx, key_id, now)
+                if held >= key.max_leases:
+                    raise LeaseLimit(
+                        f"key {key.name!r} already holds {held} lease(s), its limit (max_leases={key.max_leases});"
+                        " release one first, or ask an admin to raise the limit",
+                        limit=key.max_leases, held=held)
+            candidate = tx.row(pick, params)
+            if candidate is None:
+                # Count in the same transaction: a count taken later could already see the
+                # releases that came after this claim, and tell a waiting client that
+                # nothing is in use (so nothing will free up) when the pool was just busy.
+                return self._unavailable(tx, name, purpose)
+            params["id"] = candidate["id"]
+            if candidate["lease_token"] is not None:
+                self._event(tx, candidate["id"], "expired", holder=candidate["holder"],
+                            key_name=self._key_name(tx, candidate["lease_key_id"]))
+            lease = _lease(tx.row(self._CLAIM, params))
+            self._event(tx, lease.session_id, "lease", key_name=key.name if key else None, holder=holder,
+                        detail={"ttl": ttl, **({"purpose": purpose} if purpose else {})})
+            return lease
+
+        outcome = self.engine.write(claim, batch=True)
+        if isinstance(outcome, Lease):
+            return outcome
+        if name is not None and outcome.total == 0:
+            raise NotFound(f"no session named {name!r}")
+        raise outcome
+
+    @staticmethod
+    def _leases_held(tx: Tx, key_id: int | None, now: float) -> int:
+        row = tx.row("SELECT COUNT(*) AS n FROM sessions WHERE lease_key_id = :key_id"
+                     " AND lease_expires_at > :now AND disabled = 0", {"key_id": key_id, "now": now})
+        return row["n"]
+
+    @staticmethod
+    def _key_name(tx: Tx, key_id: int | None) -> str | None:
+        if key_id is None:
+            return None
+        row = tx.row("SELECT name FROM api_keys WHERE id = :id", {"id": key_id})
+        return None if row is None else row["name"]
+
+    @staticmethod
+    def _event(tx: Tx, session_id: int, kind: str, *, key_name: str | None = None,
+               holder: str | None = None, detail: Mapping[str, Any] | None = None) -> None:
+        tx.run("INSERT INTO session_events (session_id, at, type, key_name, holder, detail)"
+               " VALUES (:sid, :at, :type, :key, :holder, :detail)",
+               {"sid": session_id, "at": tx.now, "type": kind, "key": key_name, "holder": holder,
+                "detail": json.dumps(detail or {}, ensure_ascii=False, separators=(",", ":"))})
+
+    @staticmethod
+    def _unavailable(tx: Tx, name: str | None, purpose: str | None) -> NoSessionAvailable:
+        """The counts a caller that found nothing needs: what is busy, what rests, and until when.
+
+        A session rests for this caller when it is in an account-wide flood wait, or (not
+        leased, not disabled) rests for the caller's purpose, or for any method when the
+        caller gave none.
+        """
+        resting = _RESTING_FOR if purpose else _RESTING
+        scoped_end = resting.replace("SELECT 1", "SELECT MAX(r.until)")
+        where = "WHERE name = :name" if name is not None else ""
+        row = tx.row(f"""
+            SELECT COUNT(*) AS total,
+                   {_count(_IS_IN_USE)} AS in_use,
+                   {_count(f"{_IS_FLOODWAIT} OR ({_IS_FREE} AND EXISTS ({resting}))")} AS resting,
+                   MIN(CASE WHEN {_IS_FLOODWAIT} OR ({_IS_FREE} AND EXISTS ({resting}))
+                            THEN GREATEST(COALESCE(flood_wait_until, 0), COALESCE(({scoped_end}), 0)) END)
+                       AS rest_end,
+                   MIN(CASE WHEN {_IS_IN_USE} THEN lease_expires_at END) AS lease_end
+            FROM sessions {where}""", {"now": tx.now, "name": name, "purpose": purpose})
+        rest_end, lease_end = row["rest_end"], row["lease_end"]
+        return NoSessionAvailable(
+            waiting_count=row["resting"], in_use=row["in_use"], total=row["total"],
+            next_release_in=None if rest_end is None else max(0.0, rest_end - tx.now),
+            next_lease_end_in=None if lease_end is None else max(0.0, lease_end - tx.now))
+
+    def _holder_check(self, tx: Tx, session_id: int, token: str | None, key: KeyInfo | None,
+                      ) -> Mapping[str, Any] | None:
+        """The session's row when ``key`` (with ``token``) holds its current lease; else None or an error.
+
+        None: unknown id, or no live lease the caller could mean (free, or a lapsed lease
+        under another token), so nothing should change. Raises :class:`NotLeaseHolder`
+        when another client key holds the lease, :class:`LeaseMismatch` when the caller's
+        own key holds it under another token. A token proves the lease; without one, the
+        key must be the lease's. Admin keys (and internal callers, ``key=None``) may end
+        any lease.
+        """
+        row = tx.row("SELECT id, disabled, lease_token, lease_expires_at, lease_key_id, holder"
+                     " FROM sessions WHERE id = :id /*for_update*/", {"id": session_id})
+        if row is None or row["lease_token"] is None:
+            return None
+        if token is not None and hmac.compare_digest(row["lease_token"], token):
+            return row
+        live = (row["lease_expires_at"] or 0) > tx.now
+        privileged = key is None or key.is_admin
+        if not live:
+            return None
+        if not privileged and row["lease_key_id"] != key.id:
+            raise NotLeaseHolder(
+                f"session {session_id} is leased by another API key; only its holder (or an admin) can"
+                " release, renew or report it")
+        if token is None:
+            return row
+        raise LeaseMismatch(f"lease token is not the current lease of session {session_id}; your lease"
+                            " ended (released or expired) and the session was leased again")
+
+    def release(self, session_id: int, token: str | None = None, *, key: KeyInfo | None = None,
+                flood_wait: float | None = None, flood_scope: str | None = None,
+                disable: str | None = None) -> bool:
+        """End a lease, optionally resting the session (for one method, or all) or disabling it.
+
+        Idempotent: an unknown id or a session nobody holds returns ``False`` and changes
+        nothing (no flood wait, no disable). See :meth:`_holder_check` for who may end a
+        lease. A flood wait never shortens one already running. Returns ``True`` when a
+        lease ended.
+        """
+        scope = flood_scope.lower() if flood_scope else None
+
+        def end_lease(tx: Tx) -> bool:
+            row = self._holder_check(tx, session_id, token, key)
+            if row is None:
+                return False
+            now = tx.now
+            account_wide = flood_wait if flood_wait is not None and scope is None else None
+            tx.run("""
+                UPDATE sessions
+                SET lease_token = NULL, lease_expires_at = NULL, holder = NULL, lease_key_id = NULL,
+                    request_id = NULL, last_released_at = :now,
+                    flood_wait_until = CASE WHEN :fw > 0 THEN GREATEST(COALESCE(flood_wait_until, 0), :now + :fw)
+                                            ELSE flood_wait_until END,
+                    flood_count = flood_count + CASE WHEN :any_fw > 0 THEN 1 ELSE 0 END,
+                    disabled = CASE WHEN :disable = 1 THEN 1 ELSE disabled END,
+                    disabled_reason = CASE WHEN :disable = 1 THEN :reason ELSE disabled_reason END,
+                    avail_at = GREATEST(:now, COALESCE(flood_wait_until, 0),
+                                        CASE WHEN :fw > 0 THEN :now + :fw ELSE 0 END)
+                WHERE id = :id""",
+                {"now": now, "id": session_id, "fw": account_wide or 0, "any_fw": flood_wait or 0,
+                 "disable": 1 if disable else 0, "reason": disable})
+            if scope is not None and flood_wait:
+                tx.run("DELETE FROM session_rests WHERE session_id = :id AND until <= :now",
+                       {"id": session_id, "now": now})
+                tx.run("""
+                    INSERT INTO session_rests (session_id, scope, until) VALUES (:id, :scope, :until)
+                    ON CONFLICT (session_id, scope) DO UPDATE SET until = GREATEST(session_rests.until, excluded.until)""",
+                       {"id": session_id, "scope": scope, "until": now + flood_wait})
+            who = {"key_name": key.name if key else self._key_name(tx, row["lease_key_id"]), "holder": row["holder"]}
+            self._event(tx, session_id, "release", **who)
+            if flood_wait:
+                self._event(tx, session_id, "flood_wait", **who,
+                            detail={"seconds": flood_wait, "scope": scope})
+            if disable:
+                self._event(tx, session_id, "disable", **who, detail={"reason": disable})
+            return True
+
+        return self.engine.write(end_lease, batch=True)
+
+    def renew(self, session_id: int, token: str, ttl: float, *, key: KeyInfo | None = None) -> float:
+        """Extend the lease held under ``token`` to now + ``ttl``; returns the new expiry.
+
+        A lease that lapsed but was not taken over may still be renewed: the token is
+        still the session's, so nobody else can hold it.
+        """
+        def extend(tx: Tx) -> float:
+            row = self._holder_check(tx, session_id, token, key)
+            if row is None or row["lease_token"] != token:
+                exists = tx.row("SELECT disabled FROM sessions WHERE id = :id", {"id": session_id})
+                if exists is None:
+                    raise NotFound(f"no session with id {session_id}")
+                raise LeaseMismatch(f"lease token is not the current lease of session {session_id};"
+                                    " it was released or taken over")
+            if row["disabled"]:
+                raise SessionDisabled(f"session {session_id} was disabled; stop using it and release it")
+            expires = tx.row("""
+                UPDATE sessions SET lease_expires_at = :now + :ttl, avail_at = :now + :ttl
+                WHERE id = :id RETURNING lease_expires_at""",
+                {"now": tx.now, "ttl": ttl, "id": session_id})["lease_expires_at"]
+            self._event(tx, session_id, "renew", holder=row["holder"],
+                        key_name=key.name if key else self._key_name(tx, row["lease_key_id"]),
+                        detail={"ttl": ttl})
+            return expires
+
+        return self.engine.write(extend, batch=True)
+
+    # -- pool inspection ----------------------------------------------------------------
+
+    def status(self, purpose: str | None = None) -> dict[str, Any]:
+        """Sessions by state, where ``free`` means leasable by anyone and ``resting_scoped``
+        counts sessions that rest for some methods but may be leased for others.
+
+        With ``purpose``, ``free_for_purpose`` counts the sessions a lease for it could get.
+        """
+        purpose = purpose.lower() if purpose else None
+        extra = (f", {_count(f'{_IS_FREE} AND NOT EXISTS ({_RESTING_FOR})')} AS free_for_purpose"
+                 if purpose else "")
+
+        def count(tx: Tx) -> dict[str, Any]:
+            row = tx.row(f"""
+                SELECT COUNT(*) AS total,
+                       {_count(_IS_DISABLED)} AS disabled,
+                       {_count(_IS_IN_USE)} AS in_use,
+                       {_count(_IS_FLOODWAIT)} AS in_floodwait,
+                       {_count(f"{_IS_FREE} AND EXISTS ({_RESTING})")} AS resting_scoped,
+                       MIN(CASE WHEN {_IS_FLOODWAIT} THEN flood_wait_until END) AS next_available
+                       {extra}
+                FROM sessions""", {"now": tx.now, "purpose": purpose})
+            data = dict(row)
+            data["now"] = tx.now
+            return data
+
+        data = self.engine.read(count)
+        data["free"] = (data["total"] - data["disabled"] - data["in_use"] - data["in_floodwait"]
+                        - data["resting_scoped"])
+        return data
+
+    _SESSION_COLUMNS = (
+        "id, name, kind, meta, disabled, disabled_reason, holder, leased_at, lease_expires_at,"
+        " flood_wait_until, use_count, flood_count, expired_count, created_at, last_released_at,"
+        " (SELECT name FROM api_keys WHERE api_keys.id = sessions.lease_key_id) AS lease_key,"
+        f" {_STATE_SQL} AS state")
+
+    @staticmethod
+    def _with_rests(tx: Tx, rows: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Session rows with ``rests``: the methods each one rests for now, soonest end first."""
+        sessions = [_session_row(row) for row in rows]
+        by_id = {session["id"]: session for session in sessions}
+        for session in sessions:
+            session["rests"] = []
+        if by_id:
+            ids = ", ".join(str(int(sid)) for sid in by_id)  # ints from the database: safe to inline
+            for rest in tx.rows(f"SELECT session_id, scope, until FROM session_rests"
+                                f" WHERE until > :now AND session_id IN ({ids}) ORDER BY until",
+                                {"now": tx.now}):
+                by_id[rest["session_id"]]["rests"].append({"scope": rest["scope"], "until": rest["until"]})
+        return sessions
+
+    def list_sessions(self, *, state: str | None = None, limit: int = 1000, offset: int = 0,
+                      ) -> tuple[list[dict[str, Any]], int]:
+        """A page of sessions (by id) and how many match in all."""
+        if state is not None and state not in STATES:
+            raise ValueError(f"unknown state {state!r}")
+        where = f"WHERE {_STATE_SQL} = :state" if state else ""
+
+        def page(tx: Tx) -> tuple[list[dict[str, Any]], int]:
+            params = {"now": tx.now, "state": state, "limit": limit, "offset": offset}
+            rows = tx.rows(f"SELECT {self._SESSION_COLUMNS} FROM sessions {where}"
+                           " ORDER BY id LIMIT :limit OFFSET :offset", params)
+            total = tx.row(f"SELECT COUNT(*) AS n FROM sessions {where}", params)["n"]
+            return self._with_rests(tx, rows), total
+
+        return self.engine.read(page)
+
+    def get_session(self, session_id: int) -> dict[str, Any]:
+        def one(tx: Tx) -> list[dict[str, Any]]:
+            rows = tx.rows(f"SELECT {self._SESSION_COLUMNS} FROM sessions WHERE id = :id",
+                           {"now": tx.now, "id": session_id})
+            return self._with_rests(tx, rows)
+
+        rows = self.engine.read(one)
+        if not rows:
+            raise NotFound(f"no session with id {session_id}")
+        return rows[0]
+
+    def find_session_id(self, name: str) -> int | None:
+        row = self.engine.read(lambda tx: tx.row("SELECT id FROM sessions WHERE name = :name", {"name": name}))
+        return None if row is None else row["id"]
+
+    def events(self, session_id: int, *, limit: int = 100, before: int | None = None,
+               ) -> list[dict[str, Any]]:
+        """The session's history, newest first; ``before`` (an event id) pages further back."""
+        def page(tx: Tx) -> list[dict[str, Any]]:
+            if tx.row("SELECT 1 AS x FROM sessions WHERE id = :id", {"id": session_id}) is None:
+                raise NotFound(f"no session with id {session_id}")
+            older = "AND id < :before" if before is not None else ""
+            return [dict(row) for row in tx.rows(
+                f"SELECT id, at, type, key_name, holder, detail FROM session_events"
+                f" WHERE session_id = :id {older} ORDER BY id DESC LIMIT :limit",
+                {"id": session_id, "before": before, "limit": limit})]
+
+        rows = self.engine.read(page)
+        for row in rows:
+            row["detail"] = json.loads(row["detail"])
+        return rows
+
+    def prune_events(self, older_than: float) -> int:
+        """Delete events recorded more than ``older_than`` seconds ago; returns how many."""
+        return self.engine.write(lambda tx: tx.run("DELETE FROM session_events WHERE at < :cut",
+                                                   {"cut": tx.now - older_than}))
+
+    # -- pool administration ------------------------------------------------------------
+
+    def add_sessions(self, names: Iterable[str], *, kind: str = "unknown",
+                     meta: dict | None = None, kinds: dict[str, str] | None = None,
+                     ) -> tuple[list[dict[str, Any]], list[str]]:
+        """Register sessions by name in one transaction.
+
+        Returns ``(added, existing)``: the new rows (id and name) and the names that were
+        already registered (left as they were).
+        """
+        meta_json = json.dumps(meta or {}, ensure_ascii=False)
+
+        def insert(tx: Tx) -> tuple[list[dict[str, Any]], list[str]]:
+            added: list[dict[str, Any]] = []
+            existing: list[str] = []
+            for name in names:
+                row = tx.row(
+                    "INSERT INTO sessions (name, kind, meta, created_at) VALUES (:name, :kind, :meta, :now)"
+                    " ON CONFLICT (name) DO NOTHING RETURNING id",
+                    {"name": name, "kind": (kinds or {}).get(name, kind), "meta": meta_json, "now": tx.now})
+                if row is None:
+                    existing.append(name)
+                else:
+                    added.append({"id": row["id"], "name": name})
+            return added, existing
+
+        return self.engine.write(insert)
+
+    def update_session(self, session_id: int, *, disabled: bool | None = None,
+                       reason: str | None = None, clear_flood_wait: bool = False,
+                       meta: dict | None = None, key: KeyInfo | None = None) -> dict[str, Any]:
+        """Enable or disable, clear flood waits (account-wide and scoped), or replace the meta of one session."""
+        def change(tx: Tx) -> None:
+            params = {"id": session_id, "reason": reason or "disabled by admin"}
+            if tx.row("SELECT 1 AS x FROM sessions WHERE id = :id", params) is None:
+                raise NotFound(f"no session with id {session_id}")
+            who = {"key_name": key.name if key else None}
+            if disabled is True:
+                tx.run("UPDATE sessions SET disabled = 1, disabled_reason = :reason WHERE id = :id", params)
+                self._event(tx, session_id, "disable", **who, detail={"reason": params["reason"]})
+            elif disabled is False:
+                tx.run("UPDATE sessions SET disabled = 0, disabled_reason = NULL WHERE id = :id", params)
+                self._event(tx, session_id, "enable", **who)
+            if clear_flood_wait:
+                tx.run("""UPDATE sessions SET flood_wait_until = NULL,
+                          avail_at = GREATEST(COALESCE(lease_expires_at, 0), COALESCE(last_released_at, 0))
+                          WHERE id = :id""", params)
+                tx.run("DELETE FROM session_rests WHERE session_id = :id", params)
+                self._event(tx, session_id, "clear_flood_wait", **who)
+            if meta is not None:
+                tx.run("UPDATE sessions SET meta = :meta WHERE id = :id",
+                       {"id": session_id, "meta": json.dumps(meta, ensure_ascii=False)})
+
+        self.engine.write(change)
+        return self.get_session(session_id)
+
+    def set_disabled_by_name(self, names: Sequence[str], disabled: bool, reason: str | None = None,
+                             ) -> list[str]:
+        """Disable or enable sessions by name; returns the names that are not registered."""
+        def change(tx: Tx) -> list[str]:
+            missing = []
+            for name in names:
+                row = tx.row(
+                    "UPDATE sessions SET disabled = :disabled, disabled_reason = :reason WHERE name = :name"
+                    " RETURNING id",
+                    {"disabled": int(disabled), "reason": (reason or "disabled by admin") if disabled else None,
+                     "name": name})
+                if row is None:
+                    missing.append(name)
+                else:
+                    self._event(tx, row["id"], "disable" if disabled else "enable",
+                                detail={"reason": reason or "disabled by admin"} if disabled else None)
+            return missing
+
+        return self.engine.write(change)
+
+    @staticmethod
+    def _forget(tx: Tx, where: str, params: Mapping[str, Any]) -> list[int]:
+        ids = [row["id"] for row in tx.rows(f"DELETE FROM sessions WHERE {where} RETURNING id", params)]
+        for sid in ids:
+            tx.run("DELETE FROM session_rests WHERE session_id = :id", {"id": sid})
+            tx.run("DELETE FROM session_events WHERE session_id = :id", {"id": sid})
+        return ids
+
+    def remove_session(self, session_id: int) -> None:
+        if not self.engine.write(lambda tx: self._forget(tx, "id = :id", {"id": session_id})):
+            raise NotFound(f"no session with id {session_id}")
+
+    def remove_sessions_by_name(self, names: Sequence[str]) -> list[str]:
+        """Remove sessions by name; returns the names that were not registered."""
+        def remove(tx: Tx) -> list[str]:
+            return [name for name in names if not self._forget(tx, "name = :name", {"name": name})]
+
+        return self.engine.write(remove)
+
+    # -- API keys -----------------------------------------------------------------------
+
+    def create_key(self, name: str, scope: str = "client", key: str | None = None, *,
+                   max_leases: int | None = None) -> str:
+        """Store a key (a new random one unless ``key`` is given) and return it in clear.
+
+        Only its hash is kept: the returned string is the one chance to see it.
+        ``max_leases`` caps how many leases the key may hold at once (None: no cap).
+        """
+        if scope not in ("client", "admin"):
+            raise ValueError("scope must be 'client' or 'admin'")
+        if max_leases is not None and max_leases < 1:
+            raise ValueError("max_leases must be at least 1")
+        key = key or _KEY_PREFIX + secrets.token_urlsafe(32)
+
+        def insert(tx: Tx) -> None:
+            taken = tx.row("SELECT 1 AS x FROM api_keys WHERE name = :name AND revoked_at IS NULL", {"name": name})
+            if taken:
+                raise Conflict(f"an active key named {name!r} exists; revoke it or pick another name")
+            tx.run("INSERT INTO api_keys (name, key_hash, scope, created_at, max_leases)"
+                   " VALUES (:name, :hash, :scope, :now, :max) ON CONFLICT (key_hash) DO NOTHING",
+                   {"name": name, "hash": hash_key(key), "scope": scope, "now": tx.now, "max": max_leases})
+
+        self.engine.write(insert)
+        return key
+
+    def has_key(self, key: str) -> bool:
+        """Whether this key was ever registered (revoked or not)."""
+        return self.engine.read(lambda tx: tx.row(
+            "SELECT 1 AS x FROM api_keys WHERE key_hash = :hash", {"hash": hash_key(key)})) is not None
+
+    def count_keys(self) -> int:
+        return self.engine.read(lambda tx: tx.row(
+            "SELECT COUNT(*) AS n FROM api_keys WHERE revoked_at IS NULL"))["n"]
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        """Every key with its limit and the leases it holds now (never the key itself)."""
+        def rows(tx: Tx) -> list[dict[str, Any]]:
+            return [dict(row) for row in tx.rows("""
+                SELECT name, scope, max_leases, created_at, revoked_at,
+                       (SELECT COUNT(*) FROM sessions WHERE sessions.lease_key_id = api_keys.id
+                        AND sessions.lease_expires_at > :now AND sessions.disabled = 0) AS leases
+                FROM api_keys ORDER BY id""", {"now": tx.now})]
+
+        return self.engine.read(rows)
+
+    def revoke_key(self, name: str, *, end_leases: bool = True) -> int:
+        """Revoke the active key called ``name``; its leases end too unless ``end_leases`` is False.
+
+        Returns how many leases ended.
+        """
+        def revoke(tx: Tx) -> int:
+            row = tx.row("UPDATE api_keys SET revoked_at = :now WHERE name = :name AND revoked_at IS NULL"
+                         " RETURNING id", {"now": tx.now, "name": name})
+            if row is None:
+                raise NotFound(f"no active key named {name!r}")
+            if not end_leases:
+                return 0
+            ended = tx.rows("""
+                UPDATE sessions SET lease_token = NULL, lease_expires_at = NULL, holder = NULL,
+                       lease_key_id = NULL, request_id = NULL, last_released_at = :now,
+                       avail_at = GREATEST(:now, COALESCE(flood_wait_until, 0))
+                WHERE lease_key_id = :key_id AND lease_expires_at > :now RETURNING id""",
+                {"now": tx.now, "key_id": row["id"]})
+            for lease in ended:
+                self._event(tx, lease["id"], "release", key_name=name, detail={"reason": "key revoked"})
+            return len(ended)
+
+        return self.engine.write(revoke)
+
+    def authenticate(self, key: str) -> KeyInfo | None:
+        """The key's name, scope, id and lease limit, or ``None`` for an unknown or revoked key."""
+        digest = hash_key(key)
+        row = self.engine.read(lambda tx: tx.row(
+            "SELECT id, name, scope, key_hash, max_leases FROM api_keys"
+            " WHERE key_hash = :hash AND revoked_at IS NULL", {"hash": digest}))
+        if row is None or not hmac.compare_digest(row["key_hash"], digest):
+            return None
+        return KeyInfo(row["name"], row["scope"], row["id"], row["max_leases"])
+
+    # -- maintenance --------------------------------------------------------------------
+
+    def integrity_check(self) -> str:
+        return self._sqlite_only("integrity_check")()
+
+    def backup(self, target: str | Path) -> None:
+        """Copy the database with SQLite's online backup API; safe while the server runs."""
+        self._sqlite_only("backup")(target)
+
+    def _sqlite_only(self, name: str) -> Callable[..., Any]:
+        method = getattr(self.engine, name, None)
+        if method is None:
+            raise DatabaseError(f"{name} works on SQLite files only; on {self.engine.dialect},"
+                                " use the database's own tools (pg_dump, pg_amcheck)")
+        return method
+
+    # -- metrics ------------------------------------------------------------------------
+
+    def metric_totals(self) -> dict[str, int]:
+        """Sessions by state and the sums of the per-session counters, in one read (for /metrics).
+
+        The sums cover the sessions registered now: every server process sharing the
+        database sees the same numbers, and removing a session takes its counts with it.
+        """
+        def totals(tx: Tx) -> dict[str, Any]:
+            return dict(tx.row(f"""
+                SELECT COUNT(*) AS total,
+                       {_count(_IS_DISABLED)} AS disabled,
+                       {_count(_IS_IN_USE)} AS in_use,
+                       {_count(_IS_FLOODWAIT)} AS in_floodwait,
+                       {_count(f"{_IS_FREE} AND EXISTS ({_RESTING})")} AS resting_scoped,
+                       COALESCE(SUM(use_count), 0) AS leases_granted,
+                       COALESCE(SUM(expired_count), 0) AS leases_expired,
+                       COALESCE(SUM(flood_count), 0) AS flood_waits
+                FROM sessions""", {"now": tx.now}))
+
+        data = self.engine.read(totals)
+        data["free"] = (data["total"] - data["disabled"] - data["in_use"] - data["in_floodwait"]
+                        - data["resting_scoped"])
+        return data
+
+
+def open_store(db: str | Path, **kwargs: Any) -> Store:
+    """The pool at ``db``: a SQLite file path, or a ``postgresql://`` URL."""
+    return Store(db, **kwargs)
