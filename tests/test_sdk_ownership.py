@@ -21,11 +21,9 @@ from telegram_session_manager import (
 LOGGER = "telegram_session_manager.client"
 
 
-def client_key(live_server, name: str, **fields) -> str:
-    """A new client key made through the admin API (shown once)."""
-    reply = live_server.request("POST", "/keys", {"name": name, **fields}, key="admin")
-    assert reply.status == 201, reply
-    return reply.json["key"]
+def client_key(live_server, name: str, max_leases: int | None = None) -> str:
+    """A new client key in the server's database (the admin's ``telegate keys create``)."""
+    return live_server.store.create_key(name, "client", max_leases=max_leases)
 
 
 def test_another_keys_release_is_not_lease_holder_in_plain_words(live_server):

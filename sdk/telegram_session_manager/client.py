@@ -1103,10 +1103,10 @@ class _ClientCore:
         body: dict[str, Any] = {"session_id": session_id}
         if lease is not None and lease.lease_token:
             body["lease_token"] = lease.lease_token
-        if report.flood_wait is not None:
-            body["flood_wait"] = report.flood_wait
         if report.peer_flood:
-            body["peer_flood"] = True
+            body["peer_flood"] = True  # the server's rest for PEER_FLOOD; it takes no seconds beside it
+        elif report.flood_wait is not None:
+            body["flood_wait"] = report.flood_wait
         if report.rests and report.flood_scope is not None:
             body["flood_scope"] = report.flood_scope
         if report.disable is not None:
