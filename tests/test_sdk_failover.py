@@ -19,11 +19,10 @@ LOGGER = "telegram_session_manager.client"
 
 
 @pytest.fixture
-def pair(server_factory, tmp_path):
+def pair(server_factory):
     """Two servers sharing one database: either serves any lease."""
-    db = tmp_path / "shared.db"
-    first = server_factory(db_path=db)
-    second = server_factory(db_path=db)
+    first = server_factory()
+    second = server_factory(db_path=first.db_path)
     return first, second
 
 
