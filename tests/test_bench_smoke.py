@@ -15,6 +15,16 @@ from conftest import ROOT, server_env
 BENCHES = sorted(path.name for path in (ROOT / "bench").glob("*.py") if not path.name.startswith("_"))
 
 
+def test_purposes_benchmark_reports_every_round_and_the_capacity_kept(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "purposes.py"), "--quick", "--layers", "store",
+                           "--sessions", "10", "--resting", "6", "--seconds", "0.2", "--workdir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, env=server_env(), cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line.split("|")[1].strip() for line in done.stdout.splitlines() if line.startswith("| ")]
+    assert rows[:5] == ["round", "1", "2", "3", "median"], done.stdout
+    assert "history readers keep 10 sessions instead of 4: 2.5x the capacity" in done.stdout
+
+
 def test_the_benchmarks_are_found():
     assert {"http_cycle.py", "scale.py", "store_cycle.py", "sdk_overhead.py"} <= set(BENCHES)
 

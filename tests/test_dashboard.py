@@ -227,3 +227,106 @@ def test_page_and_static_files_need_no_key_and_are_locked_down(live_server):
     assert missing.status == 404 and missing.json["error"] == "not_found"
     escape = live_server.request("GET", "/static/..%2fstore.py", key=None)
     assert escape.status in (403, 404) and escape.headers["Content-Type"].startswith("application/json")
+
+
+def history_rows(driver) -> list:
+    return driver.find_elements(By.CSS_SELECTOR, "#history-body tr")
+
+
+def rest_items(driver) -> list[tuple[str, str]]:
+    return [(li.find_element(By.CSS_SELECTOR, ".rest-scope").text, li.find_element(By.CSS_SELECTOR, ".countdown").text)
+            for li in driver.find_elements(By.CSS_SELECTOR, "#detail-rests li")]
+
+
+def test_clicking_a_session_shows_its_rests_and_history(browser, live_server, tmp_path: Path):
+    server = live_server
+    one, two, _ = server.add_sessions("acc01", "acc02", "acc03", kind="telethon")
+
+    def cycle(release: dict, **lease) -> None:
+        got = server.request("POST", "/session", {"name": "acc01", **lease}).json
+        reply = server.request("POST", "/release", {"session_id": one, "lease_token": got["lease_token"], **release})
+        assert reply.json == {"status": "released"}
+
+    for number in range(12):  # 24 quiet events: the interesting ones do not fit on the first page alone
+        cycle({}, holder=HOSTILE if number == 0 else "worker-1:4242")
+    cycle({"flood_wait": 72000, "flood_scope": "contacts.resolveUsername"},
+          purpose="contacts.resolveUsername", holder="resolver:7")
+    cycle({"peer_flood": True, "flood_scope": "messages.sendMessage"}, purpose="messages.getHistory", holder="sender:5")
+    cycle({"flood_wait": 95, "flood_scope": "messages.search"}, purpose="messages.getHistory", holder="reader:3")
+    lease = server.request("POST", "/session", {"name": "acc02"}).json
+    server.request("POST", "/release", {"session_id": two, "lease_token": lease["lease_token"], "flood_wait": 3600})
+
+    sign_in(browser, server, server.admin_key)
+    wait(browser, lambda d: row_state(d, "acc01") == "free", "table not shown")
+    note = row(browser, "acc01").find_element(By.CSS_SELECTOR, "td.state .rest-note")
+    assert note.text == "3 methods resting" and "contacts.resolveusername" in note.get_attribute("title")
+    assert row(browser, "acc01").find_elements(By.CSS_SELECTOR, "button[data-action='clear']")
+    assert not row(browser, "acc03").find_elements(By.CSS_SELECTOR, ".rest-note")
+
+    # Click the row: the panel shows what acc01 rests for, soonest end first, counting down.
+    assert not browser.find_element(By.ID, "detail").is_displayed()
+    row(browser, "acc01").find_element(By.CSS_SELECTOR, "td.name").click()
+    wait(browser, lambda d: d.find_element(By.ID, "detail").is_displayed(), "panel not shown")
+    assert text(browser, "detail-title") == "acc01"
+    assert "selected" in row(browser, "acc01").get_attribute("class")
+    wait(browser, lambda d: len(rest_items(d)) == 3, "rests not shown")
+    rests = rest_items(browser)
+    assert [scope for scope, _ in rests] == ["messages.search", "contacts.resolveusername", "messages.sendmessage"]
+    assert rests[0][1].startswith("1m 3"), rests
+    assert rests[1][1] in ("19h 59m", "20h 00m") and rests[2][1] in ("23h 59m", "1d 0h"), rests
+    first = rests[0][1]
+    wait(browser, lambda d: rest_items(d)[0][1] != first, "rest countdown does not tick")
+
+    # The history: newest first, a page at a time.
+    wait(browser, lambda d: len(history_rows(d)) == 25, "history not shown")
+    top = history_rows(browser)
+    assert [r.get_attribute("data-type") for r in top[:6]] == [
+        "flood_wait", "release", "lease", "flood_wait", "release", "lease"]
+    assert top[0].find_element(By.CSS_SELECTOR, "td.what").text == "flood wait 1m 35s for messages.search"
+    assert top[2].find_element(By.CSS_SELECTOR, "td.what").text == "leased for messages.gethistory \u00b7 ttl 5m 00s"
+    assert top[3].find_element(By.CSS_SELECTOR, "td.what").text == \
+        "flood wait 1d 0h for messages.sendmessage \u00b7 PEER_FLOOD"
+    assert top[3].find_element(By.CSS_SELECTOR, "td.holder").text == "sender:5"
+    assert top[3].find_element(By.CSS_SELECTOR, "td.key").text.startswith("test-client")
+    browser.find_element(By.ID, "history-more").click()
+    wait(browser, lambda d: len(history_rows(d)) == 33, "more history not loaded")
+    wait(browser, lambda d: not d.find_element(By.ID, "history-more").is_displayed(), "'More' shown at the end")
+    ids = [int(r.get_attribute("data-id")) for r in history_rows(browser)]
+    assert ids == sorted(ids, reverse=True) and len(set(ids)) == 33
+    oldest = history_rows(browser)[-1]
+    assert oldest.get_attribute("data-type") == "lease"
+    assert oldest.find_element(By.CSS_SELECTOR, "td.holder").text == HOSTILE  # shown as text, never run
+    assert browser.find_elements(By.CSS_SELECTOR, "#detail img") == [] and browser.title == "TeleGate"
+
+    # A worker leases acc01 for a method it is not resting for: the panel shows it live, older pages kept.
+    server.request("POST", "/session", {"name": "acc01", "purpose": "messages.getHistory", "holder": "late:1"})
+    wait(browser, lambda d: len(history_rows(d)) == 34, "new event never showed up")
+    assert history_rows(browser)[0].get_attribute("data-type") == "lease"
+    wait(browser, lambda d: "in use by late:1" in text(d, "detail-summary"), "summary not refreshed")
+    browser.execute_script("document.getElementById('detail').scrollTop = 0")
+    shot = tmp_path / "history.png"
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+    if os.environ.get("TELEGATE_HISTORY_SCREENSHOT_TO"):  # to refresh docs/img/dashboard-history.png
+        shutil.copyfile(shot, os.environ["TELEGATE_HISTORY_SCREENSHOT_TO"])
+
+    # Clearing the flood wait clears every rest; the panel and the history say so.
+    browser.find_element(By.CSS_SELECTOR, "#detail-actions button[data-action='clear']").click()
+    wait(browser, lambda d: d.find_element(By.ID, "detail-no-rests").is_displayed(), "rests not cleared")
+    assert rest_items(browser) == []
+    wait(browser, lambda d: history_rows(d)[0].get_attribute("data-type") == "clear_flood_wait", "no clear event")
+    assert history_rows(browser)[0].find_element(By.CSS_SELECTOR, "td.key").text.startswith("test-admin")
+    wait(browser, lambda d: not row(d, "acc01").find_elements(By.CSS_SELECTOR, ".rest-note"), "note not gone")
+
+    # Another session: an account-wide rest; Escape closes the panel.
+    row(browser, "acc02").find_element(By.CSS_SELECTOR, "td.id").click()
+    wait(browser, lambda d: text(d, "detail-title") == "acc02", "second session not shown")
+    wait(browser, lambda d: [s for s, _ in rest_items(d)] == ["every method (account-wide)"], "account-wide rest")
+    assert rest_items(browser)[0][1].startswith(("59m ", "1h 00m")), rest_items(browser)
+    assert "selected" not in row(browser, "acc01").get_attribute("class")
+    browser.find_element(By.TAG_NAME, "body").send_keys("\ue00c")  # Escape
+    wait(browser, lambda d: not d.find_element(By.ID, "detail").is_displayed(), "Escape did not close the panel")
+    row(browser, "acc03").send_keys("\ue007")  # Enter on a focused row opens it too
+    wait(browser, lambda d: text(d, "detail-title") == "acc03", "Enter did not open the panel")
+    wait(browser, lambda d: d.find_element(By.ID, "history-empty").is_displayed(), "empty history not said")
+    browser.find_element(By.ID, "detail-close").click()
+    wait(browser, lambda d: not d.find_element(By.ID, "detail").is_displayed(), "Close did not close the panel")

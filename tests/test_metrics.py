@@ -115,3 +115,63 @@ def test_database_trouble_is_a_json_503_and_counted(wsgi, path):
     assert reply.json["error"] == "database_unavailable"
     samples = scrape(wsgi("GET", "/metrics"))
     assert samples[("telegate_unavailable_total", (("error", "database_unavailable"),))] == 1
+
+
+def by_scope(samples) -> dict[str, float]:
+    return {dict(labels)["scope"]: value for (name, labels), value in samples.items()
+            if name == "telegate_flood_waits_by_scope_total"}
+
+
+def test_flood_waits_are_counted_by_scope_and_scoped_rests_have_their_own_state(wsgi):
+    wsgi.store.add_sessions(["a", "b", "c", "d", "e"])
+    assert by_scope(scrape(wsgi("GET", "/metrics"))) == {"account": 0}  # there before the first flood wait
+    reports = [("contacts.resolveUsername", {"flood_wait": 72000}), ("CONTACTS.RESOLVEUSERNAME", {"flood_wait": 30}),
+               ("messages.sendMessage", {"peer_flood": True}), (None, {"flood_wait": 60})]
+    for scope, report in reports:
+        lease = wsgi("POST", "/session", {"purpose": "messages.getHistory"}).json
+        body = {"session_id": lease["session_id"], "lease_token": lease["lease_token"], **report}
+        if scope:
+            body["flood_scope"] = scope
+        assert wsgi("POST", "/release", body).json == {"status": "released"}
+        wsgi.clock.advance(1)
+    wsgi("POST", "/release", {"session_id": 1, "flood_wait": 5, "flood_scope": "messages.search"})  # not leased: not counted
+    samples = scrape(wsgi("GET", "/metrics"))
+    assert by_scope(samples) == {"account": 1, "contacts.resolveusername": 2, "messages.sendmessage": 1}
+    assert samples[("telegate_flood_waits_total", ())] == 4
+    states = {s: state(samples, s) for s in ("free", "in_use", "in_floodwait", "disabled", "resting_scoped")}
+    # a and b rest for resolving, c for sending, d account-wide, e for nothing
+    assert states == {"free": 1, "in_use": 0, "in_floodwait": 1, "disabled": 0, "resting_scoped": 3}
+    assert sum(states.values()) == 5
+
+
+def test_scope_labels_are_capped_and_ours_cannot_be_spoofed(wsgi, monkeypatch):
+    from telegate import metrics as metrics_mod
+    monkeypatch.setattr(metrics_mod, "MAX_SCOPE_LABELS", 3)
+    wsgi.store.add_sessions(["a"])
+    scopes = [f"spam.method{n}" for n in range(6)] + ["spam.method0", "account", "Other"]
+    for scope in scopes:
+        lease = wsgi("POST", "/session", {"purpose": "messages.getHistory"}).json
+        wsgi("POST", "/release", {"session_id": 1, "lease_token": lease["lease_token"], "flood_wait": 1,
+                                  "flood_scope": scope})
+    assert by_scope(scrape(wsgi("GET", "/metrics"))) == {
+        "account": 0, "spam.method0": 2, "spam.method1": 1, "spam.method2": 1, "other": 5}
+
+
+def test_two_hundred_methods_get_labels_then_other():
+    from telegate.metrics import MAX_SCOPE_LABELS, Metrics
+
+    class NoStore:
+        def metric_totals(self):
+            return dict.fromkeys(("free", "in_use", "in_floodwait", "disabled", "resting_scoped", "leases_granted",
+                                  "leases_expired", "flood_waits"), 0)
+
+    metrics = Metrics(NoStore())
+    for n in range(MAX_SCOPE_LABELS + 50):
+        metrics.released(30, f"ns.m{n}")
+    metrics.released(30, "ns.m0")
+    counts = {}
+    for family in metrics.registry.collect():
+        if family.name == "telegate_flood_waits_by_scope":
+            counts = {s.labels["scope"]: s.value for s in family.samples if s.name.endswith("_total")}
+    assert MAX_SCOPE_LABELS == 200
+    assert len(counts) == 200 + 2 and counts["other"] == 50 and counts["ns.m0"] == 2 and counts["account"] == 0

@@ -196,6 +196,23 @@ def test_admin_answers_match_the_document(server, contract):
     contract("DELETE", f"/sessions/{ids[0]}", key="client", expect=403)
 
 
+def test_keys_answers_match_the_document(server, contract):
+    created = contract("POST", "/keys", {"name": "doc-worker"}, key="admin", expect=201).json
+    assert created["scope"] == "client" and created["key"].startswith("tg_")
+    contract("POST", "/keys", {"name": "doc-boss", "admin": True, "max_leases": None}, key="admin", expect=201)
+    contract("POST", "/keys", {"name": "doc-worker"}, key="admin", expect=409)
+    contract("POST", "/keys", {"name": "x", "scope": "admin"}, key="admin", expect=400)
+    contract("POST", "/keys", {"name": "x"}, expect=403)
+    listed = contract("GET", "/keys", key="admin", expect=200).json["keys"]
+    assert {"doc-worker", "doc-boss"} <= {row["name"] for row in listed}
+    assert created["key"] not in json.dumps(listed)
+    contract("GET", "/keys", expect=403)
+    contract("DELETE", "/keys/doc-worker", key="admin", expect=200)
+    contract("DELETE", "/keys/doc-worker?keep_leases=true", key="admin", expect=404)
+    contract("DELETE", "/keys/doc-boss?keep_leases=maybe", key="admin", expect=400)
+    contract("GET", "/status", key=created["key"], expect=401)
+
+
 def test_metrics_answers_match_the_document(server, contract):
     reply = contract("GET", "/metrics", expect=200)
     assert b"telegate_sessions{" in reply.data
@@ -252,6 +269,19 @@ CASES = [
     ("/sessions", {"name": "n" * 256}, False),
     ("/sessions", {"name": "acc", "kind": "tdlib"}, False),
     ("/sessions", {"name": "acc", "meta": []}, False),
+    ("/keys", {"name": "w"}, True),
+    ("/keys", {"name": "w", "admin": True}, True),
+    ("/keys", {"name": "w", "admin": None, "max_leases": None}, True),
+    ("/keys", {"name": "w", "max_leases": 3}, True),
+    ("/keys", {"name": "k" * 100}, True),
+    ("/keys", {}, False),
+    ("/keys", {"name": ""}, False),
+    ("/keys", {"name": "k" * 101}, False),
+    ("/keys", {"name": "a\nb"}, False),
+    ("/keys", {"name": "w", "admin": "yes"}, False),
+    ("/keys", {"name": "w", "max_leases": 0}, False),
+    ("/keys", {"name": "w", "max_leases": 1.5}, False),
+    ("/keys", {"name": "w", "scope": "admin"}, False),
     ("/sessions/1", {"disabled": True}, True),
     ("/sessions/1", {"disabled": True, "reason": "banned"}, True),
     ("/sessions/1", {"disabled": False}, True),

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import bottle
 
+from . import _keys
 from . import store as store_mod
 from ._http import MAX_FLOOD_WAIT, MAX_TTL, ApiError, Fields, bad_request, check_text, iso, parse_id, read_json
 from .dashboard import install_dashboard
@@ -85,7 +86,8 @@ def _unavailable(exc: store_mod.NoSessionAvailable) -> ApiError:
     if exc.total == 0:
         detail = "the pool is empty; an admin must add sessions (telegate sessions add NAME)"
     elif exc.in_use or exc.next_release_in is not None:
-        detail = (f"no free session: {exc.in_use} in use, {exc.waiting_count} in flood wait;"
+        detail = (f"no free session: {exc.in_use} in use, {exc.waiting_count} in flood wait"
+                  " (waiting_count counts sessions in flood wait, not workers waiting);"
                   " retry after the Retry-After seconds")
     else:
         detail = "no session can be leased: every session is disabled; an admin must enable one"
@@ -235,7 +237,8 @@ def create_app(settings: Settings, store: PoolStore) -> bottle.Bottle:
         token = fields.text("lease_token", max_length=200)
         flood_wait = fields.number("flood_wait", low=0, high=MAX_FLOOD_WAIT)
         scope = fields.method("flood_scope")
-        if fields.boolean("peer_flood"):
+        peer_flood = bool(fields.boolean("peer_flood"))
+        if peer_flood:
             if flood_wait is not None:
                 raise bad_request('send either "flood_wait" (seconds) or "peer_flood": true, not both')
             flood_wait = settings.peer_flood_rest  # PEER_FLOOD names no seconds: the server's rule
@@ -243,9 +246,9 @@ def create_app(settings: Settings, store: PoolStore) -> bottle.Bottle:
             raise bad_request('"flood_scope" goes with "flood_wait" (or "peer_flood": true)')
         reason = fields.text("disable", max_length=500)
         changed = store.release(session_id, token, key=caller(), flood_wait=flood_wait, flood_scope=scope,
-                                disable=reason)
+                                disable=reason, peer_flood=peer_flood)
         if changed:
-            metrics.released(flood_wait)
+            metrics.released(flood_wait, scope)
             extra = f", flood wait {flood_wait:g} s" if flood_wait else ""
             extra += f" for {scope}" if scope and flood_wait else ""
             extra += f", disabled: {reason}" if reason else ""
@@ -355,7 +358,7 @@ def create_app(settings: Settings, store: PoolStore) -> bottle.Bottle:
         return _json({"session_id": sid, "events": [
             {"id": event["id"], "at": iso(event["at"]), "type": event["type"], "key": event["key_name"],
              "holder": event["holder"], **event["detail"]} for event in events],
-            "next_before": events[-1]["id"] if len(events) == limit else None})
+            "next_before": events[-1]["id"] if events and len(events) == limit else None})
 
     @route("/sessions/<session_id>", "DELETE", auth="admin")
     def delete_session(session_id: str) -> Any:
@@ -363,6 +366,33 @@ def create_app(settings: Settings, store: PoolStore) -> bottle.Bottle:
         store.remove_session(sid)
         log.info("session %d removed", sid)
         return _json({"status": "removed", "session_id": sid})
+
+    # -- admin: API keys (what `telegate keys` calls) ---------------------------------------
+
+    @route("/keys", auth="admin")
+    def list_keys() -> Any:
+        return _json({"keys": [_keys.key_json(row) for row in store.list_keys()]})
+
+    @route("/keys", "POST", auth="admin")
+    def create_key() -> Any:
+        fields = body({"name", "admin", "max_leases"})
+        name = fields.text("name", max_length=_keys.MAX_KEY_NAME, required=True)
+        scope = "admin" if fields.boolean("admin") else "client"
+        max_leases = fields.integer("max_leases")
+        key = store.create_key(name, scope, max_leases=max_leases)
+        log.info("%s key %r created by %s", scope, name, caller().name)
+        # The key is in this answer only: no cache may keep it.
+        return _json({"name": name, "scope": scope, "max_leases": max_leases, "key": key}, status=201,
+                     headers={"Cache-Control": "no-store"})
+
+    @route("/keys/<name:path>", "DELETE", auth="admin")
+    def revoke_key(name: str) -> Any:
+        keep = bottle.request.query.get("keep_leases", "false").lower()
+        if keep not in ("true", "false", "1", "0"):
+            raise bad_request("keep_leases must be true or false")
+        ended = store.revoke_key(name, end_leases=keep in ("false", "0"))
+        log.info("key %r revoked by %s; %d lease(s) ended", name, caller().name, ended)
+        return _json({"status": "revoked", "name": name, "leases_ended": ended})
 
     return app
 

@@ -1,5 +1,10 @@
 """The ``telegate`` command: serve the pool, manage sessions and keys, show status.
 
+Admin commands (``sessions ...``, ``keys ...``, ``status``) act on a running server over
+HTTP (``TELEGATE_URL``, default ``http://127.0.0.1:8000``, with ``TELEGATE_ADMIN_KEY``;
+or ``--url`` / ``--key``), or, given ``--db FILE`` or ``TELEGATE_DB``, on that database
+file directly with no server. :func:`telegate._admin_client.choose` holds the rules.
+
 Results go to stdout (``KEY=$(telegate keys create w)`` works); messages go to stderr.
 An error is one line, ``telegate: error: ...``, and a non-zero exit.
 """
@@ -9,17 +14,16 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
-from typing import Sequence, TextIO
+from typing import Mapping, Sequence, TextIO
 
 from . import __version__
+from ._admin_client import DEFAULT_URL, Admin, AdminError, choose
 from ._files import create_private
-from ._http import iso
 from ._sessionfiles import scan_dir
 from ._text import unsafe_detail
 from .settings import SETTINGS, SettingsError, resolve
-from .store import MAX_NAME_LENGTH, STATES, PoolStore, Store, StoreError
+from .store import MAX_NAME_LENGTH, STATES, Store, StoreError
 
 __all__ = ["main", "build_parser"]
 
@@ -35,24 +39,48 @@ def _db_parent() -> argparse.ArgumentParser:
     return parent
 
 
+def _admin_parent() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    where = parent.add_argument_group(
+        "where", "By default the command asks the server at $TELEGATE_URL (or " + DEFAULT_URL + ") with the"
+                 " admin key in $TELEGATE_ADMIN_KEY. With --db FILE or $TELEGATE_DB it works on that database"
+                 " file directly, no server needed.")
+    where.add_argument("--url", metavar="URL", default=None,
+                       help=f"the server's address (default: $TELEGATE_URL or {DEFAULT_URL})")
+    where.add_argument("--key", metavar="KEY", default=None,
+                       help="an admin API key (default: $TELEGATE_ADMIN_KEY; the variable keeps it out of"
+                            " the process list)")
+    where.add_argument("--db", metavar="FILE", default=None,
+                       help="work on this SQLite database file instead of a server (default: $TELEGATE_DB)")
+    return parent
+
+
+def _positive_int(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="telegate", description="TeleGate: lease Telegram accounts to workers, one at a time.")
     parser.add_argument("--version", action="version", version=f"telegate {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
-    db = _db_parent()
+    db = _admin_parent()
 
     serve = commands.add_parser(
         "serve", help="run the HTTP server",
         description="Run the HTTP server under waitress. Every setting can also come from the"
-                    " TELEGATE_* environment variable shown; a flag wins over the variable.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="settings:\n" + "\n".join(
-            f"  {s.flag:<20} {s.env:<28} default {s.default!s:<12} {s.help}" for s in SETTINGS))
+                    " TELEGATE_* environment variable shown in brackets; a flag wins over the variable.")
     for setting in SETTINGS:
+        default = "none" if setting.default is None else setting.default
         serve.add_argument(setting.flag, dest=setting.name, metavar=setting.metavar or None, default=None,
-                           help=f"{setting.help} [{setting.env}, default {setting.default}]")
+                           help=f"{setting.help} [{setting.env}, default {default}]")
 
     sessions = commands.add_parser("sessions", help="add, list, enable, disable and remove sessions")
     sub = sessions.add_subparsers(dest="action", metavar="ACTION")
@@ -85,25 +113,34 @@ def build_parser() -> argparse.ArgumentParser:
     create = ksub.add_parser("create", parents=[db], help="create a key; prints only the key on stdout")
     create.add_argument("name")
     create.add_argument("--admin", action="store_true", help="admin scope (manage sessions); default client")
+    create.add_argument("--max-leases", metavar="N", type=_positive_int, default=None,
+                        help="most leases the key may hold at once (over it: 429 lease_limit); default no limit")
     ksub.add_parser("list", parents=[db], help="list keys (never the keys themselves)")
     revoke = ksub.add_parser("revoke", parents=[db], help="revoke a key by name")
     revoke.add_argument("name")
+    revoke.add_argument("--keep-leases", action="store_true",
+                        help="let the key's current leases run out instead of ending them")
 
     commands.add_parser("status", parents=[db], help="pool counts by state")
-    backup = commands.add_parser("backup", parents=[db], help="copy the database safely, even while serving")
+    backup = commands.add_parser("backup", parents=[_db_parent()],
+                                 help="copy the database safely, even while serving")
     backup.add_argument("file", type=Path)
     backup.add_argument("--force", action="store_true", help="replace FILE if it exists")
     return parser
 
 
 def _open(args: argparse.Namespace) -> Store:
+    """The database file of ``backup``, which always works on the file."""
     settings = resolve({"db": args.db})
+    if isinstance(settings.db, Path) and not settings.db.exists():
+        raise CliError(f"database {settings.db} does not exist; pass --db or set TELEGATE_DB")
+    return Store(settings.db)
+
+
+def _admin(args: argparse.Namespace, environ: Mapping[str, str]) -> Admin:
     creates = (args.command, getattr(args, "action", None)) in {
         ("sessions", "add"), ("sessions", "import"), ("keys", "create")}
-    if not creates and isinstance(settings.db, Path) and not settings.db.exists():
-        raise CliError(f"database {settings.db} does not exist; pass --db or set TELEGATE_DB"
-                       " (telegate serve, sessions add or keys create makes a new one)")
-    return Store(settings.db)
+    return choose(db=args.db, url=args.url, key=args.key, environ=environ, create=creates)
 
 
 def _check_names(names: Sequence[str]) -> list[str]:
@@ -134,119 +171,113 @@ def _read_names(source: str, stdin: TextIO) -> list[str]:
         raise CliError(f"{source} is not UTF-8 text") from None
 
 
-def _sessions(args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
-    with _open(args) as store:
-        if args.action == "add":
-            names = list(args.names)
-            if args.from_file:
-                names += _read_names(args.from_file, stdin)
-            names = _check_names(names)
-            if not names:
-                raise CliError("no names given; pass NAME... or --from-file FILE")
-            meta = None
-            if args.meta:
-                try:
-                    meta = json.loads(args.meta)
-                except ValueError as exc:
-                    raise CliError(f"--meta is not valid JSON: {exc}") from exc
-                if not isinstance(meta, dict):
-                    raise CliError('--meta must be a JSON object, like \'{"proxy": "socks5://..."}\'')
-            added, existing = store.add_sessions(dict.fromkeys(names), kind=args.kind, meta=meta)
-            err.write(f"added {len(added)} session(s)" + (f", {len(existing)} already registered" if existing else "") + "\n")
-            return 0
-        if args.action == "import":
+def _sessions(admin: Admin, args: argparse.Namespace, out: TextIO, err: TextIO, stdin: TextIO) -> int:
+    if args.action == "add":
+        names = list(args.names)
+        if args.from_file:
+            names += _read_names(args.from_file, stdin)
+        names = _check_names(names)
+        if not names:
+            raise CliError("no names given; pass NAME... or --from-file FILE")
+        meta = None
+        if args.meta:
             try:
-                found, warnings = scan_dir(args.dir)
-            except FileNotFoundError as exc:
-                raise CliError(str(exc)) from exc
-            for warning in warnings:
-                err.write(f"warning: {warning}\n")
-            added, existing = store.add_sessions(found, kinds=found)
-            err.write(f"imported {len(added)} session(s) from {args.dir}"
-                      + (f", {len(existing)} already registered" if existing else "")
-                      + (f", {len(warnings)} file(s) skipped" if warnings else "") + "\n")
-            return 0
-        if args.action == "list":
-            return _list_sessions(store, args, out)
-        if args.action == "disable" and (unsafe := unsafe_detail("--reason", args.reason)):
-            raise CliError(unsafe)
-        if args.action == "remove":
-            missing = store.remove_sessions_by_name(args.names)
-        else:
-            missing = store.set_disabled_by_name(args.names, args.action == "disable", args.reason
-                                                 if args.action == "disable" else None)
-        done = len(args.names) - len(missing)
-        err.write(f"{args.action}d {done} session(s)\n")
-        if missing:
-            raise CliError(f"not registered: {', '.join(missing)}")
+                meta = json.loads(args.meta)
+            except ValueError as exc:
+                raise CliError(f"--meta is not valid JSON: {exc}") from exc
+            if not isinstance(meta, dict):
+                raise CliError('--meta must be a JSON object, like \'{"proxy": "socks5://..."}\'')
+        added, existing = admin.add_sessions(names, kind=args.kind, meta=meta)
+        err.write(f"added {added} session(s)" + (f", {existing} already registered" if existing else "")
+                  + f" ({admin.where})\n")
         return 0
+    if args.action == "import":
+        try:
+            found, warnings = scan_dir(args.dir)
+        except FileNotFoundError as exc:
+            raise CliError(str(exc)) from exc
+        for warning in warnings:
+            err.write(f"warning: {warning}\n")
+        added, existing = admin.add_sessions(list(found), kinds=found) if found else (0, 0)
+        err.write(f"imported {added} session(s) from {args.dir}"
+                  + (f", {existing} already registered" if existing else "")
+                  + (f", {len(warnings)} file(s) skipped" if warnings else "") + f" ({admin.where})\n")
+        return 0
+    if args.action == "list":
+        return _list_sessions(admin, args, out)
+    if args.action == "disable" and (unsafe := unsafe_detail("--reason", args.reason)):
+        raise CliError(unsafe)
+    if args.action == "remove":
+        missing = admin.remove_sessions(args.names)
+    else:
+        missing = admin.set_disabled(args.names, args.action == "disable",
+                                     args.reason if args.action == "disable" else None)
+    done = len(args.names) - len(missing)
+    err.write(f"{args.action}d {done} session(s)\n")
+    if missing:
+        raise CliError(f"not registered: {', '.join(missing)}")
+    return 0
 
 
-def _list_sessions(store: PoolStore, args: argparse.Namespace, out: TextIO) -> int:
-    now = store.clock()
-    offset, page = 0, 5000
+_JSON_FIELDS = ("id", "name", "kind", "state", "holder", "disabled_reason", "use_count", "flood_count", "meta",
+                "lease_expires_at", "flood_wait_until")
+
+
+def _list_sessions(admin: Admin, args: argparse.Namespace, out: TextIO) -> int:
     header = False
-    while True:
-        rows, total = store.list_sessions(state=args.state, limit=page, offset=offset)
-        for row in rows:
-            if args.json:
-                out.write(json.dumps({k: row[k] for k in ("id", "name", "kind", "state", "holder",
-                                                         "disabled_reason", "use_count", "flood_count", "meta")}
-                                     | {"lease_expires_at": iso(row["lease_expires_at"]) if row["state"] == "in_use" else None,
-                                        "flood_wait_until": iso(row["flood_wait_until"]) if row["state"] == "in_floodwait" else None},
-                                     ensure_ascii=False) + "\n")
-                continue
-            if not header:
-                out.write(f"{'ID':>6}  {'NAME':<24} {'KIND':<9} {'STATE':<13} DETAIL\n")
-                header = True
-            detail = ""
-            if row["state"] == "in_use":
-                detail = f"{row['holder'] or '?'} for {row['lease_expires_at'] - now:.0f}s more"
-            elif row["state"] == "in_floodwait":
-                detail = f"flood wait {row['flood_wait_until'] - now:.0f}s more"
-            elif row["state"] == "disabled":
-                detail = row["disabled_reason"] or ""
-            out.write(f"{row['id']:>6}  {row['name']:<24} {row['kind']:<9} {row['state']:<13} {detail}\n")
-        offset += len(rows)
-        if not rows or offset >= total:
-            break
+    for row in admin.iter_sessions(args.state):
+        if args.json:
+            out.write(json.dumps({k: row[k] for k in _JSON_FIELDS}, ensure_ascii=False) + "\n")
+            continue
+        if not header:
+            out.write(f"{'ID':>6}  {'NAME':<24} {'KIND':<9} {'STATE':<13} DETAIL\n")
+            header = True
+        detail = ""
+        if row["state"] == "in_use":
+            detail = f"{row['holder'] or '?'} for {row['lease_remaining'] or 0:.0f}s more"
+        elif row["state"] == "in_floodwait":
+            detail = f"flood wait {row['flood_wait_remaining'] or 0:.0f}s more"
+        elif row["state"] == "disabled":
+            detail = row["disabled_reason"] or ""
+        out.write(f"{row['id']:>6}  {row['name']:<24} {row['kind']:<9} {row['state']:<13} {detail}\n")
     if not header and not args.json:
         out.write("no sessions" + (f" in state {args.state}" if args.state else "") + "\n")
     return 0
 
 
-def _keys(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    with _open(args) as store:
-        if args.action == "create":
-            name = args.name.strip()
-            if not name or len(name) > 100:
-                raise CliError("key name must be 1 to 100 characters")
-            if unsafe := unsafe_detail("the key name", name):  # it is the default holder, shown to the admin
-                raise CliError(unsafe)
-            key = store.create_key(name, "admin" if args.admin else "client")
-            out.write(key + "\n")
-            err.write(f"created {'admin' if args.admin else 'client'} key {name!r}; it is shown only once\n")
-        elif args.action == "list":
-            keys = store.list_keys()
-            if not keys:
-                out.write("no keys\n")
-            for key in keys:
-                state = f"revoked {iso(key['revoked_at'])}" if key["revoked_at"] else "active"
-                out.write(f"{key['name']:<24} {key['scope']:<7} created {iso(key['created_at'])}  {state}\n")
-        else:
-            store.revoke_key(args.name)
-            err.write(f"revoked key {args.name!r}\n")
+def _keys(admin: Admin, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.action == "create":
+        name = args.name.strip()
+        if not name or len(name) > 100:
+            raise CliError("key name must be 1 to 100 characters")
+        if unsafe := unsafe_detail("the key name", name):  # it is the default holder, shown to the admin
+            raise CliError(unsafe)
+        key = admin.create_key(name, admin=args.admin, max_leases=args.max_leases)
+        out.write(key + "\n")
+        limit = f", at most {args.max_leases} lease(s) at once" if args.max_leases else ""
+        err.write(f"created {'admin' if args.admin else 'client'} key {name!r}{limit} ({admin.where});"
+                  " it is shown only once\n")
+    elif args.action == "list":
+        keys = admin.list_keys()
+        if not keys:
+            out.write("no keys\n")
+        for key in keys:
+            state = f"revoked {key['revoked_at']}" if key["revoked_at"] else "active"
+            limit = f"max {key['max_leases']}" if key.get("max_leases") else "no limit"
+            held = f"  {key['leases']} lease(s)" if key.get("leases") is not None else ""
+            out.write(f"{key['name']:<24} {key['scope']:<7} {limit:<10} created {key['created_at']}  {state}{held}\n")
+    else:
+        ended = admin.revoke_key(args.name, keep_leases=args.keep_leases)
+        err.write(f"revoked key {args.name!r}" + (f"; {ended} of its lease(s) ended" if ended else "") + "\n")
     return 0
 
 
-def _status(args: argparse.Namespace, out: TextIO) -> int:
-    with _open(args) as store:
-        status = store.status()
+def _status(admin: Admin, out: TextIO) -> int:
+    status = admin.status()
     line = "  ".join(f"{state}: {status[state]}" for state in ("total",) + STATES)
     out.write(line + "\n")
     if status["next_available"]:
-        out.write(f"next flood wait ends in {status['next_available'] - time.time():.0f}s"
-                  f" ({iso(status['next_available'])})\n")
+        out.write(f"next flood wait ends in {status['next_available_in']:.0f}s ({status['next_available']})\n")
     return 0
 
 
@@ -289,8 +320,9 @@ def _backup(args: argparse.Namespace, err: TextIO) -> int:
 
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None,
-         stdin: TextIO | None = None) -> int:
+         stdin: TextIO | None = None, environ: Mapping[str, str] | None = None) -> int:
     out, err, stdin = out or sys.stdout, err or sys.stderr, stdin or sys.stdin
+    environ = os.environ if environ is None else environ
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -298,16 +330,20 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
             from .serve import serve
 
             overrides = {s.name: getattr(args, s.name) for s in SETTINGS}
-            return serve(resolve(overrides), out=err)
-        if args.command == "sessions":
-            return _sessions(args, out, err, stdin)
-        if args.command == "keys":
-            return _keys(args, out, err)
-        if args.command == "status":
-            return _status(args, out)
+            return serve(resolve(overrides, environ), environ=environ, out=err)
         if args.command == "backup":
             return _backup(args, err)
-    except (CliError, SettingsError, StoreError) as exc:
+        if args.command in ("sessions", "keys", "status"):
+            admin = _admin(args, environ)
+            try:
+                if args.command == "sessions":
+                    return _sessions(admin, args, out, err, stdin)
+                if args.command == "keys":
+                    return _keys(admin, args, out, err)
+                return _status(admin, out)
+            finally:
+                admin.close()
+    except (CliError, AdminError, SettingsError, StoreError) as exc:
         err.write(f"telegate: error: {exc}\n")
         return 1
     except OSError as exc:

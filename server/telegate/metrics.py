@@ -13,6 +13,7 @@ A registry per :func:`install_metrics` call (never the global default one), so
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any, Iterator
 
@@ -32,6 +33,13 @@ FLOOD_WAIT_BUCKETS = (1, 5, 15, 30, 60, 300, 900, 3600, 4 * 3600, 86400, float("
 ACQUIRE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, float("inf"))
 #: The 503 error codes the API answers with (see app.py).
 UNAVAILABLE_ERRORS = ("no_session_available", "database_unavailable")
+#: Methods that get their own ``scope`` label on the flood-wait counter; later ones count
+#: as ``other``. Workers choose the scope, so without a cap a buggy or hostile one could
+#: make Prometheus store a series per made-up method name. Telegram has ~600 methods and
+#: a farm floods on a handful.
+MAX_SCOPE_LABELS = 200
+#: The ``scope`` labels that are not method names.
+ACCOUNT_WIDE, OTHER_SCOPES = "account", "other"
 
 
 class _PoolCollector(Collector):
@@ -45,6 +53,8 @@ class _PoolCollector(Collector):
         sessions = GaugeMetricFamily("telegate_sessions", "Registered sessions by state.", labels=["state"])
         for state in STATES:
             sessions.add_metric([state], totals[state])
+        # Free for some methods only (a scoped flood wait); not in "free", so the states add up to the total.
+        sessions.add_metric(["resting_scoped"], totals["resting_scoped"])
         yield sessions
         yield CounterMetricFamily(
             "telegate_leases_granted", "Leases granted (sum of use_count over registered sessions).",
@@ -77,12 +87,32 @@ class Metrics:
             labelnames=["error"], registry=self.registry)
         for code in UNAVAILABLE_ERRORS:
             self.unavailable.labels(code)
+        self.flood_waits_by_scope = Counter(
+            "telegate_flood_waits_by_scope", "Flood waits reported on release by the method they rest"
+            f' ("{ACCOUNT_WIDE}": account-wide; after {MAX_SCOPE_LABELS} methods, "{OTHER_SCOPES}"),'
+            " counted by this process.", labelnames=["scope"], registry=self.registry)
+        self.flood_waits_by_scope.labels(ACCOUNT_WIDE)
+        self._scopes: set[str] = set()
+        self._scopes_lock = threading.Lock()
 
-    def released(self, flood_wait: float | None) -> None:
-        """A release ended a lease; ``flood_wait`` is the reported wait, if any."""
+    def released(self, flood_wait: float | None, scope: str | None = None) -> None:
+        """A release ended a lease; ``flood_wait`` is the reported wait, if any, ``scope`` its method."""
         self.releases.inc()
         if flood_wait:
             self.flood_wait_seconds.observe(flood_wait)
+            self.flood_waits_by_scope.labels(self._scope_label(scope)).inc()
+
+    def _scope_label(self, scope: str | None) -> str:
+        if scope is None:
+            return ACCOUNT_WIDE
+        if scope in (ACCOUNT_WIDE, OTHER_SCOPES):  # a method spelled like our own labels must not pass for them
+            return OTHER_SCOPES
+        with self._scopes_lock:
+            if scope not in self._scopes:
+                if len(self._scopes) >= MAX_SCOPE_LABELS:
+                    return OTHER_SCOPES
+                self._scopes.add(scope)
+        return scope
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

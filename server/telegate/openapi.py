@@ -13,6 +13,7 @@ import bottle
 
 from . import __version__
 from ._http import MAX_FLOOD_WAIT, MAX_META_BYTES, MAX_TTL
+from ._keys import MAX_KEY_NAME
 from ._text import text_pattern
 from .store import MAX_NAME_LENGTH, STATES
 
@@ -103,7 +104,8 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "error": {"type": "string", "enum": ["no_session_available", "database_unavailable"]},
             "detail": {"type": "string"},
-            "waiting_count": _count("Sessions in flood wait."),
+            "waiting_count": _count("Sessions in flood wait (the original client guide's name; it does not count"
+                                    " workers that are waiting)."),
             "in_use": _count("Sessions leased right now."),
             "next_release_in": {"type": "number", "minimum": 0, "nullable": True,
                                 "description": "Seconds until the earliest flood wait ends; null when none is in flood wait."},
@@ -319,8 +321,12 @@ _SCHEMAS: dict[str, Any] = {
                     "holder": {"type": "string", "nullable": True},
                     "seconds": {"type": "number", "description": "flood_wait: how long."},
                     "scope": {"type": "string", "nullable": True, "description": "flood_wait: the method, or null for account-wide."},
+                    "peer_flood": {"type": "boolean", "description": "flood_wait: Telegram said PEER_FLOOD"
+                                   " (no seconds); the rest is the server's --peer-flood-rest."},
                     "reason": {"type": "string"},
                     "ttl": {"type": "number"},
+                    "count": {"type": "integer", "minimum": 1,
+                              "description": "renew: renewals in a row, kept as one event at the latest's time."},
                     "purpose": {"type": "string"},
                 }}},
             "next_before": {"type": "integer", "nullable": True,
@@ -331,6 +337,54 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object", "additionalProperties": False, "required": ["status", "session_id"],
         "properties": {"status": {"type": "string", "enum": ["removed"]},
                        "session_id": {"type": "integer", "minimum": 1}},
+    },
+    "CreateKeyRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name"],
+        "properties": {
+            "name": _text(MAX_KEY_NAME, "The key's name: shown in logs and to admins; unique among active keys.",
+                          nullable=False),
+            "admin": {"type": "boolean", "nullable": True, "description": "true: an admin key; else a client key."},
+            "max_leases": {"type": "integer", "minimum": 1, "maximum": _MAX_ID, "nullable": True,
+                           "description": "Most leases the key may hold at once (more: 429 lease_limit); no limit"
+                                          " when left out."},
+        },
+    },
+    "NewKey": {
+        "type": "object", "additionalProperties": False, "required": ["name", "scope", "max_leases", "key"],
+        "properties": {
+            "name": {"type": "string"},
+            "scope": {"type": "string", "enum": ["client", "admin"]},
+            "max_leases": {"type": "integer", "minimum": 1, "nullable": True},
+            "key": {"type": "string", "description": "The key itself. Shown in this answer only: keep it."},
+        },
+    },
+    "KeyInfo": {
+        "type": "object", "additionalProperties": False,
+        "required": ["name", "scope", "max_leases", "leases", "created_at", "revoked_at"],
+        "properties": {
+            "name": {"type": "string"},
+            "scope": {"type": "string", "enum": ["client", "admin"]},
+            "max_leases": {"type": "integer", "minimum": 1, "nullable": True,
+                           "description": "Most leases the key may hold at once; null: no limit."},
+            "leases": _count("Leases the key holds now."),
+            "created_at": _time("When the key was created.", nullable=False),
+            "revoked_at": _time("When the key was revoked; null while it is active."),
+        },
+    },
+    "KeyList": {
+        "type": "object", "additionalProperties": False, "required": ["keys"],
+        "properties": {"keys": {"type": "array", "items": _ref("KeyInfo"),
+                                "description": "Every key, revoked ones too, oldest first; never the keys themselves."}},
+    },
+    "KeyRevoked": {
+        "type": "object", "additionalProperties": False, "required": ["status", "name", "leases_ended"],
+        "properties": {
+            "status": {"type": "string", "enum": ["revoked"]},
+            "name": {"type": "string"},
+            "leases_ended": _count("Leases of the key that ended with it."),
+        },
     },
 }
 
@@ -457,6 +511,34 @@ def build_openapi() -> dict[str, Any]:
                           {"200": _answer("Removed.", _ref("Removed")), **_errors(400, 401, 403, 404, 500, 503)},
                           tag="admin", operation_id="removeSession"),
         },
+        "/keys": {
+            "get": _op("List API keys", "Every key's name, scope, limit and dates; never the keys. Admin key.",
+                       {"200": _answer("The keys.", _ref("KeyList")), **_errors(401, 403, 500, 503)},
+                       tag="admin", operation_id="listKeys"),
+            "post": _op(
+                "Create an API key", "A new client (or admin) key. The key is in this answer only. Admin key.",
+                {"201": _answer("Created.", _ref("NewKey")),
+                 "409": _answer("An active key has that name: revoke it or pick another.", _ref("Error")),
+                 **_errors(400, 401, 403, 413, 500, 503)},
+                tag="admin", operation_id="createKey",
+                body=_json_body(_ref("CreateKeyRequest"), example={"name": "worker-2"})),
+        },
+        "/keys/{name}": {
+            "parameters": [{"name": "name", "in": "path", "required": True,
+                            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_NAME},
+                            "description": "The key's name (URL-encoded)."}],
+            "delete": _op(
+                "Revoke an API key",
+                "The key gets 401 from the next request on, in every server process. Its leases end with it"
+                " unless keep_leases=true. Admin key.",
+                {"200": _answer("Revoked.", _ref("KeyRevoked")),
+                 "404": _answer("No active key has that name.", _ref("Error")),
+                 **_errors(400, 401, 403, 500, 503)},
+                tag="admin", operation_id="revokeKey", parameters=[
+                    {"name": "keep_leases", "in": "query", "required": False,
+                     "schema": {"type": "boolean", "default": False},
+                     "description": "true: let the key's current leases run out instead of ending them."}]),
+        },
         "/sessions/{session_id}/events": {
             "parameters": [_ID_PARAM],
             "get": _op("A session's history",
@@ -487,7 +569,7 @@ def build_openapi() -> dict[str, Any]:
         "tags": [
             {"name": "leases", "description": "What workers call (any key)."},
             {"name": "pool", "description": "Counts, health, metrics."},
-            {"name": "admin", "description": "Managing sessions (admin key)."},
+            {"name": "admin", "description": "Managing sessions and API keys (admin key)."},
         ],
         "paths": paths,
         "components": {

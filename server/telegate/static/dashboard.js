@@ -22,7 +22,9 @@
     inFlight: null,
     rows: new Map(),    // session id -> <tr>
     pendingDisable: null,
+    detail: null,       // the session shown in the side panel: see openDetail
   };
+  const HISTORY_PAGE = 25;
 
   const $ = (id) => document.getElementById(id);
 
@@ -158,6 +160,7 @@
     view.refreshTimer = view.tickTimer = null;
     view.rows.forEach((row) => row.remove());
     view.rows.clear();
+    closeDetail();
     showSignedIn(false);
     const error = $("sign-in-error");
     setText(error, message || "");
@@ -194,6 +197,7 @@
         view.inFlight = null;
         renderStatus(status);
         renderPage(page);
+        if (view.detail) refreshDetail();
         banner("");
         setText($("refresh-state"), "updated " + new Date(receivedAt).toLocaleTimeString());
         return null;
@@ -272,6 +276,7 @@
 
   function makeRow() {
     const row = document.createElement("tr");
+    row.tabIndex = 0;  // Enter opens the session's panel, as a click does
     COLUMNS.forEach((column) => {
       const cell = document.createElement("td");
       cell.className = column;
@@ -300,6 +305,8 @@
     }
     badge.className = "badge state-" + s.state;
     setText(badge, STATE_LABELS[s.state] || s.state);
+    fillRestNote(stateCell, s);
+    row.classList.toggle("selected", Boolean(view.detail && view.detail.id === String(s.id)));
     setText(cell(row, "holder"), s.holder || "");
     cell(row, "lease").dataset.until = s.lease_expires_at || "";
     cell(row, "lease").title = s.lease_expires_at || "";
@@ -313,6 +320,23 @@
     fillActions(cell(row, "actions"), s);
   }
 
+  // A session free for most methods but resting for some (scoped flood waits).
+  function fillRestNote(stateCell, s) {
+    const rests = s.rests || [];
+    let note = stateCell.querySelector(".rest-note");
+    if (!rests.length || s.disabled) {
+      if (note) note.remove();
+      return;
+    }
+    if (!note) {
+      note = document.createElement("span");
+      note.className = "rest-note";
+      stateCell.appendChild(note);
+    }
+    setText(note, rests.length === 1 ? "1 method resting" : `${rests.length} methods resting`);
+    note.title = "Resting for " + rests.map((r) => r.scope).join(", ");
+  }
+
   function fillCountdowns(row) {
     ["lease", "flood"].forEach((column) => {
       const node = cell(row, column);
@@ -324,7 +348,7 @@
   function actionsFor(s) {
     if (s.disabled) return [["enable", "Enable", "secondary"]];
     const actions = [];
-    if (s.flood_wait_until) actions.push(["clear", "Clear flood wait", "secondary"]);
+    if (s.flood_wait_until || (s.rests && s.rests.length)) actions.push(["clear", "Clear flood wait", "secondary"]);
     actions.push(["disable", "Disable", "danger"]);
     return actions;
   }
@@ -349,7 +373,7 @@
     view.rows.forEach((row) => fillCountdowns(row));
     updateNextAvailable();
     // A countdown that just ran out means a state changed: fetch it now.
-    let due = false;
+    let due = tickDetail();
     view.rows.forEach((row) => {
       ["lease", "flood"].forEach((column) => {
         const left = secondsUntil(cell(row, column).dataset.until);
@@ -374,11 +398,21 @@
 
   function onTableClick(event) {
     const button = event.target.closest("button[data-action]");
-    if (!button) return;
+    if (!button) {
+      const clicked = event.target.closest("tr");
+      if (clicked && clicked.dataset.id) openDetail(clicked.dataset.id, clicked.dataset.name);
+      return;
+    }
     const row = button.closest("tr");
-    const id = row.dataset.id;
-    const name = row.dataset.name;
-    const action = button.dataset.action;
+    act(button.dataset.action, row.dataset.id, row.dataset.name);
+  }
+
+  function onDetailAction(event) {
+    const button = event.target.closest("button[data-action]");
+    if (button && view.detail) act(button.dataset.action, view.detail.id, view.detail.name);
+  }
+
+  function act(action, id, name) {
     if (action === "enable") {
       patch(id, name, { disabled: false }, "Enabled");
     } else if (action === "clear") {
@@ -433,10 +467,240 @@
     }
   }
 
+  // -- one session: what it rests for, and its history ----------------------------------
+
+  const EVENT_LABELS = {
+    lease: "leased", release: "released", renew: "renewed", expired: "lease expired",
+    flood_wait: "flood wait", disable: "disabled", enable: "enabled", clear_flood_wait: "rests cleared",
+  };
+
+  function openDetail(id, name) {
+    if (view.detail && view.detail.id === id) return;
+    closeDetail();
+    view.detail = { id: id, name: name, rows: new Map(), nextBefore: null, loaded: false, inFlight: null, more: null };
+    setText($("detail-title"), name);
+    setText($("detail-summary"), "");
+    $("detail-error").hidden = true;
+    $("detail-rests").textContent = "";
+    $("detail-actions").textContent = "";
+    $("detail-actions").dataset.signature = "";
+    $("detail-no-rests").hidden = true;
+    $("history-empty").hidden = true;
+    $("history-more").hidden = true;
+    $("detail").hidden = false;
+    view.rows.forEach((row, rowId) => row.classList.toggle("selected", String(rowId) === id));
+    refreshDetail();
+  }
+
+  function closeDetail() {
+    view.detail = null;
+    $("detail").hidden = true;
+    $("history-body").textContent = "";
+    view.rows.forEach((row) => row.classList.remove("selected"));
+  }
+
+  // The session and the newest page of its history; newer events go on top, changed ones
+  // (renewals in a row share one event) are redrawn, older pages already shown stay.
+  function refreshDetail() {
+    const detail = view.detail;
+    if (!detail || detail.inFlight) return detail && detail.inFlight;
+    const path = "/sessions/" + encodeURIComponent(detail.id);
+    detail.inFlight = Promise.all([api("GET", path), api("GET", `${path}/events?limit=${HISTORY_PAGE}`)])
+      .then(([session, page]) => {
+        detail.inFlight = null;
+        if (view.detail !== detail) return;
+        $("detail-error").hidden = true;
+        renderDetailSession(session);
+        const newest = detail.rows.size ? Math.max.apply(null, Array.from(detail.rows.keys())) : 0;
+        const oldestFetched = page.events.length ? page.events[page.events.length - 1].id : 0;
+        if (!detail.loaded || (page.next_before !== null && oldestFetched > newest)) {
+          // First look, or more happened since the last one than a page holds: start over.
+          $("history-body").textContent = "";
+          detail.rows.clear();
+          detail.nextBefore = page.next_before;
+          detail.loaded = true;
+        }
+        addEvents(page.events);
+        showHistoryFooter();
+      })
+      .catch((e) => {
+        detail.inFlight = null;
+        if (view.detail !== detail) return;
+        if (e.status === 401) return signOut("Your key is no longer valid; sign in again.");
+        const error = $("detail-error");
+        setText(error, e.status === 404 ? "This session was removed." : e.message);
+        error.hidden = false;
+      });
+    return detail.inFlight;
+  }
+
+  function loadMoreHistory() {
+    const detail = view.detail;
+    if (!detail || detail.more || detail.nextBefore === null) return;
+    const path = `/sessions/${encodeURIComponent(detail.id)}/events?limit=${HISTORY_PAGE}&before=${detail.nextBefore}`;
+    $("history-more").disabled = true;
+    detail.more = api("GET", path)
+      .then((page) => {
+        if (view.detail !== detail) return;
+        addEvents(page.events);
+        detail.nextBefore = page.next_before;
+      })
+      .catch((e) => {
+        if (view.detail === detail) toast(`Could not load more history: ${e.message}`);
+      })
+      .then(() => {
+        detail.more = null;
+        $("history-more").disabled = false;
+        if (view.detail === detail) showHistoryFooter();
+      });
+  }
+
+  function showHistoryFooter() {
+    const detail = view.detail;
+    $("history-empty").hidden = detail.rows.size !== 0;
+    $("history-more").hidden = detail.nextBefore === null;
+  }
+
+  function renderDetailSession(s) {
+    const detail = view.detail;
+    detail.name = s.name;
+    setText($("detail-title"), s.name);
+    let summary = `#${s.id} \u00b7 ${STATE_LABELS[s.state] || s.state}`;
+    if (s.state === "in_use" && s.holder) summary += ` by ${s.holder}`;
+    if (s.disabled_reason) summary += `: ${s.disabled_reason}`;
+    summary += ` \u00b7 ${s.use_count} lease(s), ${s.flood_count} flood wait(s)`;
+    setText($("detail-summary"), summary);
+    fillActions($("detail-actions"), s);
+
+    const rests = [];
+    if (s.flood_wait_until) rests.push({ scope: null, until: s.flood_wait_until });
+    (s.rests || []).forEach((r) => rests.push(r));
+    const list = $("detail-rests");
+    const items = list.children;
+    rests.forEach((r, index) => {
+      let item = items[index];
+      if (!item) {
+        item = document.createElement("li");
+        const what = document.createElement("span");
+        what.className = "rest-scope";
+        const left = document.createElement("span");
+        left.className = "countdown";
+        item.appendChild(what);
+        item.appendChild(left);
+        list.appendChild(item);
+      }
+      item.dataset.scope = r.scope || "";
+      setText(item.children[0], r.scope || "every method (account-wide)");
+      item.classList.toggle("account-wide", !r.scope);
+      item.children[1].dataset.until = r.until;
+      item.children[1].title = r.until;
+    });
+    while (items.length > rests.length) list.removeChild(list.lastChild);
+    $("detail-no-rests").hidden = rests.length !== 0;
+    tickDetail();
+  }
+
+  function addEvents(events) {
+    const detail = view.detail;
+    const body = $("history-body");
+    events.forEach((e) => {
+      let row = detail.rows.get(e.id);
+      if (!row) {
+        row = document.createElement("tr");
+        ["at", "what", "key", "holder"].forEach((column) => {
+          const td = document.createElement("td");
+          td.className = column;
+          row.appendChild(td);
+        });
+        // Keep newest first: before the first row with a smaller id.
+        let before = null;
+        for (const other of body.children) {
+          if (Number(other.dataset.id) < e.id) {
+            before = other;
+            break;
+          }
+        }
+        body.insertBefore(row, before);
+        detail.rows.set(e.id, row);
+      }
+      fillEvent(row, e);
+    });
+  }
+
+  function fillEvent(row, e) {
+    row.dataset.id = String(e.id);
+    row.dataset.type = e.type;
+    setText(row.children[0], when(e.at));
+    row.children[0].title = e.at;
+    const what = row.children[1];
+    let badge = what.firstChild;
+    if (!badge) {
+      badge = document.createElement("span");
+      what.appendChild(badge);
+      what.appendChild(document.createElement("span"));
+    }
+    badge.className = "event event-" + e.type;
+    setText(badge, EVENT_LABELS[e.type] || e.type);
+    setText(what.children[1], describeEvent(e));
+    setText(row.children[2], e.key || "");
+    setText(row.children[3], e.holder || "");
+    row.children[3].title = e.holder || "";  // cut short when long: the whole text on hover
+  }
+
+  // Today's events by time of day, older ones with their date (the ISO time is the cell's title).
+  function when(iso) {
+    const at = new Date(iso);
+    if (Number.isNaN(at.getTime())) return iso;
+    const sameDay = at.toDateString() === new Date(serverNow()).toDateString();
+    return sameDay ? at.toLocaleTimeString() : at.toLocaleString([], {
+      month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  }
+
+  function describeEvent(e) {
+    const parts = [];
+    if (e.type === "flood_wait") {
+      parts.push(`${duration(e.seconds)} ${e.scope ? "for " + e.scope : "account-wide"}`);
+      if (e.peer_flood) parts.push("PEER_FLOOD");
+    } else if (e.type === "lease") {
+      if (e.purpose) parts.push(`for ${e.purpose}`);
+      if (e.ttl) parts.push(`ttl ${duration(e.ttl)}`);
+    } else if (e.type === "renew") {
+      if (e.count > 1) parts.push(`\u00d7${e.count}`);
+      if (e.ttl) parts.push(`ttl ${duration(e.ttl)}`);
+    } else if (e.type === "expired") {
+      parts.push("not renewed; taken over");
+    } else if (e.reason) {
+      parts.push(e.reason);
+    }
+    return parts.length ? " " + parts.join(" \u00b7 ") : "";
+  }
+
+  // Live countdowns of the panel's rests; true when one just ran out (time to refresh).
+  function tickDetail() {
+    if (!view.detail) return false;
+    let due = false;
+    Array.from($("detail-rests").children).forEach((item) => {
+      const node = item.children[1];
+      const left = secondsUntil(node.dataset.until);
+      setText(node, left === null ? "" : duration(left));
+      if (left !== null && left <= 0 && left > -1.5) due = true;
+    });
+    return due;
+  }
+
   function init() {
     $("sign-in-form").addEventListener("submit", signIn);
     $("sign-out").addEventListener("click", () => signOut(""));
     $("sessions-body").addEventListener("click", onTableClick);
+    $("sessions-body").addEventListener("keydown", (e) => {
+      if (e.key === "Enter" && e.target.matches("tr[data-id]")) openDetail(e.target.dataset.id, e.target.dataset.name);
+    });
+    $("detail-close").addEventListener("click", closeDetail);
+    $("detail-actions").addEventListener("click", onDetailAction);
+    $("history-more").addEventListener("click", loadMoreHistory);
+    document.addEventListener("keydown", (e) => {
+      if (e.key === "Escape" && view.detail && !document.querySelector("dialog[open]")) closeDetail();
+    });
     $("disable-form").addEventListener("submit", onDisableSubmit);
     $("disable-cancel").addEventListener("click", () => { view.pendingDisable = null; $("disable-dialog").close(); });
     $("add-sessions").addEventListener("click", () => {

@@ -273,13 +273,14 @@ class Store:
 
     def release(self, session_id: int, token: str | None = None, *, key: KeyInfo | None = None,
                 flood_wait: float | None = None, flood_scope: str | None = None,
-                disable: str | None = None) -> bool:
+                disable: str | None = None, peer_flood: bool = False) -> bool:
         """End a lease, optionally resting the session (for one method, or all) or disabling it.
 
         Idempotent: an unknown id or a session nobody holds returns ``False`` and changes
         nothing (no flood wait, no disable). See :meth:`_holder_check` for who may end a
         lease. A flood wait never shortens one already running. Returns ``True`` when a
-        lease ended.
+        lease ended. ``peer_flood`` only marks the flood wait's event: Telegram said
+        PEER_FLOOD (no seconds) and ``flood_wait`` is the server's rest for it.
         """
         scope = flood_scope.lower() if flood_scope else None
 
@@ -313,8 +314,10 @@ class Store:
             who = {"key_name": key.name if key else self._key_name(tx, row["lease_key_id"]), "holder": row["holder"]}
             self._event(tx, session_id, "release", **who)
             if flood_wait:
-                self._event(tx, session_id, "flood_wait", **who,
-                            detail={"seconds": flood_wait, "scope": scope})
+                detail = {"seconds": flood_wait, "scope": scope}
+                if peer_flood:
+                    detail["peer_flood"] = True
+                self._event(tx, session_id, "flood_wait", **who, detail=detail)
             if disable:
                 self._event(tx, session_id, "disable", **who, detail={"reason": disable})
             return True
@@ -341,12 +344,29 @@ class Store:
                 UPDATE sessions SET lease_expires_at = :now + :ttl, avail_at = :now + :ttl
                 WHERE id = :id RETURNING lease_expires_at""",
                 {"now": tx.now, "ttl": ttl, "id": session_id})["lease_expires_at"]
-            self._event(tx, session_id, "renew", holder=row["holder"],
-                        key_name=key.name if key else self._key_name(tx, row["lease_key_id"]),
-                        detail={"ttl": ttl})
+            self._renewed(tx, session_id, ttl, holder=row["holder"],
+                          key_name=key.name if key else self._key_name(tx, row["lease_key_id"]))
             return expires
 
         return self.engine.write(extend, batch=True)
+
+    def _renewed(self, tx: Tx, session_id: int, ttl: float, *, holder: str | None, key_name: str | None) -> None:
+        """Record a renewal; renewals in a row (nothing else happened in between) share one event.
+
+        The SDK renews every third of the TTL: a session leased all day would otherwise
+        write ~900 events a day, burying the leases and flood waits an admin looks for.
+        The shared event keeps the latest renewal's time and counts them all.
+        """
+        last = tx.row("SELECT id, type, detail FROM session_events WHERE session_id = :id"
+                      " ORDER BY id DESC LIMIT 1", {"id": session_id})
+        if last is None or last["type"] != "renew":
+            self._event(tx, session_id, "renew", key_name=key_name, holder=holder, detail={"ttl": ttl, "count": 1})
+            return
+        count = int(json.loads(last["detail"]).get("count", 1)) + 1
+        tx.run("UPDATE session_events SET at = :at, key_name = :key, holder = :holder, detail = :detail"
+               " WHERE id = :eid",
+               {"at": tx.now, "key": key_name, "holder": holder, "eid": last["id"],
+                "detail": json.dumps({"ttl": ttl, "count": count}, separators=(",", ":"))})
 
     # -- pool inspection ----------------------------------------------------------------
 
@@ -449,9 +469,16 @@ class Store:
         return rows
 
     def prune_events(self, older_than: float) -> int:
-        """Delete events recorded more than ``older_than`` seconds ago; returns how many."""
-        return self.engine.write(lambda tx: tx.run("DELETE FROM session_events WHERE at < :cut",
-                                                   {"cut": tx.now - older_than}))
+        """Delete events recorded more than ``older_than`` seconds ago; returns how many.
+
+        Scoped rests that have ended go too: they no longer count anywhere, and a session's
+        next scoped flood wait only sweeps its own.
+        """
+        def prune(tx: Tx) -> int:
+            tx.run("DELETE FROM session_rests WHERE until <= :now", {"now": tx.now})
+            return tx.run("DELETE FROM session_events WHERE at < :cut", {"cut": tx.now - older_than})
+
+        return self.engine.write(prune)
 
     # -- pool administration ------------------------------------------------------------
 

@@ -1,0 +1,362 @@
+"""Where ``telegate`` admin commands act: a running server over HTTP, or a database file.
+
+Two backends with one interface (:class:`Admin`), chosen once by :func:`choose`:
+
+* :class:`HttpAdmin` talks to a running server (``TELEGATE_URL``, default
+  ``http://127.0.0.1:8000``) with an admin key (``TELEGATE_ADMIN_KEY``), or ``--url`` /
+  ``--key``. This is the default: the server owns the pool.
+* :class:`DatabaseAdmin` opens the SQLite file named by ``--db`` or ``TELEGATE_DB``
+  directly, with no server: for setup before the first start, scripts and recovery.
+
+Every failure is an :class:`AdminError` whose message is one line that says what to do.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.parse
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Protocol, Sequence
+
+import urllib3
+
+from . import _keys
+from ._http import iso
+from .store import STATES, Store, is_database_url
+
+__all__ = ["Admin", "AdminError", "HttpAdmin", "DatabaseAdmin", "choose", "DEFAULT_URL"]
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+#: Names per POST /sessions: well under the server's 100,000 and its default 1 MiB body.
+_ADD_BATCH_NAMES = 5000
+_ADD_BATCH_BYTES = 256 * 1024
+_PAGE = 5000
+
+_NO_SERVER = ("start one with `telegate serve`, set TELEGATE_URL (or --url) to the address yours listens on,"
+              " or pass --db FILE to work on a database file without a server")
+
+
+class AdminError(Exception):
+    """A failure to show as one line (``telegate: error: ...``), exit status 1."""
+
+
+class Admin(Protocol):
+    """What the admin commands need, from a server or from a database file."""
+
+    where: str
+
+    def add_sessions(self, names: Sequence[str], *, kind: str = "unknown", meta: dict | None = None,
+                     kinds: Mapping[str, str] | None = None) -> tuple[int, int]: ...
+    def iter_sessions(self, state: str | None = None) -> Iterator[dict[str, Any]]: ...
+    def set_disabled(self, names: Sequence[str], disabled: bool, reason: str | None = None) -> list[str]: ...
+    def remove_sessions(self, names: Sequence[str]) -> list[str]: ...
+    def create_key(self, name: str, *, admin: bool = False, max_leases: int | None = None) -> str: ...
+    def list_keys(self) -> list[dict[str, Any]]: ...
+    def revoke_key(self, name: str, *, keep_leases: bool = False) -> int: ...
+    def status(self) -> dict[str, Any]: ...
+    def close(self) -> None: ...
+
+
+def _seconds_until(moment: str | None, now: float) -> float | None:
+    if not moment:
+        return None
+    return datetime.fromisoformat(moment.replace("Z", "+00:00")).timestamp() - now
+
+
+def _session_view(row: Mapping[str, Any], now: float, *, lease_expires_at: str | None,
+                  flood_wait_until: str | None) -> dict[str, Any]:
+    """One session as both backends show it (the keys of ``sessions list --json``, plus remaining seconds)."""
+    in_use, resting = row["state"] == "in_use", row["state"] == "in_floodwait"
+    view = {key: row[key] for key in ("id", "name", "kind", "state", "disabled_reason", "use_count",
+                                      "flood_count", "meta")}
+    view["holder"] = row["holder"] if in_use else None
+    view["lease_expires_at"] = lease_expires_at if in_use else None
+    view["flood_wait_until"] = flood_wait_until if resting else None
+    view["lease_remaining"] = _seconds_until(view["lease_expires_at"], now)
+    view["flood_wait_remaining"] = _seconds_until(view["flood_wait_until"], now)
+    return view
+
+
+# -- the database file ------------------------------------------------------------------------
+
+
+class DatabaseAdmin:
+    """Works on the database itself (a SQLite file or a PostgreSQL URL); safe while servers use it."""
+
+    def __init__(self, db: str | Path, *, create: bool) -> None:
+        target: str | Path = str(db) if is_database_url(str(db)) else Path(db)
+        if not create and isinstance(target, Path) and not target.exists():
+            raise AdminError(f"database {target} does not exist; pass --db or set TELEGATE_DB"
+                             " (telegate serve, sessions add or keys create makes a new one)")
+        self.store = Store(target)
+        self.where = f"database {self.store.path}"
+
+    def add_sessions(self, names: Sequence[str], *, kind: str = "unknown", meta: dict | None = None,
+                     kinds: Mapping[str, str] | None = None) -> tuple[int, int]:
+        added, existing = self.store.add_sessions(dict.fromkeys(names), kind=kind, meta=meta,
+                                                  kinds=dict(kinds) if kinds else None)
+        return len(added), len(existing)
+
+    def iter_sessions(self, state: str | None = None) -> Iterator[dict[str, Any]]:
+        offset = 0
+        while True:
+            rows, total = self.store.list_sessions(state=state, limit=_PAGE, offset=offset)
+            now = self.store.clock()
+            for row in rows:
+                yield _session_view(row, now, lease_expires_at=iso(row["lease_expires_at"]),
+                                    flood_wait_until=iso(row["flood_wait_until"]))
+            offset += len(rows)
+            if not rows or offset >= total:
+                return
+
+    def set_disabled(self, names: Sequence[str], disabled: bool, reason: str | None = None) -> list[str]:
+        return self.store.set_disabled_by_name(names, disabled, reason)
+
+    def remove_sessions(self, names: Sequence[str]) -> list[str]:
+        return self.store.remove_sessions_by_name(names)
+
+    def create_key(self, name: str, *, admin: bool = False, max_leases: int | None = None) -> str:
+        return self.store.create_key(name, "admin" if admin else "client", max_leases=max_leases)
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        return [_keys.key_json(row) for row in self.store.list_keys()]
+
+    def revoke_key(self, name: str, *, keep_leases: bool = False) -> int:
+        return self.store.revoke_key(name, end_leases=not keep_leases)
+
+    def status(self) -> dict[str, Any]:
+        data = self.store.status()
+        return {**{k: data[k] for k in ("total",) + STATES}, "next_available": iso(data["next_available"]),
+                "next_available_in": None if data["next_available"] is None else data["next_available"] - data["now"]}
+
+    def close(self) -> None:
+        self.store.close()
+
+
+# -- a running server ---------------------------------------------------------------------------
+
+
+def _normalise_url(url: str) -> str:
+    url = url.strip().rstrip("/")
+    if "://" not in url:
+        url = "http://" + url  # "127.0.0.1:8000" means what it says
+    try:
+        parsed = urllib3.util.parse_url(url)
+    except urllib3.exceptions.LocationParseError:
+        parsed = None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
+        raise AdminError(f"TELEGATE_URL / --url must be the server's address, like {DEFAULT_URL}; got {url!r}")
+    return url
+
+
+def _why(exc: BaseException) -> str:
+    """urllib3's reason for a failed connection, without its object reprs: "Connection refused"."""
+    reason = getattr(exc, "reason", None) or exc
+    # NewConnectionError subclasses ConnectTimeoutError: a refusal is not a timeout.
+    if (isinstance(reason, urllib3.exceptions.ConnectTimeoutError)
+            and not isinstance(reason, urllib3.exceptions.NewConnectionError)):
+        return "connecting timed out"
+    text = str(reason)
+    text = re.sub(r"<[^>]*>: |\w*Connection(Pool)?\([^)]*\): ", "", text)
+    text = text.replace("Failed to establish a new connection: ", "")
+    text = re.sub(r"\[Errno -?\d+\] ", "", text)
+    return text.strip(" ()'\"") or type(reason).__name__
+
+
+class _ServerError(AdminError):
+    """The server refused the request (4xx/5xx other than 401/403); the message is its detail."""
+
+    status = 0
+
+
+class HttpAdmin:
+    """The admin API of a running server, through urllib3 (one attempt per request, no retries)."""
+
+    def __init__(self, url: str, key: str | None, *, connect_timeout: float = 5.0,
+                 read_timeout: float = 120.0) -> None:
+        self.url = _normalise_url(url)
+        self.where = f"the server at {self.url}"
+        self.key = (key or "").strip()
+        self.read_timeout = read_timeout
+        self.http = urllib3.PoolManager(num_pools=1, retries=False,
+                                        timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout))
+
+    # -- transport ------------------------------------------------------------------------------
+
+    def _send(self, method: str, path: str, body: Any = None, headers: Mapping[str, str] | None = None,
+              ) -> urllib3.BaseHTTPResponse:
+        sent = {"Accept": "application/json", **(headers or {})}
+        payload = None
+        if body is not None:
+            payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
+            sent["Content-Type"] = "application/json"
+        try:
+            return self.http.request(method, self.url + path, body=payload, headers=sent, redirect=False)
+        except urllib3.exceptions.ReadTimeoutError:
+            raise AdminError(f"{self.where} did not answer {method} {path} within {self.read_timeout:g} s;"
+                             " it may be overloaded; try again (the command is safe to repeat)") from None
+        except urllib3.exceptions.SSLError as exc:
+            raise AdminError(f"TLS with {self.url} failed ({exc}); check TELEGATE_URL and the certificate") from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise AdminError(f"no TeleGate server answers at {self.url} ({_why(exc)}); {_NO_SERVER}") from None
+
+    def _call(self, method: str, path: str, body: Any = None, *, expect: Sequence[str] = ()) -> dict[str, Any]:
+        """One request; the answer's JSON object, which has the ``expect`` fields (else: not TeleGate)."""
+        if not self.key:
+            self._send("GET", "/healthz")  # no server at all is the more useful thing to say
+            raise AdminError(f"no admin key for {self.where}: set TELEGATE_ADMIN_KEY (or pass --key) to the"
+                             " admin key `telegate serve` printed at its first start, or pass --db FILE")
+        response = self._send(method, path, body, headers={"X-API-Key": self.key})
+        try:
+            data = json.loads(response.data.decode("utf-8")) if response.data.strip() else {}
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or not set(expect if response.status < 400 else ("error",)) <= set(data):
+            raise AdminError(f"{self.url} answered {method} {path} with HTTP {response.status} that is not"
+                             " TeleGate's JSON; check TELEGATE_URL (or --url)")
+        if response.status == 401:
+            raise AdminError(f"{self.where} does not accept this admin key (unknown or revoked); set"
+                             " TELEGATE_ADMIN_KEY (or --key) to the admin key `telegate serve` printed,"
+                             " or make one on the server host: telegate keys create NAME --admin --db FILE")
+        if response.status == 403:
+            raise AdminError(f"this is a client key; {self.where} needs an admin key for that: set"
+                             " TELEGATE_ADMIN_KEY (or --key) to one (telegate keys create NAME --admin)")
+        if response.status >= 400:
+            error = _ServerError(str(data.get("detail") or data.get("error") or f"HTTP {response.status}"))
+            error.status = response.status
+            raise error
+        return data
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    def add_sessions(self, names: Sequence[str], *, kind: str = "unknown", meta: dict | None = None,
+                     kinds: Mapping[str, str] | None = None) -> tuple[int, int]:
+        groups: dict[str, list[str]] = {}
+        for name in dict.fromkeys(names):
+            groups.setdefault((kinds or {}).get(name, kind), []).append(name)
+        added = existing = 0
+        for group_kind, group in groups.items():
+            for batch in _batches(group):
+                body: dict[str, Any] = {"names": batch, "kind": group_kind}
+                if meta is not None:
+                    body["meta"] = meta
+                try:
+                    answer = self._call("POST", "/sessions", body, expect=("added", "existing"))
+                except _ServerError as exc:
+                    done = f" ({added} added before it; running the command again is safe)" if added else ""
+                    raise AdminError(f"{exc}{done}") from None
+                added += len(answer["added"])
+                existing += len(answer["existing"])
+        return added, existing
+
+    def iter_sessions(self, state: str | None = None) -> Iterator[dict[str, Any]]:
+        offset = 0
+        while True:
+            query = {"limit": _PAGE, "offset": offset, **({"state": state} if state else {})}
+            page = self._call("GET", "/sessions?" + urllib.parse.urlencode(query), expect=("sessions", "total"))
+            now = time.time()
+            for row in page["sessions"]:
+                yield _session_view(row, now, lease_expires_at=row["lease_expires_at"],
+                                    flood_wait_until=row["flood_wait_until"])
+            offset += len(page["sessions"])
+            if not page["sessions"] or offset >= page["total"]:
+                return
+
+    def _ids(self, names: Sequence[str]) -> dict[str, int]:
+        """The ids of those of ``names`` that are registered (the API addresses sessions by id)."""
+        wanted, found = set(names), {}
+        for row in self.iter_sessions():
+            if row["name"] in wanted:
+                found[row["name"]] = row["id"]
+                if len(found) == len(wanted):
+                    break
+        return found
+
+    def set_disabled(self, names: Sequence[str], disabled: bool, reason: str | None = None) -> list[str]:
+        ids = self._ids(names)
+        body = {"disabled": True, "reason": reason or "disabled by admin"} if disabled else {"disabled": False}
+        for name in dict.fromkeys(names):
+            if name in ids:
+                self._call("PATCH", f"/sessions/{ids[name]}", body)
+        return [name for name in names if name not in ids]
+
+    def remove_sessions(self, names: Sequence[str]) -> list[str]:
+        ids = self._ids(names)
+        for name in dict.fromkeys(names):
+            if name in ids:
+                self._call("DELETE", f"/sessions/{ids[name]}")
+        return [name for name in names if name not in ids]
+
+    # -- keys ----------------------------------------------------------------------------------
+
+    def create_key(self, name: str, *, admin: bool = False, max_leases: int | None = None) -> str:
+        body: dict[str, Any] = {"name": name, "admin": admin}
+        if max_leases is not None:
+            body["max_leases"] = max_leases
+        return str(self._call("POST", "/keys", body, expect=("key",))["key"])
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/keys", expect=("keys",))["keys"])
+
+    def revoke_key(self, name: str, *, keep_leases: bool = False) -> int:
+        path = "/keys/" + urllib.parse.quote(name, safe="")
+        answer = self._call("DELETE", path + ("?keep_leases=true" if keep_leases else ""))
+        return int(answer.get("leases_ended") or 0)
+
+    def status(self) -> dict[str, Any]:
+        data = self._call("GET", "/status", expect=("total", "server_time") + STATES)
+        server_now = datetime.fromisoformat(data["server_time"].replace("Z", "+00:00")).timestamp()
+        data["next_available_in"] = _seconds_until(data.get("next_available"), server_now)
+        return data
+
+    def close(self) -> None:
+        self.http.clear()
+
+
+def _batches(names: Sequence[str]) -> Iterator[list[str]]:
+    batch: list[str] = []
+    size = 0
+    for name in names:
+        cost = len(json.dumps(name, ensure_ascii=False).encode("utf-8")) + 1
+        if batch and (len(batch) >= _ADD_BATCH_NAMES or size + cost > _ADD_BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(name)
+        size += cost
+    if batch:
+        yield batch
+
+
+# -- which one ----------------------------------------------------------------------------------
+
+
+def choose(*, db: str | None, url: str | None, key: str | None, environ: Mapping[str, str],
+           create: bool = False) -> Admin:
+    """The backend for one command; the first rule that applies wins.
+
+    1. ``--db FILE``: that database file, no server (``--url`` / ``--key`` with it is an error).
+    2. ``--url`` or ``--key``: the server (``--url``, else ``TELEGATE_URL``, else the default).
+    3. ``TELEGATE_DB`` set: that database file (with ``TELEGATE_URL`` set too: an error, pick one).
+    4. Otherwise the server at ``TELEGATE_URL`` or ``http://127.0.0.1:8000``.
+
+    The key is ``--key``, else ``TELEGATE_ADMIN_KEY``.
+    """
+    env_db = environ.get("TELEGATE_DB", "").strip()
+    env_url = environ.get("TELEGATE_URL", "").strip()
+    env_key = environ.get("TELEGATE_ADMIN_KEY", "").strip()
+    if db:
+        if url or key:
+            raise AdminError("--db works on the database file with no server; --url and --key talk to a"
+                             " server: give one or the other")
+        return DatabaseAdmin(db, create=create)
+    if url or key:
+        return HttpAdmin(url or env_url or DEFAULT_URL, key or env_key)
+    if env_db:
+        if env_url:
+            raise AdminError("both TELEGATE_DB and TELEGATE_URL are set: pass --db FILE to work on the"
+                             " database file or --url URL to talk to the server (or unset one)")
+        return DatabaseAdmin(env_db, create=create)
+    return HttpAdmin(env_url or DEFAULT_URL, env_key)
+
