@@ -6,9 +6,10 @@ SQLite write (WAL, synchronous=FULL, ``BEGIN IMMEDIATE`` ... ``COMMIT``), with t
 in-process write lock TeleGate's store takes, so threads never meet SQLite's sleeping
 busy handler.
 
-Both listen through TeleGate's own ``bind_socket`` and pass ``waitress.create_server``
-the options ``telegate serve`` uses (``telegate.serve.waitress_options``: threads,
-connection limit, body limit), so the only difference from TeleGate is what the route does.
+Both listen through TeleGate's own ``bind_socket`` and are served by TeleGate's own
+waitress server (``telegate.serve.create_server``: its channel class) with the options
+``telegate serve`` uses (``telegate.serve.waitress_options``: threads, connection limit,
+backlog, poll, body limit), so the only difference from TeleGate is what the route does.
 """
 from __future__ import annotations
 
@@ -23,9 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "server"))
 
 import bottle  # noqa: E402
-import waitress  # noqa: E402
-
-from telegate.serve import bind_socket, waitress_options  # noqa: E402
+from telegate.serve import bind_socket, create_server, waitress_options  # noqa: E402
 from telegate.settings import Settings  # noqa: E402
 
 LEASE = json.dumps({"session_id": 1, "session_name": "acc000001", "lease_token": "x" * 24,
@@ -86,7 +85,7 @@ def main() -> int:
     # The same waitress arguments as telegate serve, from the same function.
     options = waitress_options(settings)
     options["threads"] = threads
-    server = waitress.create_server(make_app(args.kind, args.db), sockets=[sock], **options)
+    server = create_server(make_app(args.kind, args.db), sock, **options)
     host, port = sock.getsockname()[:2]
     print(f"ceiling {args.kind} listening on http://{host}:{port} ({threads} threads)", flush=True)
     try:

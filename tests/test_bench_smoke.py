@@ -26,7 +26,7 @@ def test_purposes_benchmark_reports_every_round_and_the_capacity_kept(tmp_path):
 
 
 def test_the_benchmarks_are_found():
-    assert {"http_cycle.py", "scale.py", "store_cycle.py", "sdk_overhead.py"} <= set(BENCHES)
+    assert {"http_cycle.py", "scale.py", "store_cycle.py", "sdk_overhead.py", "fleet.py"} <= set(BENCHES)
 
 
 @pytest.mark.parametrize("name", BENCHES)

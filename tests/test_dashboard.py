@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -148,8 +149,18 @@ def test_sign_in_watch_the_pool_and_act(browser, live_server, tmp_path: Path):
     wait(browser, lambda d: flood_cell(d) != first, "flood-wait countdown does not tick")
 
     # A worker leases a session elsewhere: the dashboard refreshes by itself.
-    server.request("POST", "/session", {"name": "acc08", "holder": "late-worker:1", "ttl": 600})
+    late = server.request("POST", "/session", {"name": "acc08", "holder": "late-worker:1", "ttl": 600}).json
     wait(browser, lambda d: row_state(d, "acc08") == "in_use", "lease by a worker never showed up")
+
+    # Another worker long-polls for that session: the dashboard shows who waits, and how long.
+    waiter = threading.Thread(target=server.request, args=("POST", "/session"), daemon=True,
+                              kwargs={"body": {"name": "acc08", "holder": "patient:2", "ttl": 600, "wait": 30}})
+    waiter.start()
+    wait(browser, lambda d: text(d, "waiting").startswith("1 worker is waiting for a session; the longest for "),
+         "the waiting worker never showed up")
+    server.request("POST", "/release", {"session_id": late["session_id"], "lease_token": late["lease_token"]})
+    waiter.join(30)
+    wait(browser, lambda d: text(d, "waiting") == "No worker is waiting for a session.", "the wait never ended")
 
     # Disable with a reason, from the dialog.
     click_action(browser, "acc09", "disable")

@@ -162,7 +162,7 @@ def test_two_hundred_methods_get_labels_then_other():
     class NoStore:
         def metric_totals(self):
             return dict.fromkeys(("free", "in_use", "in_floodwait", "disabled", "resting_scoped", "leases_granted",
-                                  "leases_expired", "flood_waits"), 0)
+                                  "leases_expired", "flood_waits", "waiting_workers", "oldest_wait"), 0)
 
     metrics = Metrics(NoStore())
     for n in range(MAX_SCOPE_LABELS + 50):

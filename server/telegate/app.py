@@ -21,8 +21,9 @@ from .dashboard import install_dashboard
 from .metrics import install_metrics
 from .openapi import install_openapi
 from ._text import escape
+from ._waiting import WaitRoom, new_owner
 from .settings import Settings
-from .store import STATES, KeyInfo, PoolStore
+from .store import STATES, KeyInfo, PoolStore, Ticket
 
 __all__ = ["create_app"]
 
@@ -37,6 +38,9 @@ _ADMIN_ONLY = ApiError(403, "forbidden", "this endpoint needs an admin key; your
 #: How long a client should wait before polling again while sessions are leased: a
 #: holder may release at any moment, so Retry-After stays short then.
 POLL_WHILE_LEASED = 5
+
+#: Longest long-poll a client may ask for (``"wait"`` on POST /session), in seconds.
+MAX_WAIT = 60
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> bottle.HTTPResponse:
@@ -97,6 +101,7 @@ def _unavailable(exc: store_mod.NoSessionAvailable) -> ApiError:
         "next_release_in": None if exc.next_release_in is None else round(exc.next_release_in, 3),
         "next_lease_end_in": None if exc.next_lease_end_in is None else round(exc.next_lease_end_in, 3),
         "total": exc.total,
+        "waiting_workers": exc.waiting_workers,
     })
 
 
@@ -187,8 +192,15 @@ def _bottle_error(res: bottle.HTTPError) -> str:
     return json.dumps({"error": code, "detail": detail})
 
 
-def create_app(settings: Settings, store: PoolStore) -> bottle.Bottle:
-    """A fresh WSGI app serving the API over ``store`` (which the caller owns and closes)."""
+def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = None) -> bottle.Bottle:
+    """A fresh WSGI app serving the API over ``store`` (which the caller owns and closes).
+
+    ``room`` parks long-polling acquires (``telegate serve`` passes one whose parked
+    requests do not take threads from the server's pool); by default one of its own,
+    parking on the calling thread.
+    """
+    if room is None:
+        room = default_room(store)
     app = bottle.Bottle()
     app.config["catchall"] = True
     app.default_error_handler = _bottle_error  # type: ignore[method-assign]
@@ -224,13 +236,18 @@ def create_app(settings: Settings, store: PoolStore) -> bottle.Bottle:
 
     @route("/session", "POST")
     def acquire() -> Any:
-        fields = body({"ttl", "holder", "name", "request_id", "purpose"})
-        ttl = fields.number("ttl", low=1, high=MAX_TTL)
+        fields = body({"ttl", "holder", "name", "request_id", "purpose", "wait"})
+        ttl = fields.number("ttl", low=1, high=MAX_TTL) or settings.lease_ttl
         key = caller()
         holder = fields.text("holder", max_length=200) or key.name
         name = fields.text("name", max_length=store_mod.MAX_NAME_LENGTH)
-        lease = store.acquire(ttl or settings.lease_ttl, holder=holder, name=name, key=key,
-                              request_id=fields.request_id(), purpose=fields.method("purpose"))
+        wait = fields.number("wait", low=0, high=MAX_WAIT) or 0
+        if wait and room.count >= settings.max_waiters:
+            wait = 0  # this process parks no more: answer now (503 if nothing is free)
+        lease = store.acquire(ttl, holder=holder, name=name, key=key, request_id=fields.request_id(),
+                              purpose=fields.method("purpose"), wait=wait, owner=room.owner)
+        if isinstance(lease, Ticket):
+            lease = _wait_in_line(lease, wait)
         log.info("leased session %d (%s) to %s until %s", lease.session_id, lease.session_name,
                  holder, iso(lease.lease_expires_at))
         return _json({
@@ -238,10 +255,21 @@ def create_app(settings: Settings, store: PoolStore) -> bottle.Bottle:
             "session_name": lease.session_name,
             "lease_token": lease.lease_token,
             "lease_expires_at": iso(lease.lease_expires_at),
-            "ttl": ttl or settings.lease_ttl,
+            "ttl": ttl,
             "kind": lease.kind,
             "meta": lease.meta,
         })
+
+    def _wait_in_line(ticket: Ticket, wait: float) -> store_mod.Lease:
+        """Park a long-poll until its ticket is granted a session, or its wait runs out (503)."""
+        started = time.perf_counter()
+        try:
+            lease = room.wait(ticket.ticket, wait, ticket.next_free_at)
+        finally:
+            waited = time.perf_counter() - started
+            bottle.request.environ["telegate.waited"] = waited
+            metrics.waited(waited)
+        return lease
 
     @route("/release", "POST")
     def release() -> Any:
@@ -289,6 +317,8 @@ def create_app(settings: Settings, store: PoolStore) -> bottle.Bottle:
             "disabled": data["disabled"], "next_available": iso(data["next_available"]),
             "server_time": iso(data["now"]),
         }
+        waiting, oldest = store.line_stats()
+        answer.update(waiting_workers=waiting, oldest_wait=None if oldest is None else round(oldest, 3))
         if purpose is not None:
             answer.update(purpose=purpose, free_for_purpose=data["free_for_purpose"])
         return _json(answer)
@@ -410,6 +440,14 @@ def create_app(settings: Settings, store: PoolStore) -> bottle.Bottle:
     return app
 
 
+def default_room(store: PoolStore, *, park: Callable | None = None) -> WaitRoom:
+    """A :class:`WaitRoom` for ``store``: woken by this process's grants at once, and by
+    other processes' through the engine's commit feed."""
+    room = WaitRoom(store, new_owner(), store.engine.commit_feed, park=park, clock=store.clock)
+    store.grant_listeners.append(room.granted)
+    return room
+
+
 def _wsgi_text(value: str) -> str:
     """A WSGI string (bytes as latin-1, PEP 3333) as the UTF-8 text the client meant, when it is UTF-8."""
     try:
@@ -438,9 +476,11 @@ def access_logged(app: Callable, logger: logging.Logger = access_log) -> Callabl
         finally:
             if not logger.disabled and logger.isEnabledFor(logging.INFO):  # --access-log false: no record at all
                 status = status_holder[-1].split(" ", 1)[0] if status_holder else "-"
-                logger.info("%s %s %s %.1fms key=%s", escape(environ.get("REQUEST_METHOD") or "-"),
+                waited = environ.get("telegate.waited")  # a long-poll: how long it waited in line
+                logger.info("%s %s %s %.1fms key=%s%s", escape(environ.get("REQUEST_METHOD") or "-"),
                             escape(_wsgi_text(environ.get("PATH_INFO") or "")),
                             status, (time.perf_counter() - started) * 1000,
-                            escape(environ.get("telegate.key_name", "-")))
+                            escape(environ.get("telegate.key_name", "-")),
+                            "" if waited is None else f" waited={waited * 1000:.0f}ms")
 
     return middleware

@@ -31,6 +31,8 @@ __all__ = ["Metrics", "install_metrics"]
 FLOOD_WAIT_BUCKETS = (1, 5, 15, 30, 60, 300, 900, 3600, 4 * 3600, 86400, float("inf"))
 #: One acquire is one SQLite transaction: milliseconds, unless the database is contended.
 ACQUIRE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, float("inf"))
+#: Long-polls wait up to a minute.
+WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 15, 30, 60, float("inf"))
 #: The 503 error codes the API answers with (see app.py).
 UNAVAILABLE_ERRORS = ("no_session_available", "database_unavailable")
 #: Methods that get their own ``scope`` label on the flood-wait counter; later ones count
@@ -65,6 +67,12 @@ class _PoolCollector(Collector):
         yield CounterMetricFamily(
             "telegate_flood_waits", "Flood waits reported on release (sum of flood_count over registered sessions).",
             value=totals["flood_waits"])
+        yield GaugeMetricFamily("telegate_waiting_workers",
+                                "Long-polls waiting in line for a session now (every server process).",
+                                value=totals["waiting_workers"])
+        yield GaugeMetricFamily("telegate_oldest_wait_seconds",
+                                "How long the longest-waiting long-poll has waited (0 when none waits).",
+                                value=totals["oldest_wait"])
 
 
 class Metrics:
@@ -82,6 +90,9 @@ class Metrics:
         self.acquire_seconds = Histogram(
             "telegate_acquire_seconds", "Time to answer POST /session (any status), measured by this process.",
             buckets=ACQUIRE_BUCKETS, registry=self.registry)
+        self.wait_seconds = Histogram(
+            "telegate_wait_seconds", "Time long-polls spent waiting in line (granted or not), counted by this"
+            " process.", buckets=WAIT_BUCKETS, registry=self.registry)
         self.unavailable = Counter(
             "telegate_unavailable", "503 answers by error code, counted by this process.",
             labelnames=["error"], registry=self.registry)
@@ -114,6 +125,10 @@ class Metrics:
                 self._scopes.add(scope)
         return scope
 
+    def waited(self, seconds: float) -> None:
+        """A long-poll waited in line this long."""
+        self.wait_seconds.observe(seconds)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -135,8 +150,9 @@ def install_metrics(app: bottle.Bottle, settings: Settings, store: PoolStore) ->
                 metrics.unavailable.labels(code).inc()
         if request.method == "POST" and request.path == "/session":
             started = request.environ.get("telegate.started")
-            if started is not None:
-                metrics.acquire_seconds.observe(time.perf_counter() - started)
+            if started is not None:  # the time spent waiting in line is telegate_wait_seconds
+                waited = request.environ.get("telegate.waited", 0.0)
+                metrics.acquire_seconds.observe(time.perf_counter() - started - waited)
 
     @app.route("/metrics", "GET", auth="client" if settings.metrics_auth else None)
     def scrape() -> Any:

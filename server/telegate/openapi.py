@@ -112,6 +112,7 @@ _SCHEMAS: dict[str, Any] = {
             "next_lease_end_in": {"type": "number", "minimum": 0, "nullable": True,
                                   "description": "Seconds until the earliest current lease runs out; null when none is leased."},
             "total": _count("Sessions registered (matching the name, if one was asked for)."),
+            "waiting_workers": _count("Workers waiting in line for a session right now (long-polls, any server)."),
         },
         "additionalProperties": False,
     },
@@ -123,6 +124,9 @@ _SCHEMAS: dict[str, Any] = {
                     "description": "Lease time in seconds; the server's --lease-ttl when left out."},
             "holder": _text(200, "Who holds the lease, shown to admins, e.g. host:pid."),
             "name": _text(MAX_NAME_LENGTH, "Lease this session by name instead of the least recently used free one."),
+            "wait": {"type": "number", "minimum": 0, "maximum": 60, "nullable": True,
+                     "description": "Long-poll: when nothing is free, wait up to this many seconds in line for a"
+                                    " session (first come, first served) before the 503. 0 or left out: answer now."},
             "request_id": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,64}$", "nullable": True,
                            "description": "Makes the call safe to retry: a repeat with the same request_id from"
                                           " the same key, while that lease lives, returns the same lease."},
@@ -186,7 +190,7 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "additionalProperties": False,
         "required": ["total", "free", "in_use", "in_floodwait", "resting_scoped", "disabled", "next_available",
-                     "server_time"],
+                     "server_time", "waiting_workers", "oldest_wait"],
         "properties": {
             "total": _count("Sessions registered."),
             "free": _count("Sessions that can be leased now."),
@@ -198,6 +202,9 @@ _SCHEMAS: dict[str, Any] = {
             "free_for_purpose": _count("Sessions a lease for that purpose could get now (with ?purpose=)."),
             "next_available": _time("When the earliest flood wait ends; null when none is in flood wait."),
             "server_time": _time("The server's clock, to compare times against.", nullable=False),
+            "waiting_workers": _count("Workers waiting in line for a session now (long-polls, every server)."),
+            "oldest_wait": {"type": "number", "minimum": 0, "nullable": True,
+                            "description": "Seconds the longest-waiting worker has waited; null when none waits."},
         },
     },
     "Health": {
@@ -435,7 +442,8 @@ def build_openapi() -> dict[str, Any]:
         "/session": {"post": _op(
             "Lease a session",
             "Leases the free session used least recently (or the one named) for `ttl` seconds."
-            " Renew before it runs out, release when done.",
+            " Renew before it runs out, release when done. With `wait`, a caller that finds nothing free"
+            " waits in line: sessions freed meanwhile go to the longest-waiting caller first.",
             {"200": _answer("The lease.", _ref("Lease")),
              "404": {"$ref": "#/components/responses/NotFound"},
              "429": {"$ref": "#/components/responses/LeaseLimit"},

@@ -9,17 +9,22 @@ import sys
 import threading
 from typing import Mapping, TextIO
 
-import waitress
-
 from . import _logging
+from ._channel import Dispatcher, create_server
 from ._sessionfiles import scan_dir
-from .app import access_logged, create_app
+from .app import access_logged, create_app, default_room
 from .settings import Settings, SettingsError
 from .store import PoolStore, Store
 
-__all__ = ["serve", "bind_socket", "PortInUse", "ensure_key", "waitress_options", "MIN_ENV_KEY_LENGTH"]
+__all__ = ["serve", "bind_socket", "PortInUse", "ensure_key", "waitress_options", "create_server",
+           "MIN_ENV_KEY_LENGTH"]
 
 log = logging.getLogger(__name__)
+
+#: Connections the kernel may hold for us before we accept them (it caps this at
+#: net.core.somaxconn, 4096 on current Linux): a fleet of a thousand workers that
+#: reconnects at once after a restart must fit, since the loop accepts one per turn.
+BACKLOG = 2048
 
 #: TELEGATE_API_KEY becomes an admin key: "admin" or a short word is guessed in minutes.
 #: Keys TeleGate makes itself are 46 characters (tg_ + 32 random bytes).
@@ -49,7 +54,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
         else:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
-        sock.listen(1024)
+        sock.listen(BACKLOG)
     except OSError as exc:
         sock.close()
         if exc.errno in (98, 48, 10048, 10013) or isinstance(exc, PermissionError):
@@ -65,7 +70,19 @@ def waitress_options(settings: Settings) -> dict:
         threads=settings.threads, connection_limit=settings.connection_limit, ident="TeleGate",
         # waitress answers bodies far over our limit itself; ours (JSON 413) covers the rest.
         max_request_body_size=max(settings.max_body * 4, 8 * 1024 * 1024),
-        clear_untrusted_proxy_headers=True)
+        clear_untrusted_proxy_headers=True,
+        # waitress listens again with its own backlog (default 1024): keep ours.
+        backlog=BACKLOG,
+        # select() cannot watch a descriptor numbered 1024 or more (FD_SETSIZE): past about
+        # a thousand connections waitress's loop would die with "filedescriptor out of
+        # range in select()". poll() has no such limit (Windows has no poll(); waitress
+        # falls back to select() there, which Python builds for 512 sockets).
+        asyncore_use_poll=True,
+        # An idle keep-alive connection is closed after this long (a connection with a
+        # request in progress never is). Longer than the SDK's lease renewals (a third of
+        # the 300 s default TTL) would cost a connection per idle worker for no gain;
+        # shorter makes idle workers reconnect more often. waitress's default, stated.
+        channel_timeout=120)
 
 
 def ensure_key(store: PoolStore, environ: Mapping[str, str], out: TextIO) -> None:
@@ -117,7 +134,7 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     store = Store(settings.db, synchronous=settings.synchronous)
-    server = None
+    server = room = None
     housekeeping = None
     try:
         ensure_key(store, environ, out)
@@ -130,8 +147,15 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
         sock = bind_socket(settings.host, settings.port)
         housekeeping = _Housekeeping(store, settings.event_retention_days * 86400.0)
         housekeeping.start()
-        server = waitress.create_server(access_logged(create_app(settings, store)), sockets=[sock],
-                                        **waitress_options(settings))
+        _raise_open_file_limit(settings.connection_limit + 100)
+        # Long-polls park on the dispatcher (a stand-in thread each), never on the threads
+        # that serve everyone else: see telegate._channel.Dispatcher.
+        dispatcher = Dispatcher(settings.threads)
+        room = default_room(store, park=dispatcher.parked)
+        dispatcher.on_shutdown.append(room.close)
+        dispatcher.on_thread_exit.append(store.engine.release_connection)
+        server = create_server(access_logged(create_app(settings, store, room=room)), sock,
+                               dispatcher=dispatcher, **waitress_options(settings))
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
         out.write(f"TeleGate listening on http://{shown}:{port} (database {settings.db},"
@@ -145,12 +169,38 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
             server.close()
         if housekeeping is not None:
             housekeeping.stop()
+        if room is not None:
+            room.close()
         store.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     out.write("TeleGate stopped\n")
     out.flush()
     return 0
+
+
+def _raise_open_file_limit(wanted: int) -> None:
+    """Let the process open ``wanted`` files (one per connection, plus the database's).
+
+    Many systems start processes with a soft limit of 1024 open files; past it waitress
+    cannot accept() and logs a warning per attempt. The soft limit may be raised up to
+    the hard one without privileges; if even that is too low, say so once.
+    """
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit to raise
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            target = soft
+        if target < wanted:
+            log.warning("this process may open only %d files (ulimit -n; hard limit %s), fewer than"
+                        " --connection-limit needs (%d); raise the limit or lower --connection-limit",
+                        target, hard, wanted)
 
 
 class _Housekeeping:

@@ -98,7 +98,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("lease_ttl", _ranged_int(1, 86400), 300, "Lease time in seconds when a client does not ask for one.", "SECONDS"),
     Setting("sessions_dir", _optional_path, None, "Folder of .session files registered (by file stem) at start.", "DIR"),
     Setting("max_body", _ranged_int(1024, 64 * 1024 * 1024), 1024 * 1024, "Largest request body in bytes; larger ones get 413.", "BYTES"),
-    Setting("connection_limit", _ranged_int(1, 100000), 1000, "Most client connections open at once (waitress).", "N"),
+    Setting("connection_limit", _ranged_int(1, 100000), 2000, "Most client connections open at once (waitress); an SDK worker holds up to two.", "N"),
+    Setting("max_waiters", _ranged_int(0, 100000), 1000, "Most long-polls (POST /session with wait) parked at once in this process; more are answered at once.", "N"),
     Setting("peer_flood_rest", _ranged_int(1, 366 * 86400), 86400,
             "Seconds a session rests after PEER_FLOOD (Telegram's spam limit names no wait), for the method that hit it.",
             "SECONDS"),
@@ -123,7 +124,8 @@ class Settings:
     lease_ttl: int = 300
     sessions_dir: Path | None = None
     max_body: int = 1024 * 1024
-    connection_limit: int = 1000
+    connection_limit: int = 2000
+    max_waiters: int = 1000
     peer_flood_rest: int = 86400
     event_retention_days: int = 30
     synchronous: str = "full"

@@ -232,6 +232,11 @@
     const next = $("next-available");
     next.dataset.until = status.next_available || "";
     updateNextAvailable();
+    // Workers long-polling for a session (POST /session with "wait"), served in arrival order.
+    const waiting = status.waiting_workers || 0;
+    setText($("waiting"), waiting === 0 ? "No worker is waiting for a session."
+      : `${waiting} worker${waiting === 1 ? " is" : "s are"} waiting for a session;`
+        + ` the longest for ${duration(status.oldest_wait || 0)}.`);
   }
 
   function updateNextAvailable() {

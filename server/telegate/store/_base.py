@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, TypeVar
 __all__ = [
     "StoreError", "DatabaseError", "NotFound", "Conflict", "LeaseMismatch", "NotLeaseHolder",
     "SessionDisabled", "LeaseLimit", "KeyRevoked", "NoSessionAvailable", "Lease", "KeyInfo", "Engine", "Tx",
-    "PoolStore", "STATES", "MAX_NAME_LENGTH", "hash_key",
+    "PoolStore", "STATES", "MAX_NAME_LENGTH", "hash_key", "Ticket", "Grant", "CommitFeed",
 ]
 
 T = TypeVar("T")
@@ -68,8 +68,9 @@ class NoSessionAvailable(StoreError):
     """Nothing can be leased right now; carries the counts a waiting worker needs."""
 
     def __init__(self, *, waiting_count: int, in_use: int, next_release_in: float | None,
-                 next_lease_end_in: float | None, total: int) -> None:
+                 next_lease_end_in: float | None, total: int, waiting_workers: int = 0) -> None:
         super().__init__("no session is available")
+        self.waiting_workers = waiting_workers  # long-polls waiting in line now (every server)
         self.waiting_count = waiting_count
         self.in_use = in_use
         self.next_release_in = next_release_in
@@ -85,6 +86,24 @@ class Lease:
     lease_expires_at: float
     kind: str
     meta: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class Ticket:
+    """An acquire that found nothing free and now waits in line (``ticket`` is its place)."""
+
+    ticket: int
+    next_free_at: float | None  # when a session frees up by time alone, if one does
+
+
+@dataclasses.dataclass(frozen=True)
+class Grant:
+    """A lease granted to a waiting ticket; its server process (``owner``) wakes it."""
+
+    ticket: int
+    owner: str
+    session_id: int
+    lease: "Lease"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +137,20 @@ class Tx(Protocol):
     def run(self, sql: str, params: Mapping[str, Any] | None = None) -> int: ...
 
 
+class CommitFeed(Protocol):
+    """Tells a server process that another connection may have granted one of its waiters."""
+
+    def wait(self, timeout: float) -> bool:
+        """Block up to ``timeout`` s; True when another connection committed (or may have) since
+        the last call. Spurious Trues are fine: the caller reads and finds nothing."""
+
+    def interrupt(self) -> None:
+        """Make a ``wait`` in progress return now."""
+
+    def close(self) -> None:
+        """Stop; idempotent."""
+
+
 class Engine(Protocol):
     """The plumbing of one kind of database, apart from the pool's SQL.
 
@@ -146,6 +179,20 @@ class Engine(Protocol):
 
     def close(self) -> None: ...
 
+    # The waiting line's wake-ups (``_line.py``): a grant committed by one server must wake
+    # its waiter in another. SQLite: nothing to announce, the feed polls PRAGMA
+    # data_version. PostgreSQL: ``NOTIFY`` in the granting transaction, the feed LISTENs.
+
+    def announce(self, tx: Tx) -> None:
+        """Inside a transaction that granted sessions to waiters: make other servers look."""
+
+    def commit_feed(self) -> CommitFeed:
+        """A new feed of other connections' commits (one per server process, made on first wait)."""
+
+    def release_connection(self) -> None:
+        """The calling thread will not use the database for a while (it parks, or ends): let go
+        of what it holds. SQLite: its own connection. A pooled engine: nothing to do."""
+
 
 class PoolStore(Protocol):
     """The pool, as the HTTP app, the CLI and ``serve`` use it, whatever database holds it."""
@@ -156,9 +203,23 @@ class PoolStore(Protocol):
 
     def clock(self) -> float: ...
 
+    grant_listeners: list[Callable[[list[Grant]], None]]
+
     def acquire(self, ttl: float, holder: str | None = None, name: str | None = None, *,
                 key: KeyInfo | None = None, request_id: str | None = None,
-                purpose: str | None = None) -> Lease: ...
+                purpose: str | None = None, wait: float = 0, owner: str | None = None) -> Lease | Ticket: ...
+
+    def claimed(self, ticket: int) -> Lease | None: ...
+
+    def leave_line(self, ticket: int) -> Lease: ...
+
+    def keep_alive(self, owner: str) -> None: ...
+
+    def granted_for(self, owner: str, first: int) -> list[int]: ...
+
+    def serve_line(self) -> tuple[list[Grant], float | None]: ...
+
+    def line_stats(self) -> tuple[int, float | None]: ...
 
     def release(self, session_id: int, token: str | None = None, *, key: KeyInfo | None = None,
                 flood_wait: float | None = None, flood_scope: str | None = None,

@@ -14,6 +14,9 @@ sessions, most of them busy or resting.
 
 A lease belongs to the API key that took it (``lease_key_id``): only that key (with or
 without the lease token) or an admin key may end, renew or report it.
+
+Acquires that may wait (``wait``) and find nothing join the waiting line (``_line.py``);
+every acquire and release serves that line, oldest ticket first, before anything else.
 """
 from __future__ import annotations
 
@@ -25,9 +28,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from . import _line as line
 from ._base import (
-    STATES, Conflict, DatabaseError, Engine, KeyInfo, KeyRevoked, Lease, LeaseLimit, LeaseMismatch,
-    NoSessionAvailable, NotFound, NotLeaseHolder, SessionDisabled, Tx, hash_key,
+    STATES, Conflict, DatabaseError, Engine, Grant, KeyInfo, KeyRevoked, Lease, LeaseLimit, LeaseMismatch,
+    NoSessionAvailable, NotFound, NotLeaseHolder, SessionDisabled, Ticket, Tx, hash_key,
 )
 
 __all__ = ["Store", "open_store", "is_database_url"]
@@ -78,9 +82,9 @@ def _lease(row: Mapping[str, Any]) -> Lease:
 class Store:
     """The pool of one database, SQLite (a file path) or PostgreSQL (a ``postgresql://`` URL).
 
-    ``clock`` returns the current time in epoch seconds; tests inject one to move time
-    without sleeping. On PostgreSQL, unless a test injects one, every time comes from the
-    database's clock, so servers on several hosts agree. ``close()`` may be called any number of times.
+    ``clock`` (SQLite only) returns the current time in epoch seconds; tests inject one to
+    move time without sleeping. On PostgreSQL every time comes from the database's clock,
+    so servers on several hosts agree. ``close()`` may be called any number of times.
     """
 
     def __init__(self, db: str | Path, *, clock: Callable[[], float] = time.time,
@@ -89,13 +93,14 @@ class Store:
         if engine is None:
             if is_database_url(db):
                 from ._postgres import PostgresEngine
-                # The database's clock, unless a test hands in its own (as it does on SQLite).
-                engine = PostgresEngine(str(db), clock=None if clock is time.time else clock)
+                engine = PostgresEngine(str(db))
             else:
                 from ._sqlite import SQLiteEngine
                 engine = SQLiteEngine(db, clock=clock, synchronous=synchronous, busy_timeout=busy_timeout)
         self.engine = engine
         self.clock = engine.now
+        #: Called after each commit that granted sessions to waiting tickets, with the grants.
+        self.grant_listeners: list[Callable[[list[Grant]], None]] = []
         engine.migrate()
 
     @property
@@ -137,17 +142,43 @@ class Store:
 
     def acquire(self, ttl: float, holder: str | None = None, name: str | None = None, *,
                 key: KeyInfo | None = None, request_id: str | None = None,
-                purpose: str | None = None) -> Lease:
+                purpose: str | None = None, wait: float = 0, owner: str | None = None) -> Lease | Ticket:
         """Lease the least recently used free session (or the one called ``name``) to ``key``.
 
         ``request_id`` makes the call idempotent: a repeat from the same key while that
         lease lives gets the same lease back. ``purpose`` (a TL method name) skips sessions
         resting for that method; without it, sessions resting for any method are skipped.
-        Raises :class:`NoSessionAvailable` with the pool's counts when nothing is free,
+        Tickets waiting in line are served first, so a newcomer only gets what they leave.
+        When nothing is left: with ``wait`` > 0 (and ``owner``, the name of the server
+        process that will wait) the caller joins the line and gets a :class:`Ticket`;
+        otherwise :class:`NoSessionAvailable` with the pool's counts. Raises
         :class:`LeaseLimit` when the key holds its ``max_leases`` already, and
         :class:`NotFound` when ``name`` is not registered.
         """
         purpose = purpose.lower() if purpose else None
+        grants: list[Grant] = []
+
+        def claim(tx: Tx) -> Lease | Ticket | NoSessionAvailable:
+            grants[:] = self._serve_line(tx)
+            outcome = self._claim(tx, ttl, holder, name, key, request_id, purpose)
+            if isinstance(outcome, NoSessionAvailable) and wait > 0 and owner is not None and outcome.total:
+                ticket = line.enqueue(tx, owner=owner, ttl=ttl, wait=wait, holder=holder, name=name,
+                                      key_id=key.id if key is not None else None, purpose=purpose,
+                                      request_id=request_id)
+                return Ticket(ticket, line.next_free_at(tx))
+            return outcome
+
+        outcome = self.engine.write(claim, batch=True)
+        self._granted(grants)
+        if isinstance(outcome, (Lease, Ticket)):
+            return outcome
+        if name is not None and outcome.total == 0:
+            raise NotFound(f"no session named {name!r}")
+        raise outcome
+
+    def _claim(self, tx: Tx, ttl: float, holder: str | None, name: str | None,
+               key: KeyInfo | None, request_id: str | None, purpose: str | None) -> Lease | NoSessionAvailable:
+        """The claim of one acquire (or of a waiting ticket), in ``tx``."""
         key_id = key.id if key is not None else None
         target = "name = :name AND " if name is not None else ""
         resting = _RESTING_FOR if purpose else _RESTING
@@ -155,77 +186,159 @@ class Store:
                 f" WHERE {target}{_IS_FREE} AND NOT EXISTS ({resting}) {self._CLAIM_ORDER}")
         params: dict[str, Any] = {
             "token": secrets.token_urlsafe(18), "ttl": ttl, "holder": holder, "name": name,
-            "key_id": key_id, "request_id": request_id, "purpose": purpose}
-
-        def claim(tx: Tx) -> Lease | NoSessionAvailable:
-            params["now"] = now = tx.now
-            limit = None
-            if key_id is not None:
-                # The key was authenticated in an earlier read: a revocation that committed
-                # since then must not be outrun by a lease it would never end. The key row is
-                # locked (PostgreSQL) only for keys with a limit, whose claims must count in turn.
-                current = tx.row("SELECT revoked_at, max_leases FROM api_keys WHERE id = :key_id"
-                                 + (" /*for_update*/" if key.max_leases is not None else ""), params)
-                if current is None or current["revoked_at"] is not None:
-                    raise KeyRevoked(f"API key {key.name!r} was revoked; ask an admin for a valid key")
-                limit = current["max_leases"]
-            if request_id is not None and key_id is not None:
-                again = tx.row("""
-                    SELECT id, name, lease_token, lease_expires_at, kind, meta FROM sessions
-                    WHERE lease_key_id = :key_id AND request_id = :request_id
-                      AND lease_expires_at > :now AND disabled = 0""", params)
-                if again is not None:
-                    return _lease(again)
-            if limit is not None:
-                held = self._leases_held(tx, key_id, now)
-                if held >= limit:
-                    raise LeaseLimit(
-                        f"key {key.name!r} already holds {held} lease(s), its limit (max_leases={limit});"
-                        " release one first, or ask an admin to raise the limit",
-                        limit=limit, held=held)
+            "key_id": key_id, "request_id": request_id, "purpose": purpose, "now": tx.now}
+        now = tx.now
+        limit = None
+        if key_id is not None:
+            # The key was authenticated in an earlier read: a revocation that committed
+            # since then must not be outrun by a lease it would never end. The key row is
+            # locked (PostgreSQL) only for keys with a limit, whose claims must count in turn.
+            current = tx.row("SELECT revoked_at, max_leases FROM api_keys WHERE id = :key_id"
+                             + (" /*for_update*/" if key.max_leases is not None else ""), params)
+            if current is None or current["revoked_at"] is not None:
+                raise KeyRevoked(f"API key {key.name!r} was revoked; ask an admin for a valid key")
+            limit = current["max_leases"]
+        if request_id is not None and key_id is not None:
+            again = tx.row("""
+                SELECT id, name, lease_token, lease_expires_at, kind, meta FROM sessions
+                WHERE lease_key_id = :key_id AND request_id = :request_id
+                  AND lease_expires_at > :now AND disabled = 0""", params)
+            if again is not None:
+                return _lease(again)
+        if limit is not None:
+            held = self._leases_held(tx, key_id, now)
+            if held >= limit:
+                raise LeaseLimit(
+                    f"key {key.name!r} already holds {held} lease(s), its limit (max_leases={limit});"
+                    " release one first, or ask an admin to raise the limit",
+                    limit=limit, held=held)
+        candidate = tx.row(pick, params)
+        picks = 1
+        while candidate is None:
+            # Count in the same transaction: a count taken later could already see the
+            # releases that came after this claim, and tell a waiting client that
+            # nothing is in use (so nothing will free up) when the pool was just busy.
+            #
+            # On PostgreSQL the count holds no lock and blocks nobody: the pick above
+            # found no row, so this transaction has locked none, and a plain SELECT reads
+            # an MVCC snapshot (no table scan under a lock, even on 100k sessions). The
+            # pick passed over rows that other transactions had locked (SKIP LOCKED): a
+            # claim about to take one, or a release about to free one. When the count
+            # (a newer snapshot) shows a session free for us, such a release has landed:
+            # pick again (still SKIP LOCKED: a pick that waited for locks could lock rows
+            # it then passes over, and deadlock with another) rather than answer 503
+            # "nothing in use" to a busy pool. SQLite serialises writers, so there the
+            # count never finds one free.
+            unavailable, free = self._counts(tx, name, purpose)
+            if not free:
+                return unavailable
+            if picks > 1:
+                # Still every free-looking session locked: other claims are taking them
+                # right now. Count them as in use, so the caller waits (and retries) rather
+                # than reads "nothing in use, nothing resting" as "nothing will free up".
+                unavailable.in_use += free
+                return unavailable
             candidate = tx.row(pick, params)
-            picks = 1
-            while candidate is None:
-                # Count in the same transaction: a count taken later could already see the
-                # releases that came after this claim, and tell a waiting client that
-                # nothing is in use (so nothing will free up) when the pool was just busy.
-                #
-                # On PostgreSQL the count holds no lock and blocks nobody: the pick above
-                # found no row, so this transaction has locked none, and a plain SELECT reads
-                # an MVCC snapshot (no table scan under a lock, even on 100k sessions). The
-                # pick passed over rows that other transactions had locked (SKIP LOCKED): a
-                # claim about to take one, or a release about to free one. When the count
-                # (a newer snapshot) shows a session free for us, such a release has landed:
-                # pick again (still SKIP LOCKED: a pick that waited for locks could lock rows
-                # it then passes over, and deadlock with another) rather than answer 503
-                # "nothing in use" to a busy pool. SQLite serialises writers, so there the
-                # count never finds one free.
-                unavailable, free = self._unavailable(tx, name, purpose)
-                if not free:
-                    return unavailable
-                if picks > 1:
-                    # Still every free-looking session locked: other claims are taking them
-                    # right now. Count them as in use, so the caller waits (and retries) rather
-                    # than reads "nothing in use, nothing resting" as "nothing will free up".
-                    unavailable.in_use += free
-                    return unavailable
-                candidate = tx.row(pick, params)
-                picks += 1
-            params["id"] = candidate["id"]
-            if candidate["lease_token"] is not None:
-                self._event(tx, candidate["id"], "expired", holder=candidate["holder"],
-                            key_name=self._key_name(tx, candidate["lease_key_id"]))
-            lease = _lease(tx.row(self._CLAIM, params))
-            self._event(tx, lease.session_id, "lease", key_name=key.name if key else None, holder=holder,
-                        detail={"ttl": ttl, **({"purpose": purpose} if purpose else {})})
-            return lease
+            picks += 1
+        params["id"] = candidate["id"]
+        if candidate["lease_token"] is not None:
+            self._event(tx, candidate["id"], "expired", holder=candidate["holder"],
+                        key_name=self._key_name(tx, candidate["lease_key_id"]))
+        lease = _lease(tx.row(self._CLAIM, params))
+        self._event(tx, lease.session_id, "lease", key_name=key.name if key else None, holder=holder,
+                    detail={"ttl": ttl, **({"purpose": purpose} if purpose else {})})
+        return lease
 
-        outcome = self.engine.write(claim, batch=True)
+    # -- the waiting line (_line.py; woken by telegate._waiting) ------------------------
+
+    def _serve_line(self, tx: Tx) -> list[Grant]:
+        """Hand what is free to waiting tickets, oldest first, in ``tx``; announce any grant."""
+        grants = line.serve_line(tx, self._claim_for_waiter)
+        if grants:
+            self.engine.announce(tx)
+        return grants
+
+    def _claim_for_waiter(self, tx: Tx, waiter: Mapping[str, Any]) -> Lease | None:
+        key = None
+        if waiter["key_id"] is not None:
+            row = tx.row("SELECT id, name, scope, max_leases FROM api_keys WHERE id = :id AND revoked_at IS NULL",
+                         {"id": waiter["key_id"]})
+            if row is None:  # revoked while waiting: nothing for it (its wait ends by itself)
+                return None
+            key = KeyInfo(row["name"], row["scope"], row["id"], row["max_leases"])
+        try:
+            outcome = self._claim(tx, float(waiter["ttl"]), waiter["holder"], waiter["name"], key,
+                                  waiter["request_id"], waiter["purpose"])
+        except LeaseLimit:  # its key holds all it may: the next release of that key serves it
+            return None
+        except KeyRevoked:  # revoked while waiting: nothing for it (its wait ends by itself)
+            return None
+        return None if isinstance(outcome, NoSessionAvailable) else outcome
+
+    def _granted(self, grants: list[Grant]) -> None:
+        if grants:
+            for listener in self.grant_listeners:
+                listener(grants)
+
+    def claimed(self, ticket: int) -> Lease | None:
+        """The lease granted to ``ticket``, while it lives (a read: the grant was the lease)."""
+        row = self.engine.read(lambda tx: line.claimed(tx, ticket))
+        return None if row is None else _lease(row)
+
+    def leave_line(self, ticket: int) -> Lease:
+        """End ``ticket``'s wait: its lease if one was granted just before, else out of the line
+        and :class:`NoSessionAvailable` with the pool's counts (taken in that transaction)."""
+        def leave(tx: Tx) -> Lease | NoSessionAvailable:
+            asked = line.leave(tx, ticket)
+            if asked is None:
+                row = line.claimed(tx, ticket)
+                if row is not None:
+                    return _lease(row)
+                asked = {"name": None, "purpose": None}  # granted, but that lease is over already
+            return self._unavailable(tx, asked["name"], asked["purpose"])
+
+        outcome = self.engine.write(leave, batch=True)
         if isinstance(outcome, Lease):
             return outcome
-        if name is not None and outcome.total == 0:
-            raise NotFound(f"no session named {name!r}")
         raise outcome
+
+    def keep_alive(self, owner: str) -> None:
+        """Server process ``owner`` still waits for its tickets: keep them servable."""
+        self.engine.write(lambda tx: line.keep_alive(tx, owner), batch=True)
+
+    def granted_for(self, owner: str, first: int) -> list[int]:
+        """Tickets of server process ``owner``, from ``first`` on, that were granted a lease."""
+        return self.engine.read(lambda tx: line.granted_for(tx, owner, first))
+
+    def serve_line(self) -> tuple[list[Grant], float | None]:
+        """Serve waiting tickets from sessions freed by time alone; (grants, next such time).
+
+        Reads first: the write transaction is only taken when someone waits and a
+        session is free.
+        """
+        def look(tx: Tx) -> tuple[bool, float | None]:
+            waiting, _ = line.line_stats(tx)
+            free = waiting and tx.row(f"SELECT 1 AS free FROM sessions WHERE {_IS_FREE} LIMIT 1", {"now": tx.now})
+            return bool(free), line.next_free_at(tx)
+
+        worth_it, next_free = self.engine.read(look)
+        if not worth_it:
+            return [], next_free
+
+        def serve(tx: Tx) -> tuple[list[Grant], float | None]:
+            return self._serve_line(tx), line.next_free_at(tx)
+
+        grants, next_free = self.engine.write(serve, batch=True)
+        self._granted(grants)
+        return grants, next_free
+
+    def line_stats(self) -> tuple[int, float | None]:
+        """(requests waiting in line now, seconds the oldest has waited), over every server process."""
+        def stats(tx: Tx) -> tuple[int, float | None]:
+            waiting, oldest = line.line_stats(tx)
+            return waiting, None if oldest is None else max(0.0, tx.now - oldest)
+
+        return self.engine.read(stats)
 
     @staticmethod
     def _leases_held(tx: Tx, key_id: int | None, now: float) -> int:
@@ -248,8 +361,12 @@ class Store:
                {"sid": session_id, "at": tx.now, "type": kind, "key": key_name, "holder": holder,
                 "detail": json.dumps(detail or {}, ensure_ascii=False, separators=(",", ":"))})
 
+    @classmethod
+    def _unavailable(cls, tx: Tx, name: str | None, purpose: str | None) -> NoSessionAvailable:
+        return cls._counts(tx, name, purpose)[0]
+
     @staticmethod
-    def _unavailable(tx: Tx, name: str | None, purpose: str | None) -> tuple[NoSessionAvailable, int]:
+    def _counts(tx: Tx, name: str | None, purpose: str | None) -> tuple[NoSessionAvailable, int]:
         """The counts a caller that found nothing needs: what is busy, what rests, and until when;
         and how many sessions that caller could lease right now (see the claim).
 
@@ -271,8 +388,9 @@ class Store:
                    {_count(f"{_IS_FREE} AND NOT EXISTS ({resting})")} AS free
             FROM sessions {where}""", {"now": tx.now, "name": name, "purpose": purpose})
         rest_end, lease_end = row["rest_end"], row["lease_end"]
+        waiting_workers, _ = line.line_stats(tx)
         return NoSessionAvailable(
-            waiting_count=row["resting"], in_use=row["in_use"], total=row["total"],
+            waiting_count=row["resting"], in_use=row["in_use"], total=row["total"], waiting_workers=waiting_workers,
             next_release_in=None if rest_end is None else max(0.0, rest_end - tx.now),
             next_lease_end_in=None if lease_end is None else max(0.0, lease_end - tx.now)), row["free"]
 
@@ -364,9 +482,13 @@ class Store:
                 self._event(tx, session_id, "flood_wait", **who, detail=detail)
             if disable:
                 self._event(tx, session_id, "disable", **who, detail={"reason": disable})
+            grants[:] = self._serve_line(tx)  # the freed session goes to the longest waiter
             return True
 
-        return self.engine.write(end_lease, batch=True)
+        grants: list[Grant] = []
+        ended = self.engine.write(end_lease, batch=True)
+        self._granted(grants)
+        return ended
 
     def renew(self, session_id: int, token: str, ttl: float, *, key: KeyInfo | None = None) -> float:
         """Extend the lease held under ``token`` to now + ``ttl``; returns the new expiry.
@@ -576,8 +698,12 @@ class Store:
             if meta is not None:
                 tx.run("UPDATE sessions SET meta = :meta WHERE id = :id",
                        {"id": session_id, "meta": json.dumps(meta, ensure_ascii=False)})
+            if disabled is False or clear_flood_wait:
+                grants[:] = self._serve_line(tx)  # enabled or rested: maybe free for a waiter
 
+        grants: list[Grant] = []
         self.engine.write(change)
+        self._granted(grants)
         return self.get_session(session_id)
 
     def set_disabled_by_name(self, names: Sequence[str], disabled: bool, reason: str | None = None,
@@ -685,9 +811,14 @@ class Store:
                 {"now": tx.now, "key_id": row["id"]})
             for lease in ended:
                 self._event(tx, lease["id"], "release", key_name=name, detail={"reason": "key revoked"})
+            if ended:
+                grants[:] = self._serve_line(tx)  # the freed sessions go to those waiting
             return len(ended)
 
-        return self.engine.write(revoke)
+        grants: list[Grant] = []
+        ended = self.engine.write(revoke)
+        self._granted(grants)
+        return ended
 
     def authenticate(self, key: str) -> KeyInfo | None:
         """The key's name, scope, id and lease limit, or ``None`` for an unknown or revoked key."""
@@ -718,13 +849,13 @@ class Store:
     # -- metrics ------------------------------------------------------------------------
 
     def metric_totals(self) -> dict[str, int]:
-        """Sessions by state and the sums of the per-session counters, in one read (for /metrics).
+        """Sessions by state, the sums of the per-session counters and the waiting line, in one read (for /metrics).
 
         The sums cover the sessions registered now: every server process sharing the
         database sees the same numbers, and removing a session takes its counts with it.
         """
         def totals(tx: Tx) -> dict[str, Any]:
-            return dict(tx.row(f"""
+            data = dict(tx.row(f"""
                 SELECT COUNT(*) AS total,
                        {_count(_IS_DISABLED)} AS disabled,
                        {_count(_IS_IN_USE)} AS in_use,
@@ -734,6 +865,10 @@ class Store:
                        COALESCE(SUM(expired_count), 0) AS leases_expired,
                        COALESCE(SUM(flood_count), 0) AS flood_waits
                 FROM sessions""", {"now": tx.now}))
+            waiting, oldest = line.line_stats(tx)
+            data["waiting_workers"] = waiting
+            data["oldest_wait"] = 0.0 if oldest is None else max(0.0, tx.now - oldest)
+            return data
 
         data = self.engine.read(totals)
         data["free"] = (data["total"] - data["disabled"] - data["in_use"] - data["in_floodwait"]

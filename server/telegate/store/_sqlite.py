@@ -18,8 +18,9 @@ from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 from .._files import create_private
 from ._base import DatabaseError, StoreError
+from ._line import WAITERS_DDL_SQLITE
 
-__all__ = ["SQLiteEngine", "MIGRATIONS", "SCHEMA_VERSION"]
+__all__ = ["SQLiteEngine", "SQLiteCommitFeed", "MIGRATIONS", "SCHEMA_VERSION"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -88,8 +89,14 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX session_events_by_session ON session_events(session_id, id);
     CREATE INDEX session_events_by_time ON session_events(at);
     """,
+    # 3 -> 4: the waiting line of long-polling acquires (_line.py).
+    WAITERS_DDL_SQLITE,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+
+#: How often a commit feed looks at ``data_version`` while requests wait: a grant made by
+#: another process wakes its waiter within this (plus a read).
+FEED_POLL_INTERVAL = 0.01
 
 
 @lru_cache(maxsize=512)
@@ -203,6 +210,25 @@ class SQLiteEngine:
                 self._connections.append(conn)
         return conn
 
+    def release_connection(self) -> None:
+        """Close the calling thread's connection: it is about to wait long, or to end.
+
+        Each thread keeps a connection (and its page cache, ~100-200 KB) for as long as it
+        lives; a long-poll parks its thread for up to a minute, and the server's pool
+        starts and ends threads for parked requests. The next use opens a new one.
+        """
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            return
+        self._local.conn = None
+        with self._connections_lock:
+            if conn in self._connections:
+                self._connections.remove(conn)
+        try:
+            conn.close()
+        except sqlite3.Error:  # closing is best effort
+            pass
+
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception; sqlite3 errors become DatabaseError."""
@@ -303,6 +329,12 @@ class SQLiteEngine:
     def ping(self) -> None:
         self.read(lambda tx: tx.row("SELECT 1"))
 
+    def announce(self, tx: Any) -> None:
+        """Nothing to do: the commit itself changes every other connection's ``data_version``."""
+
+    def commit_feed(self) -> "SQLiteCommitFeed":
+        return SQLiteCommitFeed(self.path)
+
     def close(self) -> None:
         """Close every connection this engine opened; safe to call twice."""
         self._closed = True
@@ -356,3 +388,57 @@ class SQLiteEngine:
                 dest.close()
         except (sqlite3.Error, OSError) as exc:
             raise DatabaseError(f"backup to {target} failed: {exc}") from exc
+
+
+class SQLiteCommitFeed:
+    """Other connections' commits to one file, seen through ``PRAGMA data_version``.
+
+    ``data_version`` on a connection changes when any *other* connection (of this process
+    or another) commits to the file. Reading it touches no table and no page: it compares
+    a counter in the shared WAL index. Polled every ``interval`` s on a connection of its
+    own, and only while a server has requests waiting (``telegate._waiting``).
+    """
+
+    def __init__(self, path: str | Path, interval: float = FEED_POLL_INTERVAL) -> None:
+        try:
+            self._conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            self._version = self._read()
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"cannot watch database {path}: {exc}") from exc
+        self._interval = interval
+        self._wake = threading.Event()
+        self._closed = False
+
+    def _read(self) -> int:
+        return self._conn.execute("PRAGMA data_version").fetchone()[0]
+
+    def wait(self, timeout: float) -> bool:
+        end = time.monotonic() + max(0.0, timeout)
+        while not self._closed:
+            try:
+                version = self._read()
+            except sqlite3.Error as exc:  # busy or gone: say "maybe", the reader will find out
+                log.warning("waiting line: cannot read the database's data_version: %s", exc)
+                return True
+            if version != self._version:
+                self._version = version
+                return True
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                return False
+            if self._wake.wait(min(self._interval, remaining)):
+                self._wake.clear()
+                return False
+        return False
+
+    def interrupt(self) -> None:
+        self._wake.set()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._wake.set()
+            try:
+                self._conn.close()
+            except sqlite3.Error:  # closing is best effort
+                pass

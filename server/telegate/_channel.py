@@ -1,0 +1,181 @@
+"""TeleGate's waitress server: waitress's own, with a channel that does not busy-loop.
+
+waitress serves every connection from one thread (the main loop: ``select``/``poll``
+over all sockets, reading requests and flushing answers) and runs the app in a pool of
+task threads. Before each turn, the loop asks every channel ``readable()`` and
+``writable()``; a channel that says it is writable is handed to ``handle_write`` as soon
+as its socket can take bytes, which for an idle keep-alive socket is at once.
+
+The defect (waitress 3.0.2, ``HTTPChannel.writable``): a channel whose task thread is in
+the middle of ``write_soon`` (it has appended its answer to the output buffer and holds
+``outbuf_lock`` while it sends) reports itself writable; ``handle_write`` then only
+*tries* the lock (``_flush_some_if_lockable``), fails, and returns. The socket is still
+writable, so the next ``poll`` returns at once and the same thing happens again. While it
+spins, the main loop holds the GIL for a pass over every connection per turn, and the task
+thread that holds the lock needs the GIL to finish its send and let it go. With a few
+hundred keep-alive connections this feeds itself: measured on TeleGate, the loop turned
+20,000 to 35,000 times a second, every ``handle_write`` found the lock taken, and
+throughput fell from ~600 to 0-70 acquire+release cycles a second in some runs and not in
+others (docs/PERFORMANCE.md, "Fleet scale"). It is the same family as Pylons/waitress
+issue 418 (a channel that stays writable while ``handle_write`` cannot make progress,
+there because the channel was no longer connected; fixed upstream by PR 435), but a
+different path, still present in 3.0.2.
+
+The fix is the invariant the loop relies on: ``writable()`` is true only when
+``handle_write`` can make progress. While a task runs on the channel, ``handle_write``
+does something only if it can take ``outbuf_lock`` (and at least ``send_bytes`` are
+buffered), so the channel says "not writable" when it cannot. Nothing is left unsent: a
+task thread flushes its own output inside ``write_soon`` and pulls the loop's trigger
+when it leaves bytes behind, and ``service()`` pulls it again when the task ends, after
+which the channel is writable as before. When the task waits for the loop to drain a
+buffer over the high watermark it waits on the condition, which releases the lock, so the
+loop can still drain it.
+
+Applied only to the server :func:`create_server` builds (a subclass, not a patch of
+waitress's class), so other waitress servers in the same process are untouched.
+
+The same server paces its loop when a turn gets expensive (many connections: see
+:class:`Server`), and runs its tasks on a :class:`Dispatcher` that lets a request park (a
+long-poll waiting for a session) without taking a thread from everyone else.
+"""
+from __future__ import annotations
+
+import select
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+from waitress.adjustments import Adjustments
+from waitress.channel import HTTPChannel
+from waitress.server import TcpWSGIServer
+from waitress import wasyncore
+from waitress.task import ThreadedTaskDispatcher
+
+__all__ = ["Channel", "Dispatcher", "Server", "create_server"]
+
+
+class Channel(HTTPChannel):
+    """waitress's HTTP channel that is writable only when a write can make progress."""
+
+    def writable(self) -> bool:
+        if self.requests and not (self.will_close or self.close_when_flushed):
+            # A task is queued or running on this channel: handle_write would only call
+            # _flush_some_if_lockable, which does nothing below send_bytes or while the
+            # task thread holds outbuf_lock. Asking to be woken then is a busy loop.
+            if self.total_outbufs_len < self.adj.send_bytes:
+                return False
+            if not self.outbuf_lock.acquire(False):
+                return False
+            self.outbuf_lock.release()
+        return bool(super().writable())
+
+
+class Dispatcher(ThreadedTaskDispatcher):
+    """waitress's thread pool, plus :meth:`parked` for requests that wait a long time.
+
+    waitress runs every request on one pool of ``threads`` threads, first come first
+    served. A long-poll that simply blocked one of them would take it from everyone:
+    eight waiting workers would leave no thread to serve the release they wait for. A
+    request that is about to wait enters ``parked()``: the pool starts one more thread
+    for as long as it waits (a compensating thread, like a fork-join pool's managed
+    blocking), so ``threads`` threads always serve the rest. A parked thread blocks on
+    an event and costs no CPU; its memory is a thread stack (about 16 KB resident).
+    The caller bounds how many requests may park (``--max-waiters``).
+    """
+
+    def __init__(self, threads: int) -> None:
+        super().__init__()
+        self.base_threads = threads
+        self._parked = 0
+        self._park_lock = threading.Lock()
+        #: Called first when the server stops (e.g. to end parked waits before the join).
+        self.on_shutdown: list[Callable[[], None]] = []
+        #: Called in a pool thread that is about to end (e.g. to close its database connection).
+        self.on_thread_exit: list[Callable[[], None]] = []
+        self.set_thread_count(threads)
+
+    def handler_thread(self, thread_no: int) -> None:
+        try:
+            super().handler_thread(thread_no)
+        finally:  # this thread stops (the pool shrinks after a parked request ended)
+            for hook in self.on_thread_exit:
+                hook()
+
+    def shutdown(self, cancel_pending: bool = True, timeout: float = 5) -> bool:
+        for hook in self.on_shutdown:
+            hook()
+        return super().shutdown(cancel_pending, timeout)
+
+    @property
+    def parked_count(self) -> int:
+        return self._parked
+
+    @contextmanager
+    def parked(self) -> Iterator[None]:
+        with self._park_lock:
+            self._parked += 1
+            self.set_thread_count(self.base_threads + self._parked)
+        try:
+            yield
+        finally:
+            with self._park_lock:
+                self._parked -= 1
+                # One thread beyond the base stops the next time it is idle (not this
+                # one necessarily: it still has its answer to write).
+                self.set_thread_count(self.base_threads + self._parked)
+
+
+class Server(TcpWSGIServer):
+    """waitress's TCP server, serving each connection with :class:`Channel`, its loop paced.
+
+    Each turn of waitress's loop asks every connection whether it is readable and
+    writable: with a thousand keep-alive workers a turn costs about a millisecond of
+    Python, under the GIL, whatever happens on the sockets. When requests come faster
+    than turns, each turn handles a few events and the loop takes most of the GIL from
+    the threads that answer requests; slower answers mean fewer events per turn, so more
+    turns per request: a slide we measured to 60 cycles/s at 1,000 workers. So after a
+    turn that cost more than :attr:`pace_above` seconds of CPU the loop sleeps
+    :attr:`pace_factor` times that (at most :attr:`pace_most`), GIL released: it then
+    takes at most a quarter of the time, and each turn serves the events of the pause
+    at once. With few connections turns are cheap and nothing changes.
+    """
+
+    channel_class = Channel
+    pace_above = 0.0002
+    pace_factor = 3.0
+    pace_most = 0.005
+    _cpu_clock = staticmethod(time.thread_time)
+    _sleep = staticmethod(time.sleep)
+
+    def run(self) -> None:
+        try:
+            self._paced_loop()
+        except (SystemExit, KeyboardInterrupt):
+            self.task_dispatcher.shutdown()
+
+    def _paced_loop(self) -> None:
+        """``wasyncore.loop`` (same poll, same timeout), sleeping after expensive turns."""
+        poll = wasyncore.poll2 if self.adj.asyncore_use_poll and hasattr(select, "poll") else wasyncore.poll
+        timeout, socket_map = self.adj.asyncore_loop_timeout, self._map
+        while socket_map:
+            began = self._cpu_clock()
+            poll(timeout, socket_map)
+            spent = self._cpu_clock() - began
+            if spent > self.pace_above:
+                self._sleep(min(spent * self.pace_factor, self.pace_most))
+
+
+def create_server(app: Callable, sock: socket.socket, *, dispatcher: Dispatcher | None = None,
+                  **options: Any) -> Server:
+    """A :class:`Server` on the listening socket ``sock``, like ``waitress.create_server(app, sockets=[sock])``.
+
+    ``dispatcher`` is the thread pool to run requests on (made of ``threads`` threads
+    when not given); pass one when the app needs its :meth:`Dispatcher.parked`.
+    """
+    adj = Adjustments(sockets=[sock], **options)
+    if dispatcher is None:
+        dispatcher = Dispatcher(adj.threads)
+    return Server(app, {}, True, sock, dispatcher=dispatcher, adj=adj, bind_socket=False,
+                  sockinfo=(sock.family, sock.type, sock.proto, sock.getsockname()))

@@ -1,0 +1,198 @@
+"""The waiting line: long-polling acquires get a ticket and are served first come, first served.
+
+Domain SQL only (the store's shared dialect: ``:named`` parameters, no PRAGMA), run inside
+the store's transactions (``_pool.Store``), so it works the same on every engine and
+across server processes: the line is a table, and a ticket's place in it is its id.
+
+How a session reaches the longest waiter:
+
+* Every transaction that may free a session (a release) and every acquire, before its own
+  claim, calls :func:`serve_line`: free sessions go to the waiting tickets in ticket
+  order, each through the same claim a plain acquire makes (with the waiter's name,
+  purpose, key and holder), for the waiter's whole TTL. A newcomer therefore only gets
+  what the line leaves, and a worker that releases and asks again at once stands behind
+  everyone already waiting.
+* The grant *is* the lease, committed with the release that freed it: the waiting
+  request only has to learn of it (in its own process from the grant handed over after
+  the commit; in another one by reading :func:`claimed`) and answer. No second commit
+  stands between a release and the waiter's answer.
+* Only tickets whose server process is alive are served: each process renews
+  ``alive_until`` of its tickets while they wait (:func:`keep_alive`), so a server that
+  died stops receiving grants within :data:`ALIVE_FOR` seconds instead of having
+  sessions leased to requests nobody will answer.
+* Sessions also free up with time alone (a flood wait or a lapsed lease ends); nothing
+  commits then, so each server's watcher runs :func:`serve_line` at
+  :func:`next_free_at` (see ``telegate._waiting``).
+
+Waking the waiting request is not this module's job: the store tells its listeners about
+the grants of each commit (this process), and the engine's commit feed tells the other
+processes (``Engine.commit_feed``; PostgreSQL's is woken by :data:`NOTIFY_CHANNEL`).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+from ._base import Grant, Lease, Tx
+
+__all__ = ["ALIVE_FOR", "enqueue", "serve_line", "claimed", "leave", "keep_alive", "line_stats",
+           "granted_for", "next_free_at", "WAITERS_DDL_SQLITE", "WAITERS_DDL_POSTGRES", "NOTIFY_CHANNEL"]
+
+#: Seconds a ticket stays servable without its server process renewing it (it renews
+#: every third of that while it has requests waiting).
+ALIVE_FOR = 10.0
+
+#: Tickets looked at per pass: enough for any number of sessions freed in one
+#: transaction; the rest wait for the next pass (there is one per release and acquire).
+PASS_LIMIT = 64
+
+#: Rows of tickets this long past their deadline or their grant are deleted (a grant is
+#: seen within milliseconds; no wait lasts more than a minute).
+STALE_AFTER = 120.0
+
+#: The LISTEN/NOTIFY channel a PostgreSQL engine announces grants on.
+NOTIFY_CHANNEL = "telegate_line"
+
+#: The line's table (schema version 4). ``id`` is the ticket: never reused (AUTOINCREMENT),
+#: so an old ticket can never mean a new waiter. ``session_id`` and ``lease_token`` are
+#: the lease granted to it.
+WAITERS_DDL_SQLITE = """
+    CREATE TABLE waiters (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        owner TEXT NOT NULL,
+        ttl REAL NOT NULL,
+        holder TEXT,
+        name TEXT,
+        key_id INTEGER,
+        purpose TEXT,
+        request_id TEXT,
+        created_at REAL NOT NULL,
+        deadline REAL NOT NULL,
+        alive_until REAL NOT NULL,
+        session_id INTEGER,
+        lease_token TEXT,
+        granted_at REAL
+    );
+    CREATE INDEX waiters_line ON waiters(id) WHERE session_id IS NULL;
+    CREATE INDEX waiters_owner ON waiters(owner, id)
+"""
+
+WAITERS_DDL_POSTGRES = """
+    CREATE TABLE waiters (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        owner TEXT NOT NULL,
+        ttl DOUBLE PRECISION NOT NULL,
+        holder TEXT,
+        name TEXT COLLATE "C",
+        key_id BIGINT,
+        purpose TEXT COLLATE "C",
+        request_id TEXT,
+        created_at DOUBLE PRECISION NOT NULL,
+        deadline DOUBLE PRECISION NOT NULL,
+        alive_until DOUBLE PRECISION NOT NULL,
+        session_id BIGINT,
+        lease_token TEXT,
+        granted_at DOUBLE PRECISION
+    );
+    CREATE INDEX waiters_line ON waiters (id) WHERE session_id IS NULL;
+    CREATE INDEX waiters_owner ON waiters (owner, id)
+"""
+
+#: ``claim(tx, waiter)``: the store's own claim for a waiter row (its name, purpose, key,
+#: holder, ttl): the lease, or None when nothing fits that waiter now.
+Claim = Callable[[Tx, Mapping[str, Any]], "Lease | None"]
+
+_WAITING = "session_id IS NULL AND deadline > :now AND alive_until > :now"
+
+
+def enqueue(tx: Tx, *, owner: str, ttl: float, wait: float, holder: str | None = None, name: str | None = None,
+            key_id: int | None = None, purpose: str | None = None, request_id: str | None = None) -> int:
+    """Add a ticket at the end of the line, waiting ``wait`` seconds at most; returns it."""
+    tx.run("DELETE FROM waiters WHERE deadline < :stale OR granted_at < :stale", {"stale": tx.now - STALE_AFTER})
+    row = tx.row("""
+        INSERT INTO waiters (owner, ttl, holder, name, key_id, purpose, request_id, created_at, deadline, alive_until)
+        VALUES (:owner, :ttl, :holder, :name, :key_id, :purpose, :request_id, :now, :deadline, :alive)
+        RETURNING id""",
+        {"owner": owner, "ttl": ttl, "holder": holder, "name": name, "key_id": key_id, "purpose": purpose,
+         "request_id": request_id, "now": tx.now, "deadline": tx.now + wait, "alive": tx.now + ALIVE_FOR})
+    assert row is not None
+    return int(row["id"])
+
+
+def serve_line(tx: Tx, claim: Claim) -> list[Grant]:
+    """Lease free sessions to waiting tickets, longest waiting first; returns the grants.
+
+    Costs one indexed read when nobody waits, and one more when nothing is free. A
+    ticket nothing fits (it asked for a session by name, say) is passed over, not a
+    block for those behind it.
+    """
+    waiting = tx.rows("SELECT id, owner, ttl, holder, name, key_id, purpose, request_id FROM waiters"
+                      f" WHERE {_WAITING} ORDER BY id LIMIT :limit", {"now": tx.now, "limit": PASS_LIMIT})
+    if not waiting:
+        return []
+    # Sessions free by time (a bound: some may rest for one method only, or be
+    # disabled meanwhile): once that many are handed out, nobody else can get one.
+    free = tx.row("SELECT COUNT(*) AS n FROM (SELECT id FROM sessions WHERE disabled = 0 AND avail_at <= :now"
+                  " LIMIT :limit) AS f", {"now": tx.now, "limit": PASS_LIMIT})
+    left = int(free["n"]) if free else 0
+    grants: list[Grant] = []
+    any_fits = True  # False once a ticket that takes any session got none
+    for waiter in waiting:
+        if left <= 0:
+            break
+        unrestricted = waiter["name"] is None and waiter["purpose"] is None
+        if unrestricted and not any_fits:
+            continue
+        lease = claim(tx, waiter)
+        if lease is None:
+            any_fits = any_fits and not unrestricted
+            continue
+        left -= 1
+        tx.run("UPDATE waiters SET session_id = :sid, lease_token = :token, granted_at = :now WHERE id = :id",
+               {"sid": lease.session_id, "token": lease.lease_token, "now": tx.now, "id": waiter["id"]})
+        grants.append(Grant(int(waiter["id"]), waiter["owner"], lease.session_id, lease))
+    return grants
+
+
+def claimed(tx: Tx, ticket: int) -> Mapping[str, Any] | None:
+    """The session row of the lease granted to ``ticket`` while it lives; None if none (or over)."""
+    return tx.row("""
+        SELECT s.id, s.name, s.lease_token, s.lease_expires_at, s.kind, s.meta
+        FROM waiters w JOIN sessions s ON s.id = w.session_id AND s.lease_token = w.lease_token
+        WHERE w.id = :id AND s.lease_expires_at > :now AND s.disabled = 0""", {"id": ticket, "now": tx.now})
+
+
+def leave(tx: Tx, ticket: int) -> Mapping[str, Any] | None:
+    """Take ``ticket`` out of the line (its wait is over): its row (what it asked for), or
+    None when a lease was granted to it first (see :func:`claimed`)."""
+    row = tx.row("SELECT name, purpose, session_id FROM waiters WHERE id = :id", {"id": ticket})
+    if row is not None and row["session_id"] is not None:
+        return None
+    tx.run("DELETE FROM waiters WHERE id = :id", {"id": ticket})
+    return row or {"name": None, "purpose": None, "session_id": None}
+
+
+def keep_alive(tx: Tx, owner: str) -> int:
+    """Renew the waiting tickets of server process ``owner`` (it is alive and still waiting)."""
+    return tx.run("UPDATE waiters SET alive_until = :alive WHERE owner = :owner AND session_id IS NULL",
+                  {"alive": tx.now + ALIVE_FOR, "owner": owner})
+
+
+def line_stats(tx: Tx) -> tuple[int, float | None]:
+    """(tickets waiting now, when the oldest of them arrived), over every server process."""
+    row = tx.row(f"SELECT COUNT(*) AS waiting, MIN(created_at) AS oldest FROM waiters WHERE {_WAITING}",
+                 {"now": tx.now})
+    return (int(row["waiting"]), row["oldest"]) if row else (0, None)
+
+
+def granted_for(tx: Tx, owner: str, first: int) -> list[int]:
+    """Tickets of server process ``owner``, from ticket ``first`` on, that were granted a lease."""
+    rows = tx.rows("SELECT id FROM waiters WHERE owner = :owner AND id >= :first AND session_id IS NOT NULL",
+                   {"owner": owner, "first": first})
+    return [int(r["id"]) for r in rows]
+
+
+def next_free_at(tx: Tx) -> float | None:
+    """When the next session frees up by time alone (a lease or flood wait ends), if any does."""
+    row = tx.row("SELECT MIN(avail_at) AS at FROM sessions WHERE disabled = 0 AND avail_at > :now",
+                 {"now": tx.now})
+    return None if row is None or row["at"] is None else float(row["at"])
