@@ -82,9 +82,10 @@ def _lease(row: Mapping[str, Any]) -> Lease:
 class Store:
     """The pool of one database, SQLite (a file path) or PostgreSQL (a ``postgresql://`` URL).
 
-    ``clock`` (SQLite only) returns the current time in epoch seconds; tests inject one to
-    move time without sleeping. On PostgreSQL every time comes from the database's clock,
-    so servers on several hosts agree. ``close()`` may be called any number of times.
+    ``clock`` returns the current time in epoch seconds; tests inject one to move time
+    without sleeping. On PostgreSQL, unless a test injects one, every time comes from the
+    database's clock, so servers on several hosts agree. ``close()`` may be called any
+    number of times.
     """
 
     def __init__(self, db: str | Path, *, clock: Callable[[], float] = time.time,
@@ -93,7 +94,8 @@ class Store:
         if engine is None:
             if is_database_url(db):
                 from ._postgres import PostgresEngine
-                engine = PostgresEngine(str(db))
+                # The database's clock, unless a test hands in its own (as it does on SQLite).
+                engine = PostgresEngine(str(db), clock=None if clock is time.time else clock)
             else:
                 from ._sqlite import SQLiteEngine
                 engine = SQLiteEngine(db, clock=clock, synchronous=synchronous, busy_timeout=busy_timeout)

@@ -34,7 +34,8 @@ from typing import Any, Callable, Mapping, TypeVar
 from urllib.parse import quote
 
 from ._base import DatabaseError, StoreError
-from ._line import NOTIFY_CHANNEL, WAITERS_DDL_POSTGRES
+from ._line import WAITERS_DDL_POSTGRES
+from ._pg_feed import PostgresCommitFeed, announce
 from ._sqlite import SCHEMA_VERSION  # one schema version for both engines
 
 try:
@@ -51,7 +52,7 @@ except ImportError as exc:  # SQLite users need neither; say how to get them
     raise DatabaseError(f"a postgresql:// database needs psycopg 3 and psycopg_pool ({exc.name} is missing):"
                         " pip install 'telegate[postgres]'") from exc
 
-__all__ = ["PostgresEngine", "PostgresCommitFeed", "translate"]
+__all__ = ["PostgresEngine", "translate"]
 
 log = logging.getLogger(__name__)
 
@@ -411,14 +412,12 @@ class PostgresEngine:
     # -- the waiting line's wake-ups ---------------------------------------------------
 
     def announce(self, tx: Any) -> None:
-        """NOTIFY, delivered when the granting transaction commits (and dropped if it does not).
+        """``NOTIFY`` in the granting transaction: delivered at its COMMIT (``_pg_feed``)."""
+        announce(tx)
 
-        ``pg_notify()`` rather than ``NOTIFY``: a SELECT can be a prepared statement.
-        """
-        tx.row("SELECT pg_notify(:channel, '') AS sent", {"channel": NOTIFY_CHANNEL})
-
-    def commit_feed(self) -> "PostgresCommitFeed":
-        return PostgresCommitFeed(self._conninfo, self.description)
+    def commit_feed(self) -> PostgresCommitFeed:
+        """A ``LISTEN`` on a connection of its own, with this engine's connection settings."""
+        return PostgresCommitFeed(self._conninfo)
 
     def release_connection(self) -> None:
         """Nothing to do: connections go back to the pool after every op."""
@@ -537,76 +536,6 @@ class PostgresEngine:
             self._pool.check()
         except Exception as exc:  # the check is an optimisation; the retry copes either way
             log.debug("pool check failed: %s", exc)
-
-
-class PostgresCommitFeed:
-    """Grants announced by any server on the database, heard with ``LISTEN`` on a connection
-    of its own (outside the pool: it sits in LISTEN for as long as requests wait).
-
-    A lost connection (a restart, ``pg_terminate_backend``) is reopened on the next wait,
-    which answers True meanwhile ("maybe": the caller reads and finds out), so a waiter
-    never sleeps through a grant it could not hear.
-    """
-
-    #: Longest single block in ``notifies()``, so that ``interrupt`` and ``close`` are seen soon.
-    SLICE = 0.2
-
-    def __init__(self, conninfo: str, description: str) -> None:
-        self._conninfo = conninfo
-        self._description = description
-        self._conn: psycopg.Connection | None = None
-        self._interrupted = threading.Event()
-        self._closed = False
-        self._lock = threading.Lock()
-        self._connect()
-
-    def _connect(self) -> None:
-        try:
-            conn = psycopg.connect(self._conninfo, autocommit=True)
-            conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-        except psycopg.Error as exc:
-            raise translate(exc, self._description, "listening for grants") from exc
-        self._conn = conn
-
-    def wait(self, timeout: float) -> bool:
-        end = time.monotonic() + max(0.0, timeout)
-        while not self._closed:
-            with self._lock:
-                try:
-                    if self._conn is None or self._conn.closed:
-                        self._connect()
-                        return True  # notifications sent while we were away are lost: look
-                    remaining = end - time.monotonic()
-                    for _ in self._conn.notifies(timeout=max(0.0, min(self.SLICE, remaining)), stop_after=1):
-                        return True
-                except (psycopg.Error, DatabaseError) as exc:
-                    log.warning("waiting line: listening on %s failed (%s); will reconnect",
-                                self._description, _first_line(exc))
-                    self._drop()
-                    return True
-            if self._interrupted.is_set():
-                self._interrupted.clear()
-                return False
-            if time.monotonic() >= end:
-                return False
-        return False
-
-    def interrupt(self) -> None:
-        self._interrupted.set()
-
-    def close(self) -> None:
-        self._closed = True
-        self._interrupted.set()
-        with self._lock:
-            self._drop()
-
-    def _drop(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except psycopg.Error:  # closing is best effort
-                pass
-            self._conn = None
 
 
 def _rollback(conn: psycopg.Connection) -> None:
