@@ -125,8 +125,12 @@ def serve_line(tx: Tx, claim: Claim) -> list[Grant]:
     ticket nothing fits (it asked for a session by name, say) is passed over, not a
     block for those behind it.
     """
+    # Locked (PostgreSQL): a ticket whose request is leaving the line right now (``leave``
+    # holds its row) is passed over rather than granted a lease nobody would answer with;
+    # one another transaction is serving is passed over too. SQLite runs one writer at a time.
     waiting = tx.rows("SELECT id, owner, ttl, holder, name, key_id, purpose, request_id FROM waiters"
-                      f" WHERE {_WAITING} ORDER BY id LIMIT :limit", {"now": tx.now, "limit": PASS_LIMIT})
+                      f" WHERE {_WAITING} ORDER BY id LIMIT :limit /*skip_locked*/",
+                      {"now": tx.now, "limit": PASS_LIMIT})
     if not waiting:
         return []
     # Sessions free by time (a bound: some may rest for one method only, or be
@@ -164,7 +168,9 @@ def claimed(tx: Tx, ticket: int) -> Mapping[str, Any] | None:
 def leave(tx: Tx, ticket: int) -> Mapping[str, Any] | None:
     """Take ``ticket`` out of the line (its wait is over): its row (what it asked for), or
     None when a lease was granted to it first (see :func:`claimed`)."""
-    row = tx.row("SELECT name, purpose, session_id FROM waiters WHERE id = :id", {"id": ticket})
+    # Locked (PostgreSQL): a grant being committed to this ticket right now is waited for and
+    # then seen, instead of the ticket being deleted under it (an orphan lease until its TTL).
+    row = tx.row("SELECT name, purpose, session_id FROM waiters WHERE id = :id /*for_update*/", {"id": ticket})
     if row is not None and row["session_id"] is not None:
         return None
     tx.run("DELETE FROM waiters WHERE id = :id", {"id": ticket})
