@@ -85,18 +85,19 @@ class Server:
     """One server subprocess; its output goes to a file (no pipe to drain in the client)."""
 
     def __init__(self, kind: str, workdir: Path, *, sessions: int = 64, extra: Sequence[str] = (),
-                 label: str | None = None, tree: Path | None = None) -> None:
+                 label: str | None = None, tree: Path | None = None, share: "Server | None" = None) -> None:
+        """``share``: serve the database (and use the key) of that TeleGate server, as a second process."""
         self.kind = kind
         self.label = label or kind
         self.workdir = workdir
-        self.db = workdir / f"{self.label}.db"
+        self.db = share.db if share is not None else workdir / f"{self.label}.db"
         self.log_path = workdir / f"{self.label}.log"
         self.api_key = ""
         self.url = ""
         self.host = "127.0.0.1"
         self.port = 0
         if kind == "telegate":
-            self.api_key = _make_pool(self.db, sessions, tree)
+            self.api_key = share.api_key if share is not None else _make_pool(self.db, sessions, tree)
             cmd = [sys.executable, "-m", "telegate", "serve", "--port", "0", "--db", str(self.db), *extra]
         elif kind in ("noop", "sqlite"):
             self.api_key = "bench-key"
