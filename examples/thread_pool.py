@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=64)
     parser.add_argument("--work", type=float, default=0.05, help="seconds of pretend work per job")
     parser.add_argument("--poll", type=float, default=None,
-                        help="poll this often instead of the client's backoff (demo/testing)")
+                        help="cap every sleep of the client at this many seconds (demo/testing)")
     args = parser.parse_args(argv)
     if not args.key:
         parser.error("give --key or set TELEGATE_API_KEY")

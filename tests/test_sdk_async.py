@@ -112,12 +112,13 @@ def test_nothing_can_free_up_and_auto_wait_false_raise_at_once(live_server):
             with pytest.raises(NoSessionAvailable) as caught:
                 await client.get_session(auto_wait=False)
             assert caught.value.in_use == 1
-            with pytest.raises(NoSessionAvailable):
-                await client.get_session(max_wait=3)
+            with pytest.raises(NoSessionAvailable) as caught:
+                await client.get_session(max_wait=0.5)  # one long-poll of 0.5 s, no sleeping
+            assert caught.value.waited >= 0.5
             await client.release_session(held.session_id)
 
     run(main())
-    assert sleeps.waits == [1, 2]  # only the max_wait=3 call polled
+    assert sleeps.waits == []
 
 
 def test_keepalive_task_renews_and_flags_a_lost_lease(live_server, caplog):
@@ -188,10 +189,11 @@ def test_typed_errors(live_server):
                 await bad.get_status()
             assert caught.value.status == 401 and caught.value.url == live_server.url + "/status"
         live_server.kill()
-        async with make(live_server, sleep=sleeps) as client:
+        async with make(live_server, sleep=sleeps, auto_wait=False) as client:
             with pytest.raises(TeleGateConnectionError) as caught:
                 await client.get_status()
-            assert caught.value.__cause__ is not None
+            assert caught.value.reason is not None and caught.value.__cause__ is None
+            assert "is not answering (connection refused); tried 4 times" in str(caught.value)
 
     run(main())
     assert sleeps.waits == [0.5, 1.0, 2.0]
@@ -223,3 +225,32 @@ def test_a_get_session_cancelled_mid_request_gives_the_lease_back(live_server):
             assert client.held == []
 
     run(main())
+
+
+def test_sessions_in_use_are_long_polled(live_server, caplog):
+    live_server.add_sessions("acc1")
+    sleeps = AsyncSleeps()
+
+    async def main():
+        async with make(live_server, sleep=sleeps) as client, make(live_server, keepalive=False) as other:
+            held = await other.get_session()
+            bodies = []
+            real = client._transport.send
+
+            def send(method, path, body=None):
+                if path == "/session":
+                    bodies.append(dict(body))
+                return real(method, path, body)
+
+            client._transport.send = send
+            waiter = asyncio.ensure_future(client.get_session())
+            await eventually(lambda: any("wait" in body for body in bodies), what="a long-poll")
+            await other.release_session(held.session_id)
+            lease = await waiter
+            return lease, bodies
+
+    with caplog.at_level(logging.WARNING):
+        lease, bodies = run(main())
+    assert lease.session_name == "acc1" and sleeps.waits == []
+    assert [body.get("wait") for body in bodies] == [None, 30]
+    assert "waiting up to 30 s for a session to be released" in caplog.text

@@ -130,15 +130,19 @@ def test_bad_input_is_bad_request_with_the_servers_detail(live_server, client):
     assert live_server.status()["free"] == 1
 
 
-def test_unreachable_server_is_retried_with_backoff_then_a_connection_error(live_server, client, sleeps):
+def test_unreachable_server_without_auto_wait_is_retried_briefly_then_a_connection_error(live_server, sleeps):
     live_server.kill()
-    with pytest.raises(TeleGateConnectionError) as caught:
-        client.get_status()
+    with TelegramSessionManagerClient(live_server.url, live_server.client_key, auto_wait=False,
+                                      sleep=sleeps) as client:
+        with pytest.raises(TeleGateConnectionError) as caught:
+            client.get_status()
     error = caught.value
     assert sleeps.waits == [0.5, 1.0, 2.0]  # 4 attempts, exponential backoff
     assert error.status is None and error.method == "GET" and error.url == live_server.url + "/status"
-    assert isinstance(error.__cause__, urllib3.exceptions.HTTPError)  # the cause is kept
-    assert "running" in str(error)
+    assert isinstance(error.reason, urllib3.exceptions.HTTPError)  # the low-level reason is kept...
+    assert error.__cause__ is None and error.__suppress_context__  # ...but not chained into the traceback
+    assert str(error).startswith(f"TeleGate at {live_server.url} is not answering (connection refused); "
+                                 "tried 4 times. Check that the server is running")
 
 
 def test_a_server_restart_during_a_call_is_ridden_out(live_server, client, sleeps):

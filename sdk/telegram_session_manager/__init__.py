@@ -12,9 +12,11 @@ from .client import (
     BadRequest,
     ClientClosed,
     Lease,
+    LeaseLimitReached,
     LeaseLost,
     NoSessionAvailable,
     NotFound,
+    NotLeaseHolder,
     Outcome,
     PermissionDenied,
     RetryPolicy,
@@ -24,6 +26,7 @@ from .client import (
     TeleGateError,
     __version__,
     classify_exception,
+    tl_method,
 )
 
 __all__ = [
@@ -33,6 +36,7 @@ __all__ = [
     "Outcome",
     "RetryPolicy",
     "classify_exception",
+    "tl_method",
     "TeleGateError",
     "TeleGateConnectionError",
     "ClientClosed",
@@ -42,6 +46,8 @@ __all__ = [
     "PermissionDenied",
     "NotFound",
     "LeaseLost",
+    "NotLeaseHolder",
+    "LeaseLimitReached",
     "ServerError",
     "NoSessionAvailable",
     "__version__",
