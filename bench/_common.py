@@ -85,19 +85,25 @@ class Server:
     """One server subprocess; its output goes to a file (no pipe to drain in the client)."""
 
     def __init__(self, kind: str, workdir: Path, *, sessions: int = 64, extra: Sequence[str] = (),
-                 label: str | None = None, tree: Path | None = None, share: "Server | None" = None) -> None:
-        """``share``: serve the database (and use the key) of that TeleGate server, as a second process."""
+                 label: str | None = None, tree: Path | None = None, share: "Server | None" = None,
+                 db: Path | str | None = None, api_key: str | None = None) -> None:
+        """``share``: serve the database (and use the key) of that TeleGate server, as a second process.
+        ``db``: another database than ``workdir/LABEL.db`` (a postgresql:// URL, say); with
+        ``api_key``, that database is ready (key and sessions made by the caller)."""
+        if share is not None:
+            db, api_key = share.db, share.api_key
         self.kind = kind
         self.label = label or kind
         self.workdir = workdir
-        self.db = share.db if share is not None else workdir / f"{self.label}.db"
+        self.db = db if db is not None else workdir / f"{self.label}.db"
         self.log_path = workdir / f"{self.label}.log"
         self.api_key = ""
         self.url = ""
         self.host = "127.0.0.1"
         self.port = 0
         if kind == "telegate":
-            self.api_key = share.api_key if share is not None else _make_pool(self.db, sessions, tree)
+            # A caller that made the database itself (bench/postgres.py, share=) passes its key.
+            self.api_key = api_key if api_key is not None else _make_pool(self.db, sessions, tree)
             cmd = [sys.executable, "-m", "telegate", "serve", "--port", "0", "--db", str(self.db), *extra]
         elif kind in ("noop", "sqlite"):
             self.api_key = "bench-key"
@@ -302,8 +308,14 @@ def run_load(server: Server, clients: int, seconds: float, client_kind: str = "t
     errors: list[BaseException] = []
     window: dict[str, float] = {}
 
+    picks = iter(range(clients))
+    pick_lock = threading.Lock()
+
     def worker() -> None:
-        client = factory(server)
+        with pick_lock:
+            number = next(picks)
+        # A group of servers (bench/postgres.py) hands each client one of its members.
+        client = factory(server.member(number) if hasattr(server, "member") else server)
         mine: list[float] = []
         done = missed = everything = 0
         try:

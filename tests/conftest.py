@@ -1,9 +1,16 @@
 """Shared fixtures: a real TeleGate server under waitress, and an in-process WSGI caller.
 
-``live_server`` runs ``python -m telegate serve --port 0`` on a fresh SQLite file, reads
+``live_server`` runs ``python -m telegate serve --port 0`` on a fresh database, reads
 the real port from its output (never a fixed port, never a sleep: a deadline), and
 shows the server's output if it died. ``wsgi`` calls the Bottle app in process, with a
 clock the test moves, for route details that need no sockets.
+
+Both stores: every test that uses a database through these fixtures (``fresh_db``,
+``live_server``, ``server_factory``, ``wsgi``) runs once on a SQLite file and once on a
+real PostgreSQL (one database per run, emptied before each test; see ``pgtools.py``),
+with ``[sqlite]`` / ``[postgresql]`` in its id. A module marked ``sqlite_only`` (what it
+checks does not depend on the store, or is about the SQLite file) runs on SQLite alone.
+``--stores sqlite`` (or ``postgresql``) runs one of them.
 """
 from __future__ import annotations
 
@@ -21,6 +28,7 @@ from typing import Any, Iterator
 import pytest
 import urllib3
 
+import pgtools
 from telegate import Settings, Store, create_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,9 +61,9 @@ def server_env() -> dict[str, str]:
 
 
 class LiveServer:
-    """One ``telegate serve`` subprocess over one database file; restartable on the same port."""
+    """One ``telegate serve`` subprocess over one database (a file or a URL); restartable on the same port."""
 
-    def __init__(self, db_path: Path, args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
+    def __init__(self, db_path: Path | str, args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
         self.db_path = db_path
         self.args = args
         self.env = env or server_env()
@@ -149,9 +157,88 @@ class LiveServer:
         return Response(reply.status, dict(reply.headers), reply.data)
 
 
+# -- the two stores ---------------------------------------------------------------------
+
+STORES = ("sqlite", "postgresql")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--stores", default=",".join(STORES), metavar="LIST",
+                     help="stores the database-backed tests run on (default: sqlite,postgresql)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sqlite_only: run on the SQLite store alone (store-independent,"
+                                       " or about the SQLite file)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "db_kind" not in metafunc.fixturenames:
+        return
+    chosen = [kind.strip() for kind in metafunc.config.getoption("stores").split(",") if kind.strip()]
+    unknown = set(chosen) - set(STORES)
+    if unknown:
+        raise pytest.UsageError(f"--stores: unknown store(s) {', '.join(sorted(unknown))}; use {', '.join(STORES)}")
+    if metafunc.definition.get_closest_marker("sqlite_only"):
+        chosen = [kind for kind in chosen if kind == "sqlite"]
+    metafunc.parametrize("db_kind", chosen, indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module")
+def db_kind(request: pytest.FixtureRequest) -> str:
+    if request.param == "postgresql":
+        pgtools.require_postgres()
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def pg_databases() -> Iterator[pgtools.Databases]:
+    """This run's PostgreSQL databases, made on first use and all dropped at the end."""
+    pgtools.require_postgres()
+    databases = pgtools.Databases()
+    try:
+        yield databases
+    finally:
+        databases.drop_all()
+
+
 @pytest.fixture
-def live_server(tmp_path: Path) -> Iterator[LiveServer]:
-    server = LiveServer(tmp_path / "telegate.db")
+def fresh_db(request: pytest.FixtureRequest, db_kind: str, tmp_path: Path) -> Any:
+    """``fresh_db(name="")``: an empty database for this test: a file path, or a PostgreSQL URL.
+
+    The same name gives the same database within the test; another name, another database.
+    """
+    made: dict[Any, Path | str] = {}
+
+    def make(name: Any = "") -> Path | str:
+        if name not in made:
+            if db_kind == "sqlite":
+                made[name] = tmp_path / f"telegate{name}.db"
+            else:
+                databases = request.getfixturevalue("pg_databases")
+                made[name] = databases.reset(databases.numbered(len(made)))
+        return made[name]
+
+    return make
+
+
+@pytest.fixture
+def pg_url(pg_databases: pgtools.Databases) -> str:
+    """An empty PostgreSQL database for a test about PostgreSQL alone (skips without one)."""
+    return pg_databases.reset(pg_databases.scratch())
+
+
+@pytest.fixture(scope="module")
+def module_db(request: pytest.FixtureRequest, db_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """An empty database of the module's own, for servers shared by a module's tests."""
+    if db_kind == "sqlite":
+        return tmp_path_factory.mktemp("module_db") / "telegate.db"
+    return request.getfixturevalue("pg_databases").create()
+
+
+@pytest.fixture
+def live_server(fresh_db: Any) -> Iterator[LiveServer]:
+    server = LiveServer(fresh_db())
     try:
         yield server
     finally:
@@ -159,12 +246,15 @@ def live_server(tmp_path: Path) -> Iterator[LiveServer]:
 
 
 @pytest.fixture
-def server_factory(tmp_path: Path) -> Iterator[Any]:
-    """Start servers with extra ``serve`` flags: ``server_factory("--lease-ttl", "2")``."""
+def server_factory(fresh_db: Any) -> Iterator[Any]:
+    """Start servers with extra ``serve`` flags: ``server_factory("--lease-ttl", "2")``.
+
+    Each server gets a database of its own unless ``db_path`` names another's (``first.db_path``).
+    """
     servers: list[LiveServer] = []
 
-    def make(*args: str, db_path: Path | None = None) -> LiveServer:
-        server = LiveServer(db_path or tmp_path / f"telegate{len(servers)}.db", args)
+    def make(*args: str, db_path: Path | str | None = None) -> LiveServer:
+        server = LiveServer(db_path or fresh_db(len(servers)), args)
         servers.append(server)
         return server
 
@@ -189,10 +279,11 @@ class FakeClock:
 class WsgiCaller:
     """Calls the Bottle app in process (no sockets), with a clock the test controls."""
 
-    def __init__(self, tmp_path: Path, **settings: Any) -> None:
+    def __init__(self, tmp_path: Path, db: Path | str | None = None, **settings: Any) -> None:
         self.clock = FakeClock()
-        self.store = Store(tmp_path / "wsgi.db", clock=self.clock)
-        self.settings = Settings(db=tmp_path / "wsgi.db", **settings)
+        db = db or tmp_path / "wsgi.db"
+        self.store = Store(db, clock=self.clock)
+        self.settings = Settings(db=db, **settings)
         self.app = create_app(self.settings, self.store)
         self.admin_key = self.store.create_key("admin", "admin")
         self.client_key = self.store.create_key("client", "client")
@@ -224,8 +315,8 @@ class WsgiCaller:
 
 
 @pytest.fixture
-def wsgi(tmp_path: Path) -> Iterator[WsgiCaller]:
-    caller = WsgiCaller(tmp_path)
+def wsgi(tmp_path: Path, fresh_db: Any) -> Iterator[WsgiCaller]:
+    caller = WsgiCaller(tmp_path, fresh_db("wsgi"))
     try:
         yield caller
     finally:

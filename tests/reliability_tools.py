@@ -214,25 +214,47 @@ def run_threads(target: Callable[[int], None], count: int, join_timeout: float =
     return errors
 
 
-def pool_rows(db_path: Path) -> list[tuple]:
-    """Every column of every session and key, read straight from the file."""
-    conn = sqlite3.connect(str(db_path))
+def _raw_rows(db: Path | str, sql: str) -> list[tuple]:
+    """Rows read straight from the database (a SQLite file, or a PostgreSQL URL), past any server."""
+    if isinstance(db, str) and db.startswith(("postgresql://", "postgres://")):
+        import psycopg
+
+        with psycopg.connect(db, connect_timeout=10) as conn:
+            return [tuple(row) for row in conn.execute(sql).fetchall()]
+    conn = sqlite3.connect(str(db))
     try:
-        sessions = conn.execute("SELECT * FROM sessions ORDER BY id").fetchall()
-        keys = conn.execute("SELECT * FROM api_keys ORDER BY id").fetchall()
+        return conn.execute(sql).fetchall()
     finally:
         conn.close()
+
+
+def pool_rows(db_path: Path | str) -> list[tuple]:
+    """Every column of every session and key, read straight from the database."""
+    sessions = _raw_rows(db_path, "SELECT * FROM sessions ORDER BY id")
+    keys = _raw_rows(db_path, "SELECT * FROM api_keys ORDER BY id")
     return sessions + [("key",) + tuple(row) for row in keys]
 
 
-def lease_tokens(db_path: Path) -> dict[int, tuple[str | None, float | None]]:
-    """session id -> (lease_token, lease_expires_at), read straight from the file."""
-    conn = sqlite3.connect(str(db_path))
-    try:
-        rows = conn.execute("SELECT id, lease_token, lease_expires_at FROM sessions").fetchall()
-    finally:
-        conn.close()
+def lease_tokens(db_path: Path | str) -> dict[int, tuple[str | None, float | None]]:
+    """session id -> (lease_token, lease_expires_at), read straight from the database."""
+    rows = _raw_rows(db_path, "SELECT id, lease_token, lease_expires_at FROM sessions")
     return {row[0]: (row[1], row[2]) for row in rows}
+
+
+def check_integrity(store: Any) -> None:
+    """The database is sound: SQLite's own ``PRAGMA integrity_check``; on PostgreSQL (which
+    checks its own pages) the pool's invariants: no lease token twice, every lease with an
+    expiry, and no leased session claimable before its lease ends."""
+    if store.engine.dialect == "sqlite":
+        assert store.integrity_check() == "ok"
+        return
+    rows = store.engine.read(lambda tx: [dict(row) for row in tx.rows(
+        "SELECT id, lease_token, lease_expires_at, avail_at FROM sessions")])
+    tokens = [row["lease_token"] for row in rows if row["lease_token"] is not None]
+    assert len(tokens) == len(set(tokens)), "two sessions share a lease token"
+    for row in rows:
+        if row["lease_token"] is not None:
+            assert row["lease_expires_at"] is not None and row["avail_at"] >= row["lease_expires_at"], row
 
 
 def check_counts(status: dict[str, Any], total: int) -> None:
@@ -244,4 +266,4 @@ def check_counts(status: dict[str, Any], total: int) -> None:
 
 
 __all__ = ["KeepAlive", "Reply", "RenewingHistory", "Tally", "Holding", "mixed_ops", "run_threads",
-           "pool_rows", "lease_tokens", "check_counts", "STALE_TOKEN"]
+           "pool_rows", "lease_tokens", "check_counts", "check_integrity", "STALE_TOKEN"]

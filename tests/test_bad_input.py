@@ -1,9 +1,17 @@
-"""Bad requests get a 4xx JSON error that says what to fix, and the pool does not change."""
+"""Bad requests get a 4xx JSON error that says what to fix, and the pool does not change.
+
+Each case runs in process (the Bottle app called as WSGI, no sockets: validation does
+not depend on the transport), on one pool shared by the module; a sample of them also
+goes through a real server under waitress, to show the answers are the same there.
+"""
 from __future__ import annotations
 
 import json
+from urllib.parse import unquote_to_bytes
 
 import pytest
+
+from conftest import WsgiCaller
 
 
 def snapshot(store) -> list[dict]:
@@ -11,12 +19,38 @@ def snapshot(store) -> list[dict]:
     return rows
 
 
-@pytest.fixture
-def pool(live_server):
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
     """Two sessions, one of them leased: every bad request below must leave this as it is."""
-    live_server.add_sessions("a", "b")
-    lease = live_server.request("POST", "/session", {"ttl": 600}).json
-    return live_server, lease
+    caller = WsgiCaller(tmp_path_factory.mktemp("bad_input"))
+    caller.store.add_sessions(["a", "b"])
+    assert caller("POST", "/session", {"ttl": 600}).status == 200
+    try:
+        yield caller
+    finally:
+        caller.store.close()
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    """The same pool behind a real server (one for the module)."""
+    from conftest import LiveServer
+
+    server = LiveServer(tmp_path_factory.mktemp("bad_input_live") / "telegate.db")
+    try:
+        server.add_sessions("a", "b")
+        lease = server.request("POST", "/session", {"ttl": 600}).json
+        yield server, lease
+    finally:
+        server.close()
+
+
+def call_in_process(app: WsgiCaller, method: str, target: str, body, key: str):
+    """What waitress would hand the app: the path percent-decoded (as latin-1), the query raw."""
+    path, _, query = target.partition("?")
+    path = unquote_to_bytes(path).decode("latin-1")
+    raw = body if isinstance(body, bytes) else None
+    return app(method, path, None if raw else body, raw=raw, key=key, query=query)
 
 
 BIG = 10**30
@@ -97,18 +131,33 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("method,path,body,key,status,words", CASES,
-                         ids=[f"{c[0]} {c[1]} {str(c[2])[:30]}" for c in CASES])
-def test_bad_request_is_rejected_and_pool_unchanged(pool, method, path, body, key, status, words):
-    server, _ = pool
-    before = snapshot(server.store)
-    raw = body if isinstance(body, bytes) else None
-    reply = server.request(method, path, None if raw else body, raw=raw, key=key)
+def _check_rejected(reply, status: int, words: str) -> None:
     assert reply.status == status, reply
     assert reply.headers["Content-Type"].startswith("application/json")
     data = reply.json
     assert data["error"] and words in data["detail"], data
     assert "Traceback" not in reply.data.decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize("method,path,body,key,status,words", CASES,
+                         ids=[f"{c[0]} {c[1]} {str(c[2])[:30]}" for c in CASES])
+def test_bad_request_is_rejected_and_pool_unchanged(app, method, path, body, key, status, words):
+    before = snapshot(app.store)
+    _check_rejected(call_in_process(app, method, path, body, key), status, words)
+    assert snapshot(app.store) == before
+
+
+#: Through waitress too: one case per kind of trouble (body, number, path, query, 404).
+OVER_HTTP = [CASES[i] for i in (0, 3, 4, 17, 18, 21, 32, 44, 51, 52, 54, 55)]
+
+
+@pytest.mark.parametrize("method,path,body,key,status,words", OVER_HTTP,
+                         ids=[f"{c[0]} {c[1]} {str(c[2])[:30]}" for c in OVER_HTTP])
+def test_bad_request_over_http_is_rejected_the_same(pool, method, path, body, key, status, words):
+    server, _ = pool
+    before = snapshot(server.store)
+    raw = body if isinstance(body, bytes) else None
+    _check_rejected(server.request(method, path, None if raw else body, raw=raw, key=key), status, words)
     assert snapshot(server.store) == before
 
 
@@ -121,8 +170,11 @@ def test_oversized_body_gets_413(pool):
     assert snapshot(server.store) == before
 
 
-def test_smaller_body_limit_is_configurable(server_factory):
-    server = server_factory("--max-body", "2048")
-    reply = server.request("POST", "/session", raw=b'{"holder": "' + b"x" * 3000 + b'"}')
+def test_smaller_body_limit_is_configurable(tmp_path):
+    app = WsgiCaller(tmp_path, max_body=2048)
+    try:
+        reply = app("POST", "/session", raw=b'{"holder": "' + b"x" * 3000 + b'"}')
+    finally:
+        app.store.close()
     assert reply.status == 413
     assert "2048" in reply.json["detail"]

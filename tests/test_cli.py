@@ -31,8 +31,9 @@ def run_process(*argv: str, env: dict | None = None, cwd: Path | None = None, st
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> str:
-    return str(tmp_path / "pool.db")
+def db(fresh_db) -> str:
+    """An empty database on each store: a SQLite file path, or a PostgreSQL URL."""
+    return str(fresh_db())
 
 
 def test_keys_create_prints_only_the_key(tmp_path, db):

@@ -81,9 +81,8 @@ def test_sixteen_threads_never_share_a_session(live_server):
 
 
 def test_two_server_processes_on_one_database(server_factory, tmp_path):
-    db = tmp_path / "shared.db"
-    first = server_factory(db_path=db)
-    second = server_factory(db_path=db)
+    first = server_factory()
+    second = server_factory(db_path=first.db_path)
     first.add_sessions("s1", "s2", "s3")
     history = LeaseHistory()
     errors = hammer([first, second], history, cycles=40)

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+# One store is enough: the browser UI over the API; the API itself runs on both stores.
+pytestmark = pytest.mark.sqlite_only
+
 CHROMIUM = os.environ.get("TELEGATE_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("TELEGATE_CHROMEDRIVER", "/usr/bin/chromedriver")
 WAIT = 20.0  # seconds: a deadline for each wait, polled, not slept

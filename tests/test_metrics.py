@@ -68,9 +68,8 @@ def test_metrics_count_what_workers_do(wsgi):
 
 
 def test_pool_counters_agree_across_two_server_processes(server_factory, tmp_path):
-    db = tmp_path / "shared.db"
-    one = server_factory(db_path=db)
-    two = server_factory(db_path=db)
+    one = server_factory()
+    two = server_factory(db_path=one.db_path)
     one.add_sessions("a", "b")
     lease = one.request("POST", "/session").json
     one.request("POST", "/release", {"session_id": lease["session_id"], "flood_wait": 30})

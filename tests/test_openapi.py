@@ -18,6 +18,9 @@ from openapi_spec_validator import validate as validate_spec
 from conftest import LiveServer, Response
 from telegate.openapi import build_openapi
 
+# One store is enough: the document against the routes; the routes run on both stores elsewhere.
+pytestmark = pytest.mark.sqlite_only
+
 DOC = build_openapi()
 
 

@@ -21,6 +21,9 @@ from telegate.settings import resolve
 from telegate.settings import SETTINGS
 from telegate.store import Store
 
+# One store is enough: logs, ports and SQLite backups: the server around the store, not the store.
+pytestmark = pytest.mark.sqlite_only
+
 DOCS = ROOT / "docs"
 LOG_DEADLINE = 10.0
 

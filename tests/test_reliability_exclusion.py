@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from reliability_tools import KeepAlive, RenewingHistory, Tally, check_counts, mixed_ops, run_threads
+from reliability_tools import (KeepAlive, RenewingHistory, Tally, check_counts, check_integrity, mixed_ops,
+                               run_threads)
 
 pytestmark = pytest.mark.reliability
 
@@ -44,21 +45,23 @@ def _check(history: RenewingHistory, tally: Tally, ops: int) -> None:
     assert tally.of("acquire", 503) > 0
 
 
-def test_sixteen_threads_two_thousand_mixed_ops_each(server_factory):
+def test_sixteen_threads_two_thousand_mixed_ops_each(server_factory, db_kind):
     # The access log is off only to spend the two cores on requests rather than on log lines.
     live_server = server_factory(*QUIET)
     live_server.add_sessions(*(f"s{i}" for i in range(8)))
     history, tally = RenewingHistory(), Tally()
-    _hammer([live_server], history, tally, OPS, seed=1)
-    _check(history, tally, OPS)
+    # On PostgreSQL each operation is several round trips to a database process sharing the
+    # two cores: the same mix, half as many operations (still ~3,000 leases and all the rest).
+    ops = OPS if db_kind == "sqlite" else OPS // 2
+    _hammer([live_server], history, tally, ops, seed=1)
+    _check(history, tally, ops)
     check_counts(live_server.status(), 8)
-    assert live_server.store.integrity_check() == "ok"
+    check_integrity(live_server.store)
 
 
 def test_two_server_processes_on_one_file_under_the_same_check(server_factory, tmp_path):
-    db = tmp_path / "shared.db"
-    first = server_factory(*QUIET, db_path=db)
-    second = server_factory(*QUIET, db_path=db)
+    first = server_factory(*QUIET)
+    second = server_factory(*QUIET, db_path=first.db_path)
     first.add_sessions(*(f"s{i}" for i in range(8)))
     history, tally = RenewingHistory(), Tally()
     ops = OPS // 4  # cross-process turns meet in SQLite's busy handler: slower per op
@@ -69,4 +72,4 @@ def test_two_server_processes_on_one_file_under_the_same_check(server_factory, t
     assert any(int(h[1:]) % 2 == 0 for h in holders) and any(int(h[1:]) % 2 == 1 for h in holders)
     check_counts(first.status(), 8)
     check_counts(second.status(), 8)
-    assert first.store.integrity_check() == "ok"
+    check_integrity(first.store)

@@ -17,7 +17,7 @@ from typing import Callable
 
 import pytest
 
-from reliability_tools import pool_rows
+from reliability_tools import check_integrity, pool_rows
 
 pytestmark = pytest.mark.reliability
 
@@ -225,10 +225,10 @@ ATTACKS: list[tuple[str, object, set]] = [
 
 
 @pytest.fixture(scope="module")
-def hostile_server(tmp_path_factory):
+def hostile_server(module_db):
     from conftest import LiveServer
 
-    server = LiveServer(tmp_path_factory.mktemp("hostile") / "telegate.db", ("--access-log", "false"))
+    server = LiveServer(module_db, ("--access-log", "false"))
     server.add_sessions("alpha", "beta", "gamma")
     lease = server.request("POST", "/session", {"ttl": 3600}).json  # some state that must survive
     try:
@@ -265,7 +265,7 @@ def test_attack_is_refused_and_changes_nothing(hostile_server, label, data, allo
 
 def test_after_every_attack_the_pool_is_as_it_was(hostile_server):
     server, lease = hostile_server
-    assert server.store.integrity_check() == "ok"
+    check_integrity(server.store)
     status = server.status()
     assert (status["total"], status["in_use"], status["free"]) == (3, 1, 2)
     renewed = server.request("POST", "/renew", {"session_id": lease["session_id"], "lease_token": lease["lease_token"]})

@@ -179,7 +179,7 @@ def test_admin_helpers(live_server, admin):
     admin.remove_session(x)
     with pytest.raises(NotFound):
         admin.session_info(x)
-    assert admin.healthz() == {"status": "ok"}
+    assert admin.healthz() == {"status": "ok", "database": "ok"}
 
 
 def test_close_releases_held_sessions_and_is_idempotent(live_server, sleeps):

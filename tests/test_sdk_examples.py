@@ -11,6 +11,9 @@ import pytest
 
 from telegram_session_manager import TelegramSessionManagerClient
 
+# One store is enough: the example scripts' client side; the SDK suites run on both stores.
+pytestmark = pytest.mark.sqlite_only
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 

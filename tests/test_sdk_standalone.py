@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# One store is enough: client.py copied alone; the SDK suites run on both stores.
+pytestmark = pytest.mark.sqlite_only
+
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT_PY = ROOT / "sdk" / "telegram_session_manager" / "client.py"
 

@@ -9,7 +9,7 @@ import pytest
 def test_healthz_needs_no_key(live_server):
     reply = live_server.request("GET", "/healthz", key=None)
     assert reply.status == 200
-    assert reply.json == {"status": "ok"}
+    assert reply.json == {"status": "ok", "database": "ok"}
 
 
 @pytest.mark.parametrize("method,path", [

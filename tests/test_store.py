@@ -1,4 +1,8 @@
-"""The pool store in process, with a clock the test moves (no sleeping), and schema upgrades."""
+"""The pool store in process, with a clock the test moves (no sleeping), and schema upgrades.
+
+The pool's behaviour is checked on both stores (``fresh_db``: a SQLite file, then a
+PostgreSQL database); the schema upgrades and the file checks are SQLite's own.
+"""
 from __future__ import annotations
 
 import sqlite3
@@ -17,8 +21,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def store(tmp_path, clock):
-    with Store(tmp_path / "pool.db", clock=clock) as store:
+def store(fresh_db, clock):
+    with Store(fresh_db(), clock=clock) as store:
         yield store
 
 
@@ -131,18 +135,18 @@ def test_admin_disable_while_leased_stops_renewal(store):
     assert store.get_session(lease.session_id)["state"] == "disabled"
 
 
-def test_keys_are_stored_hashed_and_revocable(store, tmp_path):
+def test_keys_are_stored_hashed_and_revocable(store):
     key = store.create_key("w", "client")
-    raw = sqlite3.connect(tmp_path / "pool.db").execute("SELECT key_hash FROM api_keys").fetchall()
-    assert key not in str(raw)
+    raw = store.engine.read(lambda tx: [dict(row) for row in tx.rows("SELECT * FROM api_keys")])
+    assert key not in str(raw) and store_mod.hash_key(key) in str(raw)
     assert store.authenticate(key).name == "w"
     assert store.authenticate(key + "x") is None
     store.revoke_key("w")
     assert store.authenticate(key) is None
 
 
-def test_close_is_idempotent(tmp_path):
-    store = Store(tmp_path / "x.db")
+def test_close_is_idempotent(fresh_db):
+    store = Store(fresh_db())
     store.status()
     store.close()
     store.close()
@@ -199,9 +203,23 @@ def test_not_a_database_is_a_clear_error(tmp_path):
         Store(path)
 
 
+@pytest.mark.sqlite_only
 def test_backup_copies_a_live_database(store, tmp_path):
     store.add_sessions(["a", "b"])
     store.acquire(60)
     store.backup(tmp_path / "copy.db")
     with Store(tmp_path / "copy.db") as copy:
         assert copy.status()["total"] == 2 and copy.integrity_check() == "ok"
+
+
+def test_on_postgresql_backup_points_to_the_database_tools(pg_url):
+    with Store(pg_url) as store:
+        with pytest.raises(store_mod.DatabaseError, match="pg_dump"):
+            store.backup("copy.db")
+
+
+def test_whole_numbers_the_api_accepts_fit_both_stores(store):
+    """The API takes any max_leases below 2**63: PostgreSQL's INTEGER would refuse most (found by fuzzing)."""
+    key = store.create_key("big", "client", max_leases=2**63 - 1)
+    assert store.authenticate(key).max_leases == 2**63 - 1
+    assert [k["max_leases"] for k in store.list_keys() if k["name"] == "big"] == [2**63 - 1]

@@ -20,8 +20,9 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def store(tmp_path, clock):
-    with Store(tmp_path / "pool.db", clock=clock) as store:
+def store(fresh_db, clock):
+    """On both stores: a SQLite file, then a PostgreSQL database (see conftest)."""
+    with Store(fresh_db(), clock=clock) as store:
         store.add_sessions(["a", "b", "c"])
         yield store
 

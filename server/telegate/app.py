@@ -222,7 +222,18 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
 
     @route("/healthz", auth=None)
     def healthz() -> Any:
-        return _json({"status": "ok"})
+        """For load balancers: 200 while the database answers, 503 while it does not.
+
+        No key needed, so the answer names no host, path or driver message: those go to
+        the server log.
+        """
+        try:
+            store.ping()
+        except store_mod.DatabaseError as exc:
+            log.warning("health check: the database does not answer: %s", exc)
+            return _json({"status": "unavailable", "database": "not answering; the server log says why"},
+                         503, {"Retry-After": "1"})
+        return _json({"status": "ok", "database": "ok"})
 
     @route("/session", "POST")
     def acquire() -> Any:

@@ -126,6 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="copy the database safely, even while serving")
     backup.add_argument("file", type=Path)
     backup.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    migrate = commands.add_parser(
+        "migrate", parents=[_db_parent()], help="copy a SQLite pool into an empty PostgreSQL database",
+        description="Copy every session (leases, flood waits, disabled flags, meta, counters), every key"
+                    " (hashes, scopes, limits) and the event history from the SQLite file --db into the"
+                    " empty PostgreSQL database --to. Stop the servers first; then start them with"
+                    " --db URL. A database that holds anything is refused.")
+    migrate.add_argument("--to", required=True, metavar="URL",
+                         help="postgresql://user@host:port/dbname of an empty database")
     return parser
 
 
@@ -319,6 +327,25 @@ def _backup(args: argparse.Namespace, err: TextIO) -> int:
     return 0
 
 
+def _migrate(args: argparse.Namespace, err: TextIO) -> int:
+    """Copy the SQLite pool --db into the empty PostgreSQL database --to."""
+    from .store import is_database_url
+    from .store._copy import copy_pool
+
+    if not is_database_url(args.to):
+        raise CliError(f"--to must be a postgresql:// URL (the empty database to copy into), not {args.to!r}")
+    if not isinstance(resolve({"db": args.db}).db, Path):
+        raise CliError("--db names the SQLite file to copy from; the PostgreSQL database goes in --to")
+    with _open(args) as source, Store(args.to) as target:
+        copied = copy_pool(source, target)
+        status = target.status()
+    err.write(f"copied {copied['sessions']} session(s) ({status['in_floodwait']} in flood wait,"
+              f" {status['disabled']} disabled), {copied['api_keys']} key(s), {copied['session_rests']}"
+              f" scoped rest(s) and {copied['session_events']} event(s) from {source.path} to {target.path};"
+              f" now start the servers with --db {target.path}\n")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None,
          stdin: TextIO | None = None, environ: Mapping[str, str] | None = None) -> int:
     out, err, stdin = out or sys.stdout, err or sys.stderr, stdin or sys.stdin
@@ -333,6 +360,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
             return serve(resolve(overrides, environ), environ=environ, out=err)
         if args.command == "backup":
             return _backup(args, err)
+        if args.command == "migrate":
+            return _migrate(args, err)
         if args.command in ("sessions", "keys", "status"):
             admin = _admin(args, environ)
             try:

@@ -208,8 +208,9 @@ _SCHEMAS: dict[str, Any] = {
         },
     },
     "Health": {
-        "type": "object", "additionalProperties": False, "required": ["status"],
-        "properties": {"status": {"type": "string", "enum": ["ok"]}},
+        "type": "object", "additionalProperties": False, "required": ["status", "database"],
+        "properties": {"status": {"type": "string", "enum": ["ok", "unavailable"]},
+                       "database": {"type": "string", "description": '"ok", or why the database does not answer'}},
     },
     "Session": {
         "type": "object",
@@ -473,8 +474,11 @@ def build_openapi() -> dict[str, Any]:
                 {"name": "purpose", "in": "query", "required": False,
                  "schema": {"type": "string", "maxLength": 129, "pattern": _TL_METHOD_PATTERN}}])},
         "/healthz": {"get": _op(
-            "Liveness", "Answers while the server runs; needs no key.",
-            {"200": _answer("Alive.", _ref("Health"))}, tag="pool", auth=False, operation_id="healthz")},
+            "Health", "200 while the server runs and its database answers, 503 while the database does not"
+            " (for load balancers); needs no key.",
+            {"200": _answer("Alive, and the database answers.", _ref("Health")),
+             "503": _answer("The database does not answer; Retry-After says when to look again.", _ref("Health"))},
+            tag="pool", auth=False, operation_id="healthz")},
         "/metrics": {"get": {
             "summary": "Prometheus metrics",
             "description": "Sessions by state, leases granted/released/expired, flood waits and their lengths,"

@@ -82,9 +82,10 @@ def _lease(row: Mapping[str, Any]) -> Lease:
 class Store:
     """The pool of one database, SQLite (a file path) or PostgreSQL (a ``postgresql://`` URL).
 
-    ``clock`` (SQLite only) returns the current time in epoch seconds; tests inject one to
-    move time without sleeping. On PostgreSQL every time comes from the database's clock,
-    so servers on several hosts agree. ``close()`` may be called any number of times.
+    ``clock`` returns the current time in epoch seconds; tests inject one to move time
+    without sleeping. On PostgreSQL, unless a test injects one, every time comes from the
+    database's clock, so servers on several hosts agree. ``close()`` may be called any
+    number of times.
     """
 
     def __init__(self, db: str | Path, *, clock: Callable[[], float] = time.time,
@@ -93,7 +94,8 @@ class Store:
         if engine is None:
             if is_database_url(db):
                 from ._postgres import PostgresEngine
-                engine = PostgresEngine(str(db))
+                # The database's clock, unless a test hands in its own (as it does on SQLite).
+                engine = PostgresEngine(str(db), clock=None if clock is time.time else clock)
             else:
                 from ._sqlite import SQLiteEngine
                 engine = SQLiteEngine(db, clock=clock, synchronous=synchronous, busy_timeout=busy_timeout)
@@ -213,11 +215,33 @@ class Store:
                     " release one first, or ask an admin to raise the limit",
                     limit=limit, held=held)
         candidate = tx.row(pick, params)
-        if candidate is None:
+        picks = 1
+        while candidate is None:
             # Count in the same transaction: a count taken later could already see the
             # releases that came after this claim, and tell a waiting client that
             # nothing is in use (so nothing will free up) when the pool was just busy.
-            return self._unavailable(tx, name, purpose)
+            #
+            # On PostgreSQL the count holds no lock and blocks nobody: the pick above
+            # found no row, so this transaction has locked none, and a plain SELECT reads
+            # an MVCC snapshot (no table scan under a lock, even on 100k sessions). The
+            # pick passed over rows that other transactions had locked (SKIP LOCKED): a
+            # claim about to take one, or a release about to free one. When the count
+            # (a newer snapshot) shows a session free for us, such a release has landed:
+            # pick again (still SKIP LOCKED: a pick that waited for locks could lock rows
+            # it then passes over, and deadlock with another) rather than answer 503
+            # "nothing in use" to a busy pool. SQLite serialises writers, so there the
+            # count never finds one free.
+            unavailable, free = self._counts(tx, name, purpose)
+            if not free:
+                return unavailable
+            if picks > 1:
+                # Still every free-looking session locked: other claims are taking them
+                # right now. Count them as in use, so the caller waits (and retries) rather
+                # than reads "nothing in use, nothing resting" as "nothing will free up".
+                unavailable.in_use += free
+                return unavailable
+            candidate = tx.row(pick, params)
+            picks += 1
         params["id"] = candidate["id"]
         if candidate["lease_token"] is not None:
             self._event(tx, candidate["id"], "expired", holder=candidate["holder"],
@@ -339,9 +363,14 @@ class Store:
                {"sid": session_id, "at": tx.now, "type": kind, "key": key_name, "holder": holder,
                 "detail": json.dumps(detail or {}, ensure_ascii=False, separators=(",", ":"))})
 
+    @classmethod
+    def _unavailable(cls, tx: Tx, name: str | None, purpose: str | None) -> NoSessionAvailable:
+        return cls._counts(tx, name, purpose)[0]
+
     @staticmethod
-    def _unavailable(tx: Tx, name: str | None, purpose: str | None) -> NoSessionAvailable:
-        """The counts a caller that found nothing needs: what is busy, what rests, and until when.
+    def _counts(tx: Tx, name: str | None, purpose: str | None) -> tuple[NoSessionAvailable, int]:
+        """The counts a caller that found nothing needs: what is busy, what rests, and until when;
+        and how many sessions that caller could lease right now (see the claim).
 
         A session rests for this caller when it is in an account-wide flood wait, or (not
         leased, not disabled) rests for the caller's purpose, or for any method when the
@@ -357,14 +386,15 @@ class Store:
                    MIN(CASE WHEN {_IS_FLOODWAIT} OR ({_IS_FREE} AND EXISTS ({resting}))
                             THEN GREATEST(COALESCE(flood_wait_until, 0), COALESCE(({scoped_end}), 0)) END)
                        AS rest_end,
-                   MIN(CASE WHEN {_IS_IN_USE} THEN lease_expires_at END) AS lease_end
+                   MIN(CASE WHEN {_IS_IN_USE} THEN lease_expires_at END) AS lease_end,
+                   {_count(f"{_IS_FREE} AND NOT EXISTS ({resting})")} AS free
             FROM sessions {where}""", {"now": tx.now, "name": name, "purpose": purpose})
         rest_end, lease_end = row["rest_end"], row["lease_end"]
         waiting_workers, _ = line.line_stats(tx)
         return NoSessionAvailable(
             waiting_count=row["resting"], in_use=row["in_use"], total=row["total"], waiting_workers=waiting_workers,
             next_release_in=None if rest_end is None else max(0.0, rest_end - tx.now),
-            next_lease_end_in=None if lease_end is None else max(0.0, lease_end - tx.now))
+            next_lease_end_in=None if lease_end is None else max(0.0, lease_end - tx.now)), row["free"]
 
     def _holder_check(self, tx: Tx, session_id: int, token: str | None, key: KeyInfo | None,
                       ) -> Mapping[str, Any] | None:
