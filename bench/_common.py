@@ -85,10 +85,13 @@ class Server:
     """One server subprocess; its output goes to a file (no pipe to drain in the client)."""
 
     def __init__(self, kind: str, workdir: Path, *, sessions: int = 64, extra: Sequence[str] = (),
-                 label: str | None = None, tree: Path | None = None, db: Path | str | None = None,
-                 api_key: str | None = None) -> None:
-        """``db``: another database than ``workdir/LABEL.db`` (a postgresql:// URL, say); with
+                 label: str | None = None, tree: Path | None = None, share: "Server | None" = None,
+                 db: Path | str | None = None, api_key: str | None = None) -> None:
+        """``share``: serve the database (and use the key) of that TeleGate server, as a second process.
+        ``db``: another database than ``workdir/LABEL.db`` (a postgresql:// URL, say); with
         ``api_key``, that database is ready (key and sessions made by the caller)."""
+        if share is not None:
+            db, api_key = share.db, share.api_key
         self.kind = kind
         self.label = label or kind
         self.workdir = workdir
@@ -99,7 +102,7 @@ class Server:
         self.host = "127.0.0.1"
         self.port = 0
         if kind == "telegate":
-            # A caller that made the database itself (bench/postgres.py) passes its key.
+            # A caller that made the database itself (bench/postgres.py, share=) passes its key.
             self.api_key = api_key if api_key is not None else _make_pool(self.db, sessions, tree)
             cmd = [sys.executable, "-m", "telegate", "serve", "--port", "0", "--db", str(self.db), *extra]
         elif kind in ("noop", "sqlite"):

@@ -1,4 +1,4 @@
-"""Benchmark 5: fleet scale: hundreds of keep-alive workers, and workers waiting their turn.
+"""Benchmark 7: fleet scale: hundreds of keep-alive workers, and workers waiting their turn.
 
     python bench/fleet.py [--quick] [--parts scale,handoff,idle] [--workers 8,100,400,1000]
                           [--seconds S] [--rounds R] [--baseline-tree DIR]
@@ -76,22 +76,26 @@ class Fleet:
         return c.Result(0, 0, 0.0, [lat for w in self.workers for lat in w["latencies"]]).percentile(q)
 
 
-def run_fleet(server: c.Server, workers: int, seconds: float, mode: str = "cycle", *,
+def run_fleet(server: c.Server | Sequence[c.Server], workers: int, seconds: float, mode: str = "cycle", *,
               warmup: float = 0.5, hold: float = 0.05, wait: float = 30.0,
               during: Any = None) -> Fleet:
     """``workers`` keep-alive workers against ``server`` for ``seconds`` after ``warmup``.
 
-    ``during(start, stop)``, when given, runs in this process inside the window (e.g. to
-    sample the server) instead of sleeping through it.
+    Several servers (processes on one database): the client processes take turns among
+    them, and the CPU is the sum of theirs. ``during(start, stop)``, when given, runs in
+    this process inside the window (e.g. to sample the server) instead of sleeping through it.
     """
-    processes = max(1, min(8, math.ceil(workers / WORKERS_PER_PROCESS)))
+    servers = [server] if isinstance(server, c.Server) else list(server)
+    server = servers[0]
+    processes = max(len(servers), min(8, math.ceil(workers / WORKERS_PER_PROCESS)))
     shares = [workers // processes + (i < workers % processes) for i in range(processes)]
     env = c.server_env()
     procs: list[subprocess.Popen] = []
     try:
         first = 0
-        for share in shares:
-            cmd = [sys.executable, str(CLIENT), mode, "--port", str(server.port), "--key", server.api_key,
+        for number, share in enumerate(shares):
+            target = servers[number % len(servers)]
+            cmd = [sys.executable, str(CLIENT), mode, "--port", str(target.port), "--key", target.api_key,
                    "--threads", str(share), "--first", str(first), "--hold", str(hold), "--wait", str(wait)]
             procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                           env=env, cwd=c.ROOT))
@@ -107,11 +111,11 @@ def run_fleet(server: c.Server, workers: int, seconds: float, mode: str = "cycle
             proc.stdin.write(json.dumps({"start": start, "stop": stop}) + "\n")
             proc.stdin.flush()
         time.sleep(max(0.0, start - time.time()))
-        cpu_before = cpu_seconds(server.pid)
+        cpu_before = sum(cpu_seconds(s.pid) for s in servers)
         if during is not None:
             during(start, stop)
         time.sleep(max(0.0, stop - time.time()))
-        cpu_after = cpu_seconds(server.pid)
+        cpu_after = sum(cpu_seconds(s.pid) for s in servers)
         results: list[dict[str, Any]] = []
         for proc in procs:
             out, _ = proc.communicate(timeout=stop - time.time() + 150)
@@ -213,26 +217,36 @@ def handoff_figures(fleet: Fleet) -> dict[str, float]:
 def part_handoff(args: Any, where: Path, seconds: float, rounds: int, workers: int = 24, pool: int = 3,
                  hold: float = 0.05) -> None:
     extra = ("--access-log", args.access_log)
-    servers = [c.Server("telegate", where, sessions=pool, extra=extra, label="telegate_handoff")]
+    first = c.Server("telegate", where, sessions=pool, extra=extra, label="telegate_handoff")
+    servers: list[Any] = [first]
     modes = {"telegate_handoff": "handoff"}
+    if not args.quick:  # the same, with the workers split over two server processes on one file
+        second = c.Server("telegate", where, extra=extra, label="telegate_2proc_b", share=first)
+        servers.append([first, second])
+        modes["telegate_2proc"] = "handoff"
     if args.baseline_tree:  # no long-poll there: workers sleep Retry-After (at most 5 s) and ask again
         servers.append(c.Server("telegate", where, sessions=pool, extra=extra, label="baseline_poll",
                                 tree=args.baseline_tree.resolve()))
         modes["baseline_poll"] = "poll"
     rows = []
+
+    def label(server: Any) -> str:
+        return "telegate_2proc" if isinstance(server, list) else server.label
+
     try:
         for number in range(rounds):
             for server in (servers if number % 2 == 0 else servers[::-1]):
-                fleet = run_fleet(server, workers, seconds, modes[server.label], hold=hold, wait=30.0)
+                fleet = run_fleet(server, workers, seconds, modes[label(server)], hold=hold, wait=30.0)
                 f = handoff_figures(fleet)
-                rows.append([server.label, number + 1, f["leases"], f["handoffs"], f["p50"], f["p99"], f["max"],
+                rows.append([label(server), number + 1, f["leases"], f["handoffs"], f["p50"], f["p99"], f["max"],
                              f["min_count"], f["mean_count"], f["max_count"], f["fairness"], f["longest_wait"],
                              fleet.server_cpu / seconds * 100])
-                print(f"  handoff round {number + 1} {server.label}: p50 {f['p50']:.1f} ms, p99 {f['p99']:.1f} ms,"
+                print(f"  handoff round {number + 1} {label(server)}: p50 {f['p50']:.1f} ms, p99 {f['p99']:.1f} ms,"
                       f" min/mean {f['fairness']:.2f}", file=sys.stderr, flush=True)
     finally:
         for server in servers:
-            server.close()
+            for one in (server if isinstance(server, list) else [server]):
+                one.close()
     print(f"\n## handoff: pool of {pool}, {workers} workers each holding a lease {hold * 1000:.0f} ms, {seconds:g} s"
           " a round (release->grant: from sending a release to the grant it enabled reaching a worker that"
           " was waiting)\n")
@@ -322,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     temp = c.workdir(args.workdir)
     where = Path(temp.name) if temp else args.workdir
     where.mkdir(parents=True, exist_ok=True)
-    print(f"# Benchmark 5: fleet scale ({c.environment_note()})")
+    print(f"# Benchmark 7: fleet scale ({c.environment_note()})")
     print(f"# {seconds:g} s per server and round after a 0.5 s warm-up, {rounds} alternating round(s);"
           f" up to {WORKERS_PER_PROCESS} workers per client process")
     try:

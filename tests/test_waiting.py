@@ -293,3 +293,21 @@ def test_a_key_revoked_while_waiting_gets_nothing(tmp_path):
         with pytest.raises(NoSessionAvailable):
             store.leave_line(ticket.ticket)
         assert store.status()["free"] == 1
+
+
+def test_a_worker_that_hangs_up_leaves_the_line_at_once(live_server):
+    """A killed worker's long-poll must not be granted a session nobody would use (until its TTL)."""
+    import socket
+
+    live_server.add_sessions("only")
+    held = acquire(live_server).json
+    body = json.dumps({"ttl": 600, "wait": 60}).encode()
+    ghost = socket.create_connection(("127.0.0.1", live_server.port))
+    ghost.sendall(b"POST /session HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                  b"X-API-Key: " + live_server.client_key.encode() + b"\r\n"
+                  b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    wait_for(lambda: live_server.status()["waiting_workers"] == 1, "the worker to join the line")
+    ghost.close()  # killed while waiting
+    wait_for(lambda: live_server.status()["waiting_workers"] == 0, "the line to forget it", deadline=10)
+    release(live_server, held)
+    assert live_server.status()["free"] == 1  # not leased to the worker that hung up

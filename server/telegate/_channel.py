@@ -51,13 +51,53 @@ from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
 from waitress import wasyncore
-from waitress.task import ThreadedTaskDispatcher
+from waitress.task import ThreadedTaskDispatcher, WSGITask
 
-__all__ = ["Channel", "Dispatcher", "Server", "create_server"]
+__all__ = ["Channel", "Dispatcher", "Server", "create_server", "ON_DISCONNECT"]
+
+#: WSGI environ key of ``Channel.on_disconnect`` (call it with a callback; it returns the
+#: function that takes the callback back). Needs ``channel_request_lookahead`` >= 1, so
+#: that the loop keeps reading a connection while its request runs and sees it close.
+ON_DISCONNECT = "telegate.on_disconnect"
+
+
+class _Task(WSGITask):
+    def get_environment(self) -> dict:
+        environ = super().get_environment()
+        environ[ON_DISCONNECT] = self.channel.on_disconnect
+        return environ
+
 
 
 class Channel(HTTPChannel):
-    """waitress's HTTP channel that is writable only when a write can make progress."""
+    """waitress's HTTP channel that is writable only when a write can make progress,
+    and tells a long request (a long-poll) when its client has gone."""
+
+    task_class = _Task
+    _disconnect_hooks: list[Callable[[], None]] | None = None
+
+    def on_disconnect(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` (from the loop thread: keep it short) when this connection closes."""
+        if self._disconnect_hooks is None:
+            self._disconnect_hooks = []
+        self._disconnect_hooks.append(callback)
+        if not self.connected:
+            callback()
+
+        def forget() -> None:
+            hooks = self._disconnect_hooks
+            if hooks is not None and callback in hooks:
+                hooks.remove(callback)
+        return forget
+
+    def handle_close(self) -> None:
+        hooks, self._disconnect_hooks = self._disconnect_hooks, None
+        super().handle_close()
+        for hook in hooks or ():
+            try:
+                hook()
+            except Exception:  # a hook must not break the loop
+                self.logger.exception("disconnect hook failed")
 
     def writable(self) -> bool:
         if self.requests and not (self.will_close or self.close_when_flushed):

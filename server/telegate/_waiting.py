@@ -72,12 +72,17 @@ class LocalCommitFeed:
 
 
 class _Parked:
-    __slots__ = ("ticket", "event", "lease")
+    __slots__ = ("ticket", "event", "lease", "gone")
 
     def __init__(self, ticket: int) -> None:
         self.ticket = ticket
         self.event = threading.Event()
         self.lease: Any = None  # handed over with a grant made by this process
+        self.gone = False  # the worker hung up
+
+    def hung_up(self) -> None:
+        self.gone = True
+        self.event.set()
 
 
 class WaitRoom:
@@ -112,10 +117,17 @@ class WaitRoom:
         """Requests parked in this process now."""
         return len(self._parked)
 
-    def wait(self, ticket: int, seconds: float, next_free_at: float | None = None) -> Any:
+    def wait(self, ticket: int, seconds: float, next_free_at: float | None = None,
+             on_disconnect: Callable[[Callable[[], None]], Callable[[], None]] | None = None) -> Any:
         """Park until a lease is granted to ``ticket`` (return it) or ``seconds`` pass (then the
-        ticket leaves the line, and the store raises its ``NoSessionAvailable``)."""
+        ticket leaves the line, and the store raises its ``NoSessionAvailable``).
+
+        ``on_disconnect`` (the server's, see ``telegate._channel.ON_DISCONNECT``): when the
+        worker hangs up meanwhile, the ticket leaves the line at once, and a lease granted
+        to it in that instant is released to the next in line.
+        """
         parked = _Parked(ticket)
+        forget = on_disconnect(parked.hung_up) if on_disconnect is not None else None
         deadline = time.monotonic() + seconds
         with self._lock:
             self._parked[ticket] = parked
@@ -126,20 +138,38 @@ class WaitRoom:
             self.store.engine.release_connection()
             with self._park():
                 while True:
+                    if parked.gone:
+                        return self._abandon(parked)
                     remaining = deadline - time.monotonic()
-                    if remaining > 0 and parked.event.wait(remaining) and not self._closed:
-                        parked.event.clear()
-                        if parked.lease is not None:
-                            return parked.lease  # granted by this process: nothing to read
-                        lease = self.store.claimed(ticket)  # granted by another process
-                        if lease is not None:
-                            return lease
+                    if remaining <= 0 or not parked.event.wait(remaining) or self._closed:
+                        break
+                    if parked.gone:
                         continue
-                    # Out of time (or stopping): leave the line, unless a grant came first.
-                    return parked.lease or self.store.leave_line(ticket)
+                    parked.event.clear()
+                    if parked.lease is not None:
+                        return parked.lease  # granted by this process: nothing to read
+                    lease = self.store.claimed(ticket)  # granted by another process
+                    if lease is not None:
+                        return lease
+                # Out of time (or stopping): leave the line, unless a grant came first.
+                return parked.lease or self.store.leave_line(ticket)
         finally:
+            if forget is not None:
+                forget()
             with self._lock:
                 self._parked.pop(ticket, None)
+
+    def _abandon(self, parked: _Parked) -> None:
+        """The worker hung up: out of the line (returns None); a lease it got meanwhile is released."""
+        lease = parked.lease
+        if lease is None:
+            try:
+                lease = self.store.leave_line(parked.ticket)
+            except Exception:  # NoSessionAvailable: it had nothing, and now is out of line
+                return None
+        log.info("a waiting worker hung up; session %s goes to the next in line", lease.session_id)
+        self.store.release(lease.session_id, lease.lease_token)
+        return None
 
     def granted(self, grants: Iterable[Any]) -> None:
         """Hand this process's grants to their parked requests (call after the commit)."""

@@ -21,6 +21,7 @@ from .dashboard import install_dashboard
 from .metrics import install_metrics
 from .openapi import install_openapi
 from ._text import escape
+from ._channel import ON_DISCONNECT
 from ._waiting import WaitRoom, new_owner
 from .settings import Settings
 from .store import STATES, KeyInfo, PoolStore, Ticket
@@ -264,11 +265,14 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
         """Park a long-poll until its ticket is granted a session, or its wait runs out (503)."""
         started = time.perf_counter()
         try:
-            lease = room.wait(ticket.ticket, wait, ticket.next_free_at)
+            lease = room.wait(ticket.ticket, wait, ticket.next_free_at,
+                              on_disconnect=bottle.request.environ.get(ON_DISCONNECT))
         finally:
             waited = time.perf_counter() - started
             bottle.request.environ["telegate.waited"] = waited
             metrics.waited(waited)
+        if lease is None:  # nobody to answer: the worker hung up while it waited
+            raise ApiError(503, "no_session_available", "the worker hung up while it waited; it left the line")
         return lease
 
     @route("/release", "POST")

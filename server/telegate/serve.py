@@ -82,7 +82,11 @@ def waitress_options(settings: Settings) -> dict:
         # request in progress never is). Longer than the SDK's lease renewals (a third of
         # the 300 s default TTL) would cost a connection per idle worker for no gain;
         # shorter makes idle workers reconnect more often. waitress's default, stated.
-        channel_timeout=120)
+        channel_timeout=120,
+        # Keep reading a connection while its request runs, so that a long-poll learns at
+        # once that its worker hung up (and leaves the line) instead of being granted a
+        # session nobody will use (telegate._channel.ON_DISCONNECT).
+        channel_request_lookahead=1)
 
 
 def ensure_key(store: PoolStore, environ: Mapping[str, str], out: TextIO) -> None:
