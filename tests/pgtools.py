@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
+import zlib
 from functools import lru_cache
 
 import pytest
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+#: This machine, in test database names (a PostgreSQL may serve several machines' runs).
+_HOST = format(zlib.crc32(socket.gethostname().encode()), "08x")
 
 
 def admin_url() -> str:
@@ -75,15 +80,30 @@ def _with_dbname(url: str, dbname: str) -> str:
 
 
 class Databases:
-    """Creates databases named telegate_test_<run>_<n> and drops them all at the end."""
+    """Creates databases named telegate_test_<host>_<pid>_<random>_<n> and drops them all at the end."""
 
     def __init__(self) -> None:
         import psycopg
 
-        self.run = f"{os.getpid()}_{secrets.token_hex(3)}"
+        self.run = f"{_HOST}_{os.getpid()}_{secrets.token_hex(3)}"
         self.created: list[str] = []
         self._admin = psycopg.connect(admin_url(), autocommit=True, connect_timeout=5)
         self._numbered: list[str] = []
+        self._drop_left_behind()
+
+    def _drop_left_behind(self) -> None:
+        """Drop this host's test databases whose pytest process is gone (a run killed before
+        its teardown); a live run's databases, and other hosts', are left alone."""
+        prefix = f"telegate_test_{_HOST}_"
+        names = [row[0] for row in self._admin.execute(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (prefix,))]
+        for name in names:
+            pid = name[len(prefix):].split("_", 1)[0]
+            if pid.isdigit() and not os.path.exists(f"/proc/{pid}") and os.path.exists("/proc/self"):
+                try:
+                    self._admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                except Exception:  # someone else's cleanup got there first, or no right to: leave it
+                    pass
 
     def create(self) -> str:
         """A new empty database; its URL."""
