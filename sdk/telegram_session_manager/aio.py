@@ -65,6 +65,10 @@ class AsyncTelegramSessionManagerClient(_ClientCore):
                          sleep=sleep, pool_maxsize=http_threads, connect_wait=connect_wait)
         self._http_threads = http_threads
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        # Acquires long-poll (they may hold a thread for up to 30 s): they get threads of
+        # their own, so a release or a renewal never queues behind them. Sharing one pool,
+        # 8 waiting tasks starved the tasks that held sessions of a thread to release them.
+        self._acquire_executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._keepalive_task: asyncio.Task | None = None
         self._wake: asyncio.Event | None = None
 
@@ -74,8 +78,11 @@ class AsyncTelegramSessionManagerClient(_ClientCore):
         if self._executor is None:
             self._executor = concurrent.futures.ThreadPoolExecutor(
                 max_workers=self._http_threads, thread_name_prefix="telegate-http")
+            self._acquire_executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self._http_threads, thread_name_prefix="telegate-acquire")
+        executor = self._acquire_executor if path == "/session" else self._executor
         loop = asyncio.get_running_loop()
-        call = loop.run_in_executor(self._executor, functools.partial(self._transport.send, method, path, body))
+        call = loop.run_in_executor(executor, functools.partial(self._transport.send, method, path, body))
         try:
             # Shielded: a cancelled caller cannot stop a request already in its thread,
             # and must not lose what it brings back.
@@ -256,8 +263,9 @@ class AsyncTelegramSessionManagerClient(_ClientCore):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, RuntimeError):
                 await task
-        if self._executor is not None:
-            self._executor.shutdown(wait=False)
+        for executor in (self._executor, self._acquire_executor):
+            if executor is not None:
+                executor.shutdown(wait=False)
         self._transport.close()
 
     aclose = close
