@@ -384,3 +384,33 @@ def test_pruning_also_sweeps_rests_that_have_ended(store, clock, tmp_path):
     left = sqlite3.connect(tmp_path / "pool.db").execute("SELECT session_id FROM session_rests").fetchall()
     assert left == [(2,)]
     assert rests(store, "b") == {"contacts.resolveusername": clock.now + 400}
+
+
+def test_a_lease_without_purpose_finds_its_session_through_an_index_not_past_every_rest(store, clock):
+    """Sessions resting for a method lead the LRU order (least recently used); a purpose-less
+    claim must not step over them one by one: with 6,000 of 10,000 resting that was 12 x slower."""
+    store.add_sessions([f"a{i}" for i in range(6)])
+    for name in ("a0", "a1", "a2"):
+        rest(store, name, 3600, RESOLVE)
+    conn = store.engine.connection()
+    pick = store.engine.prepare(
+        "SELECT id FROM sessions WHERE disabled = 0 AND avail_at <= :now AND COALESCE(lease_expires_at, 0) <= :now"
+        " AND COALESCE(flood_wait_until, 0) <= :now AND GREATEST(avail_at, rest_until) <= :now"
+        " ORDER BY GREATEST(avail_at, rest_until), id LIMIT 1")
+    plan = " ".join(str(tuple(row)) for row in conn.execute("EXPLAIN QUERY PLAN " + pick, {"now": clock()}))
+    assert "sessions_plain_order" in plan
+    leases = [store.acquire(60) for _ in range(3)]
+    assert {lease.session_name for lease in leases} == {"a3", "a4", "a5"}
+    unavailable(store)
+    clock.advance(3601)  # the rests end: the sessions are everyone's again
+    for lease in leases:
+        store.release(lease.session_id, lease.lease_token)
+    assert {store.acquire(60).session_name for _ in range(6)} == {f"a{i}" for i in range(6)}
+
+
+def test_clearing_a_scoped_rest_makes_the_session_leasable_without_purpose_at_once(store, clock):
+    store.add_sessions(["only"])
+    rest(store, "only", 3600, RESOLVE)
+    unavailable(store)
+    store.update_session(store.find_session_id("only"), clear_flood_wait=True)
+    assert store.acquire(60).session_name == "only"

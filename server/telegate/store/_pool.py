@@ -57,6 +57,9 @@ _STATE_SQL = (
 # A scoped rest that is still running; `:scope` narrows it to one method.
 _RESTING = "SELECT 1 FROM session_rests r WHERE r.session_id = sessions.id AND r.until > :now"
 _RESTING_FOR = _RESTING + " AND r.scope = :purpose"
+# When a session can next be leased without a purpose: rest_until is the end of its
+# latest scoped rest (rests only ever lengthen, so it is the max of session_rests.until).
+_PLAIN_AVAIL = "GREATEST(avail_at, rest_until)"
 
 
 def _count(predicate: str) -> str:
@@ -133,6 +136,11 @@ class Store:
     # -- leases -----------------------------------------------------------------------
 
     _CLAIM_ORDER = "ORDER BY avail_at, id LIMIT 1 /*skip_locked*/"
+    # A claim without a purpose may not take a session resting for any method: it walks
+    # the index on (GREATEST(avail_at, rest_until), id), where such sessions sort by the
+    # end of their last rest, instead of stepping over them at the front of (avail_at, id)
+    # (with 6,000 of 10,000 sessions resting that made these claims 12 x slower).
+    _PLAIN_ORDER = f"ORDER BY {_PLAIN_AVAIL}, id LIMIT 1 /*skip_locked*/"
     _CLAIM = """
         UPDATE sessions
         SET lease_token = :token, lease_expires_at = :now + :ttl, avail_at = :now + :ttl,
@@ -183,9 +191,12 @@ class Store:
         """The claim of one acquire (or of a waiting ticket), in ``tx``."""
         key_id = key.id if key is not None else None
         target = "name = :name AND " if name is not None else ""
-        resting = _RESTING_FOR if purpose else _RESTING
-        pick = (f"SELECT id, lease_token, lease_key_id, holder FROM sessions"
-                f" WHERE {target}{_IS_FREE} AND NOT EXISTS ({resting}) {self._CLAIM_ORDER}")
+        if purpose:
+            pick = (f"SELECT id, lease_token, lease_key_id, holder FROM sessions"
+                    f" WHERE {target}{_IS_FREE} AND NOT EXISTS ({_RESTING_FOR}) {self._CLAIM_ORDER}")
+        else:
+            pick = (f"SELECT id, lease_token, lease_key_id, holder FROM sessions"
+                    f" WHERE {target}{_IS_FREE} AND {_PLAIN_AVAIL} <= :now {self._PLAIN_ORDER}")
         params: dict[str, Any] = {
             "token": secrets.token_urlsafe(18), "ttl": ttl, "holder": holder, "name": name,
             "key_id": key_id, "request_id": request_id, "purpose": purpose, "now": tx.now}
@@ -464,10 +475,12 @@ class Store:
                     disabled = CASE WHEN :disable = 1 THEN 1 ELSE disabled END,
                     disabled_reason = CASE WHEN :disable = 1 THEN :reason ELSE disabled_reason END,
                     avail_at = GREATEST(:now, COALESCE(flood_wait_until, 0),
-                                        CASE WHEN :fw > 0 THEN :now + :fw ELSE 0 END)
+                                        CASE WHEN :fw > 0 THEN :now + :fw ELSE 0 END),
+                    rest_until = GREATEST(rest_until, :rest_until)
                 WHERE id = :id""",
                 {"now": now, "id": session_id, "fw": account_wide or 0, "any_fw": flood_wait or 0,
-                 "disable": 1 if disable else 0, "reason": disable})
+                 "disable": 1 if disable else 0, "reason": disable,
+                 "rest_until": now + flood_wait if scope is not None and flood_wait else 0})
             if scope is not None and flood_wait:
                 tx.run("DELETE FROM session_rests WHERE session_id = :id AND until <= :now",
                        {"id": session_id, "now": now})
@@ -692,7 +705,7 @@ class Store:
                 tx.run("UPDATE sessions SET disabled = 0, disabled_reason = NULL WHERE id = :id", params)
                 self._event(tx, session_id, "enable", **who)
             if clear_flood_wait:
-                tx.run("""UPDATE sessions SET flood_wait_until = NULL,
+                tx.run("""UPDATE sessions SET flood_wait_until = NULL, rest_until = 0,
                           avail_at = GREATEST(COALESCE(lease_expires_at, 0), COALESCE(last_released_at, 0))
                           WHERE id = :id""", params)
                 tx.run("DELETE FROM session_rests WHERE session_id = :id", params)

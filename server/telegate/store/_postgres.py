@@ -119,6 +119,13 @@ _MIGRATIONS: tuple[tuple[int, str], ...] = (
     """),
     # 4: the waiting line of long-polling acquires (_line.py).
     (4, WAITERS_DDL_POSTGRES),
+    # 5: claims without a purpose skip scoped rests through an index, not row by row.
+    (5, """
+    ALTER TABLE sessions ADD COLUMN rest_until DOUBLE PRECISION NOT NULL DEFAULT 0;
+    UPDATE sessions SET rest_until = COALESCE((SELECT MAX(until) FROM session_rests r
+                                               WHERE r.session_id = sessions.id), 0);
+    CREATE INDEX sessions_plain_order ON sessions ((GREATEST(avail_at, rest_until)), id) WHERE disabled = 0;
+    """),
 )
 assert _MIGRATIONS[-1][0] == SCHEMA_VERSION, "a schema version without its PostgreSQL migration"
 
