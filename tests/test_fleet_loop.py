@@ -170,3 +170,17 @@ def test_the_loop_rests_after_expensive_turns_only():
         server._map.update(getattr(server, "_saved_map", {}))
         server.task_dispatcher.shutdown()
         server.close()
+
+
+def test_where_poll_is_missing_the_connection_limit_fits_select(monkeypatch, caplog):
+    """Windows has no poll(); waitress's select() there watches 512 sockets at most."""
+    import select as select_module
+
+    from telegate import serve as serve_module
+
+    assert serve_module._connection_limit(2000) == 2000 or not hasattr(select_module, "poll")
+    monkeypatch.delattr(select_module, "poll", raising=False)
+    with caplog.at_level("WARNING", logger="telegate.serve"):
+        assert serve_module._connection_limit(2000) == serve_module.SELECT_CONNECTION_LIMIT
+    assert "more than select() can watch" in caplog.text
+    assert serve_module._connection_limit(100) == 100

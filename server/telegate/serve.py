@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import socket
 import sys
@@ -67,7 +68,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 def waitress_options(settings: Settings) -> dict:
     """The waitress settings ``serve`` runs with (the benchmarks' ceilings use the same)."""
     return dict(
-        threads=settings.threads, connection_limit=settings.connection_limit, ident="TeleGate",
+        threads=settings.threads, connection_limit=_connection_limit(settings.connection_limit), ident="TeleGate",
         # waitress answers bodies far over our limit itself; ours (JSON 413) covers the rest.
         max_request_body_size=max(settings.max_body * 4, 8 * 1024 * 1024),
         clear_untrusted_proxy_headers=True,
@@ -87,6 +88,21 @@ def waitress_options(settings: Settings) -> dict:
         # once that its worker hung up (and leaves the line) instead of being granted a
         # session nobody will use (telegate._channel.ON_DISCONNECT).
         channel_request_lookahead=1)
+
+
+#: Windows has no poll(): waitress's loop uses select(), which CPython builds there for
+#: 512 sockets (the listening one and a few of waitress's own included).
+SELECT_CONNECTION_LIMIT = 500
+
+
+def _connection_limit(wanted: int) -> int:
+    """``wanted``, or at most what select() can watch where poll() is missing (Windows)."""
+    if hasattr(select, "poll") or wanted <= SELECT_CONNECTION_LIMIT:
+        return wanted
+    log.warning("--connection-limit %d is more than select() can watch on this system; using %d"
+                " (for larger fleets run several servers behind a proxy: docs/SCALING.md)",
+                wanted, SELECT_CONNECTION_LIMIT)
+    return SELECT_CONNECTION_LIMIT
 
 
 def ensure_key(store: PoolStore, environ: Mapping[str, str], out: TextIO) -> None:
