@@ -1187,10 +1187,12 @@ class _ClientCore:
     def _lost(self, lease: Lease, exc: TeleGateError) -> None:
         if lease.released or lease._releasing:
             return  # being released: a renew racing the release is no loss
-        lease._mark_lost(exc.detail or str(exc))
-        self._poke()
+        reason = exc.detail or str(exc)
+        # Said before it is flagged: whoever sees `lease.lost` can find the line already.
         log.error("TeleGate: lost the lease on session %s (#%s): %s. Stop using this account: another "
-                  "worker may have it now.", lease.session_name, lease.session_id, lease.lost_reason)
+                  "worker may have it now.", lease.session_name, lease.session_id, reason)
+        lease._mark_lost(reason)
+        self._poke()
 
     def _keepalive_failed(self, lease: Lease, exc: BaseException) -> None:
         """A keepalive renewal failed: a lost lease was flagged already; anything else is tried again soon."""
