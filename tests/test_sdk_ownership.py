@@ -66,6 +66,36 @@ def test_a_lost_acquire_answer_costs_no_second_session(live_server):
         assert live_server.status()["in_use"] == 1  # one lease, not two
 
 
+@pytest.mark.parametrize("next_holder", ["same key", "another key"])
+def test_a_release_whose_answer_was_lost_is_not_a_lost_lease(live_server, caplog, next_holder):
+    """The server released the session, the answer never came, another worker took the account
+    before the SDK sent the release again: that retry is answered as released, no false alarm."""
+    live_server.add_sessions("solo")
+    other_key = live_server.client_key if next_holder == "same key" else client_key(live_server, "w2")
+    with TelegramSessionManagerClient(live_server.url, live_server.client_key, sleep=Sleeps()) as client, \
+            TelegramSessionManagerClient(live_server.url, other_key, keepalive=False) as other:
+        real = client._transport._send_to
+        taken = []
+
+        def drop_the_release_answer(base_url, method, path, body):
+            data = real(base_url, method, path, body)
+            if path == "/release" and not taken:
+                taken.append(other.get_session(auto_wait=False))  # the account is someone else's now
+                error = TeleGateConnectionError("reset", method=method, url=base_url + path, detail="reset")
+                error.transient = True
+                raise error
+            return data
+
+        client._transport._send_to = drop_the_release_answer
+        with caplog.at_level(logging.WARNING, logger=LOGGER):
+            with client.session() as lease:
+                pass
+        assert taken and not lease.lost and lease.released
+        assert "lost" not in caplog.text, caplog.text
+        assert live_server.store.get_session(lease.session_id)["state"] == "in_use"
+        assert other.renew(taken[0]).renewals == 1  # theirs, untouched
+
+
 def test_a_key_at_its_lease_limit_waits_under_auto_wait_and_says_why(live_server, caplog):
     live_server.add_sessions("a", "b")
     key = client_key(live_server, "w1", max_leases=1)

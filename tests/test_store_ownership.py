@@ -96,6 +96,32 @@ def test_a_stale_token_of_a_session_another_key_took_over_gets_not_lease_holder(
     assert snapshot(store) == before
 
 
+@pytest.mark.parametrize("next_key", ["w1", "w2"])
+def test_a_release_sent_again_after_it_landed_is_answered_as_the_first(store, keys, clock, next_key):
+    """Its answer was lost (the server died after the commit): the worker sends it again,
+    maybe to another server, when the session may already be someone else's."""
+    store.set_disabled_by_name(["b", "c"], True)  # one session: the next lease is of the same account
+    mine = store.acquire(60, holder="w1:1", key=keys["w1"])
+    assert store.release(mine.session_id, mine.lease_token, key=keys["w1"], flood_wait=5) is True
+    clock.advance(6)
+    theirs = store.acquire(60, key=keys[next_key])
+    before = snapshot(store)
+    again = store.release(mine.session_id, mine.lease_token, key=keys["w1"], flood_wait=99, disable="dead")
+    assert again is False and snapshot(store) == before  # nothing more to do, nothing changed
+    with pytest.raises(LeaseMismatch):  # a released lease can't be renewed back to life
+        store.renew(mine.session_id, mine.lease_token, 60, key=keys["w1"])
+    assert store.release(theirs.session_id, theirs.lease_token, key=keys[next_key]) is True
+
+
+def test_a_lease_an_admin_ended_is_still_lost_to_its_old_holder(store, keys):
+    store.set_disabled_by_name(["b", "c"], True)
+    mine = store.acquire(60, key=keys["w1"])
+    store.release(mine.session_id, key=keys["boss"])  # the admin ends it; another worker takes the account
+    store.acquire(60, key=keys["w2"])
+    with pytest.raises(NotLeaseHolder):  # w1 did lose it: it must hear so
+        store.release(mine.session_id, mine.lease_token, key=keys["w1"])
+
+
 def test_lapsed_lease_not_taken_over(store, keys, clock):
     lease = store.acquire(10, key=keys["w1"])
     clock.advance(30)

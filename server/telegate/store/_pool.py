@@ -20,6 +20,7 @@ every acquire and release serves that line, oldest ticket first, before anything
 """
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
@@ -80,6 +81,11 @@ def _session_row(row: Mapping[str, Any]) -> dict[str, Any]:
 def _lease(row: Mapping[str, Any]) -> Lease:
     return Lease(row["id"], row["name"], row["lease_token"], row["lease_expires_at"],
                  row["kind"], json.loads(row["meta"]))
+
+
+def _lease_tag(token: str) -> str:
+    """A lease's name in the history: a digest of its token, which proves nothing if read."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 class Store:
@@ -256,10 +262,12 @@ class Store:
         params["id"] = candidate["id"]
         if candidate["lease_token"] is not None:
             self._event(tx, candidate["id"], "expired", holder=candidate["holder"],
-                        key_name=self._key_name(tx, candidate["lease_key_id"]))
+                        key_name=self._key_name(tx, candidate["lease_key_id"]),
+                        detail={"lease": _lease_tag(candidate["lease_token"])})
         lease = _lease(tx.row(self._CLAIM, params))
         self._event(tx, lease.session_id, "lease", key_name=key.name if key else None, holder=holder,
-                    detail={"ttl": ttl, **({"purpose": purpose} if purpose else {})})
+                    detail={"ttl": ttl, "lease": _lease_tag(lease.lease_token),
+                            **({"purpose": purpose} if purpose else {})})
         return lease
 
     # -- the waiting line (_line.py; woken by telegate._waiting) ------------------------
@@ -437,6 +445,8 @@ class Store:
                 return row
         if not live:
             return None
+        if token is not None and self._released_before(tx, session_id, token, key):
+            return None  # a retry of a release that landed, its answer lost: nothing more to do
         if not privileged and not owner:
             raise NotLeaseHolder(
                 f"session {session_id} is leased by another API key; only its holder (or an admin) can"
@@ -445,6 +455,27 @@ class Store:
             return row
         raise LeaseMismatch(f"lease token is not the current lease of session {session_id}; your lease"
                             " ended (released or expired) and the session was leased again")
+
+    @staticmethod
+    def _released_before(tx: Tx, session_id: int, token: str, key: KeyInfo | None) -> bool:
+        """Whether ``key`` released the lease of ``token`` itself (among the session's latest events).
+
+        A worker whose release landed but whose answer was lost (its server died, a proxy
+        dropped the connection) sends the release again, maybe to another server, when
+        the session may already be someone else's. That is not a lost lease: the retry
+        is answered as the first try was. A lease ended by an admin, or by expiry, still
+        answers 409 to its old holder: that worker did lose it. Looked up only when a
+        token does not match, and among the last 1,000 events, so it stays cheap.
+        """
+        if key is None:
+            return False
+        found = tx.row("""
+            SELECT 1 AS hit FROM (
+                SELECT type, key_name, detail FROM session_events WHERE session_id = :id
+                ORDER BY id DESC LIMIT 1000) latest
+            WHERE type = 'release' AND key_name = :key AND detail LIKE :tag""",
+            {"id": session_id, "key": key.name, "tag": f'%"lease":"{_lease_tag(token)}"%'})
+        return found is not None
 
     def release(self, session_id: int, token: str | None = None, *, key: KeyInfo | None = None,
                 flood_wait: float | None = None, flood_scope: str | None = None,
@@ -489,7 +520,7 @@ class Store:
                     ON CONFLICT (session_id, scope) DO UPDATE SET until = GREATEST(session_rests.until, excluded.until)""",
                        {"id": session_id, "scope": scope, "until": now + flood_wait})
             who = {"key_name": key.name if key else self._key_name(tx, row["lease_key_id"]), "holder": row["holder"]}
-            self._event(tx, session_id, "release", **who)
+            self._event(tx, session_id, "release", **who, detail={"lease": _lease_tag(row["lease_token"])})
             if flood_wait:
                 detail = {"seconds": flood_wait, "scope": scope}
                 if peer_flood:
