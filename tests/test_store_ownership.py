@@ -6,11 +6,13 @@ session's history and its rests are exactly as before.
 """
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from conftest import FakeClock
 from telegate.store import (
-    KeyRevoked, LeaseLimit, LeaseMismatch, NoSessionAvailable, NotLeaseHolder, SessionDisabled, Store,
+    KeyRevoked, LeaseLimit, LeaseMismatch, NoSessionAvailable, NotLeaseHolder, SessionDisabled, Store, Ticket,
 )
 
 
@@ -234,6 +236,42 @@ def test_request_id_of_another_key_is_another_request(store, keys):
     assert store.status()["in_use"] == 2
     # Neither call can be replayed to get the other key's lease.
     assert store.acquire(60, key=keys["w2"], request_id="job-1") == theirs
+
+
+def test_tries_of_one_request_at_once_get_one_lease(store, keys):
+    """A retry sent while the first try is still being served (its answer timed out): on
+    PostgreSQL the two run at once on two connections, and must still make one lease."""
+    w1, rounds, tries = keys["w1"], 40, 3
+    for number in range(rounds):
+        start = threading.Barrier(tries)
+        got: list = []
+
+        def one_try() -> None:
+            start.wait(10)
+            got.append(store.acquire(60, key=w1, request_id=f"job-{number}"))
+
+        threads = [threading.Thread(target=one_try) for _ in range(tries)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert len(got) == tries and len({lease.lease_token for lease in got}) == 1, f"round {number}: {got}"
+        assert store.status()["in_use"] == 1
+        store.release(got[0].session_id, got[0].lease_token, key=w1)
+
+
+def test_a_retry_beside_its_own_waiting_try_gets_the_same_lease(store, keys):
+    """Both tries of one request wait in line (the first one's answer timed out): one session
+    frees up, both are answered with the one lease it makes, and nobody else's turn is taken."""
+    w1 = keys["w1"]
+    held = [store.acquire(60, key=keys["w2"]) for _ in range(3)]
+    first = store.acquire(60, key=w1, request_id="job-1", wait=30, owner="here")
+    retry = store.acquire(60, key=w1, request_id="job-1", wait=30, owner="here")
+    assert isinstance(first, Ticket) and isinstance(retry, Ticket) and first.ticket != retry.ticket
+    store.release(held[0].session_id, held[0].lease_token, key=keys["w2"])
+    lease = store.claimed(first.ticket)
+    assert lease is not None and store.claimed(retry.ticket) == lease
+    assert store.status()["in_use"] == 3
 
 
 def test_request_id_repeat_at_the_limit_returns_the_lease_not_429(store, tmp_path):

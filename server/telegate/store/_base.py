@@ -193,6 +193,12 @@ class Engine(Protocol):
         """The calling thread will not use the database for a while (it parks, or ends): let go
         of what it holds. SQLite: its own connection. A pooled engine: nothing to do."""
 
+    def take_turn(self, tx: Tx, key_id: int, request_id: str, *, wait: bool) -> bool:
+        """Make the transactions that act on one request (an API key's ``request_id``) take
+        turns until ``tx`` ends: a retry sent while the first try is still being served then
+        finds that try's lease. ``wait=False``: True only when the turn is free right now.
+        SQLite: always True (one writer at a time). PostgreSQL: an advisory lock."""
+
 
 class PoolStore(Protocol):
     """The pool, as the HTTP app, the CLI and ``serve`` use it, whatever database holds it."""

@@ -154,6 +154,16 @@ def serve_line(tx: Tx, claim: Claim) -> list[Grant]:
         tx.run("UPDATE waiters SET session_id = :sid, lease_token = :token, granted_at = :now WHERE id = :id",
                {"sid": lease.session_id, "token": lease.lease_token, "now": tx.now, "id": waiter["id"]})
         grants.append(Grant(int(waiter["id"]), waiter["owner"], lease.session_id, lease))
+        if waiter["request_id"] is not None and waiter["key_id"] is not None:
+            # Other tries of the same request waiting beside it (the worker's first answer
+            # timed out, so it asked again): the one lease answers them all, now.
+            twins = tx.rows("""
+                UPDATE waiters SET session_id = :sid, lease_token = :token, granted_at = :now
+                WHERE key_id = :key_id AND request_id = :request_id AND session_id IS NULL AND id <> :id
+                RETURNING id, owner""",
+                {"sid": lease.session_id, "token": lease.lease_token, "now": tx.now, "id": waiter["id"],
+                 "key_id": waiter["key_id"], "request_id": waiter["request_id"]})
+            grants += [Grant(int(twin["id"]), twin["owner"], lease.session_id, lease) for twin in twins]
     return grants
 
 

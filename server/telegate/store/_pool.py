@@ -175,6 +175,11 @@ class Store:
         grants: list[Grant] = []
 
         def claim(tx: Tx) -> Lease | Ticket | NoSessionAvailable:
+            if request_id is not None and key is not None:
+                # First, holding nothing yet: a retry of this request that arrives while the
+                # first try is still being served (its answer timed out) waits for it here,
+                # then finds its lease (on SQLite one writer at a time does that already).
+                self.engine.take_turn(tx, key.id, request_id, wait=True)
             grants[:] = self._serve_line(tx)
             outcome = self._claim(tx, ttl, holder, name, key, request_id, purpose)
             if isinstance(outcome, NoSessionAvailable) and wait > 0 and owner is not None and outcome.total:
@@ -287,6 +292,9 @@ class Store:
             if row is None:  # revoked while waiting: nothing for it (its wait ends by itself)
                 return None
             key = KeyInfo(row["name"], row["scope"], row["id"], row["max_leases"])
+            if waiter["request_id"] is not None and not self.engine.take_turn(
+                    tx, key.id, waiter["request_id"], wait=False):
+                return None  # a retry of its request is being served right now: that one gets the lease
         try:
             outcome = self._claim(tx, float(waiter["ttl"]), waiter["holder"], waiter["name"], key,
                                   waiter["request_id"], waiter["purpose"])

@@ -422,6 +422,17 @@ class PostgresEngine:
         """``NOTIFY`` in the granting transaction: delivered at its COMMIT (``_pg_feed``)."""
         announce(tx)
 
+    def take_turn(self, tx: Any, key_id: int, request_id: str, *, wait: bool) -> bool:
+        """A transaction-scoped advisory lock on (key, request): two-int keys, a space apart
+        from the one-bigint migration lock. Held until commit or rollback."""
+        params = {"key_id": key_id, "request_id": request_id}
+        if wait:
+            tx.row("SELECT 1 AS taken FROM (SELECT pg_advisory_xact_lock(CAST(:key_id AS INTEGER),"
+                   " hashtext(:request_id))) AS turn", params)
+            return True
+        return bool(tx.row("SELECT pg_try_advisory_xact_lock(CAST(:key_id AS INTEGER), hashtext(:request_id))"
+                           " AS taken", params)["taken"])
+
     def commit_feed(self) -> PostgresCommitFeed:
         """A ``LISTEN`` on a connection of its own, with this engine's connection settings."""
         return PostgresCommitFeed(self._conninfo)
