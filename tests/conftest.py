@@ -3,7 +3,8 @@
 ``live_server`` runs ``python -m telegate serve --port 0`` on a fresh database, reads
 the real port from its output (never a fixed port, never a sleep: a deadline), and
 shows the server's output if it died. ``wsgi`` calls the Bottle app in process, with a
-clock the test moves, for route details that need no sockets.
+clock the test moves, for route details that need no sockets; ``clock`` is such a clock
+for a test that builds its own ``Store``.
 
 Both stores: every test that uses a database through these fixtures (``fresh_db``,
 ``live_server``, ``server_factory``, ``wsgi``) runs once on a SQLite file and once on a
@@ -274,6 +275,12 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A clock the test moves by hand, for a store built with ``Store(..., clock=clock)``."""
+    return FakeClock()
 
 
 class WsgiCaller:

@@ -10,14 +10,8 @@ import threading
 
 import pytest
 
-from conftest import FakeClock
 from telegate import store as store_mod
 from telegate.store import LeaseMismatch, NoSessionAvailable, NotFound, Store
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture

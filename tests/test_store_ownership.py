@@ -10,15 +10,9 @@ import threading
 
 import pytest
 
-from conftest import FakeClock
 from telegate.store import (
     KeyRevoked, LeaseLimit, LeaseMismatch, NoSessionAvailable, NotLeaseHolder, SessionDisabled, Store, Ticket,
 )
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture

@@ -10,17 +10,11 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import FakeClock
 from telegate.store import KeyInfo, NoSessionAvailable, Store
 
 RESOLVE = "contacts.resolveUsername"
 HISTORY = "messages.getHistory"
 SEARCH = "messages.search"
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture
