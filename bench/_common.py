@@ -18,6 +18,7 @@ started together behind a barrier, stopped by a deadline.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import http.client
 import json
@@ -30,7 +31,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 for _path in (ROOT / "server", ROOT / "sdk"):
@@ -168,6 +169,28 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Servers:
+    """The servers of one run, all in ``where``: leaving the ``with`` closes every one started,
+    those started before one that failed to start included (a list built in one expression
+    would lose them)."""
+
+    def __init__(self, where: Path) -> None:
+        self.where = where
+        self.started: list[Server] = []
+
+    def start(self, kind: str, **kwargs: Any) -> Server:
+        server = Server(kind, self.where, **kwargs)
+        self.started.append(server)
+        return server
+
+    def __enter__(self) -> "Servers":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for server in self.started:
+            server.close()
 
 
 # -- clients ------------------------------------------------------------------------------
@@ -447,9 +470,15 @@ def arg_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def workdir(path: Path | None) -> tempfile.TemporaryDirectory | None:
-    """A temporary directory unless the caller named one (kept then, with the server logs)."""
-    return None if path is not None else tempfile.TemporaryDirectory(prefix="telegate-bench-")
+@contextlib.contextmanager
+def workspace(path: Path | None) -> Iterator[Path]:
+    """Where a run's databases and server logs go: ``--workdir`` if given (kept), else a temporary directory."""
+    if path is not None:
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="telegate-bench-") as temp:
+        yield Path(temp)
 
 
 def environment_note() -> str:

@@ -142,14 +142,14 @@ def run_fleet(server: c.Server | Sequence[c.Server], workers: int, seconds: floa
 def part_scale(args: Any, where: Path, counts: Sequence[int], seconds: float, rounds: int) -> None:
     pool = max(counts) + 8
     extra = ("--access-log", args.access_log)
-    servers = [c.Server("telegate", where, sessions=pool, extra=extra, label="telegate"),
-               c.Server("noop", where, label="A_noop")]
-    if args.baseline_tree:
-        servers.append(c.Server("telegate", where, sessions=pool, extra=extra, label="baseline",
-                                tree=args.baseline_tree.resolve()))
-    labels = [s.label for s in servers]
-    got: dict[tuple[str, int], list[Fleet]] = {(label, n): [] for label in labels for n in counts}
-    try:
+    with c.Servers(where) as running:
+        servers = [running.start("telegate", sessions=pool, extra=extra, label="telegate"),
+                   running.start("noop", label="A_noop")]
+        if args.baseline_tree:
+            servers.append(running.start("telegate", sessions=pool, extra=extra, label="baseline",
+                                         tree=args.baseline_tree.resolve()))
+        labels = [s.label for s in servers]
+        got: dict[tuple[str, int], list[Fleet]] = {(label, n): [] for label in labels for n in counts}
         for number in range(rounds):
             shift = number % len(servers)
             order = servers[shift:] + servers[:shift]
@@ -159,9 +159,6 @@ def part_scale(args: Any, where: Path, counts: Sequence[int], seconds: float, ro
                     got[server.label, n].append(fleet)
                     print(f"  round {number + 1} N={n} {server.label}: {fleet.rate:.0f} cycles/s,"
                           f" server CPU {fleet.cpu_ms_per_cycle:.1f} ms/cycle", file=sys.stderr, flush=True)
-    finally:
-        for server in servers:
-            server.close()
     base_n = counts[0]
     print(f"\n## scale: acquire+release cycles/s, pool of {pool}, every round"
           f" (TG/N={base_n}: this round's TeleGate rate over its rate at N={base_n} in the same round)\n")
@@ -217,23 +214,23 @@ def handoff_figures(fleet: Fleet) -> dict[str, float]:
 def part_handoff(args: Any, where: Path, seconds: float, rounds: int, workers: int = 24, pool: int = 3,
                  hold: float = 0.05) -> None:
     extra = ("--access-log", args.access_log)
-    first = c.Server("telegate", where, sessions=pool, extra=extra, label="telegate_handoff")
-    servers: list[Any] = [first]
-    modes = {"telegate_handoff": "handoff"}
-    if not args.quick:  # the same, with the workers split over two server processes on one file
-        second = c.Server("telegate", where, extra=extra, label="telegate_2proc_b", share=first)
-        servers.append([first, second])
-        modes["telegate_2proc"] = "handoff"
-    if args.baseline_tree:  # no long-poll there: workers sleep Retry-After (at most 5 s) and ask again
-        servers.append(c.Server("telegate", where, sessions=pool, extra=extra, label="baseline_poll",
-                                tree=args.baseline_tree.resolve()))
-        modes["baseline_poll"] = "poll"
     rows = []
 
     def label(server: Any) -> str:
         return "telegate_2proc" if isinstance(server, list) else server.label
 
-    try:
+    with c.Servers(where) as running:
+        first = running.start("telegate", sessions=pool, extra=extra, label="telegate_handoff")
+        servers: list[Any] = [first]
+        modes = {"telegate_handoff": "handoff"}
+        if not args.quick:  # the same, with the workers split over two server processes on one file
+            second = running.start("telegate", extra=extra, label="telegate_2proc_b", share=first)
+            servers.append([first, second])
+            modes["telegate_2proc"] = "handoff"
+        if args.baseline_tree:  # no long-poll there: workers sleep Retry-After (at most 5 s) and ask again
+            servers.append(running.start("telegate", sessions=pool, extra=extra, label="baseline_poll",
+                                         tree=args.baseline_tree.resolve()))
+            modes["baseline_poll"] = "poll"
         for number in range(rounds):
             for server in (servers if number % 2 == 0 else servers[::-1]):
                 fleet = run_fleet(server, workers, seconds, modes[label(server)], hold=hold, wait=30.0)
@@ -243,10 +240,6 @@ def part_handoff(args: Any, where: Path, seconds: float, rounds: int, workers: i
                              fleet.server_cpu / seconds * 100])
                 print(f"  handoff round {number + 1} {label(server)}: p50 {f['p50']:.1f} ms, p99 {f['p99']:.1f} ms,"
                       f" min/mean {f['fairness']:.2f}", file=sys.stderr, flush=True)
-    finally:
-        for server in servers:
-            for one in (server if isinstance(server, list) else [server]):
-                one.close()
     print(f"\n## handoff: pool of {pool}, {workers} workers each holding a lease {hold * 1000:.0f} ms, {seconds:g} s"
           " a round (release->grant: from sending a release to the grant it enabled reaching a worker that"
           " was waiting)\n")
@@ -333,22 +326,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         counts = [8, 40]
     parts = args.parts.split(",")
-    temp = c.workdir(args.workdir)
-    where = Path(temp.name) if temp else args.workdir
-    where.mkdir(parents=True, exist_ok=True)
     print(f"# Benchmark 7: fleet scale ({c.environment_note()})")
     print(f"# {seconds:g} s per server and round after a 0.5 s warm-up, {rounds} alternating round(s);"
           f" up to {WORKERS_PER_PROCESS} workers per client process")
-    try:
+    with c.workspace(args.workdir) as where:
         if "scale" in parts:
             part_scale(args, where, counts, seconds, rounds)
         if "handoff" in parts:
             part_handoff(args, where, 1.5 if args.quick else max(seconds, 10.0), rounds)
         if "idle" in parts:
             part_idle(args, where, 30 if args.quick else args.waiters, quiet=0.5 if args.quick else 3.0)
-    finally:
-        if temp:
-            temp.cleanup()
     return 0
 
 

@@ -36,21 +36,16 @@ def main(argv: list[str] | None = None) -> int:
     kinds = args.client_kinds.split(",")
     if args.quick:
         counts = counts[:1] + counts[-1:] if len(counts) > 1 else counts
-    temp = c.workdir(args.workdir)
-    where = Path(temp.name) if temp else args.workdir
-    where.mkdir(parents=True, exist_ok=True)
     print(f"# Benchmark 1: acquire+release cycles/s ({c.environment_note()})")
     print(f"# {seconds:g} s per server and round, {rounds} alternating round(s), medians of per-round ratios; pool of {args.sessions} sessions")
-    servers = []
-    try:
-        servers = [c.Server("noop", where, label="A_noop"),
-                   c.Server("sqlite", where, label="B_sqlite"),
-                   c.Server("telegate", where, sessions=args.sessions,
-                            extra=("--access-log", args.access_log, *args.telegate_args.split()), label="telegate")]
+    telegate_flags = ("--access-log", args.access_log, *args.telegate_args.split())
+    with c.workspace(args.workdir) as where, c.Servers(where) as running:
+        servers = [running.start("noop", label="A_noop"),
+                   running.start("sqlite", label="B_sqlite"),
+                   running.start("telegate", sessions=args.sessions, extra=telegate_flags, label="telegate")]
         if args.baseline_tree:
-            servers.append(c.Server("telegate", where, sessions=args.sessions, tree=args.baseline_tree.resolve(),
-                                    extra=("--access-log", args.access_log, *args.telegate_args.split()),
-                                    label="baseline"))
+            servers.append(running.start("telegate", sessions=args.sessions, tree=args.baseline_tree.resolve(),
+                                         extra=telegate_flags, label="baseline"))
         rows = []
         for kind in kinds:
             for clients in counts:
@@ -71,11 +66,6 @@ def main(argv: list[str] | None = None) -> int:
             headers += ["baseline cycles/s", "baseline/B", "TG/baseline",
                         "TG CPU µs/cycle", "baseline CPU µs/cycle", "TG/baseline CPU"]
         print(c.table(headers, rows))
-    finally:
-        for server in servers:
-            server.close()
-        if temp:
-            temp.cleanup()
     return 0
 
 

@@ -40,7 +40,7 @@ DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 class Databases:
-    """Throwaway databases on one PostgreSQL server, dropped by close()."""
+    """Throwaway databases on one PostgreSQL server, dropped by close() (or on leaving a ``with``)."""
 
     def __init__(self, admin_url: str) -> None:
         import psycopg
@@ -101,6 +101,12 @@ class Databases:
             except Exception as exc:  # keep dropping the others
                 print(f"could not drop {name}: {exc}", file=sys.stderr)
         self.admin.close()
+
+    def __enter__(self) -> "Databases":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class Group:
@@ -245,17 +251,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"# {args.clients} thin clients, {seconds:g} s per server and round, {rounds} alternating round(s),"
           " medians of per-round ratios")
-    temp = c.workdir(args.workdir)
-    where = Path(temp.name) if temp else args.workdir
-    where.mkdir(parents=True, exist_ok=True)
-    databases = Databases(admin_url)
-    servers: list[c.Server] = []
     quiet = ("--access-log", args.access_log)
     rows = []
-    try:
+    with c.workspace(args.workdir) as where, Databases(admin_url) as databases, c.Servers(where) as running:
         def start(label: str, **kwargs) -> c.Server:
-            servers.append(c.Server("telegate", where, label=label, extra=quiet, **kwargs))
-            return servers[-1]
+            return running.start("telegate", label=label, extra=quiet, **kwargs)
 
         # 1. PostgreSQL against SQLite, one server each.
         url, key = databases.create(64)
@@ -310,12 +310,6 @@ def main(argv: list[str] | None = None) -> int:
         if "sdk" not in kinds:
             rows.append(["failover, SDK with two URLs", "not measured: this SDK takes one base_url", "-", "< 2 s", ""])
         print(c.table(["measurement", "figures", "ratio", "goal", "latency"], rows))
-    finally:
-        for server in servers:
-            server.close()
-        databases.close()
-        if temp:
-            temp.cleanup()
     return 0
 
 

@@ -173,9 +173,8 @@ class HistoryReader(c.ThinClient):
 
 def http_layer(where: Path, sessions: int, resting: int, seconds: float, rounds: int, clients: list[int],
                access_log: str) -> None:
-    servers = []
-    try:
-        servers = [c.Server("telegate", where, sessions=sessions, label=label, extra=("--access-log", access_log))
+    with c.Servers(where) as running:
+        servers = [running.start("telegate", sessions=sessions, label=label, extra=("--access-log", access_log))
                    for label in ("rested", "clean")]
         make_pool(servers[0].db, sessions, resting).close()  # the rests, written beside the running server
         for count in clients:
@@ -190,9 +189,6 @@ def http_layer(where: Path, sessions: int, resting: int, seconds: float, rounds:
             print(f"\n## HTTP, thin client x{count}: acquire+release cycles/s, purpose={HISTORY!r}")
             names = list(results)
             print(per_round(results, [("rested/clean", names[0], names[1])]))
-    finally:
-        for server in servers:
-            server.close()
 
 
 def capacity(where: Path, sessions: int, resting: int) -> None:
@@ -228,22 +224,16 @@ def main(argv: list[str] | None = None) -> int:
     rounds = max(3, args.rounds or (3 if args.quick else 5))
     clients = [int(n) for n in args.clients.split(",")][:1 if args.quick else None]
     layers = args.layers.split(",")
-    temp = c.workdir(args.workdir)
-    where = Path(temp.name) if temp else args.workdir
-    where.mkdir(parents=True, exist_ok=True)
     print(f"# Benchmark 5: purposes on a pool where {args.resting} of {args.sessions} sessions rest for {RESOLVE}"
           f" ({c.environment_note()})")
     print(f"# {seconds:g} s per round shared by its contenders in {SLICE * 1000:g} ms turns, {rounds} rounds,"
           " each shown, then medians; goal: rested/clean (purpose) >= 0.9")
-    try:
+    with c.workspace(args.workdir) as where:
         if "store" in layers:
             store_layer(where, args.sessions, args.resting, seconds, rounds, args.synchronous)
         if "http" in layers:
             http_layer(where, args.sessions, args.resting, seconds, rounds, clients, args.access_log)
         capacity(where, args.sessions, args.resting)
-    finally:
-        if temp:
-            temp.cleanup()
     return 0
 
 

@@ -28,17 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         sizes = sorted({min(n, 1000) for n in sizes})
     clients = min(args.clients, min(sizes))
-    temp = c.workdir(args.workdir)
-    where = Path(temp.name) if temp else args.workdir
-    where.mkdir(parents=True, exist_ok=True)
     print(f"# Benchmark 2: pool size, acquire+release cycles/s over HTTP ({c.environment_note()})")
     print(f"# {clients} thin clients, {seconds:g} s per server and round, {rounds} alternating rounds, medians")
-    servers = []
-    try:
-        servers = [c.Server("noop", where, label="A_noop"), c.Server("sqlite", where, label="B_sqlite")]
+    with c.workspace(args.workdir) as where, c.Servers(where) as running:
+        servers = [running.start("noop", label="A_noop"), running.start("sqlite", label="B_sqlite")]
         for size in sizes:
-            servers.append(c.Server("telegate", where, sessions=size, label=f"telegate_{size}",
-                                    extra=("--access-log", args.access_log)))
+            servers.append(running.start("telegate", sessions=size, label=f"telegate_{size}",
+                                         extra=("--access-log", args.access_log)))
         r = c.side_by_side(servers, clients, seconds, rounds)
         smallest = f"telegate_{sizes[0]}"
         rows = []
@@ -50,11 +46,6 @@ def main(argv: list[str] | None = None) -> int:
                          rss / 1024, peak / 1024])
         print(c.table(["server", "cycles/s", f"x {smallest}", "x A", "x B", "p50 ms", "p99 ms",
                        "RSS MB", "peak RSS MB"], rows))
-    finally:
-        for server in servers:
-            server.close()
-        if temp:
-            temp.cleanup()
     return 0
 
 

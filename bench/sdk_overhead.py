@@ -26,16 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     seconds = args.seconds or (0.3 if args.quick else 1.0)
     rounds = args.rounds or (1 if args.quick else 7)
     counts = [int(n) for n in args.clients.split(",")][: 1 if args.quick else None]
-    temp = c.workdir(args.workdir)
-    where = Path(temp.name) if temp else args.workdir
-    where.mkdir(parents=True, exist_ok=True)
     print(f"# Benchmark 4: SDK overhead, acquire+release cycles/s ({c.environment_note()})")
     print(f"# {seconds:g} s per client kind and round, {rounds} alternating rounds, median of per-round ratios")
-    servers = []
     rows = []
-    try:
-        servers = [c.Server("telegate", where, sessions=64, extra=("--access-log", args.access_log)),
-                   c.Server("noop", where, label="A_noop")]
+    with c.workspace(args.workdir) as where, c.Servers(where) as running:
+        servers = [running.start("telegate", sessions=64, extra=("--access-log", args.access_log)),
+                   running.start("noop", label="A_noop")]
         kinds = ["urllib3", "sdk", "sdk-no-keepalive"]
         for server in servers:
             for clients in counts:
@@ -57,11 +53,6 @@ def main(argv: list[str] | None = None) -> int:
         print(c.table(["server", "clients", "raw urllib3 cycles/s", "SDK cycles/s", "SDK, keepalive off",
                        "SDK overhead (raw/SDK)", "overhead, keepalive off",
                        "raw p50 ms", "SDK p50 ms", "raw p99 ms", "SDK p99 ms"], rows))
-    finally:
-        for server in servers:
-            server.close()
-        if temp:
-            temp.cleanup()
     return 0
 
 

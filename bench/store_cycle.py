@@ -141,41 +141,37 @@ def main(argv: list[str] | None = None) -> int:
     seconds = args.seconds or (0.3 if args.quick else 1.5)
     rounds = args.rounds or (1 if args.quick else 5)
     sessions = 10 if args.quick else args.sessions
-    temp = c.workdir(args.workdir)
-    where = Path(temp.name) if temp else args.workdir
-    where.mkdir(parents=True, exist_ok=True)
     print(f"# Benchmark 3: store alone, acquire+release pairs/s ({c.environment_note()})")
     print(f"# {seconds:g} s per contender and round, {rounds} alternating rounds, medians; {sessions} sessions each")
-    store, store_once = telegate_store(where / "store.db", sessions)
-    relaxed, relaxed_once = telegate_store(where / "relaxed.db", sessions, synchronous="normal")
-    contenders: dict[str, Callable[[], float]] = {
-        "bare SQL (1 thread)": (lambda once: lambda: timed(once, seconds))(bare_sql(where / "bare.db", sessions)),
-        "TeleGate Store (1 thread)": lambda: timed(store_once, seconds),
-        "TeleGate Store (8 threads)": lambda: telegate_threads(store, seconds, 8),
-        "TeleGate Store (16 threads)": lambda: telegate_threads(store, seconds, 16),
-        "TeleGate Store, synchronous=normal (1 thread)": lambda: timed(relaxed_once, seconds),
-    }
-    tw = None
-    try:
-        tw = Twscrape(where / "twscrape.db", sessions)
-        contenders["twscrape AccountsPool (1 task)"] = lambda: tw.rate(seconds)
-        contenders["twscrape AccountsPool (8 tasks)"] = lambda: tw.rate_tasks(seconds, 8)
-    except ImportError:
-        print("# twscrape is not installed (pip install '.[bench]'): its row is left out")
-    results: dict[str, list[float]] = {name: [] for name in contenders}
-    try:
-        names = list(contenders)
-        for number in range(rounds):
-            shift = number % len(names)
-            for name in names[shift:] + names[:shift]:
-                results[name].append(contenders[name]())
-    finally:
-        store.close()
-        relaxed.close()
-        if tw is not None:
-            tw.close()
-        if temp:
-            temp.cleanup()
+    with c.workspace(args.workdir) as where:
+        store, store_once = telegate_store(where / "store.db", sessions)
+        relaxed, relaxed_once = telegate_store(where / "relaxed.db", sessions, synchronous="normal")
+        contenders: dict[str, Callable[[], float]] = {
+            "bare SQL (1 thread)": (lambda once: lambda: timed(once, seconds))(bare_sql(where / "bare.db", sessions)),
+            "TeleGate Store (1 thread)": lambda: timed(store_once, seconds),
+            "TeleGate Store (8 threads)": lambda: telegate_threads(store, seconds, 8),
+            "TeleGate Store (16 threads)": lambda: telegate_threads(store, seconds, 16),
+            "TeleGate Store, synchronous=normal (1 thread)": lambda: timed(relaxed_once, seconds),
+        }
+        tw = None
+        try:
+            tw = Twscrape(where / "twscrape.db", sessions)
+            contenders["twscrape AccountsPool (1 task)"] = lambda: tw.rate(seconds)
+            contenders["twscrape AccountsPool (8 tasks)"] = lambda: tw.rate_tasks(seconds, 8)
+        except ImportError:
+            print("# twscrape is not installed (pip install '.[bench]'): its row is left out")
+        results: dict[str, list[float]] = {name: [] for name in contenders}
+        try:
+            names = list(contenders)
+            for number in range(rounds):
+                shift = number % len(names)
+                for name in names[shift:] + names[:shift]:
+                    results[name].append(contenders[name]())
+        finally:
+            store.close()
+            relaxed.close()
+            if tw is not None:
+                tw.close()
 
     def ratio(name: str, base: str) -> float:
         if name not in results or base not in results:

@@ -66,32 +66,29 @@ def main(argv: list[str] | None = None) -> int:
         if not sep or not name.isidentifier() or name in trees:
             parser.error(f"--tree wants NAME=DIR with a new NAME, got {item!r}")
         trees[name] = Path(path).resolve()
-    temp = c.workdir(args.workdir)
-    where = Path(temp.name) if temp else args.workdir
-    (where / "packages").mkdir(parents=True, exist_ok=True)
-    sys.path.insert(0, str(where / "packages"))
     print(f"# Benchmark 6: store CPU per acquire+release, trees side by side in one process ({c.environment_note()})")
     print(f"# synchronous={args.synchronous}; {blocks} interleaved blocks of {block} cycles per tree;"
           " medians of per-block ratios")
-    try:
-        cycles = {name: load(name, tree, where, args.synchronous) for name, tree in trees.items()}
-        spent: dict[str, list[float]] = {name: [] for name in trees}
-        names = list(trees)
-        for number in range(blocks):
-            shift = number % len(names)
-            for name in names[shift:] + names[:shift]:
-                once = cycles[name]
-                started = time.thread_time()
-                for _ in range(block):
-                    once()
-                spent[name].append((time.thread_time() - started) / block)
-        rows = [[name, str(trees[name]), round(c.median(spent[name]) * 1e6, 1),
-                 c.median([a / b for a, b in zip(spent[name], spent["this"]) if b])] for name in names]
-        print(c.table(["tree", "path", "CPU µs/cycle", "tree/this"], rows))
-    finally:
-        sys.path.remove(str(where / "packages"))
-        if temp:
-            temp.cleanup()
+    with c.workspace(args.workdir) as where:
+        (where / "packages").mkdir(exist_ok=True)
+        sys.path.insert(0, str(where / "packages"))
+        try:
+            cycles = {name: load(name, tree, where, args.synchronous) for name, tree in trees.items()}
+            spent: dict[str, list[float]] = {name: [] for name in trees}
+            names = list(trees)
+            for number in range(blocks):
+                shift = number % len(names)
+                for name in names[shift:] + names[:shift]:
+                    once = cycles[name]
+                    started = time.thread_time()
+                    for _ in range(block):
+                        once()
+                    spent[name].append((time.thread_time() - started) / block)
+            rows = [[name, str(trees[name]), round(c.median(spent[name]) * 1e6, 1),
+                     c.median([a / b for a, b in zip(spent[name], spent["this"]) if b])] for name in names]
+            print(c.table(["tree", "path", "CPU µs/cycle", "tree/this"], rows))
+        finally:
+            sys.path.remove(str(where / "packages"))
     return 0
 
 
