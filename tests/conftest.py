@@ -330,6 +330,15 @@ def wsgi(tmp_path: Path, fresh_db: Any) -> Iterator[WsgiCaller]:
         caller.store.close()
 
 
+def eventually(predicate: Any, timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll the test's own state until ``predicate()`` holds; fail after ``timeout`` seconds (a bound, not a wait)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
 # -- SDK fixtures ------------------------------------------------------------------------
 
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 
 import pytest
 
-from conftest import Sleeps
+from conftest import Sleeps, eventually
 from telegram_session_manager import (
     AsyncTelegramSessionManagerClient,
     TelegramSessionManagerClient,
@@ -24,14 +23,6 @@ def pair(server_factory):
     first = server_factory()
     second = server_factory(db_path=first.db_path)
     return first, second
-
-
-def eventually(predicate, timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def switches(caplog) -> list[str]:

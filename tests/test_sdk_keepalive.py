@@ -11,18 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import eventually
 from telegram_session_manager import LeaseLost, NoSessionAvailable, TelegramSessionManagerClient
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def eventually(predicate, timeout: float = 15.0, what: str = "condition") -> None:
-    """Poll our own client's state (not the server) until ``predicate()`` holds, with a deadline."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def keepalive_threads() -> list[threading.Thread]:

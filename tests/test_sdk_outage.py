@@ -9,12 +9,11 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import Sleeps
+from conftest import Sleeps, eventually
 from telegram_session_manager import (
     AsyncTelegramSessionManagerClient,
     AuthenticationError,
@@ -33,14 +32,6 @@ def sdk_env(**extra: str) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
     return env
-
-
-def eventually(predicate, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def retry_lines(caplog) -> list[str]:
