@@ -323,6 +323,7 @@ class AnswerDropper:
         self.target = ("127.0.0.1", port)
         self.modes = list(modes)
         self.dropped: list[bytes] = []
+        self.closing = False
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.thread = threading.Thread(target=self._serve, daemon=True)
@@ -355,6 +356,9 @@ class AnswerDropper:
                 client, _ = self.listener.accept()
             except OSError:
                 return
+            if self.closing:
+                client.close()
+                return
             mode = self.modes.pop(0) if self.modes else "pass"
             with client, socket.create_connection(self.target, timeout=30) as upstream:
                 client.settimeout(30)
@@ -367,8 +371,12 @@ class AnswerDropper:
                     client.sendall(answer)
 
     def close(self) -> None:
-        self.listener.close()
+        """Stop the proxy thread at once: a connection of our own wakes its ``accept()``
+        (closing the listening socket does not, on Linux; the join would wait out its 10 s)."""
+        self.closing = True
+        socket.create_connection(("127.0.0.1", self.port), timeout=5).close()
         self.thread.join(10)
+        self.listener.close()
 
 
 def _post_session(http: urllib3.PoolManager, port: int, key: str, body: dict) -> urllib3.BaseHTTPResponse:
