@@ -294,7 +294,8 @@ def part_idle(args: Any, where: Path, waiters: int, pool: int = 10, quiet: float
             figures["release_p50"] = c.ms(sorted(latencies)[len(latencies) // 2])
             figures["release_max"] = c.ms(max(latencies))
 
-        window = quiet + 20.0  # room to line up a thousand workers, then the quiet measurement
+        room = max(3.0, 20.0 * waiters / 1000)  # to line the workers up: 20 s for a thousand
+        window = room + quiet
         fleet = run_fleet(server, waiters, window, "once", during=during, warmup=0.2)
         granted = sum(len(w["grants"]) for w in fleet.workers)
         rows.append([waiters, pool, int(figures["in_line"]), rss_idle / 1024, figures["rss"] / 1024,
