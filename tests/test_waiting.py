@@ -167,6 +167,9 @@ def test_waiters_do_not_take_the_threads_that_serve_releases(server_factory):
     assert server.status()["waiting_workers"] == 19
     assert [w.get()[0] for w in waiters if w.done()] == [200]
     server.stop()  # parked waits end at once when the server stops (no 40 s join)
+    wait_for(lambda: "TeleGate stopped" in server.log, "the server's last line")
+    # and the pool's threads with them (the waiters that ended must not start new ones)
+    assert "still running" not in server.log, server.log[-2000:]
 
 
 @pytest.mark.parametrize("wait", [-1, 61, "5", True, 1e300, [1]])

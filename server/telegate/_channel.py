@@ -130,6 +130,7 @@ class Dispatcher(ThreadedTaskDispatcher):
         self.base_threads = threads
         self._parked = 0
         self._park_lock = threading.Lock()
+        self._stopping = False
         #: Called first when the server stops (e.g. to end parked waits before the join).
         self.on_shutdown: list[Callable[[], None]] = []
         #: Called in a pool thread that is about to end (e.g. to close its database connection).
@@ -144,6 +145,11 @@ class Dispatcher(ThreadedTaskDispatcher):
                 hook()
 
     def shutdown(self, cancel_pending: bool = True, timeout: float = 5) -> bool:
+        # From here on a parked request that ends leaves the thread count alone: raising
+        # it back to ``threads`` after the pool was told to stop would start threads that
+        # nothing stops (the stop then waited out its timeout: "thread(s) still running").
+        with self._park_lock:
+            self._stopping = True
         for hook in self.on_shutdown:
             hook()
         return super().shutdown(cancel_pending, timeout)
@@ -156,7 +162,8 @@ class Dispatcher(ThreadedTaskDispatcher):
     def parked(self) -> Iterator[None]:
         with self._park_lock:
             self._parked += 1
-            self.set_thread_count(self.base_threads + self._parked)
+            if not self._stopping:
+                self.set_thread_count(self.base_threads + self._parked)
         try:
             yield
         finally:
@@ -164,7 +171,8 @@ class Dispatcher(ThreadedTaskDispatcher):
                 self._parked -= 1
                 # One thread beyond the base stops the next time it is idle (not this
                 # one necessarily: it still has its answer to write).
-                self.set_thread_count(self.base_threads + self._parked)
+                if not self._stopping:
+                    self.set_thread_count(self.base_threads + self._parked)
 
 
 class Server(TcpWSGIServer):
