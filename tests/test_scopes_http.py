@@ -175,7 +175,7 @@ def test_events_page_back_with_next_before(wsgi):
     assert [e["type"] for e in seen] == ["release", "lease"] * 5
     assert [e["id"] for e in seen] == list(range(10, 0, -1))
     assert seen[0] == {"id": 10, "at": "2027-01-15T08:00:05.000Z", "type": "release", "key": "client", "holder": "w:1",
-                       "lease": seen[1]["lease"]}
+                       "lease": seen[1]["lease"], "with_token": True}
     assert seen[-1]["ttl"] == 300
     # Each lease's events share its tag (a digest, not the token), and no two leases share one.
     assert len({e["lease"] for e in seen}) == 5 and all(len(e["lease"]) == 16 for e in seen)

@@ -264,12 +264,12 @@ def test_every_kind_of_event_is_recorded_with_key_and_holder(store, clock, keys)
     assert got == [
         ("lease", "worker-1", "host:1", {"ttl": 30, "lease": tag(lease), "purpose": "contacts.resolveusername"}, 0),
         ("renew", "worker-1", "host:1", {"ttl": 30, "count": 1}, 10),
-        ("release", "worker-1", "host:1", {"lease": tag(lease)}, 15),
+        ("release", "worker-1", "host:1", {"lease": tag(lease), "with_token": True}, 15),
         ("flood_wait", "worker-1", "host:1", {"seconds": 72000, "scope": "contacts.resolveusername"}, 15),
         ("lease", "worker-1", "host:2", {"ttl": 20, "lease": tag(lapsed), "purpose": "messages.gethistory"}, 16),
         ("expired", "worker-1", "host:2", {"lease": tag(lapsed)}, 41),
         ("lease", "worker-1", "host:3", {"ttl": 60, "lease": tag(again), "purpose": "messages.gethistory"}, 41),
-        ("release", "worker-1", "host:3", {"lease": tag(again)}, 41),
+        ("release", "worker-1", "host:3", {"lease": tag(again), "with_token": True}, 41),
         ("flood_wait", "worker-1", "host:3", {"seconds": 15, "scope": None}, 41),
         ("disable", "boss", None, {"reason": "phone banned"}, 56),
         ("enable", "boss", None, {}, 56),
@@ -301,7 +301,7 @@ def test_renewals_in_a_row_share_one_event_with_their_count(store, clock, keys):
     assert got == [
         ("lease", "h:1", {"ttl": 30, "lease": tag(first)}, 0),
         ("renew", "h:1", {"ttl": 45, "count": 6}, 60),
-        ("release", "h:1", {"lease": tag(first)}, 60),
+        ("release", "h:1", {"lease": tag(first), "with_token": True}, 60),
         ("lease", "h:2", {"ttl": 30, "lease": tag(second)}, 60),
         ("renew", "h:2", {"ttl": 30, "count": 1}, 70),
         ("disable", None, {"reason": "disabled by admin"}, 70),
@@ -323,7 +323,7 @@ def test_disable_on_release_and_admin_release_are_recorded_with_who_did_it(store
     store.release(b.session_id, key=boss)  # an admin ends someone else's lease
     assert [(e["type"], e["key_name"], e["holder"], e["detail"]) for e in store.events(a.session_id)][:2] == [
         ("disable", "worker-1", "w:1", {"reason": "AuthKeyUnregisteredError"}),
-        ("release", "worker-1", "w:1", {"lease": tag(a)}),
+        ("release", "worker-1", "w:1", {"lease": tag(a), "with_token": True}),
     ]
     assert [(e["type"], e["key_name"], e["holder"]) for e in store.events(b.session_id)][0] == ("release", "boss", "w:2")
 

@@ -466,24 +466,30 @@ class Store:
 
     @staticmethod
     def _released_before(tx: Tx, session_id: int, token: str, key: KeyInfo | None) -> bool:
-        """Whether ``key`` released the lease of ``token`` itself (among the session's latest events).
+        """Whether the holder of ``token`` (under ``key``) ended that lease itself, with the token
+        (looked up among the session's latest events).
 
         A worker whose release landed but whose answer was lost (its server died, a proxy
         dropped the connection) sends the release again, maybe to another server, when
         the session may already be someone else's. That is not a lost lease: the retry
-        is answered as the first try was. A lease ended by an admin, or by expiry, still
-        answers 409 to its old holder: that worker did lose it. Looked up only when a
+        is answered as the first try was. A lease ended by an admin, by another worker's
+        release by session id alone, or by expiry, still answers 409 to its old holder:
+        that worker did lose it. Looked up only when a
         token does not match, and among the last 1,000 events, so it stays cheap.
         """
         if key is None:
             return False
-        found = tx.row("""
-            SELECT 1 AS hit FROM (
+        tag = _lease_tag(token)
+        releases = tx.rows("""
+            SELECT detail FROM (
                 SELECT type, key_name, detail FROM session_events WHERE session_id = :id
                 ORDER BY id DESC LIMIT 1000) latest
             WHERE type = 'release' AND key_name = :key AND detail LIKE :tag""",
-            {"id": session_id, "key": key.name, "tag": f'%"lease":"{_lease_tag(token)}"%'})
-        return found is not None
+            {"id": session_id, "key": key.name, "tag": f"%{tag}%"})
+        # Ended with its token, so by its holder: workers often share one key, and another
+        # worker's release by session id alone (the original client's way) ended this lease
+        # from under its holder, who must hear so.
+        return any(json.loads(row["detail"]) == {"lease": tag, "with_token": True} for row in releases)
 
     def release(self, session_id: int, token: str | None = None, *, key: KeyInfo | None = None,
                 flood_wait: float | None = None, flood_scope: str | None = None,
@@ -528,7 +534,8 @@ class Store:
                     ON CONFLICT (session_id, scope) DO UPDATE SET until = GREATEST(session_rests.until, excluded.until)""",
                        {"id": session_id, "scope": scope, "until": now + flood_wait})
             who = {"key_name": key.name if key else self._key_name(tx, row["lease_key_id"]), "holder": row["holder"]}
-            self._event(tx, session_id, "release", **who, detail={"lease": _lease_tag(row["lease_token"])})
+            ended = {"lease": _lease_tag(row["lease_token"]), **({"with_token": True} if token is not None else {})}
+            self._event(tx, session_id, "release", **who, detail=ended)
             if flood_wait:
                 detail = {"seconds": flood_wait, "scope": scope}
                 if peer_flood:
