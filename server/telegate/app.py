@@ -81,6 +81,26 @@ def _session_json(row: dict[str, Any], now: float) -> dict[str, Any]:
     }
 
 
+def _rests_in_words(exc: store_mod.NoSessionAvailable) -> tuple[str, str]:
+    """What the sessions ``waiting_count`` counts rest for, counted and named: ("2 in flood wait,
+    3 resting for contacts.resolveusername", "in flood wait or resting for contacts.resolveusername").
+
+    A scoped rest is no flood wait of the account: saying so would send an admin looking
+    for account-wide waits that are not there. Without a purpose the caller may call any
+    method, so a rest for any method keeps a session from it.
+    """
+    scoped = exc.waiting_count - exc.flood_waiting
+    method = exc.purpose or "a method"
+    counts, kinds = [], []
+    if exc.flood_waiting or not scoped:
+        counts.append(f"{exc.flood_waiting} in flood wait")
+        kinds.append("in flood wait")
+    if scoped:
+        counts.append(f"{scoped} resting for {method}")
+        kinds.append(f"resting for {method}")
+    return ", ".join(counts), " or ".join(kinds)
+
+
 def _unavailable(exc: store_mod.NoSessionAvailable) -> ApiError:
     headers = {}
     if exc.in_use:
@@ -91,9 +111,12 @@ def _unavailable(exc: store_mod.NoSessionAvailable) -> ApiError:
     if exc.total == 0:
         detail = "the pool is empty; an admin must add sessions (telegate sessions add NAME)"
     elif exc.in_use or exc.next_release_in is not None:
-        detail = (f"no free session: {exc.in_use} in use, {exc.waiting_count} in flood wait"
-                  " (waiting_count counts sessions in flood wait, not workers waiting);"
-                  " retry after the Retry-After seconds")
+        counts, kinds = _rests_in_words(exc)
+        hint = ("send purpose to lease one for another method; "
+                if exc.waiting_count > exc.flood_waiting and not exc.purpose else "")
+        detail = (f"no free session: {exc.in_use} in use, {counts}"
+                  f" (waiting_count counts sessions {kinds}, not workers waiting);"
+                  f" {hint}retry after the Retry-After seconds")
     else:
         detail = "no session can be leased: every session is disabled; an admin must enable one"
     return ApiError(503, "no_session_available", detail, headers=headers, extra={

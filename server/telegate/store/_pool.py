@@ -410,6 +410,7 @@ class Store:
             SELECT COUNT(*) AS total,
                    {_count(_IS_IN_USE)} AS in_use,
                    {_count(f"{_IS_FLOODWAIT} OR ({_IS_FREE} AND EXISTS ({resting}))")} AS resting,
+                   {_count(_IS_FLOODWAIT)} AS flood_waiting,
                    MIN(CASE WHEN {_IS_FLOODWAIT} OR ({_IS_FREE} AND EXISTS ({resting}))
                             THEN GREATEST(COALESCE(flood_wait_until, 0), COALESCE(({scoped_end}), 0)) END)
                        AS rest_end,
@@ -419,7 +420,8 @@ class Store:
         rest_end, lease_end = row["rest_end"], row["lease_end"]
         waiting_workers, _ = line.line_stats(tx)
         return NoSessionAvailable(
-            waiting_count=row["resting"], in_use=row["in_use"], total=row["total"], waiting_workers=waiting_workers,
+            waiting_count=row["resting"], flood_waiting=row["flood_waiting"], purpose=purpose,
+            in_use=row["in_use"], total=row["total"], waiting_workers=waiting_workers,
             next_release_in=None if rest_end is None else max(0.0, rest_end - tx.now),
             next_lease_end_in=None if lease_end is None else max(0.0, lease_end - tx.now)), row["free"]
 
