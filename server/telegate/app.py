@@ -16,7 +16,7 @@ import bottle
 
 from . import _keys
 from . import store as store_mod
-from ._http import MAX_FLOOD_WAIT, MAX_TTL, ApiError, Fields, bad_request, check_text, iso, parse_id, read_json
+from ._http import MAX_FLOOD_WAIT, MAX_NAME_FILTERS, MAX_TTL, ApiError, Fields, bad_request, check_text, iso, parse_id, read_json
 from .dashboard import install_dashboard
 from .metrics import install_metrics
 from .openapi import install_openapi
@@ -360,6 +360,22 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
             raise bad_request(f"{name} must be a whole number from 0 to {high}")
         return int(raw)
 
+    def _query_names() -> list[str] | None:
+        """The ``name`` filters (repeated, not comma-separated: a name may hold a comma), as UTF-8 text."""
+        raw = bottle.request.query.getall("name")
+        if not raw:
+            return None
+        if len(raw) > MAX_NAME_FILTERS:
+            raise bad_request(f"at most {MAX_NAME_FILTERS} name filters per request; send more in another")
+        names = []
+        for value in raw:
+            try:
+                name = value.encode("latin-1").decode("utf-8")  # WSGI hands the query's bytes as latin-1
+            except UnicodeError:
+                raise bad_request("name must be percent-encoded UTF-8 text") from None
+            names.append(check_text("name", name, store_mod.MAX_NAME_LENGTH))
+        return names
+
     @route("/sessions", auth="admin")
     def list_sessions() -> Any:
         state = bottle.request.query.get("state") or None
@@ -367,7 +383,7 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
             raise bad_request(f"state must be one of {', '.join(STATES)}")
         limit = _query_int("limit", 1000, 10000)
         offset = _query_int("offset", 0, 2**62)
-        rows, total = store.list_sessions(state=state, limit=limit, offset=offset)
+        rows, total = store.list_sessions(state=state, limit=limit, offset=offset, names=_query_names())
         now = clock()
         return _json({"sessions": [_session_json(row, now) for row in rows],
                       "total": total, "limit": limit, "offset": offset})

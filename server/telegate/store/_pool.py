@@ -61,6 +61,9 @@ _RESTING_FOR = _RESTING + " AND r.scope = :purpose"
 # When a session can next be leased without a purpose: rest_until is the end of its
 # latest scoped rest (rests only ever lengthen, so it is the max of session_rests.until).
 _PLAIN_AVAIL = "GREATEST(avail_at, rest_until)"
+#: Names looked up per statement by ``list_sessions(names=...)``: a power of two, well under
+#: the smallest limit on parameters of the SQLite builds Python ships (999).
+_NAMES_PER_QUERY = 512
 
 
 def _count(predicate: str) -> str:
@@ -643,10 +646,12 @@ class Store:
         return sessions
 
     def list_sessions(self, *, state: str | None = None, limit: int = 1000, offset: int = 0,
-                      ) -> tuple[list[dict[str, Any]], int]:
-        """A page of sessions (by id) and how many match in all."""
+                      names: Sequence[str] | None = None) -> tuple[list[dict[str, Any]], int]:
+        """A page of sessions (by id) and how many match in all; ``names``: only the sessions so named."""
         if state is not None and state not in STATES:
             raise ValueError(f"unknown state {state!r}")
+        if names is not None:
+            return self._named_sessions(names, state=state, limit=limit, offset=offset)
         where = f"WHERE {_STATE_SQL} = :state" if state else ""
 
         def page(tx: Tx) -> tuple[list[dict[str, Any]], int]:
@@ -655,6 +660,33 @@ class Store:
                            " ORDER BY id LIMIT :limit OFFSET :offset", params)
             total = tx.row(f"SELECT COUNT(*) AS n FROM sessions {where}", params)["n"]
             return self._with_rests(tx, rows), total
+
+        return self.engine.read(page)
+
+    def _named_sessions(self, names: Sequence[str], *, state: str | None, limit: int, offset: int,
+                        ) -> tuple[list[dict[str, Any]], int]:
+        """The sessions of ``names`` (unknown names are skipped), paged by id like the whole list.
+
+        One indexed look-up per name, so the cost follows the names asked for, not the
+        pool. Names go in groups whose placeholder count is a power of two (the last
+        group padded with a repeat): a handful of statement shapes, so each is prepared
+        and cached once, and no group nears a database's limit on parameters.
+        """
+        wanted = list(dict.fromkeys(names))
+        also = f"AND {_STATE_SQL} = :state" if state else ""
+
+        def page(tx: Tx) -> tuple[list[dict[str, Any]], int]:
+            rows: list[Mapping[str, Any]] = []
+            for start in range(0, len(wanted), _NAMES_PER_QUERY):
+                group = wanted[start:start + _NAMES_PER_QUERY]
+                size = 1 << (len(group) - 1).bit_length()
+                group += group[:1] * (size - len(group))
+                params: dict[str, Any] = {f"n{number}": name for number, name in enumerate(group)}
+                marks = ", ".join(f":n{number}" for number in range(size))
+                rows += tx.rows(f"SELECT {self._SESSION_COLUMNS} FROM sessions WHERE name IN ({marks}) {also}",
+                                {**params, "now": tx.now, "state": state})
+            rows.sort(key=lambda row: row["id"])
+            return self._with_rests(tx, rows[offset:offset + limit]), len(rows)
 
         return self.engine.read(page)
 
