@@ -1,4 +1,4 @@
-"""Benchmark 8: admin commands by name on a big pool: `sessions disable` of a few names, paging against by name.
+"""Benchmark 9: admin commands by name on a big pool: `sessions disable` of a few names, paging against by name.
 
     python bench/by_name.py [--quick] [--rounds R] [--sessions 100000] [--names 5]
                             [--stores sqlite,postgresql] [--pg URL]
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     sessions = 12_000 if args.quick else args.sessions
     names = [f"acc{(number + 1) * sessions // args.names - 1:06d}" for number in range(args.names)]
     stores = [store.strip() for store in args.stores.split(",") if store.strip()]
-    print(f"# Benchmark 8: `sessions disable` of {len(names)} names on a pool of {sessions:,}, paging against"
+    print(f"# Benchmark 9: `sessions disable` of {len(names)} names on a pool of {sessions:,}, paging against"
           f" by name ({c.environment_note()})")
     print(f"# {rounds} alternating rounds, medians; names {', '.join(names)}")
     temp = c.workdir(args.workdir)

@@ -305,6 +305,21 @@ def test_lease_limit_names_the_limit_and_frees_up_on_release(store, clock):
     assert [k["leases"] for k in store.list_keys() if k["name"] == "capped"] == [2]
 
 
+def test_a_lapsed_lease_is_renewed_only_within_the_limit(store, clock):
+    """Renewing a lease that ran out takes it again: over the key's limit, that lease is lost."""
+    capped = store.authenticate(store.create_key("capped", max_leases=1))
+    lapsed = store.acquire(10, name="a", key=capped)
+    clock.advance(11)
+    assert store.renew(lapsed.session_id, lapsed.lease_token, 10, key=capped)  # within the limit: fine
+    clock.advance(11)
+    other = store.acquire(60, name="b", key=capped)  # the lapsed one no longer counts
+    before = snapshot(store)
+    with pytest.raises(LeaseMismatch, match=r"max_leases=1.*can't be renewed"):
+        store.renew(lapsed.session_id, lapsed.lease_token, 10, key=capped)
+    assert snapshot(store) == before
+    assert store.renew(other.session_id, other.lease_token, 60, key=capped)
+
+
 def test_lease_limit_is_per_key(store):
     capped = store.authenticate(store.create_key("capped", max_leases=1))
     free = store.authenticate(store.create_key("free"))

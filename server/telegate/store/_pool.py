@@ -567,6 +567,17 @@ class Store:
                                     " it was released or taken over")
             if row["disabled"]:
                 raise SessionDisabled(f"session {session_id} was disabled; stop using it and release it")
+            if row["lease_expires_at"] <= tx.now and row["lease_key_id"] is not None:
+                # Renewing a lease that ran out takes it again: the key's limit counts now
+                # (locked, as claims lock it, so a claim and a renewal count in turn).
+                limit = tx.row("SELECT max_leases FROM api_keys WHERE id = :id /*for_update*/",
+                               {"id": row["lease_key_id"]})
+                if limit and limit["max_leases"] is not None \
+                        and self._leases_held(tx, row["lease_key_id"], tx.now) >= limit["max_leases"]:
+                    raise LeaseMismatch(
+                        f"the lease on session {session_id} ran out, and its key holds {limit['max_leases']}"
+                        f" other lease(s), its limit (max_leases={limit['max_leases']}): it can't be renewed;"
+                        " stop using the session")
             expires = tx.row("""
                 UPDATE sessions SET lease_expires_at = :now + :ttl, avail_at = :now + :ttl
                 WHERE id = :id RETURNING lease_expires_at""",
