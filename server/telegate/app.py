@@ -16,7 +16,8 @@ import bottle
 
 from . import _keys
 from . import store as store_mod
-from ._http import MAX_FLOOD_WAIT, MAX_NAME_FILTERS, MAX_TTL, ApiError, Fields, bad_request, check_text, iso, parse_id, read_json
+from ._http import (MAX_FLOOD_WAIT, MAX_NAME_FILTERS, MAX_TTL, ApiError, Fields, bad_request, check_text, iso,
+                    parse_id, read_json)
 from .dashboard import install_dashboard
 from .metrics import install_metrics
 from .openapi import install_openapi

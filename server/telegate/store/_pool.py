@@ -61,8 +61,8 @@ _RESTING_FOR = _RESTING + " AND r.scope = :purpose"
 # When a session can next be leased without a purpose: rest_until is the end of its
 # latest scoped rest (rests only ever lengthen, so it is the max of session_rests.until).
 _PLAIN_AVAIL = "GREATEST(avail_at, rest_until)"
-#: Names looked up per statement by ``list_sessions(names=...)``: a power of two, well under
-#: the smallest limit on parameters of the SQLite builds Python ships (999).
+#: Names looked up per statement by ``list_sessions(names=...)``: a power of two, under the
+#: 999 parameters a statement may have in SQLite before 3.32 (which some Pythons still ship).
 _NAMES_PER_QUERY = 512
 #: Sessions added per INSERT by ``add_sessions`` (two parameters each).
 _ROWS_PER_INSERT = 256
