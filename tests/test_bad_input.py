@@ -128,6 +128,13 @@ CASES = [
     ("GET", "/sessions?state=weird", None, "admin", 400, "state must be one of"),
     ("GET", "/sessions?limit=-1", None, "admin", 400, "limit"),
     ("GET", "/sessions?limit=999999", None, "admin", 400, "limit"),
+    ("GET", "/sessions?name=", None, "admin", 400, "name must not be empty"),
+    ("GET", "/sessions?name=a&name", None, "admin", 400, "name must not be empty"),
+    ("GET", "/sessions?name=" + "n" * 256, None, "admin", 400, "name must be at most 255 characters"),
+    ("GET", "/sessions?name=%FFa", None, "admin", 400, "name must be percent-encoded UTF-8 text"),
+    ("GET", "/sessions?name=a%0Ab", None, "admin", 400, "name must not contain control or format characters"),
+    ("GET", "/sessions?" + "name=a&" * 10001, None, "admin", 400, "at most 10000 name filters per request"),
+    ("GET", "/sessions?name=a", None, "client", 403, "admin key"),
 ]
 
 
@@ -140,7 +147,7 @@ def _check_rejected(reply, status: int, words: str) -> None:
 
 
 @pytest.mark.parametrize("method,path,body,key,status,words", CASES,
-                         ids=[f"{c[0]} {c[1]} {str(c[2])[:30]}" for c in CASES])
+                         ids=[f"{c[0]} {c[1][:80]} {str(c[2])[:30]}" for c in CASES])
 def test_bad_request_is_rejected_and_pool_unchanged(app, method, path, body, key, status, words):
     before = snapshot(app.store)
     _check_rejected(call_in_process(app, method, path, body, key), status, words)
@@ -148,7 +155,8 @@ def test_bad_request_is_rejected_and_pool_unchanged(app, method, path, body, key
 
 
 #: Through waitress too: one case per kind of trouble (body, number, path, query, 404).
-OVER_HTTP = [CASES[i] for i in (0, 3, 4, 17, 18, 21, 32, 44, 51, 52, 54, 55)]
+OVER_HTTP = [CASES[i] for i in (0, 3, 4, 17, 18, 21, 32, 44, 51, 52, 54, 55)] + [
+    case for case in CASES if case[1].startswith("/sessions?name=%FF")]
 
 
 @pytest.mark.parametrize("method,path,body,key,status,words", OVER_HTTP,

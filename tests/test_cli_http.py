@@ -14,6 +14,9 @@ import re
 import socket
 import subprocess
 import sys
+import threading
+import time
+import urllib.parse
 from pathlib import Path
 from typing import Iterator
 
@@ -21,8 +24,10 @@ import pytest
 
 from conftest import server_env
 from telegate._admin_client import DEFAULT_URL, DatabaseAdmin, HttpAdmin, choose
+from telegate.app import create_app
 from telegate.cli import main
-from telegate.settings import SETTINGS
+from telegate.serve import bind_socket, create_server, waitress_options
+from telegate.settings import SETTINGS, Settings
 from telegate.store import Store
 
 
@@ -240,6 +245,79 @@ def test_sessions_import_and_many_names_over_http(live_server, admin_env, tmp_pa
         assert (rows[0]["name"], rows[0]["kind"]) == ("tele1", "telethon")
     lines = run("sessions", "list", environ=admin_env)[1].splitlines()
     assert len(lines) == 1 + 12_001, "the list pages through every session"
+
+
+def _session_lookups(server) -> int:
+    """How many times the server was asked for its session list (GET /sessions, any query)."""
+    server.request("GET", "/healthz", key=None)  # its access line comes after every earlier one
+    deadline = time.monotonic() + 20
+    while "GET /healthz 200" not in server.log:
+        assert time.monotonic() < deadline, server.log[-2000:]
+        time.sleep(0.02)  # the server's output is read by a thread: poll it, with a deadline
+    return len(re.findall(r"telegate\.access: GET /sessions 200 ", server.log))
+
+
+def test_commands_by_name_ask_for_their_names_not_the_whole_list(live_server, admin_env):
+    """On a pool whose list takes three pages to read, each command by name asks for its
+    names once, and still reports the names that are not registered."""
+    ids = dict(zip((f"n{i:05d}" for i in range(12_000)),
+                   live_server.add_sessions(*(f"n{i:05d}" for i in range(12_000)))))
+    odd = ["a,b", "über konto", "x&y=z+1#%"]
+    live_server.add_sessions(*odd)
+    code, _, err = run("sessions", "disable", "n11999", "ghost", "n00007", *odd, "--reason", "banned",
+                       environ=admin_env)
+    assert (code, err) == (1, "disabled 5 session(s)\ntelegate: error: not registered: ghost\n")
+    code, _, err = run("sessions", "enable", "n11999", environ=admin_env)
+    assert (code, err) == (0, "enabled 1 session(s)\n")
+    code, _, err = run("sessions", "remove", "n00007", "ghost", "spook", "a,b", environ=admin_env)
+    assert (code, err) == (1, "removed 2 session(s)\ntelegate: error: not registered: ghost, spook\n")
+    assert _session_lookups(live_server) == 3
+    rows = {row["name"]: row for row in map(json.loads, run("sessions", "list", "--json", environ=admin_env)[1]
+                                           .splitlines())}
+    assert len(rows) == 12_000 - 1 + 2 and "n00007" not in rows and "a,b" not in rows
+    assert [rows[name]["state"] for name in ("n11999", "n11998", "über konto", "x&y=z+1#%")] == [
+        "free", "free", "disabled", "disabled"]
+    # Each change went through the session's own PATCH: its history names the admin key.
+    events = live_server.request("GET", f"/sessions/{ids['n11999']}/events", key="admin").json["events"]
+    assert [(e["type"], e["key"]) for e in events] == [("enable", "test-admin"), ("disable", "test-admin")]
+
+
+@pytest.fixture
+def server_before_the_name_filter(live_server) -> Iterator[str]:
+    """The live server's pool behind a server from before GET /sessions took ``name``: the
+    same app under waitress, the ``name`` parameters dropped (Bottle ignores unknown ones)."""
+    store = Store(live_server.db_path)
+    app = create_app(Settings(db=live_server.db_path), store)
+
+    def without_names(environ, start_response):
+        pairs = urllib.parse.parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        environ["QUERY_STRING"] = urllib.parse.urlencode([(k, v) for k, v in pairs if k != "name"])
+        return app(environ, start_response)
+
+    sock = bind_socket("127.0.0.1", 0)
+    server = create_server(without_names, sock, **waitress_options(Settings(threads=2)))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.close()
+        server.task_dispatcher.shutdown()
+        thread.join(10)
+        store.close()
+
+
+def test_commands_by_name_still_work_with_a_server_before_the_name_filter(live_server, admin_env,
+                                                                         server_before_the_name_filter):
+    """Such a server answers a page of the whole list: the command reads the list through, as before."""
+    live_server.add_sessions(*(f"n{i:05d}" for i in range(6_000)))
+    env = {**admin_env, "TELEGATE_URL": server_before_the_name_filter}
+    code, _, err = run("sessions", "disable", "n05999", "ghost", "n00001", environ=env)
+    assert (code, err) == (1, "disabled 2 session(s)\ntelegate: error: not registered: ghost\n")
+    disabled = live_server.request("GET", "/sessions?state=disabled", key="admin").json["sessions"]
+    assert [row["name"] for row in disabled] == ["n00001", "n05999"]
+    assert run("sessions", "remove", "n05999", environ=env)[:2] == (0, "")
+    assert live_server.status()["total"] == 5_999
 
 
 def test_keys_commands_over_http(live_server, admin_env):

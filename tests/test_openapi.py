@@ -168,6 +168,9 @@ def test_admin_answers_match_the_document(server, contract):
     contract("GET", "/sessions?state=in_floodwait&limit=5&offset=0", key="admin", expect=200)
     contract("GET", "/sessions?state=sleeping", key="admin", expect=400)
     contract("GET", "/sessions?limit=-1", key="admin", expect=400)
+    named = contract("GET", "/sessions?name=adm-3&name=ghost&name=adm-1", key="admin", expect=200).json
+    assert ([row["name"] for row in named["sessions"]], named["total"]) == (["adm-1", "adm-3"], 2)
+    contract("GET", "/sessions?name=", key="admin", expect=400)
     contract("GET", "/sessions", expect=403)
 
     contract("GET", f"/sessions/{ids[0]}", key="admin", expect=200)

@@ -147,6 +147,37 @@ def test_peer_flood_without_a_lease_changes_nothing(wsgi):
     assert wsgi("GET", "/sessions/1", key="admin").json["rests"] == []
 
 
+def test_the_503_detail_says_what_sessions_rest_for(wsgi):
+    """A rest for one method is no flood wait of the account: the detail names the method."""
+    wsgi.store.add_sessions(["a", "b"])
+
+    def rest(name: str, **scope: str) -> None:
+        lease = wsgi("POST", "/session", {"name": name}).json
+        wsgi("POST", "/release", {"session_id": lease["session_id"], "lease_token": lease["lease_token"],
+                                  "flood_wait": 600, **scope})
+
+    rest("b", flood_scope=RESOLVE)
+    wsgi("POST", "/session", {"name": "a"})
+    reply = wsgi("POST", "/session", {"purpose": RESOLVE})
+    assert reply.status == 503 and (reply.json["waiting_count"], reply.json["in_use"]) == (1, 1)
+    assert reply.json["detail"] == (
+        "no free session: 1 in use, 1 resting for contacts.resolveusername (waiting_count counts"
+        " sessions resting for contacts.resolveusername, not workers waiting); retry after the Retry-After seconds")
+    wsgi.store.release(1)
+    rest("a")  # an account-wide flood wait beside b's scoped rest
+    reply = wsgi("POST", "/session", {"purpose": RESOLVE})
+    assert reply.status == 503 and reply.json["waiting_count"] == 2
+    assert reply.json["detail"].startswith(
+        "no free session: 0 in use, 1 in flood wait, 1 resting for contacts.resolveusername (waiting_count"
+        " counts sessions in flood wait or resting for contacts.resolveusername, not workers waiting);")
+    plain = wsgi("POST", "/session")  # no purpose: a rest for any method keeps b away
+    assert plain.status == 503 and plain.json["waiting_count"] == 2
+    assert ("1 in flood wait, 1 resting for a method (waiting_count counts sessions in flood wait or resting"
+            " for a method, not workers waiting); send purpose to lease one for another method;"
+            in plain.json["detail"])
+    assert wsgi("POST", "/session", {"purpose": HISTORY}).json["session_name"] == "b"
+
+
 # -- GET /sessions/<id>/events ------------------------------------------------------------
 
 
@@ -175,7 +206,7 @@ def test_events_page_back_with_next_before(wsgi):
     assert [e["type"] for e in seen] == ["release", "lease"] * 5
     assert [e["id"] for e in seen] == list(range(10, 0, -1))
     assert seen[0] == {"id": 10, "at": "2027-01-15T08:00:05.000Z", "type": "release", "key": "client", "holder": "w:1",
-                       "lease": seen[1]["lease"]}
+                       "lease": seen[1]["lease"], "with_token": True}
     assert seen[-1]["ttl"] == 300
     # Each lease's events share its tag (a digest, not the token), and no two leases share one.
     assert len({e["lease"] for e in seen}) == 5 and all(len(e["lease"]) == 16 for e in seen)

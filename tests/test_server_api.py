@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+import urllib.parse
 
 import pytest
 
@@ -263,6 +264,30 @@ def test_admin_session_management(live_server):
     assert live_server.request("GET", f"/sessions/{sid}", key="admin").status == 404
     assert live_server.request("DELETE", f"/sessions/{sid}", key="admin").status == 404
     assert live_server.status()["total"] == 1
+
+
+def test_list_sessions_by_name(live_server):
+    """GET /sessions?name=...: only the sessions named (repeat the parameter; a name may hold a comma)."""
+    odd = ["a,b", "über konto", "x&y=z+1#%"]
+    ids = live_server.add_sessions(*odd)
+    numbered = live_server.add_sessions(*(f"n{i:04d}" for i in range(1200)))
+
+    def listed(names, **query):
+        reply = live_server.request("GET", "/sessions?" + urllib.parse.urlencode(
+            [("name", name) for name in names] + list(query.items())), key="admin")
+        assert reply.status == 200, reply
+        return [row["name"] for row in reply.json["sessions"]], reply.json["total"]
+
+    assert listed(["ghost", *reversed(odd), "a,b"]) == (odd, 3), "by id, unknown names left out, repeats once"
+    assert listed(["a", "b"]) == ([], 0), "a comma is part of a name, not a list"
+    # More names than one statement looks up (groups of 512), paged like the whole list.
+    names = [f"n{i:04d}" for i in range(1199, 99, -1)]
+    assert listed(names, limit=50, offset=1000) == ([f"n{i:04d}" for i in range(1100, 1150)], 1100)
+    live_server.request("PATCH", f"/sessions/{numbered[5]}", {"disabled": True}, key="admin")
+    assert listed(["n0004", "n0005", "a,b"], state="disabled") == (["n0005"], 1)
+    assert listed(["n0004", "n0005", "a,b"], state="free") == (["a,b", "n0004"], 2)
+    one = live_server.request("GET", "/sessions?name=%C3%BCber+konto", key="admin").json["sessions"]
+    assert [(row["id"], row["name"]) for row in one] == [(ids[1], "über konto")]
 
 
 def test_errors_are_json_never_html(live_server):

@@ -217,3 +217,18 @@ def test_whole_numbers_the_api_accepts_fit_both_stores(store):
     key = store.create_key("big", "client", max_leases=2**63 - 1)
     assert store.authenticate(key).max_leases == 2**63 - 1
     assert [k["max_leases"] for k in store.list_keys() if k["name"] == "big"] == [2**63 - 1]
+
+
+def test_adding_many_sessions_keeps_the_callers_order_and_reports_the_known_ones(store):
+    """Over several INSERT groups: ids follow the caller's order, a name given twice is new
+    once, and names already registered come back as existing, in order."""
+    first, _ = store.add_sessions(["n0300", "n0001"], kind="pyrogram")
+    names = [f"n{i:04d}" for i in range(600)] + ["n0002", "n0599"]
+    added, existing = store.add_sessions(names, kinds={"n0450": "telethon"})
+    assert [row["name"] for row in added] == [name for name in names[:600] if name not in ("n0300", "n0001")]
+    assert [row["id"] for row in added] == sorted(row["id"] for row in added)
+    assert existing == ["n0001", "n0300", "n0002", "n0599"]
+    rows, total = store.list_sessions(limit=1000)
+    assert total == 600 and rows[0]["name"] == "n0300" and rows[2]["name"] == "n0000"
+    kinds = {row["name"]: row["kind"] for row in rows}
+    assert (kinds["n0300"], kinds["n0450"], kinds["n0451"]) == ("pyrogram", "telethon", "unknown")

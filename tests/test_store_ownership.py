@@ -109,12 +109,15 @@ def test_a_release_sent_again_after_it_landed_is_answered_as_the_first(store, ke
     assert store.release(theirs.session_id, theirs.lease_token, key=keys[next_key]) is True
 
 
-def test_a_lease_an_admin_ended_is_still_lost_to_its_old_holder(store, keys):
+@pytest.mark.parametrize("ended_by", ["boss", "w1"])
+def test_a_lease_ended_by_someone_else_is_still_lost_to_its_old_holder(store, keys, ended_by):
+    """An admin, or another worker sharing the key that releases by session id alone (the
+    original client's way), ended it; then the account went to someone else."""
     store.set_disabled_by_name(["b", "c"], True)
     mine = store.acquire(60, key=keys["w1"])
-    store.release(mine.session_id, key=keys["boss"])  # the admin ends it; another worker takes the account
+    store.release(mine.session_id, key=keys[ended_by])  # no token: whatever lease is current
     store.acquire(60, key=keys["w2"])
-    with pytest.raises(NotLeaseHolder):  # w1 did lose it: it must hear so
+    with pytest.raises(NotLeaseHolder):  # the holder did lose it: it must hear so
         store.release(mine.session_id, mine.lease_token, key=keys["w1"])
 
 

@@ -8,6 +8,8 @@ what a caller that finds nothing is told, and the history recorded along the way
 """
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from telegate.store import KeyInfo, NoSessionAvailable, Store
@@ -226,6 +228,11 @@ def keys(store) -> dict[str, KeyInfo]:
             "boss": store.authenticate(store.create_key("boss", "admin"))}
 
 
+def tag(lease) -> str:
+    """A lease's tag in the history: a digest of its token (the token itself is never recorded)."""
+    return hashlib.sha256(lease.lease_token.encode()).hexdigest()[:16]
+
+
 def test_every_kind_of_event_is_recorded_with_key_and_holder(store, clock, keys):
     worker, boss = keys["worker-1"], keys["boss"]
     store.add_sessions(["a"])
@@ -249,14 +256,14 @@ def test_every_kind_of_event_is_recorded_with_key_and_holder(store, clock, keys)
     events = store.events(1)
     got = [(e["type"], e["key_name"], e["holder"], e["detail"], e["at"] - t0) for e in reversed(events)]
     assert got == [
-        ("lease", "worker-1", "host:1", {"ttl": 30, "purpose": "contacts.resolveusername"}, 0),
+        ("lease", "worker-1", "host:1", {"ttl": 30, "lease": tag(lease), "purpose": "contacts.resolveusername"}, 0),
         ("renew", "worker-1", "host:1", {"ttl": 30, "count": 1}, 10),
-        ("release", "worker-1", "host:1", {}, 15),
+        ("release", "worker-1", "host:1", {"lease": tag(lease), "with_token": True}, 15),
         ("flood_wait", "worker-1", "host:1", {"seconds": 72000, "scope": "contacts.resolveusername"}, 15),
-        ("lease", "worker-1", "host:2", {"ttl": 20, "purpose": "messages.gethistory"}, 16),
-        ("expired", "worker-1", "host:2", {}, 41),
-        ("lease", "worker-1", "host:3", {"ttl": 60, "purpose": "messages.gethistory"}, 41),
-        ("release", "worker-1", "host:3", {}, 41),
+        ("lease", "worker-1", "host:2", {"ttl": 20, "lease": tag(lapsed), "purpose": "messages.gethistory"}, 16),
+        ("expired", "worker-1", "host:2", {"lease": tag(lapsed)}, 41),
+        ("lease", "worker-1", "host:3", {"ttl": 60, "lease": tag(again), "purpose": "messages.gethistory"}, 41),
+        ("release", "worker-1", "host:3", {"lease": tag(again), "with_token": True}, 41),
         ("flood_wait", "worker-1", "host:3", {"seconds": 15, "scope": None}, 41),
         ("disable", "boss", None, {"reason": "phone banned"}, 56),
         ("enable", "boss", None, {}, 56),
@@ -286,10 +293,10 @@ def test_renewals_in_a_row_share_one_event_with_their_count(store, clock, keys):
     store.renew(second.session_id, second.lease_token, 30, key=worker)  # after other events: a new one
     got = [(e["type"], e["holder"], e["detail"], e["at"] - first_at(store)) for e in reversed(store.events(1))]
     assert got == [
-        ("lease", "h:1", {"ttl": 30}, 0),
+        ("lease", "h:1", {"ttl": 30, "lease": tag(first)}, 0),
         ("renew", "h:1", {"ttl": 45, "count": 6}, 60),
-        ("release", "h:1", {}, 60),
-        ("lease", "h:2", {"ttl": 30}, 60),
+        ("release", "h:1", {"lease": tag(first), "with_token": True}, 60),
+        ("lease", "h:2", {"ttl": 30, "lease": tag(second)}, 60),
         ("renew", "h:2", {"ttl": 30, "count": 1}, 70),
         ("disable", None, {"reason": "disabled by admin"}, 70),
         ("enable", None, {}, 70),
@@ -310,7 +317,7 @@ def test_disable_on_release_and_admin_release_are_recorded_with_who_did_it(store
     store.release(b.session_id, key=boss)  # an admin ends someone else's lease
     assert [(e["type"], e["key_name"], e["holder"], e["detail"]) for e in store.events(a.session_id)][:2] == [
         ("disable", "worker-1", "w:1", {"reason": "AuthKeyUnregisteredError"}),
-        ("release", "worker-1", "w:1", {}),
+        ("release", "worker-1", "w:1", {"lease": tag(a), "with_token": True}),
     ]
     assert [(e["type"], e["key_name"], e["holder"]) for e in store.events(b.session_id)][0] == ("release", "boss", "w:2")
 

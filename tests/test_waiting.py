@@ -150,6 +150,28 @@ def test_wait_runs_out_with_the_usual_503_and_leaves_the_line(live_server):
     assert live_server.status()["waiting_workers"] == 0 and live_server.status()["oldest_wait"] is None
 
 
+def test_a_request_that_polls_again_keeps_its_place_in_line(live_server):
+    """A worker that waits longer than one long-poll polls again with its request_id (the SDK
+    does): it takes back its place, ahead of those who came after it, and its wait counts
+    from the first poll. Without a request_id a new poll goes to the end."""
+    live_server.add_sessions("only")
+    held = acquire(live_server, holder="holder")
+    first_try = acquire(live_server, wait=0.2, holder="patient", request_id="job-patient")
+    assert first_try.status == 503  # its first long-poll ran out
+    [later] = line_up(live_server, ["later"])  # meanwhile someone else joins the line
+    oldest_before = live_server.status()["oldest_wait"]
+    [patient] = line_up(live_server, ["patient"], request_id="job-patient")  # polls again
+    assert live_server.status()["oldest_wait"] >= oldest_before  # counted from its first poll
+    gone = acquire(live_server, wait=0.2, holder="nobody")  # no request_id: nothing to take back
+    assert gone.status == 503 and gone.json["waiting_workers"] == 2
+
+    release(live_server, held.json)
+    status, lease = patient.get()
+    assert status == 200 and not later.done(), "the one who asked first gets it"
+    release(live_server, lease)
+    assert later.get()[0] == 200
+
+
 def test_waiters_do_not_take_the_threads_that_serve_releases(server_factory):
     # Two request threads, ten times as many waiters: a release must still be served.
     server = server_factory("--threads", "2")

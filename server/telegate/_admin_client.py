@@ -18,7 +18,7 @@ import time
 import urllib.parse
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 import urllib3
 
@@ -33,6 +33,10 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 _ADD_BATCH_NAMES = 5000
 _ADD_BATCH_BYTES = 256 * 1024
 _PAGE = 5000
+#: Names per ``GET /sessions?name=...``: the request line stays under 8 KiB, the default
+#: limit of common reverse proxies (nginx answers 414 beyond it); waitress allows 256 KiB.
+_LOOKUP_BATCH_NAMES = 1000
+_LOOKUP_BATCH_BYTES = 6 * 1024
 
 _NO_SERVER = ("start one with `telegate serve`, set TELEGATE_URL (or --url) to the address yours listens on,"
               " or pass --db FILE to work on a database file without a server")
@@ -265,7 +269,26 @@ class HttpAdmin:
                 return
 
     def _ids(self, names: Sequence[str]) -> dict[str, int]:
-        """The ids of those of ``names`` that are registered (the API addresses sessions by id)."""
+        """The ids of those of ``names`` that are registered (the API addresses sessions by id).
+
+        Asked of the server by name (``GET /sessions?name=...``), a batch per request, so
+        the cost follows the names, not the pool. A server from before that filter ignores
+        it and answers a page of the whole pool (rows not asked for, or a larger total):
+        then the ids are found by reading the list through, as before.
+        """
+        found: dict[str, int] = {}
+        for batch in _batches(list(dict.fromkeys(names)), most=_LOOKUP_BATCH_NAMES, budget=_LOOKUP_BATCH_BYTES,
+                              cost=_query_cost):
+            query = [("name", name) for name in batch] + [("limit", len(batch))]
+            page = self._call("GET", "/sessions?" + urllib.parse.urlencode(query), expect=("sessions", "total"))
+            asked = set(batch)
+            if page["total"] > len(batch) or any(row["name"] not in asked for row in page["sessions"]):
+                return self._ids_by_listing(names)
+            found.update((row["name"], row["id"]) for row in page["sessions"])
+        return found
+
+    def _ids_by_listing(self, names: Sequence[str]) -> dict[str, int]:
+        """``_ids`` from a server without the ``name`` filter: the whole list, page by page."""
         wanted, found = set(names), {}
         for row in self.iter_sessions():
             if row["name"] in wanted:
@@ -315,16 +338,28 @@ class HttpAdmin:
         self.http.clear()
 
 
-def _batches(names: Sequence[str]) -> Iterator[list[str]]:
+def _json_cost(name: str) -> int:
+    """Bytes ``name`` adds to a JSON list of names."""
+    return len(json.dumps(name, ensure_ascii=False).encode("utf-8")) + 1
+
+
+def _query_cost(name: str) -> int:
+    """Bytes ``name`` adds to a query string (``name=...&``)."""
+    return len(urllib.parse.quote_plus(name)) + 6
+
+
+def _batches(names: Sequence[str], *, most: int = _ADD_BATCH_NAMES, budget: int = _ADD_BATCH_BYTES,
+             cost: Callable[[str], int] = _json_cost) -> Iterator[list[str]]:
+    """``names`` in order, in batches of at most ``most`` names and ``budget`` bytes (by ``cost``)."""
     batch: list[str] = []
     size = 0
     for name in names:
-        cost = len(json.dumps(name, ensure_ascii=False).encode("utf-8")) + 1
-        if batch and (len(batch) >= _ADD_BATCH_NAMES or size + cost > _ADD_BATCH_BYTES):
+        weight = cost(name)
+        if batch and (len(batch) >= most or size + weight > budget):
             yield batch
             batch, size = [], 0
         batch.append(name)
-        size += cost
+        size += weight
     if batch:
         yield batch
 

@@ -20,6 +20,7 @@ MAX_TTL = 86400
 MAX_FLOOD_WAIT = 366 * 86400  # Telegram's longest waits are days; a year is surely a typo
 MAX_TEXT = 500
 MAX_META_BYTES = 16 * 1024
+MAX_NAME_FILTERS = 10000  # `name` filters on one GET /sessions: the most rows a page may hold
 #: A TL method as Telegram's docs spell it: ``contacts.resolveUsername``, ``messages.getHistory``.
 _TL_METHOD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}(\.[A-Za-z_][A-Za-z0-9_]{0,63})?")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")

@@ -157,7 +157,8 @@ class WaitRoom:
             if forget is not None:
                 forget()
             with self._lock:
-                self._parked.pop(ticket, None)
+                if self._parked.get(ticket) is parked:  # not a poll of the same request that took the ticket back
+                    del self._parked[ticket]
 
     def _abandon(self, parked: _Parked) -> None:
         """The worker hung up: out of the line (returns None); a lease it got meanwhile is released."""

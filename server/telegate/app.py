@@ -16,7 +16,8 @@ import bottle
 
 from . import _keys
 from . import store as store_mod
-from ._http import MAX_FLOOD_WAIT, MAX_TTL, ApiError, Fields, bad_request, check_text, iso, parse_id, read_json
+from ._http import (MAX_FLOOD_WAIT, MAX_NAME_FILTERS, MAX_TTL, ApiError, Fields, bad_request, check_text, iso,
+                    parse_id, read_json)
 from .dashboard import install_dashboard
 from .metrics import install_metrics
 from .openapi import install_openapi
@@ -81,6 +82,26 @@ def _session_json(row: dict[str, Any], now: float) -> dict[str, Any]:
     }
 
 
+def _rests_in_words(exc: store_mod.NoSessionAvailable) -> tuple[str, str]:
+    """What the sessions ``waiting_count`` counts rest for, counted and named: ("2 in flood wait,
+    3 resting for contacts.resolveusername", "in flood wait or resting for contacts.resolveusername").
+
+    A scoped rest is no flood wait of the account: saying so would send an admin looking
+    for account-wide waits that are not there. Without a purpose the caller may call any
+    method, so a rest for any method keeps a session from it.
+    """
+    scoped = exc.waiting_count - exc.flood_waiting
+    method = exc.purpose or "a method"
+    counts, kinds = [], []
+    if exc.flood_waiting or not scoped:
+        counts.append(f"{exc.flood_waiting} in flood wait")
+        kinds.append("in flood wait")
+    if scoped:
+        counts.append(f"{scoped} resting for {method}")
+        kinds.append(f"resting for {method}")
+    return ", ".join(counts), " or ".join(kinds)
+
+
 def _unavailable(exc: store_mod.NoSessionAvailable) -> ApiError:
     headers = {}
     if exc.in_use:
@@ -91,9 +112,12 @@ def _unavailable(exc: store_mod.NoSessionAvailable) -> ApiError:
     if exc.total == 0:
         detail = "the pool is empty; an admin must add sessions (telegate sessions add NAME)"
     elif exc.in_use or exc.next_release_in is not None:
-        detail = (f"no free session: {exc.in_use} in use, {exc.waiting_count} in flood wait"
-                  " (waiting_count counts sessions in flood wait, not workers waiting);"
-                  " retry after the Retry-After seconds")
+        counts, kinds = _rests_in_words(exc)
+        hint = ("send purpose to lease one for another method; "
+                if exc.waiting_count > exc.flood_waiting and not exc.purpose else "")
+        detail = (f"no free session: {exc.in_use} in use, {counts}"
+                  f" (waiting_count counts sessions {kinds}, not workers waiting);"
+                  f" {hint}retry after the Retry-After seconds")
     else:
         detail = "no session can be leased: every session is disabled; an admin must enable one"
     return ApiError(503, "no_session_available", detail, headers=headers, extra={
@@ -337,6 +361,22 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
             raise bad_request(f"{name} must be a whole number from 0 to {high}")
         return int(raw)
 
+    def _query_names() -> list[str] | None:
+        """The ``name`` filters (repeated, not comma-separated: a name may hold a comma), as UTF-8 text."""
+        raw = bottle.request.query.getall("name")
+        if not raw:
+            return None
+        if len(raw) > MAX_NAME_FILTERS:
+            raise bad_request(f"at most {MAX_NAME_FILTERS} name filters per request; send more in another")
+        names = []
+        for value in raw:
+            try:
+                name = value.encode("latin-1").decode("utf-8")  # WSGI hands the query's bytes as latin-1
+            except UnicodeError:
+                raise bad_request("name must be percent-encoded UTF-8 text") from None
+            names.append(check_text("name", name, store_mod.MAX_NAME_LENGTH))
+        return names
+
     @route("/sessions", auth="admin")
     def list_sessions() -> Any:
         state = bottle.request.query.get("state") or None
@@ -344,7 +384,7 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
             raise bad_request(f"state must be one of {', '.join(STATES)}")
         limit = _query_int("limit", 1000, 10000)
         offset = _query_int("offset", 0, 2**62)
-        rows, total = store.list_sessions(state=state, limit=limit, offset=offset)
+        rows, total = store.list_sessions(state=state, limit=limit, offset=offset, names=_query_names())
         now = clock()
         return _json({"sessions": [_session_json(row, now) for row in rows],
                       "total": total, "limit": limit, "offset": offset})

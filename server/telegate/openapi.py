@@ -12,7 +12,7 @@ from typing import Any
 import bottle
 
 from . import __version__
-from ._http import MAX_FLOOD_WAIT, MAX_META_BYTES, MAX_TTL
+from ._http import MAX_FLOOD_WAIT, MAX_META_BYTES, MAX_NAME_FILTERS, MAX_TTL
 from ._keys import MAX_KEY_NAME
 from ._text import text_pattern
 from .store import MAX_NAME_LENGTH, STATES
@@ -491,10 +491,17 @@ def build_openapi() -> dict[str, Any]:
                 **_errors(401, 500, 503)}}},
         "/sessions": {
             "get": _op(
-                "List sessions", "A page of sessions by id, optionally of one state. Admin key.",
+                "List sessions",
+                "A page of sessions by id, optionally of one state, or only those named (each name its own"
+                " name= parameter; names not registered are left out, and total counts the rest). Admin key.",
                 {"200": _answer("A page of sessions.", _ref("SessionList")), **_errors(400, 401, 403, 500, 503)},
                 tag="admin", operation_id="listSessions", parameters=[
                     {"name": "state", "in": "query", "required": False, "schema": {"type": "string", "enum": list(STATES)}},
+                    {"name": "name", "in": "query", "required": False, "style": "form", "explode": True,
+                     "description": "Only the session of this name; repeat it for several (not a comma list:"
+                                    " a name may hold a comma).",
+                     "schema": {"type": "array", "maxItems": MAX_NAME_FILTERS,
+                                "items": _text(MAX_NAME_LENGTH, "A session name.", nullable=False)}},
                     {"name": "limit", "in": "query", "required": False,
                      "schema": {"type": "integer", "minimum": 0, "maximum": 10000, "default": 1000}},
                     {"name": "offset", "in": "query", "required": False,

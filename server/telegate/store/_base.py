@@ -68,10 +68,16 @@ class NoSessionAvailable(StoreError):
     """Nothing can be leased right now; carries the counts a waiting worker needs."""
 
     def __init__(self, *, waiting_count: int, in_use: int, next_release_in: float | None,
-                 next_lease_end_in: float | None, total: int, waiting_workers: int = 0) -> None:
+                 next_lease_end_in: float | None, total: int, waiting_workers: int = 0,
+                 flood_waiting: int | None = None, purpose: str | None = None) -> None:
         super().__init__("no session is available")
         self.waiting_workers = waiting_workers  # long-polls waiting in line now (every server)
+        # waiting_count (the seed's name) counts every session resting for this caller:
+        # account-wide flood waits, and scoped rests for the caller's ``purpose`` (for any
+        # method when it gave none). ``flood_waiting`` is the account-wide part.
         self.waiting_count = waiting_count
+        self.flood_waiting = waiting_count if flood_waiting is None else flood_waiting
+        self.purpose = purpose
         self.in_use = in_use
         self.next_release_in = next_release_in
         self.next_lease_end_in = next_lease_end_in
@@ -236,7 +242,7 @@ class PoolStore(Protocol):
     def status(self, purpose: str | None = None) -> dict[str, Any]: ...
 
     def list_sessions(self, *, state: str | None = None, limit: int = 1000, offset: int = 0,
-                      ) -> tuple[list[dict[str, Any]], int]: ...
+                      names: Sequence[str] | None = None) -> tuple[list[dict[str, Any]], int]: ...
 
     def get_session(self, session_id: int) -> dict[str, Any]: ...
 

@@ -46,14 +46,15 @@ ALIVE_FOR = 10.0
 PASS_LIMIT = 64
 
 #: Rows of tickets this long past their deadline or their grant are deleted (a grant is
-#: seen within milliseconds; no wait lasts more than a minute).
+#: seen within milliseconds; no wait lasts more than a minute). A request that polls again
+#: within that time takes its ticket back (see :func:`enqueue`).
 STALE_AFTER = 120.0
 
 #: The LISTEN/NOTIFY channel a PostgreSQL engine announces grants on.
 NOTIFY_CHANNEL = "telegate_line"
 
 #: The line's table (schema version 4). ``id`` is the ticket: never reused (AUTOINCREMENT),
-#: so an old ticket can never mean a new waiter. ``session_id`` and ``lease_token`` are
+#: so an old ticket can never mean a new waiter (only the same request, polling again). ``session_id`` and ``lease_token`` are
 #: the lease granted to it.
 WAITERS_DDL_SQLITE = """
     CREATE TABLE waiters (
@@ -106,8 +107,27 @@ _WAITING = "session_id IS NULL AND deadline > :now AND alive_until > :now"
 
 def enqueue(tx: Tx, *, owner: str, ttl: float, wait: float, holder: str | None = None, name: str | None = None,
             key_id: int | None = None, purpose: str | None = None, request_id: str | None = None) -> int:
-    """Add a ticket at the end of the line, waiting ``wait`` seconds at most; returns it."""
+    """Add a ticket at the end of the line, waiting ``wait`` seconds at most; returns it.
+
+    A request that polls again (the same ``request_id`` of the same key: its last long-poll
+    ran out, its connection dropped, or its server died and it asks another) takes back
+    its ticket, and with it its place, instead of going to the end: a worker that waits
+    longer than one long-poll is still served in turn. Tries of one request never enqueue
+    at once (the store makes them take turns), so two never take back one ticket.
+    """
     tx.run("DELETE FROM waiters WHERE deadline < :stale OR granted_at < :stale", {"stale": tx.now - STALE_AFTER})
+    if request_id is not None and key_id is not None:
+        again = tx.row("""
+            UPDATE waiters SET owner = :owner, ttl = :ttl, holder = :holder, name = :name, purpose = :purpose,
+                               deadline = :deadline, alive_until = :alive
+            WHERE id = (SELECT id FROM waiters WHERE key_id = :key_id AND request_id = :request_id
+                          AND session_id IS NULL AND (deadline <= :now OR alive_until <= :now)
+                        ORDER BY id LIMIT 1)
+            RETURNING id""",
+            {"owner": owner, "ttl": ttl, "holder": holder, "name": name, "purpose": purpose, "key_id": key_id,
+             "request_id": request_id, "now": tx.now, "deadline": tx.now + wait, "alive": tx.now + ALIVE_FOR})
+        if again is not None:
+            return int(again["id"])
     row = tx.row("""
         INSERT INTO waiters (owner, ttl, holder, name, key_id, purpose, request_id, created_at, deadline, alive_until)
         VALUES (:owner, :ttl, :holder, :name, :key_id, :purpose, :request_id, :now, :deadline, :alive)
@@ -180,10 +200,16 @@ def leave(tx: Tx, ticket: int) -> Mapping[str, Any] | None:
     None when a lease was granted to it first (see :func:`claimed`)."""
     # Locked (PostgreSQL): a grant being committed to this ticket right now is waited for and
     # then seen, instead of the ticket being deleted under it (an orphan lease until its TTL).
-    row = tx.row("SELECT name, purpose, session_id FROM waiters WHERE id = :id /*for_update*/", {"id": ticket})
+    row = tx.row("SELECT name, purpose, session_id, request_id, key_id FROM waiters WHERE id = :id /*for_update*/",
+                 {"id": ticket})
     if row is not None and row["session_id"] is not None:
         return None
-    tx.run("DELETE FROM waiters WHERE id = :id", {"id": ticket})
+    if row is not None and row["request_id"] is not None and row["key_id"] is not None:
+        # Out of the line, but remembered a while: when the request polls again it takes
+        # its place back (see enqueue).
+        tx.run("UPDATE waiters SET deadline = :now WHERE id = :id", {"id": ticket, "now": tx.now})
+    else:
+        tx.run("DELETE FROM waiters WHERE id = :id", {"id": ticket})
     return row or {"name": None, "purpose": None, "session_id": None}
 
 
