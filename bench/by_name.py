@@ -98,47 +98,39 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# Benchmark 9: `sessions disable` of {len(names)} names on a pool of {sessions:,}, paging against"
           f" by name ({c.environment_note()})")
     print(f"# {rounds} alternating rounds, medians; names {', '.join(names)}")
-    temp = c.workdir(args.workdir)
-    where = Path(temp.name) if temp else args.workdir
-    where.mkdir(parents=True, exist_ok=True)
     databases = None
-    servers: list[c.Server] = []
     rows = []
     try:
-        for store in stores:
-            if store == "postgresql":
-                admin_url = args.pg or os.environ.get("TELEGATE_TEST_PG") or DEFAULT_PG
-                why = pg_reachable(admin_url)
-                if why is not None:
-                    print(f"# PostgreSQL left out: nothing answers at {admin_url.rsplit('@', 1)[-1]} ({why})")
-                    continue
-                databases = databases or Databases(admin_url)
-                url, key = databases.create(sessions)
-                server = c.Server("telegate", where, db=url, api_key=key, label="postgresql",
-                                  extra=("--access-log", args.access_log))
-            elif store == "sqlite":
-                server = c.Server("telegate", where, sessions=sessions, label="sqlite",
-                                  extra=("--access-log", args.access_log))
-            else:
-                raise SystemExit(f"--stores: unknown store {store!r} (sqlite, postgresql)")
-            servers.append(server)
-            with Store(server.db) as pool:
-                admin_key = pool.create_key("bench-admin", "admin")
-            results = measure(server, admin_key, names, rounds)
-            paging, by_name = results["paging"], results["by name"]
-            rows.append([store, c.ms(c.median([s for s, _ in paging])), c.ms(c.median([s for s, _ in by_name])),
-                         paging[0][1], by_name[0][1],
-                         c.median([old / new for (old, _), (new, _) in zip(paging, by_name) if new])])
-            server.close()
-        print(c.table(["store", "paging ms", "by name ms", "paging requests", "by name requests",
-                       "x faster by name"], rows))
+        with c.workspace(args.workdir) as where, c.Servers(where) as running:
+            for store in stores:
+                if store == "postgresql":
+                    admin_url = args.pg or os.environ.get("TELEGATE_TEST_PG") or DEFAULT_PG
+                    why = pg_reachable(admin_url)
+                    if why is not None:
+                        print(f"# PostgreSQL left out: nothing answers at {admin_url.rsplit('@', 1)[-1]} ({why})")
+                        continue
+                    databases = databases or Databases(admin_url)
+                    url, key = databases.create(sessions)
+                    server = running.start("telegate", db=url, api_key=key, label="postgresql",
+                                           extra=("--access-log", args.access_log))
+                elif store == "sqlite":
+                    server = running.start("telegate", sessions=sessions, label="sqlite",
+                                           extra=("--access-log", args.access_log))
+                else:
+                    raise SystemExit(f"--stores: unknown store {store!r} (sqlite, postgresql)")
+                with Store(server.db) as pool:
+                    admin_key = pool.create_key("bench-admin", "admin")
+                results = measure(server, admin_key, names, rounds)
+                paging, by_name = results["paging"], results["by name"]
+                rows.append([store, c.ms(c.median([s for s, _ in paging])), c.ms(c.median([s for s, _ in by_name])),
+                             paging[0][1], by_name[0][1],
+                             c.median([old / new for (old, _), (new, _) in zip(paging, by_name) if new])])
+                server.close()
+            print(c.table(["store", "paging ms", "by name ms", "paging requests", "by name requests",
+                           "x faster by name"], rows))
     finally:
-        for server in servers:
-            server.close()
         if databases is not None:
-            databases.close()
-        if temp:
-            temp.cleanup()
+            databases.close()  # after its servers stopped
     return 0
 
 

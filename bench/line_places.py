@@ -99,14 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     seconds = args.seconds or (1.5 if args.quick else 8.0)
     rounds = args.rounds or (1 if args.quick else 3)
-    temp = c.workdir(args.workdir)
-    where = Path(temp.name) if temp else args.workdir
-    where.mkdir(parents=True, exist_ok=True)
     print(f"# Benchmark 8: polling again keeps a worker's place in line ({c.environment_note()})")
     print(f"# {args.workers} workers, {args.sessions} sessions, polls of {args.poll:g} s, holds of {args.hold:g} s;"
           f" {seconds:g} s per way and round, {rounds} alternating rounds")
     rows, pooled = [], {way: ([], []) for way in WAYS}
-    try:
+    with c.workspace(args.workdir) as where:
         with c.Server("telegate", where, sessions=args.sessions, label="telegate",
                       extra=("--access-log", args.access_log)) as server:
             for number in range(1, rounds + 1):
@@ -127,9 +124,6 @@ def main(argv: list[str] | None = None) -> int:
         if kept and baseline:
             print(f"request_id / none: wait p99 {percentile(kept, 0.99) / percentile(baseline, 0.99):.2f} x,"
                   f" wait max {max(kept) / max(baseline):.2f} x, p50 {percentile(kept, 0.5) / percentile(baseline, 0.5):.2f} x")
-    finally:
-        if temp:
-            temp.cleanup()
     return 0
 
 
