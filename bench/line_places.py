@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll", type=float, default=0.25, help="each long-poll's wait, seconds")
     parser.add_argument("--hold", type=float, default=0.1, help="how long a worker holds a session, seconds")
     args = parser.parse_args(argv)
-    seconds = args.seconds or (1.5 if args.quick else 8.0)
+    seconds = args.seconds or (0.8 if args.quick else 8.0)
     rounds = args.rounds or (1 if args.quick else 3)
     print(f"# Benchmark 8: polling again keeps a worker's place in line ({c.environment_note()})")
     print(f"# {args.workers} workers, {args.sessions} sessions, polls of {args.poll:g} s, holds of {args.hold:g} s;"
