@@ -204,7 +204,9 @@ def test_a_database_outage_gives_503_then_the_server_recovers_by_itself(servers_
         # The outage: the database refuses new connections and drops the server's.
         admin.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS false')
         pg_databases.terminate_connections(pg_url)
+        outage_began = time.monotonic()
         _wait_for(lambda: seen(503, "database_unavailable"), "503 database_unavailable during the outage")
+        first_503 = min(t for t, s, c in statuses if c == "database_unavailable") - outage_began
         reply = server.request("POST", "/session", {"ttl": 30})
         assert reply.status == 503 and reply.json["error"] == "database_unavailable", reply
         assert reply.headers["Retry-After"] == "1" and reply.headers["Content-Type"].startswith("application/json")
@@ -220,7 +222,8 @@ def test_a_database_outage_gives_503_then_the_server_recovers_by_itself(servers_
     loader.join(60)
     assert not loader.is_alive(), "a request hung"
     back = min(t for t, s, _ in statuses if t > outage_ended and s == 200)
-    print(f"first lease {back - outage_ended:.2f} s after the database took connections again;",
+    print(f"first 503 {first_503:.2f} s into the outage; first lease {back - outage_ended:.2f} s after the"
+          " database took connections again;",
           "answers:", sorted({(s, c) for _, s, c in statuses}, key=str))
     # The lease granted before the outage is still its holder's.
     renew = server.request("POST", "/renew", {"session_id": held["session_id"], "lease_token": held["lease_token"],

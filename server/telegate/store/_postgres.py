@@ -145,6 +145,10 @@ _CLOCK_REFRESH = 1.0
 #: How long a request waits for a connection while the database is known to be down.
 _OUTAGE_WAIT = 1.0
 
+#: A request waits for a connection in slices this long, to notice an outage the pool
+#: learns of only after the wait began (see ``_connection``).
+_CONNECTION_SLICE = 0.2
+
 # The dialect: named parameters outside quotes and comments. ``::`` is left alone.
 _TOKENS = re.compile(r"""('(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|/\*.*?\*/|(?<!:):([A-Za-z_]\w*)|%)""",
                      re.DOTALL)
@@ -473,16 +477,7 @@ class PostgresEngine:
             raise DatabaseError(f"the store for {self.description} is closed")
         deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
         for attempt in range(1, _ATTEMPTS + 1):
-            wait = deadline - time.monotonic()
-            if self._pool.last_error is not None:
-                # The last connection attempt failed (the database is down or refusing): a
-                # connection that frees up may still come, but do not hold the request for the
-                # whole timeout; a quick 503 with Retry-After serves the worker better.
-                wait = min(wait, _OUTAGE_WAIT)
-            try:
-                conn = self._pool.getconn(timeout=max(0.05, wait))
-            except PoolTimeout as exc:
-                raise translate(exc, self.description, what, self._pool.last_error) from exc
+            conn = self._connection(deadline, what)
             committing = False
             try:
                 with conn.cursor() as cursor:
@@ -524,6 +519,29 @@ class PostgresEngine:
                 if conn is not None:
                     self._pool.putconn(conn)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _connection(self, deadline: float, what: str) -> psycopg.Connection:
+        """A connection of the pool by ``deadline``, or DatabaseError sooner in an outage.
+
+        Once the pool's last attempt to connect failed (the database is down or refusing),
+        a connection that frees up may still come, but the request waits at most
+        ``_OUTAGE_WAIT`` more: a quick 503 with Retry-After serves the worker better than a
+        hold for the whole timeout. The pool learns of an outage while requests already
+        wait (the database dropped every connection, then refused the new ones), so they
+        wait in slices and look again.
+        """
+        outage = False
+        while True:
+            if not outage and self._pool.last_error is not None:
+                outage = True
+                deadline = min(deadline, time.monotonic() + _OUTAGE_WAIT)
+            remaining = deadline - time.monotonic()
+            wait = remaining if outage else min(remaining, _CONNECTION_SLICE)
+            try:
+                return self._pool.getconn(timeout=max(0.05, wait))
+            except PoolTimeout as exc:
+                if outage or time.monotonic() >= deadline:
+                    raise translate(exc, self.description, what, self._pool.last_error) from exc
 
     # The database's clock between round trips. Every write reads now() as it begins (in
     # the round trip BEGIN costs anyway) and keeps it with the local monotonic time; a
