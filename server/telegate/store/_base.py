@@ -168,6 +168,9 @@ class Engine(Protocol):
 
     dialect: str
     description: str
+    #: Whether a ``WITH`` may hold an INSERT or UPDATE (PostgreSQL), so that a change and
+    #: its history row go in one statement; SQLite's cannot.
+    writes_in_with: bool
 
     def prepare(self, sql: str) -> str: ...
 

@@ -311,6 +311,7 @@ class PostgresEngine:
     """
 
     dialect = "postgresql"
+    writes_in_with = True
 
     def __init__(self, url: str, *, min_size: int = 2, max_size: int = 24, timeout: float = 5.0,
                  statement_timeout: float = 15.0, connect_timeout: float = 5.0,

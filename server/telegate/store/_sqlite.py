@@ -161,6 +161,7 @@ class SQLiteEngine:
     """
 
     dialect = "sqlite"
+    writes_in_with = False
 
     def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time,
                  synchronous: str = "full", busy_timeout: float = 30.0) -> None:
