@@ -1,6 +1,7 @@
 """Benchmark 7: PostgreSQL: against SQLite, several servers on one database, 100k sessions, failover.
 
     python bench/postgres.py [--quick] [--seconds S] [--rounds R] [--clients 16] [--pg URL]
+                             [--first-only] [--baseline-tree DIR]
 
 Four measurements, each side by side in alternating rounds with one load generator
 (thin keep-alive clients doing acquire+release):
@@ -15,6 +16,10 @@ Four measurements, each side by side in alternating rounds with one load generat
    time until the worker completes its next lease through server B. Measured with a thin
    client that moves to the next URL on a connection error, and with the SDK given both
    URLs when the SDK takes a list.
+
+``--baseline-tree DIR`` adds the TeleGate of another checkout to measurement 1, on a
+database of its own and on SQLite, in the same rounds: this tree against it, CPU per cycle
+on each store (server and database). ``--first-only`` stops after measurement 1.
 
 The PostgreSQL server is ``--pg`` (a URL of a database we may CREATE DATABASE from),
 else $TELEGATE_TEST_PG, else postgresql://postgres@127.0.0.1:5432/postgres. Databases
@@ -237,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
     parser.add_argument("--pg", default=None, help="PostgreSQL URL to create the databases from")
     parser.add_argument("--failovers", type=int, default=None, help="failover repeats (default 5, quick 1)")
+    parser.add_argument("--first-only", action="store_true", help="measurement 1 only (PostgreSQL vs SQLite)")
+    parser.add_argument("--baseline-tree", type=Path, default=None,
+                        help="also measure another checkout in measurement 1 (a before/after comparison)")
     args = parser.parse_args(argv)
     seconds = args.seconds or (0.3 if args.quick else 1.0)
     rounds = args.rounds or (1 if args.quick else 7)
@@ -262,13 +270,32 @@ def main(argv: list[str] | None = None) -> int:
         sqlite = start("sqlite_1", sessions=64)
         pg = start("pg_1", db=url, api_key=key)
         databases.count_database_cpu(pg, url)
-        r = c.side_by_side([sqlite, pg], args.clients, seconds, rounds)
+        contenders = [sqlite, pg]
+        if args.baseline_tree:
+            tree = args.baseline_tree.resolve()
+            base_url, base_key = databases.create(64)
+            base_pg = start("baseline_pg", db=base_url, api_key=base_key, tree=tree)
+            databases.count_database_cpu(base_pg, base_url)
+            contenders += [start("baseline_sqlite", sessions=64, tree=tree), base_pg]
+        r = c.side_by_side(contenders, args.clients, seconds, rounds)
+        if args.baseline_tree:
+            for store, this, base in (("PostgreSQL", "pg_1", "baseline_pg"), ("SQLite", "sqlite_1", "baseline_sqlite")):
+                rows.append([f"1 server on {store}: this tree / baseline", f"{r.rate(this):.0f} / {r.rate(base):.0f}"
+                             " cycles/s", f"{r.ratio(this, base):.2f}x", "-",
+                             f"CPU/cycle {r.cpu_per_cycle(this) * 1e6:,.0f} / {r.cpu_per_cycle(base) * 1e6:,.0f} µs,"
+                             f" this/baseline {r.cpu_ratio(this, base):.2f} (server + database)"])
+            for server in contenders[2:]:
+                server.close()
         rows.append(["1 server: PostgreSQL / SQLite", f"{r.rate('pg_1'):.0f} / {r.rate('sqlite_1'):.0f} cycles/s",
                      f"{r.ratio('pg_1', 'sqlite_1'):.2f}x", ">= 0.8x",
                      f"p50 {c.ms(r.percentile('pg_1', 0.5)):.1f} / {c.ms(r.percentile('sqlite_1', 0.5)):.1f} ms;"
                      f" CPU/cycle {r.cpu_per_cycle('pg_1') * 1e6:,.0f} / {r.cpu_per_cycle('sqlite_1') * 1e6:,.0f} µs"
                      " (server + database)"])
         print(f"  PG vs SQLite: {r.rate('pg_1'):.0f} vs {r.rate('sqlite_1'):.0f}/s", file=sys.stderr, flush=True)
+
+        if args.first_only:
+            print(c.table(["measurement", "figures", "ratio", "goal", "latency"], rows))
+            return 0
 
         # 2. One, two and three servers on one database (the first is pg_1's database).
         second = start("pg_2", db=url, api_key=key)
