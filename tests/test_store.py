@@ -232,3 +232,30 @@ def test_adding_many_sessions_keeps_the_callers_order_and_reports_the_known_ones
     assert total == 600 and rows[0]["name"] == "n0300" and rows[2]["name"] == "n0000"
     kinds = {row["name"]: row["kind"] for row in rows}
     assert (kinds["n0300"], kinds["n0450"], kinds["n0451"]) == ("pyrogram", "telethon", "unknown")
+
+
+def test_leases_and_releases_write_their_history_rows_with_the_change(store, clock):
+    """On PostgreSQL a lease's and a release's event ride in the statement that changes the
+    session (a data-modifying WITH); on SQLite they follow it. Either way: one row each, in order."""
+    from telegate.store._pool import _lease_tag
+    store.add_sessions(["a"])
+    worker = store.authenticate(store.create_key("worker-1"))
+    t0 = clock.now
+    first = store.acquire(30, holder="host:1", key=worker)
+    clock.advance(5)
+    assert store.release(first.session_id, first.lease_token, key=worker, disable="banned") is True
+    store.update_session(first.session_id, disabled=False)
+    clock.advance(1)
+    second = store.acquire(20, holder="host:2", key=worker, purpose="messages.getHistory")
+    assert store.release(second.session_id) is True  # an internal caller: no key, no token
+    got = [(e["type"], e["key_name"], e["holder"], e["detail"], e["at"] - t0)
+           for e in reversed(store.events(first.session_id))]
+    assert got == [
+        ("lease", "worker-1", "host:1", {"ttl": 30, "lease": _lease_tag(first.lease_token)}, 0),
+        ("release", "worker-1", "host:1", {"lease": _lease_tag(first.lease_token), "with_token": True}, 5),
+        ("disable", "worker-1", "host:1", {"reason": "banned"}, 5),
+        ("enable", None, None, {}, 5),
+        ("lease", "worker-1", "host:2", {"ttl": 20, "lease": _lease_tag(second.lease_token),
+                                         "purpose": "messages.gethistory"}, 6),
+        ("release", "worker-1", "host:2", {"lease": _lease_tag(second.lease_token)}, 6),
+    ]
