@@ -171,8 +171,8 @@ class Store:
             leased_at = :now, holder = :holder, lease_key_id = :key_id, request_id = :request_id,
             use_count = use_count + 1,
             expired_count = expired_count + CASE WHEN lease_token IS NULL THEN 0 ELSE 1 END
-        WHERE id = :id
-        RETURNING id, name, lease_token, lease_expires_at, kind, meta"""
+        WHERE id = :id"""
+    _CLAIMED = "id, name, lease_token, lease_expires_at, kind, meta"
 
     def acquire(self, ttl: float, holder: str | None = None, name: str | None = None, *,
                 key: KeyInfo | None = None, request_id: str | None = None,
@@ -290,7 +290,7 @@ class Store:
         event = _event_params(tx, candidate["id"], "lease", key_name=key.name if key else None, holder=holder,
                               detail={"ttl": ttl, "lease": _lease_tag(params["token"]),
                                       **({"purpose": purpose} if purpose else {})})
-        return _lease(self._changed_and_logged(tx, self._CLAIM, params, event))
+        return _lease(self._changed_and_logged(tx, self._CLAIM, params, event, returning=self._CLAIMED))
 
     # -- the waiting line (_line.py; woken by telegate._waiting) ------------------------
 
@@ -404,10 +404,10 @@ class Store:
                holder: str | None = None, detail: Mapping[str, Any] | None = None) -> None:
         tx.run(_EVENT, _event_params(tx, session_id, kind, key_name=key_name, holder=holder, detail=detail))
 
-    def _changed_and_logged(self, tx: Tx, change: str, params: Mapping[str, Any],
-                            event: Mapping[str, Any]) -> Mapping[str, Any] | None:
-        """Run ``change`` (an ``UPDATE ... RETURNING`` of one session) and record ``event``
-        (from :func:`_event_params`); the changed row.
+    def _changed_and_logged(self, tx: Tx, change: str, params: Mapping[str, Any], event: Mapping[str, Any],
+                            returning: str | None = None) -> Mapping[str, Any] | None:
+        """Run ``change`` (an UPDATE of one session, without RETURNING) and record ``event``
+        (from :func:`_event_params`); the changed row's ``returning`` columns, if asked for.
 
         One statement where the database can run both (PostgreSQL: a data-modifying
         ``WITH``), two where it cannot (SQLite). On PostgreSQL each statement is a round
@@ -416,9 +416,14 @@ class Store:
         statements. SQLite runs statements as function calls, so two cost little there.
         """
         if self.engine.writes_in_with:
-            return tx.row(f"WITH changed AS ({change}), logged AS ({_EVENT}) SELECT * FROM changed",
-                          {**params, **event})
-        row = tx.row(change, params)
+            row = tx.row(f"WITH changed AS ({change} RETURNING {returning or 'id'}), logged AS ({_EVENT})"
+                         " SELECT * FROM changed", {**params, **event})
+            return row if returning else None
+        if returning:
+            row = tx.row(f"{change} RETURNING {returning}", params)
+        else:
+            tx.run(change, params)  # RETURNING would cost SQLite a result table nobody reads
+            row = None
         tx.run(_EVENT, event)
         return row
 
@@ -558,7 +563,7 @@ class Store:
                     avail_at = GREATEST(:now, COALESCE(flood_wait_until, 0),
                                         CASE WHEN :fw > 0 THEN :now + :fw ELSE 0 END),
                     rest_until = GREATEST(rest_until, :rest_until)
-                WHERE id = :id RETURNING id""",
+                WHERE id = :id""",
                 {"now": now, "id": session_id, "fw": account_wide or 0, "any_fw": flood_wait or 0,
                  "disable": 1 if disable else 0, "reason": disable,
                  "rest_until": now + flood_wait if scope is not None and flood_wait else 0},
