@@ -155,10 +155,13 @@ def test_a_flood_wait_in_the_block_rests_only_its_method(live_server, client, li
     reader = client.get_session(purpose=HISTORY, auto_wait=False)  # usable for other methods at once
     assert reader.session_id == sid and reader.purpose == HISTORY
     client.release_session(sid)
-    with pytest.raises(NoSessionAvailable):
+    with pytest.raises(NoSessionAvailable) as refused:
         client.get_session(purpose=RESOLVE, auto_wait=False)
-    with pytest.raises(NoSessionAvailable):
+    assert refused.value.purpose == RESOLVE and str(refused.value).startswith(
+        f"no free session for {RESOLVE}: 1 in flood wait (for it or account-wide)")
+    with pytest.raises(NoSessionAvailable) as refused:
         client.get_session(auto_wait=False)  # no purpose: may call anything, so not this account
+    assert refused.value.purpose is None and str(refused.value).startswith("no free session: 1 in flood wait")
 
 
 def test_peer_flood_rests_its_method(live_server, client):

@@ -192,14 +192,16 @@ class NoSessionAvailable(TeleGateError):
     (None when none is in use); ``total``: registered sessions; ``waiting_workers``:
     workers waiting for a session right now (None if the server did not say);
     ``retry_after``: the ``Retry-After`` header in seconds, if any; ``waited``: seconds
-    this client waited before giving up (0 without auto_wait).
+    this client waited before giving up (0 without auto_wait); ``purpose``: the TL method
+    the lease was asked for, if any (then ``waiting_count`` counts the sessions resting
+    for that method or for all).
     """
 
     def __init__(self, message: str = "", *, waiting_count: int = 0, next_release_in: float | None = None,
                  in_use: int = 0, next_lease_end_in: float | None = None, total: int | None = None,
                  retry_after: float | None = None, waiting_workers: int | None = None, status: int | None = 503, method: str | None = None,
                  url: str | None = None, detail: str | None = None, error: str | None = "no_session_available",
-                 body: Mapping[str, Any] | None = None) -> None:
+                 body: Mapping[str, Any] | None = None, purpose: str | None = None) -> None:
         self.waiting_count = waiting_count
         self.next_release_in = next_release_in
         self.in_use = in_use
@@ -207,6 +209,7 @@ class NoSessionAvailable(TeleGateError):
         self.total = total
         self.retry_after = retry_after
         self.waiting_workers = waiting_workers
+        self.purpose = purpose
         self.waited = 0.0
         super().__init__(message or self.describe(), status=status, method=method, url=url,
                          detail=detail, error=error, body=body)
@@ -217,7 +220,10 @@ class NoSessionAvailable(TeleGateError):
         return bool(self.in_use) or self.next_release_in is not None
 
     def describe(self) -> str:
-        parts = [f"no free session: {self.waiting_count} in flood wait"]
+        if self.purpose:
+            parts = [f"no free session for {self.purpose}: {self.waiting_count} in flood wait (for it or account-wide)"]
+        else:
+            parts = [f"no free session: {self.waiting_count} in flood wait"]
         if self.next_release_in is not None:
             parts[0] += f" (the first ends in {self.next_release_in:.0f} s)"
         parts.append(f"{self.in_use} in use")
@@ -284,7 +290,8 @@ def _error_from_response(status: int, method: str, url: str, body: Mapping[str, 
             next_lease_end_in=_number(body.get("next_lease_end_in")),
             total=None if _number(body.get("total")) is None else int(body["total"]),
             waiting_workers=None if _number(body.get("waiting_workers")) is None else int(body["waiting_workers"]),
-            retry_after=_retry_after(headers.get("Retry-After")), **common)
+            retry_after=_retry_after(headers.get("Retry-After")),
+            purpose=(sent or {}).get("purpose") if isinstance((sent or {}).get("purpose"), str) else None, **common)
     cls = _CODE_ERRORS.get((status, code or "")) or _STATUS_ERRORS.get(status) or (
         ServerError if status >= 500 else APIError)
     answer = f"{method} {url} -> {status}" + (f" {code}" if code else "")
