@@ -43,6 +43,15 @@ def _fresh_database(url: str, name: str) -> str:
     return parts._replace(path="/" + database).geturl()
 
 
+def _drop_databases(url: str, names: list[str]) -> None:
+    import psycopg
+    from urllib.parse import urlsplit
+    base = urlsplit(url).path.strip("/") or "postgres"
+    with psycopg.connect(url, autocommit=True) as conn:
+        for name in names:
+            conn.execute(f'DROP DATABASE IF EXISTS "{base}_trees_{name}" WITH (FORCE)')
+
+
 def load(name: str, tree: Path, where: Path, sync: str, pg: str | None = None):
     """A cycle function over a fresh pool of ``tree``'s store."""
     package = f"telegate_{name}"
@@ -108,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             print(c.table(["tree", "path", "CPU µs/cycle", "tree/this"], rows))
         finally:
             sys.path.remove(str(where / "packages"))
+            if args.pg:
+                _drop_databases(args.pg, list(trees))
     return 0
 
 
