@@ -54,8 +54,8 @@ STALE_AFTER = 120.0
 NOTIFY_CHANNEL = "telegate_line"
 
 #: The line's table (schema version 4). ``id`` is the ticket: never reused (AUTOINCREMENT),
-#: so an old ticket can never mean a new waiter (only the same request, polling again). ``session_id`` and ``lease_token`` are
-#: the lease granted to it.
+#: so an old ticket can never mean a new waiter (only the same request, polling again).
+#: ``session_id`` and ``lease_token`` are the lease granted to it.
 WAITERS_DDL_SQLITE = """
     CREATE TABLE waiters (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -176,10 +176,13 @@ def serve_line(tx: Tx, claim: Claim) -> list[Grant]:
         grants.append(Grant(int(waiter["id"]), waiter["owner"], lease.session_id, lease))
         if waiter["request_id"] is not None and waiter["key_id"] is not None:
             # Other tries of the same request waiting beside it (the worker's first answer
-            # timed out, so it asked again): the one lease answers them all, now.
+            # timed out, so it asked again): the one lease answers them all, now. One that
+            # another transaction holds is passed over, not waited for (no lock waits in the
+            # line); its own turn finds the lease through its request_id.
             twins = tx.rows("""
                 UPDATE waiters SET session_id = :sid, lease_token = :token, granted_at = :now
-                WHERE key_id = :key_id AND request_id = :request_id AND session_id IS NULL AND id <> :id
+                WHERE id IN (SELECT id FROM waiters WHERE key_id = :key_id AND request_id = :request_id
+                               AND session_id IS NULL AND id <> :id /*skip_locked*/)
                 RETURNING id, owner""",
                 {"sid": lease.session_id, "token": lease.lease_token, "now": tx.now, "id": waiter["id"],
                  "key_id": waiter["key_id"], "request_id": waiter["request_id"]})
