@@ -513,8 +513,8 @@ class Store:
         the session may already be someone else's. That is not a lost lease: the retry
         is answered as the first try was. A lease ended by an admin, by another worker's
         release by session id alone, or by expiry, still answers 409 to its old holder:
-        that worker did lose it. Looked up only when a
-        token does not match, and among the last 1,000 events, so it stays cheap.
+        that worker did lose it. Looked up only when a token does not match, and among the
+        session's last 1,000 events, so it stays cheap.
         """
         if key is None:
             return False
