@@ -174,7 +174,10 @@ class Engine(Protocol):
 
     def prepare(self, sql: str) -> str: ...
 
-    def write(self, op: Callable[[Tx], T], *, batch: bool = False) -> T: ...
+    def write(self, op: Callable[[Tx], T], *, batch: bool = False, turn: tuple[int, str] | None = None) -> T:
+        """Run ``op`` in a write transaction and commit. ``turn`` (an API key's id and a
+        ``request_id``): transactions of one request take turns, this one's turn taken
+        before ``op`` runs and held to the end (see :meth:`try_turn`)."""
 
     def read(self, op: Callable[[Tx], T]) -> T: ...
 
@@ -202,11 +205,13 @@ class Engine(Protocol):
         """The calling thread will not use the database for a while (it parks, or ends): let go
         of what it holds. SQLite: its own connection. A pooled engine: nothing to do."""
 
-    def take_turn(self, tx: Tx, key_id: int, request_id: str, *, wait: bool) -> bool:
-        """Make the transactions that act on one request (an API key's ``request_id``) take
-        turns until ``tx`` ends: a retry sent while the first try is still being served then
-        finds that try's lease. ``wait=False``: True only when the turn is free right now.
-        SQLite: always True (one writer at a time). PostgreSQL: an advisory lock."""
+    def try_turn(self, tx: Tx, key_id: int, request_id: str) -> bool:
+        """Take the turn of one request (an API key's ``request_id``) in ``tx`` if it is free
+        right now, held to the end of ``tx``; False when another transaction holds it.
+
+        Tries of one request take turns, so a retry sent while the first try is still being
+        served finds that try's lease (``write(turn=...)`` waits for the turn). SQLite:
+        always True (one writer at a time). PostgreSQL: an advisory lock."""
 
 
 class PoolStore(Protocol):

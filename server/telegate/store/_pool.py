@@ -193,11 +193,6 @@ class Store:
         grants: list[Grant] = []
 
         def claim(tx: Tx) -> Lease | Ticket | NoSessionAvailable:
-            if request_id is not None and key is not None:
-                # First, holding nothing yet: a retry of this request that arrives while the
-                # first try is still being served (its answer timed out) waits for it here,
-                # then finds its lease (on SQLite one writer at a time does that already).
-                self.engine.take_turn(tx, key.id, request_id, wait=True)
             grants[:] = self._serve_line(tx)
             outcome = self._claim(tx, ttl, holder, name, key, request_id, purpose)
             if isinstance(outcome, NoSessionAvailable) and wait > 0 and owner is not None and outcome.total:
@@ -207,7 +202,11 @@ class Store:
                 return Ticket(ticket, line.next_free_at(tx))
             return outcome
 
-        outcome = self.engine.write(claim, batch=True)
+        # The request's turn first, holding nothing yet: a retry of this request that
+        # arrives while the first try is still being served (its answer timed out) waits
+        # for it, then finds its lease.
+        turn = (key.id, request_id) if request_id is not None and key is not None else None
+        outcome = self.engine.write(claim, batch=True, turn=turn)
         self._granted(grants)
         if isinstance(outcome, (Lease, Ticket)):
             return outcome
@@ -309,8 +308,7 @@ class Store:
             if row is None:  # revoked while waiting: nothing for it (its wait ends by itself)
                 return None
             key = KeyInfo(row["name"], row["scope"], row["id"], row["max_leases"])
-            if waiter["request_id"] is not None and not self.engine.take_turn(
-                    tx, key.id, waiter["request_id"], wait=False):
+            if waiter["request_id"] is not None and not self.engine.try_turn(tx, key.id, waiter["request_id"]):
                 return None  # a retry of its request is being served right now: that one gets the lease
         try:
             outcome = self._claim(tx, float(waiter["ttl"]), waiter["holder"], waiter["name"], key,

@@ -29,6 +29,7 @@ import logging
 import re
 import threading
 import time
+import zlib
 from functools import lru_cache
 from typing import Any, Callable, Mapping, TypeVar
 from urllib.parse import quote
@@ -359,13 +360,15 @@ class PostgresEngine:
     def prepare(sql: str) -> str:
         return _translate_sql(sql)
 
-    def write(self, op: Callable[[Any], T], *, batch: bool = False) -> T:
+    def write(self, op: Callable[[Any], T], *, batch: bool = False, turn: tuple[int, str] | None = None) -> T:
         """Run ``op(tx)`` in one READ COMMITTED transaction and commit it.
 
         ``batch`` is SQLite's group commit; PostgreSQL commits concurrent transactions
-        together by itself, so it is ignored here.
+        together by itself, so it is ignored here. ``turn``: the request's advisory lock,
+        taken in the round trip that opens the transaction (it costs no statement more).
         """
-        return self._run(op, "BEGIN ISOLATION LEVEL READ COMMITTED", _what(op, "write"))
+        return self._run(op, "BEGIN ISOLATION LEVEL READ COMMITTED", _what(op, "write"),
+                         turn=None if turn is None else _turn_lock(*turn))
 
     def read(self, op: Callable[[Any], T]) -> T:
         """Run ``op(tx)``'s statements in autocommit: each reads the latest committed data
@@ -427,16 +430,11 @@ class PostgresEngine:
         """``NOTIFY`` in the granting transaction: delivered at its COMMIT (``_pg_feed``)."""
         announce(tx)
 
-    def take_turn(self, tx: Any, key_id: int, request_id: str, *, wait: bool) -> bool:
-        """A transaction-scoped advisory lock on (key, request): two-int keys, a space apart
-        from the one-bigint migration lock. Held until commit or rollback."""
-        params = {"key_id": key_id, "request_id": request_id}
-        if wait:
-            tx.row("SELECT 1 AS taken FROM (SELECT pg_advisory_xact_lock(CAST(:key_id AS INTEGER),"
-                   " hashtext(:request_id))) AS turn", params)
-            return True
-        return bool(tx.row("SELECT pg_try_advisory_xact_lock(CAST(:key_id AS INTEGER), hashtext(:request_id))"
-                           " AS taken", params)["taken"])
+    def try_turn(self, tx: Any, key_id: int, request_id: str) -> bool:
+        """The request's transaction-scoped advisory lock, if free (see :func:`_turn_lock`)."""
+        first, second = _turn_lock(key_id, request_id)
+        return bool(tx.row("SELECT pg_try_advisory_xact_lock(:first, :second) AS taken",
+                           {"first": first, "second": second})["taken"])
 
     def commit_feed(self) -> PostgresCommitFeed:
         """A ``LISTEN`` on a connection of its own, with this engine's connection settings."""
@@ -471,7 +469,7 @@ class PostgresEngine:
     # -- plumbing -----------------------------------------------------------------------
 
     def _run(self, op: Callable[[_Tx], T] | None, begin: str | None, what: str, *,
-             timeout: float | None = None) -> T:
+             timeout: float | None = None, turn: tuple[int, int] | None = None) -> T:
         """Run ``op`` in a transaction opened by ``begin``, or (``begin`` None) statement by
         statement in autocommit, as reads do; no ``op``: just read the database's clock."""
         if self._closed:
@@ -483,8 +481,10 @@ class PostgresEngine:
             try:
                 with conn.cursor() as cursor:
                     if begin is not None:
-                        # BEGIN and the transaction's clock in one round trip.
-                        cursor.execute(f"{begin}; SELECT EXTRACT(EPOCH FROM now()) AS now")
+                        # BEGIN and the transaction's clock in one round trip (and a
+                        # request's turn: two integers, written into the text as numbers).
+                        lock = "" if turn is None else f", pg_advisory_xact_lock({int(turn[0])}, {int(turn[1])})"
+                        cursor.execute(f"{begin}; SELECT EXTRACT(EPOCH FROM now()) AS now{lock}")
                         cursor.nextset()
                         now = self._clock_from(cursor.fetchone()["now"])
                     else:
@@ -573,6 +573,14 @@ class PostgresEngine:
             self._pool.check()
         except Exception as exc:  # the check is an optimisation; the retry copes either way
             log.debug("pool check failed: %s", exc)
+
+
+def _turn_lock(key_id: int, request_id: str) -> tuple[int, int]:
+    """The two 32-bit keys of a request's advisory lock (a key space apart from the one-bigint
+    migration lock): the API key's id, and a CRC-32 of the ``request_id``. Two requests that
+    share one only take turns needlessly."""
+    digest = zlib.crc32(request_id.encode("utf-8", "surrogatepass"))
+    return (key_id & 0x7FFFFFFF, digest - (1 << 32) if digest >= 1 << 31 else digest)
 
 
 def _rollback(conn: psycopg.Connection) -> None:

@@ -261,8 +261,9 @@ class SQLiteEngine:
                     conn.execute("ROLLBACK")
                 raise DatabaseError(f"could not commit: {exc}") from exc
 
-    def write(self, op: Callable[[Any], T], *, batch: bool = False) -> T:
-        """Run ``op(tx)`` in one write transaction and commit.
+    def write(self, op: Callable[[Any], T], *, batch: bool = False, turn: tuple[int, str] | None = None) -> T:
+        """Run ``op(tx)`` in one write transaction and commit (``turn`` needs nothing here:
+        one writer at a time takes every turn in order).
 
         ``batch=True`` shares the transaction with concurrent callers (group commit). A
         durable commit costs an fsync, which dwarfs the statements of a lease. So writes
@@ -340,7 +341,7 @@ class SQLiteEngine:
     def announce(self, tx: Any) -> None:
         """Nothing to do: the commit itself changes every other connection's ``data_version``."""
 
-    def take_turn(self, tx: Any, key_id: int, request_id: str, *, wait: bool) -> bool:
+    def try_turn(self, tx: Any, key_id: int, request_id: str) -> bool:
         """Always ours: BEGIN IMMEDIATE lets one writer at a time in already."""
         return True
 
