@@ -254,3 +254,33 @@ def test_sessions_in_use_are_long_polled(live_server, caplog):
     assert lease.session_name == "acc1" and sleeps.waits == []
     assert [body.get("wait") for body in bodies] == [None, 30]
     assert "waiting up to 30 s for a session to be released" in caplog.text
+
+
+def test_a_release_whose_answer_was_lost_is_not_a_lost_lease(live_server, caplog):
+    """The server released the session, the answer never came, another worker took the account
+    before the retry: the retry is answered as released, no false "lost lease" (as in sync)."""
+    live_server.add_sessions("solo")
+
+    async def main():
+        async with make(live_server, sleep=AsyncSleeps()) as client, make(live_server, keepalive=False) as other:
+            real = client._transport._send_to
+            taken = []
+
+            def drop_the_release_answer(base_url, method, path, body):  # runs in the client's HTTP thread
+                data = real(base_url, method, path, body)
+                if path == "/release" and not taken:
+                    taken.append(other._transport.send("POST", "/session", {"ttl": 60}))  # the account is theirs now
+                    error = TeleGateConnectionError("reset", method=method, url=base_url + path, detail="reset")
+                    error.transient = True
+                    raise error
+                return data
+
+            client._transport._send_to = drop_the_release_answer
+            with caplog.at_level(logging.WARNING):
+                async with client.session() as lease:
+                    pass
+            assert taken and not lease.lost and lease.released
+            assert "lost" not in caplog.text, caplog.text
+            assert live_server.store.get_session(lease.session_id)["state"] == "in_use"  # theirs, untouched
+
+    run(main())
