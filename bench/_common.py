@@ -459,8 +459,12 @@ def ms(seconds: float) -> float:
     return seconds * 1000.0
 
 
-def arg_parser(description: str) -> argparse.ArgumentParser:
+def arg_parser(description: str, *, baseline_tree: bool = False) -> argparse.ArgumentParser:
+    """The flags every benchmark takes; ``baseline_tree``: also ``--baseline-tree DIR`` (before/after)."""
     parser = argparse.ArgumentParser(description=description)
+    if baseline_tree:
+        parser.add_argument("--baseline-tree", type=Path, default=None,
+                            help="also measure the TeleGate of another checkout (a before/after comparison)")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, a second or two in all")
     parser.add_argument("--seconds", type=float, default=None, help="measuring time per round and server")
     parser.add_argument("--rounds", type=int, default=None, help="alternating rounds (median kept)")

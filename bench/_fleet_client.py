@@ -47,6 +47,11 @@ class Worker:
         self.error: str | None = None
         self.retry_after = 1.0
 
+    def release(self, lease: dict) -> None:
+        status, reply = self.post("/release", {"session_id": lease["session_id"], "lease_token": lease["lease_token"]})
+        if status != 200:
+            raise RuntimeError(f"release answered {status}: {reply}")
+
     def post(self, path: str, body: dict) -> tuple[int, dict]:
         self.conn.request("POST", path, json.dumps(body).encode(), self.headers)
         response = self.conn.getresponse()
@@ -69,10 +74,7 @@ class Worker:
                 if began >= start:
                     self.misses += 1
                 continue
-            status, reply = self.post("/release", {"session_id": lease["session_id"],
-                                                   "lease_token": lease["lease_token"]})
-            if status != 200:
-                raise RuntimeError(f"release answered {status}: {reply}")
+            self.release(lease)
             if began >= start:
                 self.cycles += 1
                 self.latencies.append(time.time() - began)
@@ -98,10 +100,7 @@ class Worker:
                 self.grants.append((asked, granted, lease["session_id"]))
             time.sleep(hold)  # the worker's own work on the account
             self.releases.append((time.time(), lease["session_id"]))  # when the release was sent
-            status, reply = self.post("/release", {"session_id": lease["session_id"],
-                                                   "lease_token": lease["lease_token"]})
-            if status != 200:
-                raise RuntimeError(f"release answered {status}: {reply}")
+            self.release(lease)
             if asked >= start:
                 self.cycles += 1
             asked = time.time()

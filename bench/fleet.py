@@ -314,12 +314,10 @@ def part_idle(args: Any, where: Path, waiters: int, pool: int = 10, quiet: float
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = c.arg_parser(__doc__.splitlines()[0])
+    parser = c.arg_parser(__doc__.splitlines()[0], baseline_tree=True)
     parser.add_argument("--parts", default="scale,handoff,idle", help="scale, handoff, idle (comma-separated)")
     parser.add_argument("--workers", default="8,100,400,1000", help="worker counts for the scale part")
     parser.add_argument("--waiters", type=int, default=1000, help="long-polling workers in the idle part")
-    parser.add_argument("--baseline-tree", type=Path, default=None,
-                        help="also measure the TeleGate of another checkout (a before/after comparison)")
     args = parser.parse_args(argv)
     seconds = args.seconds or (0.5 if args.quick else 2.0)
     rounds = args.rounds or (1 if args.quick else 3)

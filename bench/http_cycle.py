@@ -22,12 +22,10 @@ import _common as c  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = c.arg_parser(__doc__.splitlines()[0])
+    parser = c.arg_parser(__doc__.splitlines()[0], baseline_tree=True)
     parser.add_argument("--clients", default="1,4,16", help="comma-separated client counts")
     parser.add_argument("--client-kinds", default="thin,sdk", help="thin, sdk, urllib3 (comma-separated)")
     parser.add_argument("--sessions", type=int, default=64, help="sessions in TeleGate's pool")
-    parser.add_argument("--baseline-tree", type=Path, default=None,
-                        help="also measure the TeleGate of another checkout (a before/after comparison)")
     parser.add_argument("--telegate-args", default="", help="extra flags for telegate serve (space-separated)")
     args = parser.parse_args(argv)
     seconds = args.seconds or (0.3 if args.quick else 1.0)

@@ -238,13 +238,11 @@ def sdk_takes_a_list() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = c.arg_parser(__doc__.splitlines()[0])
+    parser = c.arg_parser(__doc__.splitlines()[0], baseline_tree=True)
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
     parser.add_argument("--pg", default=None, help="PostgreSQL URL to create the databases from")
     parser.add_argument("--failovers", type=int, default=None, help="failover repeats (default 5, quick 1)")
     parser.add_argument("--first-only", action="store_true", help="measurement 1 only (PostgreSQL vs SQLite)")
-    parser.add_argument("--baseline-tree", type=Path, default=None,
-                        help="also measure another checkout in measurement 1 (a before/after comparison)")
     args = parser.parse_args(argv)
     seconds = args.seconds or (0.3 if args.quick else 1.0)
     rounds = args.rounds or (1 if args.quick else 7)

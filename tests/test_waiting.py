@@ -79,6 +79,17 @@ def release(server: LiveServer, lease: dict, key: str = "client") -> None:
     assert reply.status == 200, reply
 
 
+def next_grant(waiters: list[Waiter], order: list[str]) -> dict:
+    """Wait for the one waiter not in ``order`` yet to get the session; add its label, return its lease."""
+    wait_for(lambda: any(w.done() and w.label not in order for w in waiters), "the next grant")
+    done = [w for w in waiters if w.done() and w.label not in order]
+    assert len(done) == 1, "two waiters hold the one session"
+    status, lease = done[0].get()
+    assert status == 200, lease
+    order.append(done[0].label)
+    return lease
+
+
 def test_freed_session_goes_to_the_longest_waiter_not_the_releaser(live_server):
     live_server.add_sessions("only")
     held = acquire(live_server, holder="holder")
@@ -92,15 +103,9 @@ def test_freed_session_goes_to_the_longest_waiter_not_the_releaser(live_server):
     assert again.status == 503, again
     assert again.json["waiting_workers"] == 2  # w1 got it; w2 and w3 still wait
 
-    order = []
+    order: list[str] = []
     for _ in waiters:
-        done = [w for w in waiters if w.done() and w.label not in order]
-        wait_for(lambda: any(w.done() and w.label not in order for w in waiters), "the next grant")
-        done = [w for w in waiters if w.done() and w.label not in order]
-        assert len(done) == 1, "two waiters hold the one session"
-        status, lease = done[0].get()
-        assert status == 200, lease
-        order.append(done[0].label)
+        lease = next_grant(waiters, order)
         release(live_server, lease)
     assert order == ["w1", "w2", "w3"]
     assert live_server.status()["waiting_workers"] == 0
@@ -123,15 +128,10 @@ def test_fifo_across_two_server_processes_on_one_file(server_factory, tmp_path):
     by_label = {w.label: w for w in waiters}
     servers = {"a": first, "b": second}
     for _ in waiters:
-        wait_for(lambda: any(w.done() and w.label not in order for w in waiters), "the next grant")
-        done = [w for w in waiters if w.done() and w.label not in order]
-        assert len(done) == 1, "two waiters hold the one session"
-        status, lease = done[0].get()
-        assert status == 200, lease
-        order.append(done[0].label)
+        lease = next_grant(waiters, order)
         # Released through the other server than the one that granted it (with the key that holds it).
-        granting = servers[done[0].label[0]]
-        release(servers["b" if done[0].label[0] == "a" else "a"], lease, key=granting.client_key)
+        granting = servers[order[-1][0]]
+        release(servers["b" if order[-1][0] == "a" else "a"], lease, key=granting.client_key)
     assert order == ["a1", "b1", "a2", "b2"], order
     assert by_label["b2"].label == "b2"
 
