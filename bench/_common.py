@@ -413,6 +413,13 @@ class Rounds:
         pairs = zip(self.per_server[label], self.per_server[baseline])
         return median([a.cpu_per_cycle / b.cpu_per_cycle for a, b in pairs if b.all_cycles and a.all_cycles])
 
+    def round_ratios(self, label: str, baseline: str) -> tuple[str, str]:
+        """This server over the baseline in each round: rates, and CPU per cycle (as text)."""
+        pairs = list(zip(self.per_server[label], self.per_server[baseline]))
+        rates = ", ".join(f"{a.rate / b.rate:.2f}" for a, b in pairs if b.rate)
+        cpu = ", ".join(f"{a.cpu_per_cycle / b.cpu_per_cycle:.2f}" for a, b in pairs if a.all_cycles and b.all_cycles)
+        return rates, cpu
+
     def percentile(self, label: str, q: float) -> float:
         merged = Result(0, 0, 0.0, [lat for r in self.per_server[label] for lat in r.latencies])
         return merged.percentile(q)

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.baseline_tree:
             servers.append(running.start("telegate", sessions=args.sessions, tree=args.baseline_tree.resolve(),
                                          extra=telegate_flags, label="baseline"))
-        rows = []
+        rows, rounds_seen = [], []
         for kind in kinds:
             for clients in counts:
                 r = c.side_by_side(servers, clients, seconds, rounds, kind)
@@ -58,12 +58,18 @@ def main(argv: list[str] | None = None) -> int:
                                  r.cpu_ratio("telegate", "baseline")]
                 print(f"  {kind} x{clients}: " + "  ".join(f"{label} {r.rate(label):.0f}/s" for label in r.per_server),
                       file=sys.stderr, flush=True)
+                if args.baseline_tree:
+                    rounds_seen.append([kind, clients, *r.round_ratios("telegate", "baseline")])
         headers = ["client", "clients", "A cycles/s", "B cycles/s", "TeleGate cycles/s", "TG/A", "TG/B",
                    "TG p50 ms", "TG p99 ms", "B p50 ms", "B p99 ms"]
         if args.baseline_tree:
             headers += ["baseline cycles/s", "baseline/B", "TG/baseline",
                         "TG CPU µs/cycle", "baseline CPU µs/cycle", "TG/baseline CPU"]
         print(c.table(headers, rows))
+        if rounds_seen:
+            print("\nEvery round, TeleGate over the baseline (cycles/s; CPU per cycle):\n")
+            print(c.table(["client", "clients", "TG/baseline cycles/s by round", "TG/baseline CPU by round"],
+                          rounds_seen))
     return 0
 
 
