@@ -30,7 +30,7 @@ import pytest
 import urllib3
 
 import pgtools
-from telegate import Settings, Store, create_app
+from telegate import Settings, create_app, open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 STARTUP_DEADLINE = 30.0
@@ -68,7 +68,7 @@ class LiveServer:
         self.db_path = db_path
         self.args = args
         self.env = env or server_env()
-        self.store = Store(db_path)
+        self.store = open_store(db_path)
         suffix = "" if not self.store.count_keys() else f"-{os.getpid()}-{id(self)}"
         self.admin_key = self.store.create_key("test-admin" + suffix, "admin")
         self.client_key = self.store.create_key("test-client" + suffix, "client")
@@ -279,7 +279,7 @@ class FakeClock:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    """A clock the test moves by hand, for a store built with ``Store(..., clock=clock)``."""
+    """A clock the test moves by hand, for a store built with ``open_store(..., clock=clock)``."""
     return FakeClock()
 
 
@@ -289,7 +289,7 @@ class WsgiCaller:
     def __init__(self, tmp_path: Path, db: Path | str | None = None, **settings: Any) -> None:
         self.clock = FakeClock()
         db = db or tmp_path / "wsgi.db"
-        self.store = Store(db, clock=self.clock)
+        self.store = open_store(db, clock=self.clock)
         self.settings = Settings(db=db, **settings)
         self.app = create_app(self.settings, self.store)
         self.admin_key = self.store.create_key("admin", "admin")
