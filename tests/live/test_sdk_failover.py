@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from support import Sleeps, eventually
+from support import LiveServer, Sleeps, eventually
 from telegram_session_manager import (
     AsyncTelegramSessionManagerClient,
     TelegramSessionManagerClient,
@@ -17,11 +17,25 @@ from telegram_session_manager import (
 LOGGER = "telegram_session_manager.client"
 
 
+@pytest.fixture(scope="module")
+def module_pair(module_server):
+    """A second server on the module server's database, both kept for the module's tests."""
+    module_server.reset()  # nothing an earlier test left goes into the state kept below
+    second = LiveServer(module_server.db_path)
+    try:
+        module_server.keep_state()  # with the second's keys
+        second.keep_state()
+        yield module_server, second
+    finally:
+        second.close()
+
+
 @pytest.fixture
-def pair(server_factory):
-    """Two servers sharing one database: either serves any lease."""
-    first = server_factory()
-    second = server_factory(db_path=first.db_path)
+def pair(module_pair):
+    """Two servers sharing one database: either serves any lease (reset for this test, restarted if killed)."""
+    first, second = module_pair
+    first.reset()
+    second.reset()
     return first, second
 
 
