@@ -56,7 +56,8 @@ class Admin(Protocol):
     def iter_sessions(self, state: str | None = None) -> Iterator[dict[str, Any]]: ...
     def set_disabled(self, names: Sequence[str], disabled: bool, reason: str | None = None) -> list[str]: ...
     def remove_sessions(self, names: Sequence[str]) -> list[str]: ...
-    def create_key(self, name: str, *, admin: bool = False, max_leases: int | None = None) -> str: ...
+    def create_key(self, name: str, *, admin: bool = False, max_leases: int | None = None,
+                   max_waiting: int | None = None) -> str: ...
     def list_keys(self) -> list[dict[str, Any]]: ...
     def revoke_key(self, name: str, *, keep_leases: bool = False) -> int: ...
     def status(self) -> dict[str, Any]: ...
@@ -121,8 +122,10 @@ class DatabaseAdmin:
     def remove_sessions(self, names: Sequence[str]) -> list[str]:
         return self.store.remove_sessions_by_name(names)
 
-    def create_key(self, name: str, *, admin: bool = False, max_leases: int | None = None) -> str:
-        return self.store.create_key(name, "admin" if admin else "client", max_leases=max_leases)
+    def create_key(self, name: str, *, admin: bool = False, max_leases: int | None = None,
+                   max_waiting: int | None = None) -> str:
+        return self.store.create_key(name, "admin" if admin else "client", max_leases=max_leases,
+                                     max_waiting=max_waiting)
 
     def list_keys(self) -> list[dict[str, Any]]:
         return [_keys.key_json(row) for row in self.store.list_keys()]
@@ -314,10 +317,13 @@ class HttpAdmin:
 
     # -- keys ----------------------------------------------------------------------------------
 
-    def create_key(self, name: str, *, admin: bool = False, max_leases: int | None = None) -> str:
+    def create_key(self, name: str, *, admin: bool = False, max_leases: int | None = None,
+                   max_waiting: int | None = None) -> str:
         body: dict[str, Any] = {"name": name, "admin": admin}
         if max_leases is not None:
             body["max_leases"] = max_leases
+        if max_waiting is not None:
+            body["max_waiting"] = max_waiting
         return str(self._call("POST", "/keys", body, expect=("key",))["key"])
 
     def list_keys(self) -> list[dict[str, Any]]:

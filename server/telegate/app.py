@@ -23,7 +23,7 @@ from .metrics import install_metrics
 from .openapi import install_openapi
 from ._text import escape
 from ._channel import ON_DISCONNECT
-from ._waiting import WaitRoom, new_owner
+from ._waiting import LineFull, Place, WaitRoom, new_owner
 from .settings import Settings
 from .store import STATES, KeyInfo, PoolStore, Ticket
 
@@ -171,6 +171,9 @@ class _ApiPlugin:
                 return _error_response(ApiError(404, "not_found", str(exc)))
             except store_mod.NotLeaseHolder as exc:
                 return _error_response(ApiError(409, "not_lease_holder", str(exc)))
+            except store_mod.WaitLimit as exc:
+                return _error_response(ApiError(429, "wait_limit", str(exc), headers={"Retry-After": "1"},
+                                                extra={"limit": exc.limit, "waiting": exc.waiting}))
             except store_mod.LeaseLimit as exc:
                 return _error_response(ApiError(429, "lease_limit", str(exc), headers={"Retry-After": "1"},
                                                 extra={"limit": exc.limit, "held": exc.held}))
@@ -267,12 +270,18 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
         holder = fields.text("holder", max_length=200) or key.name
         name = fields.text("name", max_length=store_mod.MAX_NAME_LENGTH)
         wait = fields.number("wait", low=0, high=MAX_WAIT) or 0
-        if wait and room.count >= settings.max_waiters:
-            wait = 0  # this process parks no more: answer now (503 if nothing is free)
-        lease = store.acquire(ttl, holder=holder, name=name, key=key, request_id=fields.request_id(),
-                              purpose=fields.method("purpose"), wait=wait, owner=room.owner)
-        if isinstance(lease, Ticket):
-            lease = _wait_in_line(lease, wait)
+        place = room.admit(key.id, settings.max_waiters) if wait else None
+        if place is None:
+            wait = 0  # this process parks no more for this key: answer now (503 if nothing is free)
+        try:
+            lease = store.acquire(ttl, holder=holder, name=name, key=key, request_id=fields.request_id(),
+                                  purpose=fields.method("purpose"), wait=wait, owner=room.owner,
+                                  keep_polls=settings.max_waiters)
+            if isinstance(lease, Ticket):
+                lease = _wait_in_line(lease, wait, place)
+        finally:
+            if place is not None:
+                room.leave(place)
         log.info("leased session %d (%s) to %s until %s", lease.session_id, lease.session_name,
                  holder, iso(lease.lease_expires_at))
         return _json({
@@ -285,12 +294,17 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
             "meta": lease.meta,
         })
 
-    def _wait_in_line(ticket: Ticket, wait: float) -> store_mod.Lease:
+    def _wait_in_line(ticket: Ticket, wait: float, place: Place | None) -> store_mod.Lease:
         """Park a long-poll until its ticket is granted a session, or its wait runs out (503)."""
         started = time.perf_counter()
         try:
             lease = room.wait(ticket.ticket, wait, ticket.next_free_at,
-                              on_disconnect=bottle.request.environ.get(ON_DISCONNECT))
+                              on_disconnect=bottle.request.environ.get(ON_DISCONNECT), place=place)
+        except LineFull:
+            raise ApiError(503, "no_session_available",
+                           "the waiting line of this server is full and your key holds the most places in it:"
+                           " this poll gave its place to a key holding fewer; poll again after Retry-After",
+                           headers={"Retry-After": "1"}, extra={"line_full": True}) from None
         finally:
             waited = time.perf_counter() - started
             bottle.request.environ["telegate.waited"] = waited
@@ -462,14 +476,16 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
 
     @route("/keys", "POST", auth="admin")
     def create_key() -> Any:
-        fields = body({"name", "admin", "max_leases"})
+        fields = body({"name", "admin", "max_leases", "max_waiting"})
         name = fields.text("name", max_length=_keys.MAX_KEY_NAME, required=True)
         scope = "admin" if fields.boolean("admin") else "client"
         max_leases = fields.integer("max_leases")
-        key = store.create_key(name, scope, max_leases=max_leases)
+        max_waiting = fields.integer("max_waiting")
+        key = store.create_key(name, scope, max_leases=max_leases, max_waiting=max_waiting)
         log.info("%s key %r created by %s", scope, name, caller().name)
         # The key is in this answer only: no cache may keep it.
-        return _json({"name": name, "scope": scope, "max_leases": max_leases, "key": key}, status=201,
+        return _json({"name": name, "scope": scope, "max_leases": max_leases, "max_waiting": max_waiting,
+                      "key": key}, status=201,
                      headers={"Cache-Control": "no-store"})
 
     @route("/keys/<name:path>", "DELETE", auth="admin")

@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--admin", action="store_true", help="admin scope (manage sessions); default client")
     create.add_argument("--max-leases", metavar="N", type=_positive_int, default=None,
                         help="most leases the key may hold at once (over it: 429 lease_limit); default no limit")
+    create.add_argument("--max-waiting", metavar="N", type=_positive_int, default=None,
+                        help="most long-polls the key may park in the waiting line at once (over it: 429"
+                             " wait_limit); default 4 per --max-leases, or no cap of its own")
     ksub.add_parser("list", parents=[db], help="list keys (never the keys themselves)")
     revoke = ksub.add_parser("revoke", parents=[db], help="revoke a key by name")
     revoke.add_argument("name")
@@ -260,7 +263,7 @@ def _keys(admin: Admin, args: argparse.Namespace, out: TextIO, err: TextIO) -> i
             raise CliError("key name must be 1 to 100 characters")
         if unsafe := unsafe_detail("the key name", name):  # it is the default holder, shown to the admin
             raise CliError(unsafe)
-        key = admin.create_key(name, admin=args.admin, max_leases=args.max_leases)
+        key = admin.create_key(name, admin=args.admin, max_leases=args.max_leases, max_waiting=args.max_waiting)
         out.write(key + "\n")
         limit = f", at most {args.max_leases} lease(s) at once" if args.max_leases else ""
         err.write(f"created {'admin' if args.admin else 'client'} key {name!r}{limit} ({admin.where});"

@@ -357,6 +357,9 @@ _SCHEMAS: dict[str, Any] = {
             "max_leases": {"type": "integer", "minimum": 1, "maximum": _MAX_ID, "nullable": True,
                            "description": "Most leases the key may hold at once (more: 429 lease_limit); no limit"
                                           " when left out."},
+            "max_waiting": {"type": "integer", "minimum": 1, "maximum": _MAX_ID, "nullable": True,
+                            "description": "Most long-polls the key may park in the waiting line at once (more: 429"
+                                           " wait_limit); left out: 4 per max_leases, or no cap of its own."},
         },
     },
     "NewKey": {
@@ -365,6 +368,7 @@ _SCHEMAS: dict[str, Any] = {
             "name": {"type": "string"},
             "scope": {"type": "string", "enum": ["client", "admin"]},
             "max_leases": {"type": "integer", "minimum": 1, "nullable": True},
+            "max_waiting": {"type": "integer", "minimum": 1, "nullable": True},
             "key": {"type": "string", "description": "The key itself. Shown in this answer only: keep it."},
         },
     },
@@ -376,6 +380,9 @@ _SCHEMAS: dict[str, Any] = {
             "scope": {"type": "string", "enum": ["client", "admin"]},
             "max_leases": {"type": "integer", "minimum": 1, "nullable": True,
                            "description": "Most leases the key may hold at once; null: no limit."},
+            "max_waiting": {"type": "integer", "minimum": 1, "nullable": True,
+                            "description": "Most long-polls the key may park at once; null: 4 per max_leases,"
+                                           " or no cap of its own."},
             "leases": _count("Leases the key holds now."),
             "created_at": _time("When the key was created.", nullable=False),
             "revoked_at": _time("When the key was revoked; null while it is active."),
@@ -408,7 +415,8 @@ _RESPONSES: dict[str, Any] = {
     "Conflict": _answer("The lease belongs to another API key (not_lease_holder), the lease token is not the current"
                         " lease (lease_mismatch), or the session was disabled during the lease (session_disabled,"
                         " on renew).", _ref("Error")),
-    "LeaseLimit": _answer("The key holds as many leases as its max_leases allows (lease_limit); release one first.",
+    "LeaseLimit": _answer("The key holds as many leases as its max_leases allows (lease_limit); release one first."
+                          " Or (wait_limit, with limit and waiting) it parks as many long-polls as it may.",
                           _ref("Error"), headers=_RETRY_AFTER),
     "BodyTooLarge": _answer("The request body is larger than --max-body.", _ref("Error")),
     "InternalError": _answer("Unexpected server error (logged).", _ref("Error")),

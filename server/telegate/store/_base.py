@@ -60,6 +60,15 @@ class LeaseLimit(StoreError):
         self.held = held
 
 
+class WaitLimit(StoreError):
+    """The key already parks as many polls in the waiting line as it may (``limit``)."""
+
+    def __init__(self, message: str, *, limit: int, waiting: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.waiting = waiting
+
+
 class KeyRevoked(StoreError):
     """The API key was revoked after it was authenticated, before its request could take effect."""
 
@@ -120,6 +129,7 @@ class KeyInfo:
     scope: str
     id: int | None = None
     max_leases: int | None = None
+    max_waiting: int | None = None  # admin-set cap on polls parked at once (None: the line's rule)
 
     @property
     def is_admin(self) -> bool:

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from . import _line as line
 from ._base import (
     STATES, Conflict, DatabaseError, Engine, Grant, KeyInfo, KeyRevoked, Lease, LeaseLimit, LeaseMismatch,
-    NoSessionAvailable, NotFound, NotLeaseHolder, SessionDisabled, Ticket, Tx, hash_key,
+    NoSessionAvailable, NotFound, NotLeaseHolder, SessionDisabled, Ticket, Tx, WaitLimit, hash_key,
 )
 
 __all__ = ["Store", "open_store", "is_database_url"]
@@ -176,7 +176,8 @@ class Store:
 
     def acquire(self, ttl: float, holder: str | None = None, name: str | None = None, *,
                 key: KeyInfo | None = None, request_id: str | None = None,
-                purpose: str | None = None, wait: float = 0, owner: str | None = None) -> Lease | Ticket:
+                purpose: str | None = None, wait: float = 0, owner: str | None = None,
+                keep_polls: int = 1000) -> Lease | Ticket:
         """Lease the least recently used free session (or the one called ``name``) to ``key``.
 
         ``request_id`` makes the call idempotent: a repeat from the same key while that
@@ -186,19 +187,33 @@ class Store:
         When nothing is left: with ``wait`` > 0 (and ``owner``, the name of the server
         process that will wait) the caller joins the line and gets a :class:`Ticket`;
         otherwise :class:`NoSessionAvailable` with the pool's counts. Raises
-        :class:`LeaseLimit` when the key holds its ``max_leases`` already, and
-        :class:`NotFound` when ``name`` is not registered.
+        :class:`LeaseLimit` when the key holds its ``max_leases`` already,
+        :class:`WaitLimit` when it parks as many polls as it may (``line.park_cap``), and
+        :class:`NotFound` when ``name`` is not registered. ``keep_polls``: how many polls
+        that left the line a key's retries may still take back (at least its cap).
         """
         purpose = purpose.lower() if purpose else None
         grants: list[Grant] = []
 
-        def claim(tx: Tx) -> Lease | Ticket | NoSessionAvailable:
+        def claim(tx: Tx) -> Lease | Ticket | NoSessionAvailable | WaitLimit:
             grants[:] = self._serve_line(tx)
             outcome = self._claim(tx, ttl, holder, name, key, request_id, purpose)
-            if isinstance(outcome, NoSessionAvailable) and wait > 0 and owner is not None and outcome.total:
+            # Only a request something can free up for parks: one for a disabled session,
+            # or while every session it could take is disabled, is answered now.
+            if isinstance(outcome, NoSessionAvailable) and wait > 0 and owner is not None and outcome.total \
+                    and tx.row("SELECT 1 AS x FROM sessions WHERE disabled = 0"
+                               + (" AND name = :name" if name is not None else "") + " LIMIT 1", {"name": name}):
+                cap = None if key is None or key.is_admin else line.park_cap(key.max_leases, key.max_waiting)
                 ticket = line.enqueue(tx, owner=owner, ttl=ttl, wait=wait, holder=holder, name=name,
                                       key_id=key.id if key is not None else None, purpose=purpose,
-                                      request_id=request_id)
+                                      request_id=request_id, cap=cap, keep=max(cap or 0, keep_polls))
+                if isinstance(ticket, tuple):
+                    limit, waiting = ticket
+                    return WaitLimit(
+                        f"key {key.name!r} already has {waiting} poll(s) waiting in line, its cap (max_waiting="
+                        f"{limit}{'' if key.max_waiting is not None else ', 4 per max_leases'});"
+                        " wait for one to end, or ask an admin to raise it (telegate keys create --max-waiting)",
+                        limit=limit, waiting=waiting)
                 return Ticket(ticket, line.next_free_at(tx))
             return outcome
 
@@ -210,6 +225,8 @@ class Store:
         self._granted(grants)
         if isinstance(outcome, (Lease, Ticket)):
             return outcome
+        if isinstance(outcome, WaitLimit):
+            raise outcome
         if name is not None and outcome.total == 0:
             raise NotFound(f"no session named {name!r}")
         raise outcome
@@ -300,24 +317,25 @@ class Store:
             self.engine.announce(tx)
         return grants
 
-    def _claim_for_waiter(self, tx: Tx, waiter: Mapping[str, Any]) -> Lease | None:
+    def _claim_for_waiter(self, tx: Tx, waiter: Mapping[str, Any]) -> Lease | str:
+        """The claim for a waiting ticket, or why none (see ``line.Claim``)."""
         key = None
         if waiter["key_id"] is not None:
             row = tx.row("SELECT id, name, scope, max_leases FROM api_keys WHERE id = :id AND revoked_at IS NULL",
                          {"id": waiter["key_id"]})
             if row is None:  # revoked while waiting: nothing for it (its wait ends by itself)
-                return None
+                return "key"
             key = KeyInfo(row["name"], row["scope"], row["id"], row["max_leases"])
             if waiter["request_id"] is not None and not self.engine.try_turn(tx, key.id, waiter["request_id"]):
-                return None  # a retry of its request is being served right now: that one gets the lease
+                return "turn"  # a retry of its request is being served right now: that one gets the lease
         try:
             outcome = self._claim(tx, float(waiter["ttl"]), waiter["holder"], waiter["name"], key,
                                   waiter["request_id"], waiter["purpose"])
         except LeaseLimit:  # its key holds all it may: the next release of that key serves it
-            return None
+            return "key"
         except KeyRevoked:  # revoked while waiting: nothing for it (its wait ends by itself)
-            return None
-        return None if isinstance(outcome, NoSessionAvailable) else outcome
+            return "key"
+        return "fit" if isinstance(outcome, NoSessionAvailable) else outcome
 
     def _granted(self, grants: list[Grant]) -> None:
         if grants:
@@ -900,25 +918,30 @@ class Store:
     # -- API keys -----------------------------------------------------------------------
 
     def create_key(self, name: str, scope: str = "client", key: str | None = None, *,
-                   max_leases: int | None = None) -> str:
+                   max_leases: int | None = None, max_waiting: int | None = None) -> str:
         """Store a key (a new random one unless ``key`` is given) and return it in clear.
 
         Only its hash is kept: the returned string is the one chance to see it.
-        ``max_leases`` caps how many leases the key may hold at once (None: no cap).
+        ``max_leases`` caps how many leases the key may hold at once (None: no cap);
+        ``max_waiting`` how many polls it may park in the waiting line at once (None: the
+        rule of ``line.park_cap``).
         """
         if scope not in ("client", "admin"):
             raise ValueError("scope must be 'client' or 'admin'")
         if max_leases is not None and max_leases < 1:
             raise ValueError("max_leases must be at least 1")
+        if max_waiting is not None and max_waiting < 1:
+            raise ValueError("max_waiting must be at least 1")
         key = key or _KEY_PREFIX + secrets.token_urlsafe(32)
 
         def insert(tx: Tx) -> None:
             taken = tx.row("SELECT 1 AS x FROM api_keys WHERE name = :name AND revoked_at IS NULL", {"name": name})
             if taken:
                 raise Conflict(f"an active key named {name!r} exists; revoke it or pick another name")
-            tx.run("INSERT INTO api_keys (name, key_hash, scope, created_at, max_leases)"
-                   " VALUES (:name, :hash, :scope, :now, :max) ON CONFLICT (key_hash) DO NOTHING",
-                   {"name": name, "hash": hash_key(key), "scope": scope, "now": tx.now, "max": max_leases})
+            tx.run("INSERT INTO api_keys (name, key_hash, scope, created_at, max_leases, max_waiting)"
+                   " VALUES (:name, :hash, :scope, :now, :max, :waiting) ON CONFLICT (key_hash) DO NOTHING",
+                   {"name": name, "hash": hash_key(key), "scope": scope, "now": tx.now, "max": max_leases,
+                    "waiting": max_waiting})
 
         self.engine.write(insert)
         return key
@@ -936,7 +959,7 @@ class Store:
         """Every key with its limit and the leases it holds now (never the key itself)."""
         def rows(tx: Tx) -> list[dict[str, Any]]:
             return [dict(row) for row in tx.rows("""
-                SELECT name, scope, max_leases, created_at, revoked_at,
+                SELECT name, scope, max_leases, max_waiting, created_at, revoked_at,
                        (SELECT COUNT(*) FROM sessions WHERE sessions.lease_key_id = api_keys.id
                         AND sessions.lease_expires_at > :now AND sessions.disabled = 0) AS leases
                 FROM api_keys ORDER BY id""", {"now": tx.now})]
@@ -976,11 +999,11 @@ class Store:
         """The key's name, scope, id and lease limit, or ``None`` for an unknown or revoked key."""
         digest = hash_key(key)
         row = self.engine.read(lambda tx: tx.row(
-            "SELECT id, name, scope, key_hash, max_leases FROM api_keys"
+            "SELECT id, name, scope, key_hash, max_leases, max_waiting FROM api_keys"
             " WHERE key_hash = :hash AND revoked_at IS NULL", {"hash": digest}))
         if row is None or not hmac.compare_digest(row["key_hash"], digest):
             return None
-        return KeyInfo(row["name"], row["scope"], row["id"], row["max_leases"])
+        return KeyInfo(row["name"], row["scope"], row["id"], row["max_leases"], row["max_waiting"])
 
     # -- maintenance --------------------------------------------------------------------
 
