@@ -6,7 +6,16 @@ import logging
 import sys
 from datetime import datetime, timezone
 
+from ._text import mask_secrets
+
 __all__ = ["configure"]
+
+
+class TextFormatter(logging.Formatter):
+    """Plain lines; a database password in any message (a driver's, say) is masked."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_secrets(super().format(record))
 
 
 class JsonFormatter(logging.Formatter):
@@ -19,7 +28,7 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        return mask_secrets(json.dumps(entry, ensure_ascii=False))
 
 
 def configure(level: str = "info", fmt: str = "text", access_log: bool = True) -> None:
@@ -27,7 +36,7 @@ def configure(level: str = "info", fmt: str = "text", access_log: bool = True) -
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     for name in ("telegate", "waitress"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]

@@ -21,7 +21,7 @@ from . import __version__
 from ._admin_client import DEFAULT_URL, Admin, AdminError, choose
 from ._files import create_private
 from ._sessionfiles import scan_dir
-from ._text import unsafe_detail
+from ._text import mask_secrets, unsafe_detail
 from .settings import SETTINGS, SettingsError, resolve
 from .store import MAX_NAME_LENGTH, STATES, Store, StoreError
 
@@ -376,10 +376,11 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
             finally:
                 admin.close()
     except (CliError, AdminError, SettingsError, StoreError) as exc:
-        err.write(f"telegate: error: {exc}\n")
+        err.write(mask_secrets(f"telegate: error: {exc}") + "\n")
         return 1
     except OSError as exc:
-        err.write(f"telegate: error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "") + "\n")
+        err.write(mask_secrets(f"telegate: error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
+                  + "\n")
         return 1
     except KeyboardInterrupt:
         err.write("telegate: interrupted\n")

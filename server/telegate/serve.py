@@ -8,10 +8,12 @@ import signal
 import socket
 import sys
 import threading
+from pathlib import Path
 from typing import Mapping, TextIO
 
 from . import _logging
 from ._channel import Dispatcher, create_server
+from ._files import create_private
 from ._sessionfiles import scan_dir
 from .app import access_logged, create_app, default_room
 from .settings import Settings, SettingsError
@@ -105,8 +107,14 @@ def _connection_limit(wanted: int) -> int:
     return SELECT_CONNECTION_LIMIT
 
 
-def ensure_key(store: PoolStore, environ: Mapping[str, str], out: TextIO) -> None:
-    """Make sure the server can be used: register TELEGATE_API_KEY, or create a first admin key."""
+def ensure_key(store: PoolStore, environ: Mapping[str, str], out: TextIO, db: Path | str = "telegate.db") -> None:
+    """Make sure the server can be used: register TELEGATE_API_KEY, or create a first admin key.
+
+    The first admin key is printed once when ``out`` is a terminal. Anywhere else (a log
+    file, journald, a container's log) it would stay readable for as long as the log
+    does: then it goes to a new file readable by its owner only (0600) beside the SQLite
+    database, or in the working folder for PostgreSQL, and ``out`` names that file.
+    """
     env_key = _env_key(environ)
     if env_key:
         if not store.has_key(env_key):
@@ -120,9 +128,29 @@ def ensure_key(store: PoolStore, environ: Mapping[str, str], out: TextIO) -> Non
         return
     if store.count_keys() == 0:
         key = store.create_key("admin", "admin")
-        out.write("\n  No API key existed, so an admin key was created. It is shown only this once:\n\n"
-                  f"    {key}\n\n  Keep it safe; create worker keys with: telegate keys create NAME\n\n")
+        isatty = getattr(out, "isatty", None)
+        if isatty is not None and isatty():
+            out.write("\n  No API key existed, so an admin key was created. It is shown only this once:\n\n"
+                      f"    {key}\n\n  Keep it safe; create worker keys with: telegate keys create NAME\n\n")
+        else:
+            path = _write_key_file(key, db)
+            out.write(f"\n  No API key existed, so an admin key was created. Output is not a terminal, so it was"
+                      f" written to {path} (readable by you only), not here.\n  Read it, keep it safe, then delete"
+                      " that file; create worker keys with: telegate keys create NAME\n\n")
         out.flush()
+
+
+def _write_key_file(key: str, db: Path | str) -> Path:
+    """Write ``key`` to a new 0600 file (never over an existing one); returns its path."""
+    folder, stem = (db.parent, db.name) if isinstance(db, Path) else (Path.cwd(), "telegate")
+    for number in range(1000):
+        path = folder / (f"{stem}.admin-key" + (f".{number}" if number else ""))
+        if create_private(path):
+            with open(path, "w", encoding="utf-8") as file:
+                file.write(key + "\n")
+            return path
+    raise SettingsError(f"cannot write the first admin key beside {folder}: {stem}.admin-key and its"
+                        " numbered variants exist; remove them, or set TELEGATE_API_KEY")
 
 
 def _env_key(environ: Mapping[str, str]) -> str:
@@ -157,7 +185,7 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
     server = room = None
     housekeeping = None
     try:
-        ensure_key(store, environ, out)
+        ensure_key(store, environ, out, settings.db)
         if settings.sessions_dir is not None:
             found, warnings = scan_dir(settings.sessions_dir)
             for warning in warnings:
@@ -178,7 +206,7 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
                                dispatcher=dispatcher, **waitress_options(settings))
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
-        out.write(f"TeleGate listening on http://{shown}:{port} (database {settings.db},"
+        out.write(f"TeleGate listening on http://{shown}:{port} (database {store.path},"
                   f" {settings.threads} threads)\n")
         out.flush()
         server.run()  # returns on Ctrl-C / SIGTERM: waitress catches KeyboardInterrupt itself
