@@ -517,7 +517,9 @@ def _wsgi_text(value: str) -> str:
 
 
 def access_logged(app: Callable, logger: logging.Logger = access_log) -> Callable:
-    """WSGI middleware: one line per request (method, path, status, ms, key name; never the key).
+    """WSGI middleware: one line per request (client address, method, path, status, ms, key name;
+    never the key). The address is the connection's, or the client's that a trusted proxy
+    forwarded (``--trusted-proxy``: waitress puts it in ``REMOTE_ADDR``).
 
     Method, path and key name are escaped like ``repr`` escapes control and format
     characters: a path with ``%0a`` must not write a second, forged line.
@@ -537,7 +539,8 @@ def access_logged(app: Callable, logger: logging.Logger = access_log) -> Callabl
             if not logger.disabled and logger.isEnabledFor(logging.INFO):  # --access-log false: no record at all
                 status = status_holder[-1].split(" ", 1)[0] if status_holder else "-"
                 waited = environ.get("telegate.waited")  # a long-poll: how long it waited in line
-                logger.info("%s %s %s %.1fms key=%s%s", escape(environ.get("REQUEST_METHOD") or "-"),
+                logger.info("%s %s %s %s %.1fms key=%s%s", escape(environ.get("REMOTE_ADDR") or "-"),
+                            escape(environ.get("REQUEST_METHOD") or "-"),
                             escape(_wsgi_text(environ.get("PATH_INFO") or "")),
                             status, (time.perf_counter() - started) * 1000,
                             escape(environ.get("telegate.key_name", "-")),

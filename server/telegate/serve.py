@@ -74,6 +74,10 @@ def waitress_options(settings: Settings) -> dict:
         # waitress answers bodies far over our limit itself; ours (JSON 413) covers the rest.
         max_request_body_size=max(settings.max_body * 4, 8 * 1024 * 1024),
         clear_untrusted_proxy_headers=True,
+        # Behind a reverse proxy: believe its X-Forwarded-For (REMOTE_ADDR, the access log)
+        # and X-Forwarded-Proto (wsgi.url_scheme), from that address only.
+        **({"trusted_proxy": settings.trusted_proxy, "trusted_proxy_count": 1,
+            "trusted_proxy_headers": {"x-forwarded-for", "x-forwarded-proto"}} if settings.trusted_proxy else {}),
         # waitress listens again with its own backlog (default 1024): keep ours.
         backlog=BACKLOG,
         # select() cannot watch a descriptor numbered 1024 or more (FD_SETSIZE): past about
@@ -203,7 +207,8 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
         dispatcher.on_shutdown.append(room.close)
         dispatcher.on_thread_exit.append(store.engine.release_connection)
         server = create_server(access_logged(create_app(settings, store, room=room)), sock,
-                               dispatcher=dispatcher, **waitress_options(settings))
+                               dispatcher=dispatcher, connections_per_ip=settings.connections_per_ip,
+                               header_timeout=settings.header_timeout, **waitress_options(settings))
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
         out.write(f"TeleGate listening on http://{shown}:{port} (database {store.path},"
