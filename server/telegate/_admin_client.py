@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 import urllib3
 
 from . import _keys
-from ._http import iso
+from ._http import iso, parse_moment
 from .store import STATES, is_database_url, open_store
 
 __all__ = ["Admin", "AdminError", "HttpAdmin", "DatabaseAdmin", "choose", "DEFAULT_URL"]
@@ -60,6 +60,7 @@ class Admin(Protocol):
                    max_waiting: int | None = None) -> str: ...
     def list_keys(self) -> list[dict[str, Any]]: ...
     def revoke_key(self, name: str, *, keep_leases: bool = False) -> int: ...
+    def undo_reports(self, name: str, *, since: str | None = None) -> dict[str, Any]: ...
     def status(self) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
@@ -132,6 +133,10 @@ class DatabaseAdmin:
 
     def revoke_key(self, name: str, *, keep_leases: bool = False) -> int:
         return self.store.revoke_key(name, end_leases=not keep_leases)
+
+    def undo_reports(self, name: str, *, since: str | None = None) -> dict[str, Any]:
+        moment = None if since is None else parse_moment(since)
+        return self.store.undo_reports(name, since=moment, by="cli")
 
     def status(self) -> dict[str, Any]:
         data = self.store.status()
@@ -333,6 +338,10 @@ class HttpAdmin:
         path = "/keys/" + urllib.parse.quote(name, safe="")
         answer = self._call("DELETE", path + ("?keep_leases=true" if keep_leases else ""))
         return int(answer.get("leases_ended") or 0)
+
+    def undo_reports(self, name: str, *, since: str | None = None) -> dict[str, Any]:
+        path = "/keys/" + urllib.parse.quote(name, safe="") + "/undo-reports"
+        return dict(self._call("POST", path, {} if since is None else {"since": since}, expect=("enabled",)))
 
     def status(self) -> dict[str, Any]:
         data = self._call("GET", "/status", expect=("total", "server_time") + STATES)

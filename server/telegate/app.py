@@ -17,7 +17,7 @@ import bottle
 from . import _keys
 from . import store as store_mod
 from ._http import (MAX_FLOOD_WAIT, MAX_NAME_FILTERS, MAX_TTL, ApiError, Fields, bad_request, check_text, iso,
-                    parse_id, read_json)
+                    parse_id, parse_moment, read_json)
 from .dashboard import install_dashboard
 from .metrics import install_metrics
 from .openapi import install_openapi
@@ -328,10 +328,18 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
         if scope is not None and flood_wait is None:
             raise bad_request('"flood_scope" goes with "flood_wait" (or "peer_flood": true)')
         reason = fields.text("disable", max_length=500)
+        key = caller()
+        if flood_wait is not None and flood_wait > settings.max_client_rest and not key.is_admin:
+            log.warning("key %r reported a rest of %g s on session %d; clamped to %d s (--max-client-rest)",
+                        escape(key.name), flood_wait, session_id, settings.max_client_rest)
+            flood_wait = float(settings.max_client_rest)
         changed = store.release(session_id, token, key=caller(), flood_wait=flood_wait, flood_scope=scope,
                                 disable=reason, peer_flood=peer_flood)
         if changed:
             metrics.released(flood_wait, scope)
+            if reason or flood_wait:
+                metrics.reported(key.name, "disable" if reason else "peer_flood" if peer_flood
+                                 else "flood_wait" if scope is None else "scoped_rest")
             extra = f", flood wait {flood_wait:g} s" if flood_wait else ""
             extra += f" for {scope}" if scope and flood_wait else ""
             extra += f", disabled: {reason}" if reason else ""
@@ -487,6 +495,20 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
         return _json({"name": name, "scope": scope, "max_leases": max_leases, "max_waiting": max_waiting,
                       "key": key}, status=201,
                      headers={"Cache-Control": "no-store"})
+
+    @route("/keys/<name:path>/undo-reports", "POST", auth="admin")
+    def undo_reports(name: str) -> Any:
+        """Undo every disable and rest the key called ``name`` reported (since ``since``)."""
+        fields = body({"since"})
+        since = fields.text("since", max_length=64)
+        try:
+            moment = None if since is None else parse_moment(since)
+        except ValueError as exc:
+            raise bad_request(f"since: {exc}") from None
+        done = store.undo_reports(name, since=moment, by=caller().name)
+        log.info("reports of key %r undone by %s: %d session(s) enabled, %d rested no more, %d left standing",
+                 escape(name), caller().name, len(done["enabled"]), len(done["rested"]), done["left_standing"])
+        return _json({"key": name, "since": None if moment is None else iso(moment), **done})
 
     @route("/keys/<name:path>", "DELETE", auth="admin")
     def revoke_key(name: str) -> Any:

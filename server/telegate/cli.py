@@ -21,6 +21,7 @@ from . import __version__
 from ._admin_client import DEFAULT_URL, Admin, AdminError, choose
 from ._files import create_private
 from ._sessionfiles import scan_dir
+from ._http import parse_moment
 from ._text import mask_secrets, unsafe_detail
 from .settings import SETTINGS, SettingsError, resolve
 from .store import MAX_NAME_LENGTH, STATES, Store, StoreError, open_store
@@ -123,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("name")
     revoke.add_argument("--keep-leases", action="store_true",
                         help="let the key's current leases run out instead of ending them")
+    undo = ksub.add_parser("undo-reports", parents=[db],
+                           help="undo every disable and rest a key reported on release (where nobody reported since)")
+    undo.add_argument("name")
+    undo.add_argument("--since", metavar="ISO-TIME", default=None,
+                      help="only reports from this time on, e.g. 2025-06-01T12:00:00Z (no offset: UTC)")
 
     commands.add_parser("status", parents=[db], help="pool counts by state")
     backup = commands.add_parser("backup", parents=[_db_parent()],
@@ -277,6 +283,16 @@ def _keys(admin: Admin, args: argparse.Namespace, out: TextIO, err: TextIO) -> i
             limit = f"max {key['max_leases']}" if key.get("max_leases") else "no limit"
             held = f"  {key['leases']} lease(s)" if key.get("leases") is not None else ""
             out.write(f"{key['name']:<24} {key['scope']:<7} {limit:<10} created {key['created_at']}  {state}{held}\n")
+    elif args.action == "undo-reports":
+        if args.since is not None:
+            try:
+                parse_moment(args.since)
+            except ValueError as exc:
+                raise CliError(f"--since: {exc}") from None
+        done = admin.undo_reports(args.name, since=args.since)
+        out.write(f"{len(done['enabled'])} session(s) enabled, {len(done['rested'])} rested no more,"
+                  f" {done['left_standing']} report(s) left standing (someone reported since)\n")
+        err.write(f"undid {done['reports']} report(s) of key {args.name!r} ({admin.where})\n")
     else:
         ended = admin.revoke_key(args.name, keep_leases=args.keep_leases)
         err.write(f"revoked key {args.name!r}" + (f"; {ended} of its lease(s) ended" if ended else "") + "\n")

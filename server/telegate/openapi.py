@@ -388,6 +388,23 @@ _SCHEMAS: dict[str, Any] = {
             "revoked_at": _time("When the key was revoked; null while it is active."),
         },
     },
+    "UndoReportsRequest": {
+        "type": "object", "additionalProperties": False,
+        "properties": {"since": {"type": "string", "maxLength": 64, "nullable": True,
+                                 "description": "ISO 8601 time (no offset: UTC): only reports from then on."}},
+    },
+    "ReportsUndone": {
+        "type": "object", "additionalProperties": False,
+        "required": ["key", "since", "enabled", "rested", "left_standing", "reports"],
+        "properties": {
+            "key": {"type": "string"},
+            "since": {"type": "string", "nullable": True},
+            "enabled": {"type": "array", "items": {"type": "integer"}, "description": "Sessions enabled again."},
+            "rested": {"type": "array", "items": {"type": "integer"}, "description": "Sessions whose rests were cleared."},
+            "left_standing": _count("Reports left standing: someone reported on that session since."),
+            "reports": _count("Reports looked at (each is marked undone)."),
+        },
+    },
     "KeyList": {
         "type": "object", "additionalProperties": False, "required": ["keys"],
         "properties": {"keys": {"type": "array", "items": _ref("KeyInfo"),
@@ -565,6 +582,20 @@ def build_openapi() -> dict[str, Any]:
                     {"name": "keep_leases", "in": "query", "required": False,
                      "schema": {"type": "boolean", "default": False},
                      "description": "true: let the key's current leases run out instead of ending them."}]),
+        },
+        "/keys/{name}/undo-reports": {
+            "parameters": [{"name": "name", "in": "path", "required": True,
+                            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_NAME},
+                            "description": "The key's name (URL-encoded); revoked keys too."}],
+            "post": _op(
+                "Undo a key's reports",
+                "Every disable and rest the key reported on release (since `since`) is undone, except where"
+                " someone reported on that session since. Admin key.",
+                {"200": _answer("Undone.", _ref("ReportsUndone")),
+                 "404": _answer("No key has that name.", _ref("Error")),
+                 **_errors(400, 401, 403, 413, 500, 503)},
+                tag="admin", operation_id="undoReports",
+                body=_json_body(_ref("UndoReportsRequest"), example={"since": "2025-06-01T12:00:00Z"})),
         },
         "/sessions/{session_id}/events": {
             "parameters": [_ID_PARAM],

@@ -128,6 +128,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("peer_flood_rest", _ranged_int(1, 366 * 86400), 86400,
             "Seconds a session rests after PEER_FLOOD (Telegram's spam limit names no wait), for the method that hit it.",
             "SECONDS"),
+    Setting("max_client_rest", _ranged_int(1, 366 * 86400), 7 * 86400,
+            "Longest rest (flood wait, PEER_FLOOD) a client key may report, in seconds; longer ones are clamped"
+            " to it and logged. Admin keys may report longer.", "SECONDS"),
     Setting("event_retention_days", _ranged_int(1, 3650), 30, "Days each session's history (GET /sessions/ID/events) is kept.",
             "DAYS"),
     Setting("synchronous", _choice("full", "normal"), "full", "SQLite synchronous mode: full survives power loss, normal only process crashes.", "MODE"),
@@ -155,6 +158,7 @@ class Settings:
     trusted_proxy: str | None = None
     max_waiters: int = 1000
     peer_flood_rest: int = 86400
+    max_client_rest: int = 7 * 86400
     event_retention_days: int = 30
     synchronous: str = "full"
     log_level: str = "info"

@@ -12,6 +12,7 @@ revocation, and a lost ``POST /session`` answer retried with its ``request_id``.
 """
 from __future__ import annotations
 
+import io
 import json
 import socket
 import threading
@@ -547,3 +548,59 @@ def test_fresh_request_ids_count_against_the_keys_share(server_factory):
         assert reply.status == 503
     rows = _waiter_rows(server)
     assert 0 < len(rows) <= 5
+
+
+# -- contained, reversible client reports (issue 18: M1) --------------------------------------------
+
+def test_one_command_undoes_everything_a_key_reported(live_server):
+    """M1: a max_leases=1 key takes sessions out (disable, a year's flood wait, a year's rest for a
+    made-up method, PEER_FLOOD); `keys undo-reports` brings them all back, except where another
+    key reported since. Its year-long rests were clamped to --max-client-rest meanwhile."""
+    from telegate.cli import main
+
+    ids = dict(zip("abcdef", live_server.add_sessions(*"abcdef")))
+    hostile = live_server.store.create_key("hostile", max_leases=1)
+    good = live_server.store.create_key("good")
+    year = 365 * 86400
+
+    def report(name: str, key: str, **body: Any) -> None:
+        lease = live_server.request("POST", "/session", {"name": name}, key=key).json
+        reply = live_server.request("POST", "/release", {"session_id": lease["session_id"],
+                                                         "lease_token": lease["lease_token"], **body}, key=key)
+        assert reply.status == 200, reply
+
+    report("a", hostile, disable="x")
+    report("b", hostile, flood_wait=year)
+    report("c", hostile, flood_wait=year, flood_scope="made.up")
+    report("d", hostile, peer_flood=True)
+    report("e", hostile, disable="x")
+    report("f", hostile, flood_wait=3600)
+    # Another key reports on e and f since (an admin brought them back in between).
+    assert live_server.request("PATCH", f"/sessions/{ids['e']}", {"disabled": False}, key="admin").status == 200
+    report("e", good, disable="really banned")
+    assert live_server.request("PATCH", f"/sessions/{ids['f']}", {"clear_flood_wait": True}, key="admin").status == 200
+    report("f", good, flood_wait=7200)
+    rows = {row["name"]: row for row in live_server.request("GET", "/sessions", key="admin").json["sessions"]}
+    assert rows["b"]["flood_wait_remaining"] <= 7 * 86400  # clamped, not a year
+    assert max(rest["remaining"] for rest in rows["c"]["rests"]) <= 7 * 86400
+    assert "clamped to 604800 s (--max-client-rest)" in live_server.log
+    metrics = live_server.request("GET", "/metrics").data.decode()
+    assert 'telegate_client_reports_total{key="hostile",kind="disable"} 2.0' in metrics
+    assert 'telegate_client_reports_total{key="hostile",kind="peer_flood"} 1.0' in metrics
+
+    future = live_server.request("POST", "/keys/hostile/undo-reports", {"since": "2100-01-01T00:00:00Z"}, key="admin")
+    assert future.status == 200 and future.json["reports"] == 0
+    assert live_server.request("POST", "/keys/hostile/undo-reports", {"since": "yesterday"},
+                               key="admin").status == 400
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["keys", "undo-reports", "hostile", "--url", live_server.url, "--key", live_server.admin_key],
+                out=out, err=err, environ={})
+    assert code == 0, err.getvalue()
+    assert out.getvalue().startswith("1 session(s) enabled, 3 rested no more, 2 report(s) left standing")
+    rows = {row["name"]: row for row in live_server.request("GET", "/sessions", key="admin").json["sessions"]}
+    assert [rows[name]["state"] for name in "abcd"] == ["free"] * 4
+    assert all(not rows[name]["rests"] for name in "abcd")
+    assert rows["e"]["state"] == "disabled" and rows["e"]["disabled_reason"] == "really banned"
+    assert rows["f"]["state"] == "in_floodwait"
+    assert live_server.status()["free"] == 4
+    assert live_server.request("POST", "/keys/nobody/undo-reports", {}, key="admin").status == 404

@@ -33,6 +33,7 @@ from typing import Any, Mapping
 from . import _counts as counts
 from . import _history as history
 from . import _line as line
+from . import _reports as reports
 from ._base import (
     Engine, Grant, KeyInfo, KeyRevoked, Lease, LeaseLimit, LeaseMismatch, NoSessionAvailable, NotFound,
     NotLeaseHolder, SessionDisabled, Tx,
@@ -282,6 +283,8 @@ def release(tx: Tx, engine: Engine, session_id: int, token: str | None, key: Key
         history.record(tx, session_id, "flood_wait", **who, detail=detail)
     if disable:
         history.record(tx, session_id, "disable", **who, detail={"reason": disable})
+    if key is not None and key.id is not None and (disable or flood_wait):
+        reports.record(tx, key.id, key.name, session_id, disable=bool(disable), rest=flood_wait, scope=scope)
     return True
 
 

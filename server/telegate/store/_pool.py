@@ -23,6 +23,7 @@ from . import _counts as counts
 from . import _keys as keys
 from . import _leases as leases
 from . import _line as line
+from . import _reports as reports
 from ._base import (
     STATES, DatabaseError, Engine, Grant, KeyInfo, Lease, NoSessionAvailable, NotFound, Ticket, Tx, WaitLimit,
 )
@@ -400,6 +401,17 @@ class Store:
             return ended
 
         return self._write(revoke)
+
+    def undo_reports(self, name: str, *, since: float | None = None, by: str | None = None) -> dict[str, Any]:
+        """Undo what the key(s) called ``name`` reported on release (disables, rests) at or
+        after ``since``: see ``_reports.undo``. ``by`` names who asked, for the history."""
+        def undo(tx: Tx, serve: Serve) -> dict[str, Any]:
+            done = reports.undo(tx, name, since, by=by)
+            if done["enabled"] or done["rested"]:
+                serve()  # sessions back in the pool go to those waiting
+            return done
+
+        return self._write(undo)
 
     def authenticate(self, key: str) -> KeyInfo | None:
         """The key's name, scope, id and lease limit, or ``None`` for an unknown or revoked key."""

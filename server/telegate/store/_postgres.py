@@ -36,6 +36,7 @@ from urllib.parse import quote
 
 from ._base import DatabaseError, StoreError
 from ._line import FAIR_LINE_DDL, WAITERS_DDL_POSTGRES
+from ._reports import REPORTS_DDL_POSTGRES
 from ._pg_feed import PostgresCommitFeed, announce
 from ._sqlite import SCHEMA_VERSION  # one schema version for both engines
 
@@ -128,7 +129,7 @@ _MIGRATIONS: tuple[tuple[int, str], ...] = (
     CREATE INDEX sessions_plain_order ON sessions ((GREATEST(avail_at, rest_until)), id) WHERE disabled = 0;
     """),
     # 6: a fair waiting line, and client reports an admin can undo (issue 18).
-    (6, FAIR_LINE_DDL),
+    (6, FAIR_LINE_DDL + REPORTS_DDL_POSTGRES),
 )
 assert _MIGRATIONS[-1][0] == SCHEMA_VERSION, "a schema version without its PostgreSQL migration"
 

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator, Mapping, TypeVar
 from .._files import create_private
 from ._base import DatabaseError, StoreError
 from ._line import FAIR_LINE_DDL, WAITERS_DDL_SQLITE
+from ._reports import REPORTS_DDL_SQLITE
 
 __all__ = ["SQLiteEngine", "SQLiteCommitFeed", "MIGRATIONS", "SCHEMA_VERSION"]
 
@@ -99,7 +100,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX sessions_plain_order ON sessions(MAX(avail_at, rest_until), id) WHERE disabled = 0;
     """,
     # 5 -> 6: a fair waiting line, and client reports an admin can undo (issue 18).
-    FAIR_LINE_DDL,
+    FAIR_LINE_DDL + REPORTS_DDL_SQLITE,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
