@@ -1,17 +1,21 @@
-"""The waiting line: long-polling acquires get a ticket and are served first come, first served.
+"""The waiting line: long-polling acquires get a ticket and are served in turn, fairly between keys.
 
 Domain SQL only (the store's shared dialect: ``:named`` parameters, no PRAGMA), run inside
 the store's transactions (``_pool.Store``), so it works the same on every engine and
 across server processes: the line is a table, and a ticket's place in it is its id.
 
-How a session reaches the longest waiter:
+How a session reaches a waiter:
 
 * Every transaction that may free a session (a release) and every acquire, before its own
-  claim, calls :func:`serve_line`: free sessions go to the waiting tickets in ticket
-  order, each through the same claim a plain acquire makes (with the waiter's name,
-  purpose, key and holder), for the waiter's whole TTL. A newcomer therefore only gets
-  what the line leaves, and a worker that releases and asks again at once stands behind
-  everyone already waiting.
+  claim, calls :func:`serve_line`: free sessions go to the waiting tickets in turn, each
+  through the same claim a plain acquire makes (with the waiter's name, purpose, key and
+  holder), for the waiter's whole TTL. A newcomer therefore only gets what the line
+  leaves, and a worker that releases and asks again at once stands behind everyone
+  already waiting.
+* Turns are max-min fair between keys (issue 18): a key's n-th ticket takes its turn at
+  n + the leases the key holds, older tickets first among equal turns; with one key it is
+  ticket order. Every ticket that can be served is, whatever sits ahead of it (a ticket
+  nothing fits is passed over), and one key parks at most :func:`park_cap` tickets.
 * The grant *is* the lease, committed with the release that freed it: the waiting
   request only has to learn of it (in its own process from the grant handed over after
   the commit; in another one by reading :func:`claimed`) and answer. No second commit
