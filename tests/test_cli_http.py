@@ -207,7 +207,7 @@ def test_sessions_commands_over_http(live_server, admin_env, tmp_path):
                                                                                        {"proxy": "p"})
     assert rows["a2"]["kind"] == "telethon" and rows["a4"]["kind"] == "unknown"
     assert set(rows["a1"]) == {"id", "name", "kind", "state", "holder", "disabled_reason", "use_count",
-                               "flood_count", "meta", "lease_expires_at", "flood_wait_until"}
+                               "flood_count", "meta", "lease_expires_at", "flood_wait_until", "name_problem"}
     code, out, _ = run("sessions", "list", "--state", "disabled", environ=env)
     assert "a1" in out and "banned" in out and "a2" not in out
     assert run("sessions", "enable", "a1", environ=env)[0] == 0

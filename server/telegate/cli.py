@@ -20,10 +20,11 @@ from typing import Mapping, Sequence, TextIO
 from . import __version__
 from ._admin_client import DEFAULT_URL, Admin, AdminError, choose
 from ._files import create_private
+from ._names import BadName, check_name, name_key
 from ._sessionfiles import scan_dir
 from ._text import unsafe_detail
 from .settings import SETTINGS, SettingsError, resolve
-from .store import MAX_NAME_LENGTH, STATES, Store, StoreError
+from .store import STATES, Store, StoreError
 
 __all__ = ["main", "build_parser"]
 
@@ -152,16 +153,21 @@ def _admin(args: argparse.Namespace, environ: Mapping[str, str]) -> Admin:
 
 
 def _check_names(names: Sequence[str]) -> list[str]:
+    """The names to add, blank lines and ``#`` comments dropped; the first broken rule is an error."""
     clean = []
+    keys: dict[str, tuple[int, str]] = {}
     for number, name in enumerate(names, 1):
         name = name.strip()
         if not name or name.startswith("#"):
             continue
-        if len(name) > MAX_NAME_LENGTH:
-            raise CliError(f"name {number} is over {MAX_NAME_LENGTH} characters: {name[:40]!r}")
-        unsafe = unsafe_detail(f"name {number} {name[:40]!r}", name)
-        if unsafe:
-            raise CliError(unsafe)
+        try:
+            check_name(name, f"name {number}")
+        except BadName as exc:
+            raise CliError(str(exc)) from None
+        first_number, first = keys.setdefault(name_key(name), (number, name))
+        if first != name:
+            raise CliError(f"names {first_number} {first!r} and {number} {name!r} differ only in case: one file on"
+                           " Windows and macOS; keep one of them (name rule: case)")
         clean.append(name)
     return clean
 
@@ -228,7 +234,7 @@ def _sessions(admin: Admin, args: argparse.Namespace, out: TextIO, err: TextIO, 
 
 
 _JSON_FIELDS = ("id", "name", "kind", "state", "holder", "disabled_reason", "use_count", "flood_count", "meta",
-                "lease_expires_at", "flood_wait_until")
+                "lease_expires_at", "flood_wait_until", "name_problem")
 
 
 def _list_sessions(admin: Admin, args: argparse.Namespace, out: TextIO) -> int:
@@ -247,6 +253,9 @@ def _list_sessions(admin: Admin, args: argparse.Namespace, out: TextIO) -> int:
             detail = f"flood wait {row['flood_wait_remaining'] or 0:.0f}s more"
         elif row["state"] == "disabled":
             detail = row["disabled_reason"] or ""
+        if row.get("name_problem"):  # a name registered before the rules: flagged until fixed
+            detail = f"{detail}; " if detail else ""
+            detail += f"NAME: {row['name_problem']}"
         out.write(f"{row['id']:>6}  {row['name']:<24} {row['kind']:<9} {row['state']:<13} {detail}\n")
     if not header and not args.json:
         out.write("no sessions" + (f" in state {args.state}" if args.state else "") + "\n")

@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from . import _line as line
+from .._names import name_problem
+from ._namekeys import fill_name_keys, key_of, name_clashes
 from ._base import (
     STATES, Conflict, DatabaseError, Engine, Grant, KeyInfo, KeyRevoked, Lease, LeaseLimit, LeaseMismatch,
     NoSessionAvailable, NotFound, NotLeaseHolder, SessionDisabled, Ticket, Tx, hash_key,
@@ -64,7 +66,7 @@ _PLAIN_AVAIL = "GREATEST(avail_at, rest_until)"
 #: Names looked up per statement by ``list_sessions(names=...)``: a power of two, under the
 #: 999 parameters a statement may have in SQLite before 3.32 (which some Pythons still ship).
 _NAMES_PER_QUERY = 512
-#: Sessions added per INSERT by ``add_sessions`` (two parameters each).
+#: Sessions added per INSERT by ``add_sessions`` (three parameters each: under SQLite's old limit of 999).
 _ROWS_PER_INSERT = 256
 
 
@@ -131,6 +133,10 @@ class Store:
         #: Called after each commit that granted sessions to waiting tickets, with the grants.
         self.grant_listeners: list[Callable[[list[Grant]], None]] = []
         engine.migrate()
+        # Names registered before they were unique regardless of case get their keys (a
+        # read finds none to fill once they have them).
+        if engine.read(lambda tx: tx.row("SELECT 1 AS x FROM sessions WHERE name_key IS NULL LIMIT 1")):
+            engine.write(fill_name_keys)
 
     @property
     def path(self) -> str:
@@ -682,11 +688,16 @@ class Store:
 
     @staticmethod
     def _with_rests(tx: Tx, rows: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """Session rows with ``rests``: the methods each one rests for now, soonest end first."""
+        """Session rows with ``rests`` (the methods each one rests for now, soonest end first),
+        ``name_clash`` (the other sessions whose names mean the same file, see ``_namekeys.py``)
+        and ``name_problem`` (the name rule a name registered before the rules breaks, or None)."""
         sessions = [_session_row(row) for row in rows]
         by_id = {session["id"]: session for session in sessions}
+        clashes = name_clashes(tx) if sessions else {}
         for session in sessions:
             session["rests"] = []
+            session["name_clash"] = clashes.get(session["name"], [])
+            session["name_problem"] = name_problem(session["name"])
         if by_id:
             ids = ", ".join(str(int(sid)) for sid in by_id)  # ints from the database: safe to inline
             for rest in tx.rows(f"SELECT session_id, scope, until FROM session_rests"
@@ -810,10 +821,13 @@ class Store:
                 params: dict[str, Any] = {"meta": meta_json, "now": tx.now}
                 for number, name in enumerate(group):
                     params[f"n{number}"] = name
+                    params[f"f{number}"] = key_of(name)
                     params[f"k{number}"] = (kinds or {}).get(name, kind)
-                values = ", ".join(f"(:n{number}, :k{number}, :meta, :now)" for number in range(size))
-                for row in tx.rows(f"INSERT INTO sessions (name, kind, meta, created_at) VALUES {values}"
-                                   " ON CONFLICT (name) DO NOTHING RETURNING id, name", params):
+                values = ", ".join(f"(:n{number}, :f{number}, :k{number}, :meta, :now)" for number in range(size))
+                # No conflict target: a name registered already, or one differing only in
+                # case (its name_key taken), is skipped alike.
+                for row in tx.rows(f"INSERT INTO sessions (name, name_key, kind, meta, created_at) VALUES {values}"
+                                   " ON CONFLICT DO NOTHING RETURNING id, name", params):
                     ids[row["name"]] = row["id"]
             added: list[dict[str, Any]] = []
             existing: list[str] = []
@@ -887,13 +901,20 @@ class Store:
         return ids
 
     def remove_session(self, session_id: int) -> None:
-        if not self.engine.write(lambda tx: self._forget(tx, "id = :id", {"id": session_id})):
+        def remove(tx: Tx) -> list[int]:
+            ids = self._forget(tx, "id = :id", {"id": session_id})
+            fill_name_keys(tx)  # a name that clashed with the removed one is unique now
+            return ids
+
+        if not self.engine.write(remove):
             raise NotFound(f"no session with id {session_id}")
 
     def remove_sessions_by_name(self, names: Sequence[str]) -> list[str]:
         """Remove sessions by name; returns the names that were not registered."""
         def remove(tx: Tx) -> list[str]:
-            return [name for name in names if not self._forget(tx, "name = :name", {"name": name})]
+            missing = [name for name in names if not self._forget(tx, "name = :name", {"name": name})]
+            fill_name_keys(tx)  # a name that clashed with a removed one is unique now
+            return missing
 
         return self.engine.write(remove)
 

@@ -36,6 +36,7 @@ from urllib.parse import quote
 
 from ._base import DatabaseError, StoreError
 from ._line import WAITERS_DDL_POSTGRES
+from ._namekeys import DDL_POSTGRES as NAME_KEYS_DDL
 from ._pg_feed import PostgresCommitFeed, announce
 from ._sqlite import SCHEMA_VERSION  # one schema version for both engines
 
@@ -127,6 +128,8 @@ _MIGRATIONS: tuple[tuple[int, str], ...] = (
                                                WHERE r.session_id = sessions.id), 0);
     CREATE INDEX sessions_plain_order ON sessions ((GREATEST(avail_at, rest_until)), id) WHERE disabled = 0;
     """),
+    # 6: names unique regardless of case (_namekeys.py).
+    (6, NAME_KEYS_DDL),
 )
 assert _MIGRATIONS[-1][0] == SCHEMA_VERSION, "a schema version without its PostgreSQL migration"
 

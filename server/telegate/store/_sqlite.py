@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator, Mapping, TypeVar
 from .._files import create_private
 from ._base import DatabaseError, StoreError
 from ._line import WAITERS_DDL_SQLITE
+from ._namekeys import DDL_SQLITE as NAME_KEYS_DDL
 
 __all__ = ["SQLiteEngine", "SQLiteCommitFeed", "MIGRATIONS", "SCHEMA_VERSION"]
 
@@ -98,6 +99,8 @@ MIGRATIONS: tuple[str, ...] = (
                                                WHERE r.session_id = sessions.id), 0);
     CREATE INDEX sessions_plain_order ON sessions(MAX(avail_at, rest_until), id) WHERE disabled = 0;
     """,
+    # 5 -> 6: names unique regardless of case (_namekeys.py).
+    NAME_KEYS_DDL,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
