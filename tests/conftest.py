@@ -31,6 +31,7 @@ import urllib3
 
 import pgtools
 from telegate import Settings, Store, create_app
+from telegate._stop import new_group_flags, request_stop
 
 ROOT = Path(__file__).resolve().parent.parent
 STARTUP_DEADLINE = 30.0
@@ -87,7 +88,8 @@ class LiveServer:
         self.output = []
         ready = threading.Event()
         self.proc = proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                            stderr=subprocess.STDOUT, text=True, env=self.env, cwd=ROOT)
+                                            stderr=subprocess.STDOUT, text=True, encoding="utf-8", env=self.env,
+                                            cwd=ROOT, creationflags=new_group_flags())
 
         def drain() -> None:
             for line in proc.stdout:  # type: ignore[union-attr]
@@ -119,8 +121,9 @@ class LiveServer:
             self.proc.wait(10)
 
     def stop(self) -> None:
+        """Ctrl-C (Ctrl-Break on Windows): the server's clean stop."""
         if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
+            request_stop(self.proc)
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:

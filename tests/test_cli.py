@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, server_env
+from telegate._stop import new_group_flags, request_stop
 from telegate.cli import main
 from telegate.store import Store
 
@@ -158,8 +158,8 @@ class Serving:
 
     def __init__(self, db: str, env: dict | None = None, *args: str) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "telegate", "serve", "--port", "0", "--db", db, *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env={**server_env(), **(env or {})}, cwd=ROOT)
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8",
+                                     env={**server_env(), **(env or {})}, cwd=ROOT, creationflags=new_group_flags())
         self.lines: list[str] = []
         self.ready = threading.Event()
         self.reader = threading.Thread(target=self._drain, daemon=True)
@@ -179,7 +179,7 @@ class Serving:
         return "".join(self.lines)
 
     def interrupt(self) -> int:
-        self.proc.send_signal(signal.SIGINT)
+        request_stop(self.proc)
         code = self.proc.wait(15)
         self.reader.join(5)
         return code
