@@ -5,8 +5,25 @@ import json
 import logging
 import sys
 from datetime import datetime, timezone
+from typing import Any
 
-__all__ = ["configure"]
+__all__ = ["configure", "safe_output"]
+
+
+def safe_output(stream: Any) -> None:
+    """Let ``stream`` write any text: what its encoding can't show becomes a ``\\x``/``\\u`` escape.
+
+    For output that is not a terminal (a pipe, a file, a service's log): a Windows console
+    redirected to a file writes in its ANSI code page (cp1251, cp1252...), where an emoji or
+    another script raises UnicodeEncodeError. A terminal is left alone (Python writes the
+    Windows console in UTF-16; a POSIX terminal's locale is the user's choice).
+    """
+    reconfigure = getattr(stream, "reconfigure", None)
+    try:
+        if reconfigure is not None and not stream.isatty():
+            reconfigure(errors="backslashreplace")
+    except (OSError, ValueError):  # closed, or detached: nothing to write to anyway
+        pass
 
 
 class JsonFormatter(logging.Formatter):
@@ -19,10 +36,14 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        # ASCII only: under NSSM stderr is a file in the ANSI code page (cp1251 on a Russian
+        # Windows), where a name like "🙂 bot" can't be written as is; \ud83d\ude42 escapes
+        # read back as the same JSON string everywhere.
+        return json.dumps(entry, ensure_ascii=True)
 
 
 def configure(level: str = "info", fmt: str = "text", access_log: bool = True) -> None:
+    safe_output(sys.stderr)  # a text log line never fails on a character the file's code page lacks
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())

@@ -7,9 +7,11 @@ import select
 import socket
 import sys
 import threading
+from pathlib import Path
 from typing import Mapping, TextIO
 
 from . import _logging
+from ._files import restrict
 from ._channel import Dispatcher, create_server
 from ._sessionfiles import scan_dir
 from ._stop import StopHandlers
@@ -152,6 +154,8 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     stops = StopHandlers()  # SIGTERM, Ctrl-Break, the console closing: all stop like Ctrl-C
     store = Store(settings.db, synchronous=settings.synchronous)
+    if isinstance(settings.db, Path):
+        restrict(settings.db)  # Windows: a database made by an older TeleGate or copied in has its folder's ACL
     server = room = None
     housekeeping = None
     try:

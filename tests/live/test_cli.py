@@ -103,7 +103,7 @@ def test_sessions_import_tells_telethon_from_pyrogram(tmp_path, db):
         conn.executescript(PYROGRAM_SCHEMA)
     conn.close()
     (folder / "junk.session").write_bytes(b"this is not sqlite")
-    (folder / "notes.txt").write_text("ignored")
+    (folder / "notes.txt").write_text("ignored", encoding="utf-8")
     code, _, err = run("sessions", "import", str(folder), "--db", db)
     assert code == 0
     assert "warning: skipped junk.session" in err

@@ -34,7 +34,7 @@ from telegate.store import Store
 def telegate(*argv: str, env: dict[str, str], cwd: Path, stdin: str = "") -> subprocess.CompletedProcess:
     """The command as a user runs it: its own process, its own working folder."""
     return subprocess.run([sys.executable, "-m", "telegate", *argv], input=stdin, capture_output=True,
-                          text=True, env={**server_env(), **env}, cwd=cwd, timeout=60)
+                          text=True, env={**server_env(), **env}, cwd=cwd, timeout=60, encoding="utf-8")
 
 
 def run(*argv: str, environ: dict[str, str]) -> tuple[int, str, str]:

@@ -166,7 +166,7 @@ def test_readme_blocks_run_in_order(tmp_path):
                                   encoding="utf-8")
                 argv = ["bash", str(script)]
             proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=BLOCK_TIMEOUT,
-                                  stdin=subprocess.DEVNULL)
+                                  stdin=subprocess.DEVNULL, encoding="utf-8")
             _check(what, proc)
             outputs.append(proc.stdout)
             if language != "python":

@@ -150,7 +150,8 @@ def test_the_loop_rests_after_expensive_turns_only():
     sock = bind_socket("127.0.0.1", 0)
     server = create_server(app, sock, **waitress_options(Settings()))
     server.adj.asyncore_loop_timeout = 0  # poll() returns at once: nothing is connected
-    readings = iter([0.0, 0.0001, 1.0, 1.001, 2.0, 2.01])  # CPU per turn: 0.1 ms, 1 ms, 10 ms
+    # Per turn: start, wait begins, wait ends, end. Work per turn (the wait left out): 0.1 ms, 1 ms, 10 ms.
+    readings = iter([0.0, 0.00005, 0.5, 0.50005, 1.0, 1.0005, 1.2, 1.2005, 2.0, 2.005, 2.5, 2.505])
     sleeps: list[float] = []
 
     def sleep(seconds: float) -> None:
@@ -161,7 +162,7 @@ def test_the_loop_rests_after_expensive_turns_only():
             map_.clear()  # ends the loop after this turn
             server._saved_map = saved
 
-    server._cpu_clock = lambda: next(readings)
+    server._clock = lambda: next(readings)
     server._sleep = sleep
     try:
         server.run()
