@@ -7,7 +7,7 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
-__all__ = ["configure", "safe_output"]
+__all__ = ["configure", "safe_output", "JsonLines"]
 
 
 def safe_output(stream: Any) -> None:
@@ -55,3 +55,30 @@ def configure(level: str = "info", fmt: str = "text", access_log: bool = True) -
         logger.setLevel(level.upper())
         logger.propagate = False
     logging.getLogger("telegate.access").disabled = not access_log
+
+
+class JsonLines:
+    """A text stream that writes each line given to it as a JSON log line (for ``serve``'s own lines).
+
+    With ``--log-format json`` everything ``serve`` writes to stderr is JSON, so a log
+    collector (or NSSM's log file) never meets a line it can't parse: the "listening"
+    and "stopped" lines, and the first start's admin key, go through here.
+    """
+
+    def __init__(self, stream: Any, logger: str = "telegate.serve") -> None:
+        self.stream = stream
+        self.logger = logger
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        self._partial += text
+        *lines, self._partial = self._partial.split("\n")
+        for line in lines:
+            if line.strip():
+                entry = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "level": "info",
+                         "logger": self.logger, "message": line.strip()}
+                self.stream.write(json.dumps(entry, ensure_ascii=True) + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()

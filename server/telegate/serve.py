@@ -143,6 +143,8 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
     out = out or sys.stderr
     _env_key(environ)  # refuse a weak key before anything is opened or created
     _logging.configure(settings.log_level, settings.log_format, settings.access_log)
+    if settings.log_format == "json":
+        out = _logging.JsonLines(out)  # type: ignore[assignment]  # every line on stderr is then JSON
     # waitress warns "Task queue depth is N" for every request that waits for a free
     # thread: with more clients than --threads that is nearly every request, one log
     # line each, written by the one thread that does all the socket I/O. Queueing is
