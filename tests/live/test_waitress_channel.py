@@ -11,6 +11,7 @@ waitress release fixes the defect and our channel can go).
 from __future__ import annotations
 
 import http.client
+import select
 import socket
 import threading
 import time
@@ -69,7 +70,8 @@ class Harness:
     def _loop(self) -> None:
         """waitress's own loop (``wasyncore.loop`` with the server's settings), counting turns."""
         adj = self.server.adj
-        poll = wasyncore.poll2 if adj.asyncore_use_poll else wasyncore.poll
+        # Where select.poll is missing (Windows; CI's no-poll run), waitress uses select() too.
+        poll = wasyncore.poll2 if adj.asyncore_use_poll and hasattr(select, "poll") else wasyncore.poll
         while not self.stop.is_set():
             self.turns += 1
             poll(adj.asyncore_loop_timeout, self.server._map)
@@ -139,7 +141,9 @@ def test_serve_builds_its_server_with_that_channel_and_fleet_settings():
         assert server.channel_class is Channel
         # poll(), not select(): select() cannot watch descriptors past 1023.
         assert server.adj.asyncore_use_poll
-        assert server.adj.backlog >= 2048 and server.adj.connection_limit >= 2000
+        # Without poll() (Windows) waitress falls back to select(), which watches 512 sockets at most.
+        limit = 2000 if hasattr(select, "poll") else 500
+        assert server.adj.backlog >= 2048 and server.adj.connection_limit == limit
     finally:
         server.task_dispatcher.shutdown()
         server.close()

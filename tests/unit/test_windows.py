@@ -88,7 +88,7 @@ def test_docs_lock_down_commands_use_sids_and_quote_for_powershell():
     for line in lines:
         assert "Administrators" not in line and "SYSTEM" not in line, line
         for grant in re.findall(r"\S*:\(\S*", line):
-            assert grant.startswith("'*S-1-"), line
+            assert grant.startswith(("'*S-1-", '"*${')), line  # a SID, or one read into a variable
     assert any("'*S-1-5-32-544:(OI)(CI)(F)'" in line for line in lines)
 
 

@@ -17,6 +17,10 @@ from telegate import _names
 from telegate.cli import main
 from telegate.store import Store
 
+# Windows behaviour stood in for on Linux: PureWindowsPath for device names and the characters NTFS
+# refuses; names differing only in case for NTFS and APFS, which keep them as one file.
+pytestmark = pytest.mark.windows
+
 #: name -> the rule it breaks. Issue 18's hostile names first (a name becomes a file path on
 #: the worker), then what Windows can't hold as a file.
 BAD = {
