@@ -17,7 +17,7 @@ from ._sessionfiles import scan_dir
 from ._stop import StopHandlers
 from .app import access_logged, create_app, default_room
 from .settings import Settings, SettingsError
-from .store import PoolStore, Store
+from .store import PoolStore, open_store
 
 __all__ = ["serve", "bind_socket", "PortInUse", "ensure_key", "waitress_options", "create_server",
            "MIN_ENV_KEY_LENGTH"]
@@ -155,7 +155,7 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     stops = StopHandlers()  # SIGTERM, Ctrl-Break, the console closing: all stop like Ctrl-C
-    store = Store(settings.db, synchronous=settings.synchronous)
+    store = open_store(settings.db, synchronous=settings.synchronous)
     if isinstance(settings.db, Path):
         restrict(settings.db)  # Windows: a database made by an older TeleGate or copied in has its folder's ACL
     server = room = None
@@ -177,7 +177,7 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
         dispatcher = Dispatcher(settings.threads)
         room = default_room(store, park=dispatcher.parked)
         dispatcher.on_shutdown.append(room.close)
-        dispatcher.on_thread_exit.append(store.engine.release_connection)
+        dispatcher.on_thread_exit.append(store.release_connection)
         server = create_server(access_logged(create_app(settings, store, room=room)), sock,
                                dispatcher=dispatcher, **waitress_options(settings))
         host, port = sock.getsockname()[:2]

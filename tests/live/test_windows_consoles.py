@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from support import ROOT, LiveServer, server_env
-from telegate.store import Store
+from telegate.store import open_store
 
 pytestmark = [pytest.mark.windows, pytest.mark.sqlite_only]
 
@@ -35,7 +35,7 @@ def telegate(*argv: str, env: dict[str, str], stdin: bytes = b"", stdout=subproc
 def test_sessions_list_redirected_to_a_file_on_a_cp1251_console(tmp_path):
     """Windows: `telegate sessions list > sessions.txt` in a Russian console, with an emoji name."""
     db = tmp_path / "pool.db"
-    with Store(db) as store:
+    with open_store(db) as store:
         store.add_sessions([EMOJI, "Акк"])
     listing = tmp_path / "sessions.txt"
     with listing.open("wb") as out:
@@ -62,7 +62,7 @@ def test_names_piped_in_with_a_bom_on_a_cp1251_console(tmp_path):
     names_file.write_bytes("\ufeffacc1\r\nacc2\r\n".encode("utf-8"))  # Notepad's "UTF-8 with BOM"
     done = telegate("sessions", "add", "--from-file", str(names_file), "--db", str(db), env=cp1251_env())
     assert done.returncode == 0, done.stderr.decode("cp1251", "replace")
-    with Store(db) as store:
+    with open_store(db) as store:
         assert [row["name"] for row in store.list_sessions()[0]] == ["Акк", EMOJI, "acc1", "acc2"]
 
 

@@ -25,7 +25,7 @@ from support.cli import run
 from telegate import _files, _stop
 from telegate._channel import _poll_turn
 from telegate._sessionfiles import session_kind, sqlite_uri
-from telegate.store import Store
+from telegate.store import open_store
 
 pytestmark = [pytest.mark.windows, pytest.mark.sqlite_only]
 
@@ -98,10 +98,10 @@ def test_empty_wal_and_shm_made_before_sqlite_are_used_as_they_are(tmp_path):
     _files.create_private(db)
     _files.precreate_companions(db, platform="win32")
     assert (tmp_path / "pool.db-wal").stat().st_size == 0 and (tmp_path / "pool.db-shm").exists()
-    with Store(db) as store:
+    with open_store(db) as store:
         store.add_sessions(["a", "b"])
         assert store.list_sessions()[1] == 2
-    with Store(db) as store:
+    with open_store(db) as store:
         assert store.list_sessions()[1] == 2
 
 
@@ -124,7 +124,7 @@ def held_open(times: int):
 
 def test_backup_retries_a_target_held_open(tmp_path, monkeypatch):
     db = tmp_path / "pool.db"
-    with Store(db) as store:
+    with open_store(db) as store:
         store.add_sessions(["a"])
     target = tmp_path / "backup.db"
     target.write_bytes(b"yesterday")
@@ -135,13 +135,13 @@ def test_backup_retries_a_target_held_open(tmp_path, monkeypatch):
     code, _, err = run("backup", str(target), "--force", "--db", str(db))
     assert code == 0, err
     assert len(calls) == 3 and sleeps == list(_files.REPLACE_DELAYS[:2])
-    with Store(target) as copy:
+    with open_store(target) as copy:
         assert copy.list_sessions()[1] == 1
 
 
 def test_backup_onto_a_file_held_for_good_says_why_and_cleans_up(tmp_path, monkeypatch):
     db = tmp_path / "pool.db"
-    Store(db).close()
+    open_store(db).close()
     target = tmp_path / "backup.db"
     target.write_bytes(b"yesterday")
     replace, calls = held_open(10**6)
@@ -158,7 +158,7 @@ def test_backup_onto_a_file_held_for_good_says_why_and_cleans_up(tmp_path, monke
 def test_a_failed_cleanup_never_hides_why_the_backup_failed(tmp_path, monkeypatch):
     """Windows: the temporary file can't be deleted either while a scanner holds it."""
     db = tmp_path / "pool.db"
-    Store(db).close()
+    open_store(db).close()
     replace, _ = held_open(10**6)
     monkeypatch.setattr("telegate.cli.replace_retrying",
                         functools.partial(_files.replace_retrying, replace=replace, sleep=lambda s: None))

@@ -15,7 +15,7 @@ import pytest
 
 from telegate import _names
 from telegate.cli import main
-from telegate.store import Store
+from telegate.store import open_store
 
 # Windows behaviour stood in for on Linux: PureWindowsPath for device names and the characters NTFS
 # refuses; names differing only in case for NTFS and APFS, which keep them as one file.
@@ -110,7 +110,7 @@ def test_api_keeps_one_of_two_names_that_differ_only_in_case(wsgi, first, second
 
 def _legacy_pool(db) -> None:
     """A pool as it was before names were unique regardless of case: keys cleared, twins added raw."""
-    with Store(db) as store:
+    with open_store(db) as store:
         store.add_sessions(["acc1", "ok"])
         store.engine.write(lambda tx: tx.run("UPDATE sessions SET name_key = NULL"))
         for name in ("ACC1", "Acc1", "CON"):
@@ -121,7 +121,7 @@ def _legacy_pool(db) -> None:
 def test_existing_twins_open_flagged_until_one_is_removed(fresh_db, tmp_path):
     db = fresh_db()
     _legacy_pool(db)
-    with Store(db) as store:  # opening fills the keys: twins do not stop the server
+    with open_store(db) as store:  # opening fills the keys: twins do not stop the server
         rows = {row["name"]: row for row in store.list_sessions()[0]}
         assert rows["acc1"]["name_clash"] == ["ACC1", "Acc1"]
         assert rows["ACC1"]["name_clash"] == ["acc1", "Acc1"]
@@ -168,7 +168,7 @@ def test_sqlite_upgrade_from_version_5_keeps_twins(tmp_path):
     conn.execute("PRAGMA user_version = 5")
     conn.commit()
     conn.close()
-    with Store(path) as store:
+    with open_store(path) as store:
         rows = {row["name"]: row["name_clash"] for row in store.list_sessions()[0]}
     assert rows == {"Акк": ["акк"], "акк": ["Акк"], "b": []}
 
@@ -188,7 +188,7 @@ def test_cli_add_refuses_a_bad_name_in_one_line(fresh_db, name):
     code, _, err = run("sessions", "add", "--db", db, "--from-file", "-", stdin=f"good\n{name}\n")
     assert code == 1 and err.count("\n") == 1
     assert f"(name rule: {BAD[name]})" in err
-    with Store(db) as store:
+    with open_store(db) as store:
         assert store.list_sessions()[1] == 0
 
 
@@ -215,7 +215,7 @@ def test_import_skips_names_windows_cannot_hold_and_twins(fresh_db, tmp_path):
     db = str(fresh_db())
     code, _, err = run("sessions", "import", str(folder), "--db", db)
     assert code == 0, err
-    with Store(db) as store:
+    with open_store(db) as store:
         names = sorted(row["name"] for row in store.list_sessions()[0])
     assert names == sorted(["ACC1", "fine", "Акк"])  # sorted() order: the first of each pair wins
     assert "skipped acc1.session: its name differs only in case from ACC1.session" in err
