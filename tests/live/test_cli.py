@@ -5,7 +5,6 @@ import io
 import json
 import os
 import re
-import signal
 import sqlite3
 import stat
 import subprocess
@@ -19,6 +18,7 @@ import urllib3
 from support import ROOT, server_env
 from support.cli import run, run_process
 from support.terminal import on_terminal
+from telegate._stop import new_group_flags, request_stop
 from telegate.cli import main
 from telegate.store import open_store
 
@@ -110,7 +110,7 @@ def test_sessions_import_tells_telethon_from_pyrogram(tmp_path, db):
         conn.executescript(PYROGRAM_SCHEMA)
     conn.close()
     (folder / "junk.session").write_bytes(b"this is not sqlite")
-    (folder / "notes.txt").write_text("ignored")
+    (folder / "notes.txt").write_text("ignored", encoding="utf-8")
     code, _, err = run("sessions", "import", str(folder), "--db", db)
     assert code == 0
     assert "warning: skipped junk.session" in err
@@ -156,7 +156,8 @@ class Serving:
                                                  stdin=subprocess.DEVNULL)
         else:
             self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                         env={**server_env(), **(env or {})}, cwd=ROOT)
+                                         encoding="utf-8", env={**server_env(), **(env or {})}, cwd=ROOT,
+                                         creationflags=new_group_flags())
             self.stream = self.proc.stdout
         self.lines: list[str] = []
         self.ready = threading.Event()
@@ -177,7 +178,7 @@ class Serving:
         return "".join(self.lines)
 
     def interrupt(self) -> int:
-        self.proc.send_signal(signal.SIGINT)
+        request_stop(self.proc)
         code = self.proc.wait(15)
         self.reader.join(5)
         return code

@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import signal
 import subprocess
 import sys
 import threading
@@ -31,6 +30,7 @@ import pytest
 
 from support import ROOT, STARTUP_DEADLINE, server_env
 from support.terminal import on_terminal
+from telegate._stop import request_stop
 from telegate.store import open_store
 
 README = ROOT / "README.md"
@@ -91,7 +91,7 @@ class Serve:
     def stop(self) -> int | None:
         """Ctrl-C, as the README says."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            request_stop(self.proc)
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
@@ -167,7 +167,7 @@ def test_readme_blocks_run_in_order(tmp_path):
                                   encoding="utf-8")
                 argv = ["bash", str(script)]
             proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=BLOCK_TIMEOUT,
-                                  stdin=subprocess.DEVNULL)
+                                  stdin=subprocess.DEVNULL, encoding="utf-8")
             _check(what, proc)
             outputs.append(proc.stdout)
             if language != "python":
