@@ -110,7 +110,7 @@ class Channel(HTTPChannel):
         self.head_since: float | None = time.monotonic()
         super().__init__(server, sock, addr, adj, map)
         counts = getattr(server, "per_address", None)
-        if counts is not None and isinstance(addr, tuple) and self._fileno is not None:
+        if counts is not None and isinstance(addr, tuple) and getattr(self, "_fileno", None) is not None:
             self._counted = addr[0]
             counts[self._counted] = counts.get(self._counted, 0) + 1
 
@@ -128,7 +128,7 @@ class Channel(HTTPChannel):
         super().del_channel(map)
         counted, self._counted = self._counted, None
         if counted is not None:
-            counts = self.server.per_address
+            counts: dict[str, int] = getattr(self.server, "per_address")
             left = counts.get(counted, 1) - 1
             if left > 0:
                 counts[counted] = left
@@ -299,12 +299,13 @@ class Server(TcpWSGIServer):
         except OSError:
             conn.close()
             return
-        self.channel_class(self, conn, self.fix_addr(addr), self.adj, map=self._map)
+        self.channel_class(self, conn, self.fix_addr(addr), self.adj, map=self._map)  # type: ignore[attr-defined]
 
     def _close_slow_heads(self) -> None:
         """Close the connections whose request head is overdue (none of them has a request running)."""
         cutoff = time.monotonic() - self.header_timeout  # type: ignore[operator]
-        for channel in list(self.active_channels.values()):
+        channels: dict[int, Any] = self.active_channels  # type: ignore[assignment]
+        for channel in list(channels.values()):
             since = getattr(channel, "head_since", None)
             if since is not None and since < cutoff and not channel.requests:
                 log.info("closed a connection from %s: no complete request head within %g s (--header-timeout)",
@@ -320,7 +321,8 @@ class Server(TcpWSGIServer):
     def _paced_loop(self) -> None:
         """``wasyncore.loop`` (same poll, same timeout), sleeping after expensive turns."""
         use_poll = self.adj.asyncore_use_poll and hasattr(select, "poll")
-        timeout, socket_map = self.adj.asyncore_loop_timeout, self._map
+        timeout: float = self.adj.asyncore_loop_timeout
+        socket_map = self._map  # type: ignore[attr-defined]
         if self.header_timeout is not None:
             timeout = min(timeout, self.head_check)
         next_check = 0.0
