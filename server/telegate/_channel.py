@@ -62,6 +62,8 @@ ON_DISCONNECT = "telegate.on_disconnect"
 
 
 class _Task(WSGITask):
+    channel: Channel
+
     def get_environment(self) -> dict:
         environ = super().get_environment()
         environ[ON_DISCONNECT] = self.channel.on_disconnect
@@ -152,7 +154,7 @@ class Dispatcher(ThreadedTaskDispatcher):
             self._stopping = True
         for hook in self.on_shutdown:
             hook()
-        return super().shutdown(cancel_pending, timeout)
+        return super().shutdown(cancel_pending, timeout)  # type: ignore[arg-type]  # seconds; the stub says int
 
     @property
     def parked_count(self) -> int:
@@ -206,7 +208,7 @@ class Server(TcpWSGIServer):
     def _paced_loop(self) -> None:
         """``wasyncore.loop`` (same poll, same timeout), sleeping after expensive turns."""
         poll = wasyncore.poll2 if self.adj.asyncore_use_poll and hasattr(select, "poll") else wasyncore.poll
-        timeout, socket_map = self.adj.asyncore_loop_timeout, self._map
+        timeout, socket_map = self.adj.asyncore_loop_timeout, self._map  # type: ignore[attr-defined]  # wasyncore's map; not in the stub
         while socket_map:
             began = self._cpu_clock()
             poll(timeout, socket_map)

@@ -418,7 +418,7 @@ _RESPONSES: dict[str, Any] = {
 
 _ID_PARAM = {"name": "session_id", "in": "path", "required": True,
              "schema": {"type": "integer", "minimum": 1, "maximum": _MAX_ID}}
-_KEYED = [{"ApiKey": []}, {"Bearer": []}]
+_KEYED: list[dict[str, list[str]]] = [{"ApiKey": []}, {"Bearer": []}]
 
 
 def _op(summary: str, description: str, responses: dict[str, Any], *, tag: str, auth: bool = True,

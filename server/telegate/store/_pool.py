@@ -24,8 +24,9 @@ from . import _keys as keys
 from . import _leases as leases
 from . import _line as line
 from ._base import (
-    STATES, DatabaseError, Engine, Grant, KeyInfo, Lease, NoSessionAvailable, NotFound, Ticket, Tx,
+    STATES, CommitFeed, DatabaseError, Engine, Grant, KeyInfo, Lease, NoSessionAvailable, NotFound, PoolStore, Ticket, Tx,
 )
+from ._copy import copy_pool
 from ._sql import IS_FREE, lease_from
 
 __all__ = ["Store"]
@@ -83,7 +84,7 @@ class Store:
         """Raise :class:`DatabaseError` unless the database answers."""
         self.engine.ping()
 
-    def commit_feed(self) -> Any:
+    def commit_feed(self) -> CommitFeed:
         """A new feed of other connections' commits (``CommitFeed``: one per server process)."""
         return self.engine.commit_feed()
 
@@ -416,8 +417,9 @@ class Store:
                                 " use the database's own tools (pg_dump, pg_amcheck)")
         return method
 
-    def copy_into(self, target: "Store") -> dict[str, int]:
+    def copy_into(self, target: PoolStore) -> dict[str, int]:
         """Copy every row of this pool into ``target``, an empty pool (``telegate migrate``);
         rows per table. :class:`Conflict` when ``target`` holds anything already."""
-        from ._copy import copy_pool
-        return copy_pool(self, target)
+        if not isinstance(target, Store):
+            raise TypeError(f"copy_into needs a Store to copy into, not {type(target).__name__}")
+        return copy_pool(self.engine, target.engine, target.path)
