@@ -186,7 +186,9 @@ class Engine(Protocol):
 
     def schema_version(self) -> int: ...
 
-    def migrate(self) -> None: ...
+    def migrate(self) -> None:
+        """Bring the schema up to ``SCHEMA_VERSION`` with this dialect's files (``_schema``), in
+        one transaction; refuse (:class:`DatabaseError`) a database newer than this TeleGate."""
 
     def ping(self) -> None: ...
 
