@@ -30,7 +30,7 @@ def _imports(tree: ast.AST) -> list[str]:
 
 
 def test_nothing_outside_the_store_imports_its_private_modules():
-    private = {path.relative_to(SERVER).as_posix(): [name for name in _imports(ast.parse(path.read_text("utf-8")))
+    private = {path.relative_to(SERVER).as_posix(): [name for name in _imports(ast.parse(path.read_text(encoding="utf-8")))
                                                      if "store._" in name or name.startswith("._")
                                                      and "store" in name]
                for path in OUTSIDE}
@@ -39,7 +39,7 @@ def test_nothing_outside_the_store_imports_its_private_modules():
 
 def test_nothing_outside_the_store_touches_a_store_engine():
     reaching = [f"{path.relative_to(SERVER).as_posix()}:{node.lineno}"
-                for path in OUTSIDE for node in ast.walk(ast.parse(path.read_text("utf-8")))
+                for path in OUTSIDE for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
                 if isinstance(node, ast.Attribute) and node.attr == "engine"]
     assert reaching == []
 
@@ -48,7 +48,7 @@ def _store_calls(path: Path) -> set[str]:
     """Attributes read on anything named ``store`` (``store.x``, ``self.store.x``, ``source.x``...)."""
     names = {"store", "source", "target"}
     calls = set()
-    for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Attribute):
             owner = node.value
             if isinstance(owner, ast.Attribute) and owner.attr == "store" or \

@@ -29,6 +29,7 @@ from ._base import (
     STATES, CommitFeed, DatabaseError, Engine, Grant, KeyInfo, Lease, NoSessionAvailable, NotFound, PoolStore, Ticket, Tx,
 )
 from ._copy import copy_pool
+from ._namekeys import fill_name_keys
 from ._sql import IS_FREE, lease_from
 
 __all__ = ["Store"]
@@ -51,6 +52,10 @@ class _Base:
         #: Called after each commit that granted sessions to waiting tickets, with the grants.
         self.grant_listeners: list[Callable[[list[Grant]], None]] = []
         engine.migrate()
+        # Names registered before they were unique regardless of case get their keys (a
+        # read finds none to fill once they have them; see _namekeys.py).
+        if engine.read(lambda tx: tx.row("SELECT 1 AS x FROM sessions WHERE name_key IS NULL LIMIT 1")):
+            engine.write(fill_name_keys)
 
     @property
     def path(self) -> str:

@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, TypeVar
 
-from .._files import create_private
+from .._files import create_private, precreate_companions
 from ._base import DatabaseError, StoreError
 from ._schema import SCHEMA_VERSION, migrations, statements
 
@@ -121,6 +121,7 @@ class SQLiteEngine:
             # SQLite gives the -wal and -shm files the database file's mode: a file made
             # private here keeps key hashes and meta (proxy passwords) private in all three.
             create_private(self.path)
+            precreate_companions(self.path)  # Windows: -wal and -shm private too
             conn = sqlite3.connect(str(self.path), timeout=self._busy_timeout,
                                    isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
