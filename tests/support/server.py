@@ -22,6 +22,8 @@ import urllib3
 from telegate import open_store
 from telegate._stop import new_group_flags, request_stop
 
+from . import dbstate
+
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_DEADLINE = 30.0
 _LISTENING = re.compile(r"TeleGate listening on (http://\S+)")
@@ -64,6 +66,7 @@ class LiveServer:
         self.client_key = self.store.create_key("test-client" + suffix, "client")
         self.port = 0
         self.url = ""
+        self._resets = 0
         self.proc: subprocess.Popen | None = None
         self.output: list[str] = []
         self.http = urllib3.PoolManager(maxsize=32, retries=False, timeout=urllib3.Timeout(30))
@@ -126,6 +129,40 @@ class LiveServer:
         self.stop()
         self.http.clear()
         self.store.close()
+
+    # -- one server for a module's tests -------------------------------------------------
+
+    def keep_state(self) -> None:
+        """Remember the database as it is now (just started: schema and the two keys), for :meth:`reset`."""
+        self._clean = dbstate.snapshot(self.db_path)
+
+    def reset(self) -> None:
+        """Make this server what a fresh one on a fresh database would be, for the next test.
+
+        A server the last test killed or stopped is started again (on a new port). The
+        database gets back exactly the content :meth:`keep_state` saw (every table emptied,
+        ids restarting where they did). The output starts after a request the server logs
+        now: every line of an earlier test's requests came before it, so none can be read
+        as this test's.
+        """
+        if self.proc is None or self.proc.poll() is not None:
+            self.port = 0
+            self.start()
+        dbstate.restore(self.db_path, self._clean)
+        self._resets += 1
+        marker = f"/_test_reset_{os.getpid()}_{self._resets}"
+        reply = self.request("GET", marker, key=None)
+        assert reply.status < 500, reply
+        deadline = time.monotonic() + STARTUP_DEADLINE
+        while True:
+            lines = list(self.output)
+            at = next((n for n, line in enumerate(lines) if marker in line), None)
+            if at is not None:
+                self.output = lines[at + 1:]
+                return
+            if time.monotonic() > deadline:
+                pytest.fail(f"the server did not log {marker}:\n{self.log}")
+            time.sleep(0.005)
 
     # -- helpers ------------------------------------------------------------------------
 

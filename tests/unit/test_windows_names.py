@@ -156,13 +156,13 @@ def test_cli_and_dashboard_data_flag_twins(fresh_db, tmp_path):
 
 def test_sqlite_upgrade_from_version_5_keeps_twins(tmp_path):
     """A real file at the schema before this change, holding twins, upgrades without failing."""
-    from telegate.store import _sqlite
+    from telegate.store._schema import migrations, statements
 
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)
-    for step in _sqlite.MIGRATIONS[:5]:
-        for statement in step.split(";"):
-            if statement.strip():
+    for version, sql in migrations("sqlite"):
+        if version <= 5:
+            for statement in statements(sql):
                 conn.execute(statement)
     conn.executemany("INSERT INTO sessions (name, created_at) VALUES (?, 0)", [("Акк",), ("акк",), ("b",)])
     conn.execute("PRAGMA user_version = 5")

@@ -5,7 +5,7 @@ case-folded) under a unique index, so ``acc1`` and ``ACC1`` (one file on Windows
 macOS) can't both be registered: the second insert conflicts like a repeated name.
 
 The key is computed in Python (neither SQLite's nor PostgreSQL's ``lower()`` folds case
-the way ``str.casefold`` does for every script), so the migration only adds the column
+the way ``str.casefold`` does for every script), so the migration (``schema/*/0006.sql``) only adds the column
 and :func:`fill_name_keys` fills it when a store opens. A database that already holds
 names colliding that way still opens: the oldest session of each group gets the key, the
 others keep ``NULL`` (the unique index allows any number of those), and
@@ -19,17 +19,7 @@ from typing import Any
 from .._names import name_key
 from ._base import Tx
 
-__all__ = ["DDL_SQLITE", "DDL_POSTGRES", "fill_name_keys", "name_clashes", "key_of"]
-
-#: The migration: the column, its unique index, and a partial index that finds the
-#: sessions still without a key (none, once the names are clean).
-_DDL = """
-ALTER TABLE sessions ADD COLUMN name_key TEXT{collate};
-CREATE UNIQUE INDEX sessions_casefold_name ON sessions (name_key);
-CREATE INDEX sessions_unfolded_name ON sessions (id) WHERE name_key IS NULL;
-"""
-DDL_SQLITE = _DDL.format(collate="")
-DDL_POSTGRES = _DDL.format(collate=' COLLATE "C"')  # byte order, like the name column (whose UNIQUE constraint owns the index name sessions_name_key)
+__all__ = ["fill_name_keys", "name_clashes", "key_of"]
 
 #: Rows per UPDATE while filling keys: a 100,000-session pool takes 200 statements.
 _CHUNK = 500
