@@ -231,7 +231,7 @@ def test_serve_registers_sessions_dir(tmp_path, db):
     folder.mkdir()
     for name in ("a", "b"):
         SQLiteSession(str(folder / name)).close()
-    server = Serving(db, None, "--sessions-dir", str(folder))
+    server = Serving(db, {"TELEGATE_API_KEY": os.urandom(24).hex()}, "--sessions-dir", str(folder))  # no key file
     server.interrupt()
     with open_store(db) as store:
         assert store.status()["total"] == 2
