@@ -23,7 +23,8 @@ from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 import urllib3
 
 from . import _keys
-from ._http import iso
+from ._http import iso, parse_moment
+from ._names import describe_problem
 from .store import STATES, is_database_url, open_store
 
 __all__ = ["Admin", "AdminError", "HttpAdmin", "DatabaseAdmin", "choose", "DEFAULT_URL"]
@@ -56,9 +57,11 @@ class Admin(Protocol):
     def iter_sessions(self, state: str | None = None) -> Iterator[dict[str, Any]]: ...
     def set_disabled(self, names: Sequence[str], disabled: bool, reason: str | None = None) -> list[str]: ...
     def remove_sessions(self, names: Sequence[str]) -> list[str]: ...
-    def create_key(self, name: str, *, admin: bool = False, max_leases: int | None = None) -> str: ...
+    def create_key(self, name: str, *, admin: bool = False, max_leases: int | None = None,
+                   max_waiting: int | None = None) -> str: ...
     def list_keys(self) -> list[dict[str, Any]]: ...
     def revoke_key(self, name: str, *, keep_leases: bool = False) -> int: ...
+    def undo_reports(self, name: str, *, since: str | None = None) -> dict[str, Any]: ...
     def status(self) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
@@ -75,6 +78,7 @@ def _session_view(row: Mapping[str, Any], now: float, *, lease_expires_at: str |
     in_use, resting = row["state"] == "in_use", row["state"] == "in_floodwait"
     view = {key: row[key] for key in ("id", "name", "kind", "state", "disabled_reason", "use_count",
                                       "flood_count", "meta")}
+    view["name_problem"] = row.get("name_problem")
     view["holder"] = row["holder"] if in_use else None
     view["lease_expires_at"] = lease_expires_at if in_use else None
     view["flood_wait_until"] = flood_wait_until if resting else None
@@ -109,6 +113,7 @@ class DatabaseAdmin:
             rows, total = self.store.list_sessions(state=state, limit=_PAGE, offset=offset)
             now = self.store.clock()
             for row in rows:
+                row["name_problem"] = describe_problem(row["name_problem"], row["name_clash"])
                 yield _session_view(row, now, lease_expires_at=iso(row["lease_expires_at"]),
                                     flood_wait_until=iso(row["flood_wait_until"]))
             offset += len(rows)
@@ -121,14 +126,20 @@ class DatabaseAdmin:
     def remove_sessions(self, names: Sequence[str]) -> list[str]:
         return self.store.remove_sessions_by_name(names)
 
-    def create_key(self, name: str, *, admin: bool = False, max_leases: int | None = None) -> str:
-        return self.store.create_key(name, "admin" if admin else "client", max_leases=max_leases)
+    def create_key(self, name: str, *, admin: bool = False, max_leases: int | None = None,
+                   max_waiting: int | None = None) -> str:
+        return self.store.create_key(name, "admin" if admin else "client", max_leases=max_leases,
+                                     max_waiting=max_waiting)
 
     def list_keys(self) -> list[dict[str, Any]]:
         return [_keys.key_json(row) for row in self.store.list_keys()]
 
     def revoke_key(self, name: str, *, keep_leases: bool = False) -> int:
         return self.store.revoke_key(name, end_leases=not keep_leases)
+
+    def undo_reports(self, name: str, *, since: str | None = None) -> dict[str, Any]:
+        moment = None if since is None else parse_moment(since)
+        return self.store.undo_reports(name, since=moment, by="cli")
 
     def status(self) -> dict[str, Any]:
         data = self.store.status()
@@ -314,10 +325,13 @@ class HttpAdmin:
 
     # -- keys ----------------------------------------------------------------------------------
 
-    def create_key(self, name: str, *, admin: bool = False, max_leases: int | None = None) -> str:
+    def create_key(self, name: str, *, admin: bool = False, max_leases: int | None = None,
+                   max_waiting: int | None = None) -> str:
         body: dict[str, Any] = {"name": name, "admin": admin}
         if max_leases is not None:
             body["max_leases"] = max_leases
+        if max_waiting is not None:
+            body["max_waiting"] = max_waiting
         return str(self._call("POST", "/keys", body, expect=("key",))["key"])
 
     def list_keys(self) -> list[dict[str, Any]]:
@@ -327,6 +341,10 @@ class HttpAdmin:
         path = "/keys/" + urllib.parse.quote(name, safe="")
         answer = self._call("DELETE", path + ("?keep_leases=true" if keep_leases else ""))
         return int(answer.get("leases_ended") or 0)
+
+    def undo_reports(self, name: str, *, since: str | None = None) -> dict[str, Any]:
+        path = "/keys/" + urllib.parse.quote(name, safe="") + "/undo-reports"
+        return dict(self._call("POST", path, {} if since is None else {"since": since}, expect=("enabled",)))
 
     def status(self) -> dict[str, Any]:
         data = self._call("GET", "/status", expect=("total", "server_time") + STATES)

@@ -19,11 +19,14 @@ from typing import Mapping, Sequence, TextIO
 
 from . import __version__
 from ._admin_client import DEFAULT_URL, Admin, AdminError, choose
-from ._files import create_private
+from ._files import create_private, replace_retrying
+from ._logging import safe_output
+from ._names import BadName, check_name, name_key
 from ._sessionfiles import scan_dir
-from ._text import unsafe_detail
+from ._http import parse_moment
+from ._text import mask_secrets, unsafe_detail
 from .settings import SETTINGS, SettingsError, resolve
-from .store import MAX_NAME_LENGTH, STATES, Store, StoreError, open_store
+from .store import STATES, Store, StoreError, open_store
 
 __all__ = ["main", "build_parser"]
 
@@ -115,11 +118,19 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--admin", action="store_true", help="admin scope (manage sessions); default client")
     create.add_argument("--max-leases", metavar="N", type=_positive_int, default=None,
                         help="most leases the key may hold at once (over it: 429 lease_limit); default no limit")
+    create.add_argument("--max-waiting", metavar="N", type=_positive_int, default=None,
+                        help="most long-polls the key may park in the waiting line at once (over it: 429"
+                             " wait_limit); default 4 per --max-leases, or no cap of its own")
     ksub.add_parser("list", parents=[db], help="list keys (never the keys themselves)")
     revoke = ksub.add_parser("revoke", parents=[db], help="revoke a key by name")
     revoke.add_argument("name")
     revoke.add_argument("--keep-leases", action="store_true",
                         help="let the key's current leases run out instead of ending them")
+    undo = ksub.add_parser("undo-reports", parents=[db],
+                           help="undo every disable and rest a key reported on release (where nobody reported since)")
+    undo.add_argument("name")
+    undo.add_argument("--since", metavar="ISO-TIME", default=None,
+                      help="only reports from this time on, e.g. 2025-06-01T12:00:00Z (no offset: UTC)")
 
     commands.add_parser("status", parents=[db], help="pool counts by state")
     backup = commands.add_parser("backup", parents=[_db_parent()],
@@ -152,27 +163,52 @@ def _admin(args: argparse.Namespace, environ: Mapping[str, str]) -> Admin:
 
 
 def _check_names(names: Sequence[str]) -> list[str]:
+    """The names to add, blank lines and ``#`` comments dropped; the first broken rule is an error."""
     clean = []
+    keys: dict[str, tuple[int, str]] = {}
     for number, name in enumerate(names, 1):
         name = name.strip()
         if not name or name.startswith("#"):
             continue
-        if len(name) > MAX_NAME_LENGTH:
-            raise CliError(f"name {number} is over {MAX_NAME_LENGTH} characters: {name[:40]!r}")
-        unsafe = unsafe_detail(f"name {number} {name[:40]!r}", name)
-        if unsafe:
-            raise CliError(unsafe)
+        try:
+            check_name(name, f"name {number}")
+        except BadName as exc:
+            raise CliError(str(exc)) from None
+        first_number, first = keys.setdefault(name_key(name), (number, name))
+        if first != name:
+            raise CliError(f"names {first_number} {first!r} and {number} {name!r} differ only in case: one file on"
+                           " Windows and macOS; keep one of them (name rule: case)")
         clean.append(name)
     return clean
+
+
+def _read_stdin(stdin: TextIO) -> str:
+    """Standard input as UTF-8 (a BOM dropped), whatever the console's code page.
+
+    Python decodes a pipe with the locale's encoding, cp1251 on a Russian Windows, so
+    ``Get-Content names.txt | telegate sessions add --from-file -`` would garble every
+    Cyrillic name; PowerShell 5.1 also sends a BOM first. So the bytes are read and
+    decoded here.
+    """
+    raw = getattr(stdin, "buffer", None)
+    if raw is not None:
+        try:
+            return raw.read().decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise CliError("standard input is not UTF-8 text (in PowerShell set"
+                           " $OutputEncoding = [Text.UTF8Encoding]::new() first)") from None
+    text = stdin.read()  # already text (a test's StringIO): only the BOM to drop
+    return text[1:] if text.startswith("\ufeff") else text
 
 
 def _read_names(source: str, stdin: TextIO) -> list[str]:
     # Split on newlines only: splitlines() would also cut at \x0c, \x1c or U+2028, quietly
     # turning one bad name into two; _check_names refuses it instead.
     if source == "-":
-        return stdin.read().split("\n")
+        return _read_stdin(stdin).split("\n")
     try:
-        return Path(source).read_text(encoding="utf-8").split("\n")
+        # utf-8-sig: Notepad and PowerShell 5.1 begin a file with a BOM, which must not stick to the first name.
+        return Path(source).read_text(encoding="utf-8-sig").split("\n")
     except OSError as exc:
         raise CliError(f"cannot read {source}: {exc.strerror or exc}") from exc
     except UnicodeDecodeError:
@@ -228,14 +264,18 @@ def _sessions(admin: Admin, args: argparse.Namespace, out: TextIO, err: TextIO, 
 
 
 _JSON_FIELDS = ("id", "name", "kind", "state", "holder", "disabled_reason", "use_count", "flood_count", "meta",
-                "lease_expires_at", "flood_wait_until")
+                "lease_expires_at", "flood_wait_until", "name_problem")
 
 
 def _list_sessions(admin: Admin, args: argparse.Namespace, out: TextIO) -> int:
     header = False
+    # JSON to an output that is not UTF-8 (a file on a cp1251 console) is kept ASCII (\uXXXX
+    # escapes): the backslashreplace fallback would write \U0001f642, which is not JSON.
+    encoding = (getattr(out, "encoding", None) or "utf-8").lower().replace("-", "").replace("_", "")
+    ascii_only = encoding not in ("utf8", "utf8sig")
     for row in admin.iter_sessions(args.state):
         if args.json:
-            out.write(json.dumps({k: row[k] for k in _JSON_FIELDS}, ensure_ascii=False) + "\n")
+            out.write(json.dumps({k: row[k] for k in _JSON_FIELDS}, ensure_ascii=ascii_only) + "\n")
             continue
         if not header:
             out.write(f"{'ID':>6}  {'NAME':<24} {'KIND':<9} {'STATE':<13} DETAIL\n")
@@ -247,6 +287,9 @@ def _list_sessions(admin: Admin, args: argparse.Namespace, out: TextIO) -> int:
             detail = f"flood wait {row['flood_wait_remaining'] or 0:.0f}s more"
         elif row["state"] == "disabled":
             detail = row["disabled_reason"] or ""
+        if row.get("name_problem"):  # a name registered before the rules: flagged until fixed
+            detail = f"{detail}; " if detail else ""
+            detail += f"NAME: {row['name_problem']}"
         out.write(f"{row['id']:>6}  {row['name']:<24} {row['kind']:<9} {row['state']:<13} {detail}\n")
     if not header and not args.json:
         out.write("no sessions" + (f" in state {args.state}" if args.state else "") + "\n")
@@ -260,7 +303,7 @@ def _keys(admin: Admin, args: argparse.Namespace, out: TextIO, err: TextIO) -> i
             raise CliError("key name must be 1 to 100 characters")
         if unsafe := unsafe_detail("the key name", name):  # it is the default holder, shown to the admin
             raise CliError(unsafe)
-        key = admin.create_key(name, admin=args.admin, max_leases=args.max_leases)
+        key = admin.create_key(name, admin=args.admin, max_leases=args.max_leases, max_waiting=args.max_waiting)
         out.write(key + "\n")
         limit = f", at most {args.max_leases} lease(s) at once" if args.max_leases else ""
         err.write(f"created {'admin' if args.admin else 'client'} key {name!r}{limit} ({admin.where});"
@@ -269,11 +312,21 @@ def _keys(admin: Admin, args: argparse.Namespace, out: TextIO, err: TextIO) -> i
         keys = admin.list_keys()
         if not keys:
             out.write("no keys\n")
-        for key in keys:
-            state = f"revoked {key['revoked_at']}" if key["revoked_at"] else "active"
-            limit = f"max {key['max_leases']}" if key.get("max_leases") else "no limit"
-            held = f"  {key['leases']} lease(s)" if key.get("leases") is not None else ""
-            out.write(f"{key['name']:<24} {key['scope']:<7} {limit:<10} created {key['created_at']}  {state}{held}\n")
+        for row in keys:
+            state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
+            limit = f"max {row['max_leases']}" if row.get("max_leases") else "no limit"
+            held = f"  {row['leases']} lease(s)" if row.get("leases") is not None else ""
+            out.write(f"{row['name']:<24} {row['scope']:<7} {limit:<10} created {row['created_at']}  {state}{held}\n")
+    elif args.action == "undo-reports":
+        if args.since is not None:
+            try:
+                parse_moment(args.since)
+            except ValueError as exc:
+                raise CliError(f"--since: {exc}") from None
+        done = admin.undo_reports(args.name, since=args.since)
+        out.write(f"{len(done['enabled'])} session(s) enabled, {len(done['rested'])} rested no more,"
+                  f" {done['left_standing']} report(s) left standing (someone reported since)\n")
+        err.write(f"undid {done['reports']} report(s) of key {args.name!r} ({admin.where})\n")
     else:
         ended = admin.revoke_key(args.name, keep_leases=args.keep_leases)
         err.write(f"revoked key {args.name!r}" + (f"; {ended} of its lease(s) ended" if ended else "") + "\n")
@@ -317,11 +370,20 @@ def _backup(args: argparse.Namespace, err: TextIO) -> int:
         create_private(temporary)
         try:
             store.backup(temporary)
-            os.replace(temporary, target)
+            try:
+                replace_retrying(temporary, target)
+            except PermissionError as exc:
+                raise CliError(f"cannot replace {target}: another program keeps it open or it is read-only"
+                               f" ({exc.strerror or exc}); close that program (or pick another file) and run"
+                               " backup again") from exc
         except BaseException:
             for leftover in (temporary, Path(f"{temporary}-journal")):
-                if os.path.lexists(leftover):
-                    os.unlink(leftover)
+                try:  # a failed cleanup is reported, and never hides why the backup failed
+                    if os.path.lexists(leftover):
+                        os.unlink(leftover)
+                except OSError as exc:
+                    err.write(f"telegate: warning: could not remove {leftover} ({exc.strerror or exc});"
+                              " delete it by hand\n")
             raise
     err.write(f"backed up {store.path} to {target}\n")
     return 0
@@ -347,7 +409,13 @@ def _migrate(args: argparse.Namespace, err: TextIO) -> int:
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None,
          stdin: TextIO | None = None, environ: Mapping[str, str] | None = None) -> int:
-    out, err, stdin = out or sys.stdout, err or sys.stderr, stdin or sys.stdin
+    if out is None:
+        out = sys.stdout
+        safe_output(out)  # `sessions list > file` on a cp1251 console: escapes, not a traceback
+    if err is None:
+        err = sys.stderr
+        safe_output(err)
+    stdin = stdin or sys.stdin
     environ = os.environ if environ is None else environ
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -372,10 +440,11 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
             finally:
                 admin.close()
     except (CliError, AdminError, SettingsError, StoreError) as exc:
-        err.write(f"telegate: error: {exc}\n")
+        err.write(mask_secrets(f"telegate: error: {exc}") + "\n")
         return 1
     except OSError as exc:
-        err.write(f"telegate: error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "") + "\n")
+        err.write(mask_secrets(f"telegate: error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
+                  + "\n")
         return 1
     except KeyboardInterrupt:
         err.write("telegate: interrupted\n")

@@ -34,7 +34,7 @@ from telegate.store import open_store
 def telegate(*argv: str, env: dict[str, str], cwd: Path, stdin: str = "") -> subprocess.CompletedProcess:
     """The command as a user runs it: its own process, its own working folder."""
     return subprocess.run([sys.executable, "-m", "telegate", *argv], input=stdin, capture_output=True,
-                          text=True, env={**server_env(), **env}, cwd=cwd, timeout=60)
+                          text=True, env={**server_env(), **env}, cwd=cwd, timeout=60, encoding="utf-8")
 
 
 def run(*argv: str, environ: dict[str, str]) -> tuple[int, str, str]:
@@ -207,7 +207,7 @@ def test_sessions_commands_over_http(live_server, admin_env, tmp_path):
                                                                                        {"proxy": "p"})
     assert rows["a2"]["kind"] == "telethon" and rows["a4"]["kind"] == "unknown"
     assert set(rows["a1"]) == {"id", "name", "kind", "state", "holder", "disabled_reason", "use_count",
-                               "flood_count", "meta", "lease_expires_at", "flood_wait_until"}
+                               "flood_count", "meta", "lease_expires_at", "flood_wait_until", "name_problem"}
     code, out, _ = run("sessions", "list", "--state", "disabled", environ=env)
     assert "a1" in out and "banned" in out and "a2" not in out
     assert run("sessions", "enable", "a1", environ=env)[0] == 0
@@ -254,7 +254,7 @@ def _session_lookups(server) -> int:
     while "GET /healthz 200" not in server.log:
         assert time.monotonic() < deadline, server.log[-2000:]
         time.sleep(0.02)  # the server's output is read by a thread: poll it, with a deadline
-    return len(re.findall(r"telegate\.access: GET /sessions 200 ", server.log))
+    return len(re.findall(r"telegate\.access: \S+ GET /sessions 200 ", server.log))
 
 
 def test_commands_by_name_ask_for_their_names_not_the_whole_list(live_server, admin_env):
@@ -359,7 +359,7 @@ def test_keys_api_creates_lists_and_revokes(wsgi):
     assert wsgi("POST", "/keys", {"name": "a2", "admin": True}, key="admin").json["scope"] == "admin"
     listed = wsgi("GET", "/keys", key="admin").json["keys"]
     assert [row["name"] for row in listed] == ["admin", "client", "w2", "a2"]
-    assert set(listed[0]) == {"name", "scope", "max_leases", "leases", "created_at", "revoked_at"}
+    assert set(listed[0]) == {"name", "scope", "max_leases", "max_waiting", "leases", "created_at", "revoked_at"}
     assert created["key"] not in json.dumps(listed)
     revoked = wsgi("DELETE", "/keys/w2", key="admin")
     assert revoked.json == {"status": "revoked", "name": "w2", "leases_ended": 0}

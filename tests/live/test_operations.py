@@ -38,9 +38,9 @@ def test_access_line_names_the_key_never_shows_it(live_server):
     live_server.request("GET", "/sessions", key=None, headers=bearer)
     live_server.request("GET", "/status", key="tg_this-key-is-wrong")
 
-    wait_for_log(live_server, r"telegate\.access: POST /session 200 [\d.]+ms key=test-client\b")
-    wait_for_log(live_server, r"telegate\.access: GET /sessions 200 [\d.]+ms key=test-admin\b")
-    wait_for_log(live_server, r"telegate\.access: GET /status 401 [\d.]+ms key=-")
+    wait_for_log(live_server, r"telegate\.access: 127\.0\.0\.1 POST /session 200 [\d.]+ms key=test-client\b")
+    wait_for_log(live_server, r"telegate\.access: 127\.0\.0\.1 GET /sessions 200 [\d.]+ms key=test-admin\b")
+    wait_for_log(live_server, r"telegate\.access: 127\.0\.0\.1 GET /status 401 [\d.]+ms key=-")
     # Lease events at INFO, with the holder:
     wait_for_log(live_server, rf"INFO telegate\.app: leased session {sid} \(acc1\) to box:42")
     wait_for_log(live_server, rf"INFO telegate\.app: released session {sid}, flood wait 30 s")
@@ -57,7 +57,7 @@ def test_json_log_format(server_factory):
     entries = [json.loads(line) for line in chatty.log.splitlines() if line.startswith("{")]
     access = [e for e in entries if e["logger"] == "telegate.access"]
     assert access and access[0]["level"] == "info"
-    assert re.fullmatch(r"POST /session 200 [\d.]+ms key=test-client", access[0]["message"])
+    assert re.fullmatch(r"127\.0\.0\.1 POST /session 200 [\d.]+ms key=test-client", access[0]["message"])
     assert chatty.client_key not in chatty.log
 
 
@@ -123,7 +123,8 @@ def test_operations_doc_has_every_setting_with_its_default():
 def test_second_server_on_a_taken_port_exits_with_one_line(live_server):
     proc = subprocess.run(
         [sys.executable, "-m", "telegate", "serve", "--port", str(live_server.port), "--db", str(live_server.db_path)],
-        capture_output=True, text=True, env=server_env(), cwd=ROOT, timeout=60, stdin=subprocess.DEVNULL)
+        capture_output=True, text=True, encoding="utf-8", env=server_env(), cwd=ROOT, timeout=60,
+        stdin=subprocess.DEVNULL)
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
@@ -163,7 +164,7 @@ def test_backup_while_the_server_serves(live_server, tmp_path: Path):
             time.sleep(0.01)
         target = tmp_path / "backup.db"
         proc = subprocess.run([sys.executable, "-m", "telegate", "backup", str(target), "--db", str(live_server.db_path)],
-                              capture_output=True, text=True, env=server_env(), cwd=ROOT, timeout=60)
+                              capture_output=True, text=True, env=server_env(), cwd=ROOT, timeout=60, encoding="utf-8")
     finally:
         stop.set()
         for thread in threads:

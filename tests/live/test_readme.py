@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import signal
 import subprocess
 import sys
 import threading
@@ -30,6 +29,8 @@ from pathlib import Path
 import pytest
 
 from support import ROOT, STARTUP_DEADLINE, server_env
+from support.terminal import on_terminal
+from telegate._stop import request_stop
 from telegate.store import open_store
 
 README = ROOT / "README.md"
@@ -58,15 +59,15 @@ class Serve:
     """``telegate serve`` in the background, as the README starts it, with its output read as it comes."""
 
     def __init__(self, command: str, cwd: Path, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen([*shlex.split(command), "--port", "0"], cwd=cwd, env=env,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True)
+        # In a terminal, as a user runs it: only there does serve print the first admin key.
+        self.proc, stream = on_terminal([*shlex.split(command), "--port", "0"], cwd=cwd, env=env,
+                                        stdin=subprocess.DEVNULL)
         self.lines: list[str] = []
         self.url = ""
         ready = threading.Event()
 
         def drain() -> None:
-            for line in self.proc.stdout:  # type: ignore[union-attr]
+            for line in stream:
                 self.lines.append(line)
                 match = re.search(r"TeleGate listening on (http://\S+)", line)
                 if match:
@@ -90,7 +91,7 @@ class Serve:
     def stop(self) -> int | None:
         """Ctrl-C, as the README says."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            request_stop(self.proc)
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
@@ -166,7 +167,7 @@ def test_readme_blocks_run_in_order(tmp_path):
                                   encoding="utf-8")
                 argv = ["bash", str(script)]
             proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=BLOCK_TIMEOUT,
-                                  stdin=subprocess.DEVNULL)
+                                  stdin=subprocess.DEVNULL, encoding="utf-8")
             _check(what, proc)
             outputs.append(proc.stdout)
             if language != "python":

@@ -20,6 +20,7 @@ import pytest
 import urllib3
 
 from telegate import open_store
+from telegate._stop import new_group_flags, request_stop
 
 from . import dbstate
 
@@ -79,7 +80,8 @@ class LiveServer:
         self.output = []
         ready = threading.Event()
         self.proc = proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                            stderr=subprocess.STDOUT, text=True, env=self.env, cwd=ROOT)
+                                            stderr=subprocess.STDOUT, text=True, encoding="utf-8", env=self.env,
+                                            cwd=ROOT, creationflags=new_group_flags())
 
         def drain() -> None:
             for line in proc.stdout:  # type: ignore[union-attr]
@@ -111,8 +113,9 @@ class LiveServer:
             self.proc.wait(10)
 
     def stop(self) -> None:
+        """Ctrl-C (Ctrl-Break on Windows): the server's clean stop."""
         if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
+            request_stop(self.proc)
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
