@@ -15,6 +15,7 @@ checks does not depend on the store, or is about the SQLite file) runs on SQLite
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -131,7 +132,9 @@ def live_server(request: pytest.FixtureRequest, db_kind: str) -> Iterator[LiveSe
     if not request.node.get_closest_marker("server_per_test"):
         server = request.getfixturevalue("module_server")
         server.reset()
+        before = set(threading.enumerate())
         yield server
+        server.quiesce([thread for thread in threading.enumerate() if thread not in before])
         return
     server = LiveServer(request.getfixturevalue("fresh_db")())
     try:

@@ -7,7 +7,9 @@ and the reset must leave none of it to be seen.
 """
 from __future__ import annotations
 
-from support import LiveServer
+import threading
+
+from support import LiveServer, eventually
 
 
 def fresh_view(server: LiveServer) -> dict:
@@ -60,3 +62,19 @@ def test_a_reset_leaves_nothing_of_the_last_test(module_server):
 def test_live_server_is_the_module_server_reset(live_server, module_server):
     assert live_server is module_server
     assert live_server.status()["total"] == 0
+
+
+def test_a_poll_left_parked_is_answered_and_cannot_reach_the_next_test(module_server):
+    server = module_server
+    server.reset()
+    server.add_sessions("only")
+    assert server.request("POST", "/session", {"ttl": 3600}).status == 200
+    replies: list = []
+    poll = threading.Thread(target=lambda: replies.append(server.request("POST", "/session", {"wait": 25})))
+    poll.start()
+    eventually(lambda: server.status()["waiting_workers"] == 1, what="the poll to park")
+    pid = server.proc.pid
+    server.quiesce([poll])  # what live_server does after each test
+    assert not poll.is_alive() and replies and replies[0].status == 503  # answered by the clean stop
+    server.reset()
+    assert server.proc.pid != pid and server.status()["waiting_workers"] == 0 and server.status()["total"] == 0

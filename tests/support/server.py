@@ -26,6 +26,7 @@ from . import dbstate
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_DEADLINE = 30.0
+OUTPUT_THREAD = "live-server-output"
 _LISTENING = re.compile(r"TeleGate listening on (http://\S+)")
 
 
@@ -92,7 +93,7 @@ class LiveServer:
                     ready.set()
             ready.set()
 
-        threading.Thread(target=drain, daemon=True).start()
+        threading.Thread(target=drain, name=OUTPUT_THREAD, daemon=True).start()
         deadline = time.monotonic() + STARTUP_DEADLINE
         while not ready.wait(0.05):
             if time.monotonic() > deadline:
@@ -135,6 +136,27 @@ class LiveServer:
     def keep_state(self) -> None:
         """Remember the database as it is now (just started: schema and the two keys), for :meth:`reset`."""
         self._clean = dbstate.snapshot(self.db_path)
+
+    def quiesce(self, started_threads: list[threading.Thread]) -> None:
+        """After a test: stop the server if anything of the test may still be talking to it.
+
+        That is a thread the test started that is still running (a long-poll sent from a
+        thread, say), or a request parked in the server's waiting line. Such a request,
+        left to run on into the next test, could be answered from that test's pool; a
+        server of the test's own would have been stopped here, answering them all, and so
+        is this one (:meth:`reset` starts it again).
+        """
+        leftover = [thread for thread in started_threads if thread.is_alive() and thread.name != OUTPUT_THREAD]
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            waiting = self.request("GET", "/status", key="admin").json.get("waiting_workers")
+        except Exception:  # the test broke the server or its keys: do not trust it with the next test
+            waiting = True
+        if leftover or waiting:
+            self.stop()
+            for thread in leftover:
+                thread.join(10)
 
     def reset(self) -> None:
         """Make this server what a fresh one on a fresh database would be, for the next test.
