@@ -6,6 +6,7 @@ every kind (ours, Bottle's 404/405, anything unexpected) leave as JSON
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import math
@@ -15,6 +16,7 @@ from typing import Any, Callable
 import bottle
 
 from . import _keys
+from . import accounts as accounts_mod
 from . import store as store_mod
 from ._http import (MAX_FLOOD_WAIT, MAX_NAME_FILTERS, MAX_TTL, ApiError, Fields, bad_request, check_text, iso,
                     parse_id, read_json)
@@ -36,6 +38,14 @@ _NO_KEY = ApiError(401, "unauthorized",
                    "send your API key in the X-API-Key header (or Authorization: Bearer <key>)")
 _BAD_KEY = ApiError(401, "unauthorized", "this API key is unknown or revoked; ask an admin for a valid key")
 _ADMIN_ONLY = ApiError(403, "forbidden", "this endpoint needs an admin key; yours is a client key")
+_NO_ACCOUNTS = ApiError(403, "accounts_not_allowed",
+                        "this API key may not receive accounts; an admin creates one that may with:"
+                        " telegate keys create NAME --accounts")
+_TLS_REQUIRED = ApiError(403, "tls_required",
+                         "accounts travel only over TLS: reach this server through a TLS proxy named in"
+                         " --trusted-proxy, or run it on a loopback address; see docs/TLS.md")
+#: Most sessions one POST /sessions may register.
+MAX_PUT_SESSIONS = 100_000
 
 #: How long a client should wait before polling again while sessions are leased: a
 #: holder may release at any moment, so Retry-After stays short then.
@@ -78,6 +88,7 @@ def _session_json(row: dict[str, Any], now: float) -> dict[str, Any]:
         "expired_count": row["expired_count"],
         "created_at": iso(row["created_at"]),
         "last_released_at": iso(row["last_released_at"]),
+        "has_account": row.get("has_account", False),
         "meta": row["meta"],
     }
 
@@ -109,13 +120,17 @@ def _unavailable(exc: store_mod.NoSessionAvailable) -> ApiError:
         headers["Retry-After"] = str(max(1, math.ceil(hint)))
     elif exc.next_release_in is not None:
         headers["Retry-After"] = str(max(1, math.ceil(exc.next_release_in)))
-    if exc.total == 0:
+    if exc.total == 0 and exc.account:
+        detail = ("no session holds an account; an admin must import accounts"
+                  " (telegate sessions import DIR), or ask without \"account\"")
+    elif exc.total == 0:
         detail = "the pool is empty; an admin must add sessions (telegate sessions add NAME)"
     elif exc.in_use or exc.next_release_in is not None:
         counts, kinds = _rests_in_words(exc)
         hint = ("send purpose to lease one for another method; "
                 if exc.waiting_count > exc.flood_waiting and not exc.purpose else "")
-        detail = (f"no free session: {exc.in_use} in use, {counts}"
+        what = "session with an account" if exc.account else "session"
+        detail = (f"no free {what}: {exc.in_use} in use, {counts}"
                   f" (waiting_count counts sessions {kinds}, not workers waiting);"
                   f" {hint}retry after the Retry-After seconds")
     else:
@@ -184,6 +199,17 @@ class _ApiPlugin:
                 return _error_response(_unavailable(exc))
             except store_mod.KeyRevoked:
                 return _error_response(_BAD_KEY)
+            except accounts_mod.StateTooLarge as exc:
+                return _error_response(ApiError(413, "state_too_large", str(exc)))
+            except accounts_mod.AccountError as exc:
+                return _error_response(ApiError(400, "bad_request", str(exc)))
+            except accounts_mod.CorruptAccount as exc:
+                log.error("account unreadable on %s %s: %s", escape(bottle.request.method),
+                          escape(bottle.request.path), exc)
+                return _error_response(ApiError(500, "account_unreadable", str(exc)))
+            except accounts_mod.VaultError as exc:
+                log.error("vault error on %s %s: %s", escape(bottle.request.method), escape(bottle.request.path), exc)
+                return _error_response(ApiError(503, "master_key_unavailable", str(exc)))
             except store_mod.DatabaseError as exc:
                 log.error("database error on %s %s: %s", escape(bottle.request.method), escape(bottle.request.path), exc)
                 return _error_response(ApiError(503, "database_unavailable",
@@ -231,6 +257,7 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
     app.default_error_handler = _bottle_error  # type: ignore[method-assign]
     app.install(_ApiPlugin(store))
     clock = store.clock
+    tls_ok = tls_rule(settings)
     metrics = install_metrics(app, settings, store)
     install_openapi(app)
     install_dashboard(app)
@@ -261,18 +288,25 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
 
     @route("/session", "POST")
     def acquire() -> Any:
-        fields = body({"ttl", "holder", "name", "request_id", "purpose", "wait"})
+        fields = body({"ttl", "holder", "name", "request_id", "purpose", "wait", "account"})
         ttl = fields.number("ttl", low=1, high=MAX_TTL) or settings.lease_ttl
         key = caller()
+        with_account = bool(fields.boolean("account"))
+        if with_account:
+            require_tls()
+            if not key.accounts:
+                raise _NO_ACCOUNTS
         holder = fields.text("holder", max_length=200) or key.name
         name = fields.text("name", max_length=store_mod.MAX_NAME_LENGTH)
         wait = fields.number("wait", low=0, high=MAX_WAIT) or 0
         if wait and room.count >= settings.max_waiters:
             wait = 0  # this process parks no more: answer now (503 if nothing is free)
         lease = store.acquire(ttl, holder=holder, name=name, key=key, request_id=fields.request_id(),
-                              purpose=fields.method("purpose"), wait=wait, owner=room.owner)
+                              purpose=fields.method("purpose"), wait=wait, owner=room.owner,
+                              account=with_account)
         if isinstance(lease, Ticket):
             lease = _wait_in_line(lease, wait)
+        account = _account_of(lease, key) if with_account else None
         log.info("leased session %d (%s) to %s until %s", lease.session_id, lease.session_name,
                  holder, iso(lease.lease_expires_at))
         return _json({
@@ -283,7 +317,25 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
             "ttl": ttl,
             "kind": lease.kind,
             "meta": lease.meta,
-        })
+            **({"account": account} if with_account else {}),
+        }, headers={"Cache-Control": "no-store"} if with_account else None)
+
+    def _account_of(lease: store_mod.Lease, key: KeyInfo) -> dict[str, Any]:
+        """The leased session's account; a lease whose account cannot be opened is given back."""
+        try:
+            account = store.get_account(lease.session_id)
+        except Exception:
+            store.release(lease.session_id, lease.lease_token, key=key)
+            raise
+        if account is None:  # its account was removed between the claim and now: give it back
+            store.release(lease.session_id, lease.lease_token, key=key)
+            raise ApiError(503, "no_session_available", "the leased session lost its account; ask again",
+                           headers={"Retry-After": "1"})
+        return account
+
+    def require_tls() -> None:
+        if not tls_ok(bottle.request.environ):
+            raise _TLS_REQUIRED
 
     def _wait_in_line(ticket: Ticket, wait: float) -> store_mod.Lease:
         """Park a long-poll until its ticket is granted a session, or its wait runs out (503)."""
@@ -301,9 +353,10 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
 
     @route("/release", "POST")
     def release() -> Any:
-        fields = body({"session_id", "lease_token", "flood_wait", "flood_scope", "peer_flood", "disable"})
+        fields = body({"session_id", "lease_token", "flood_wait", "flood_scope", "peer_flood", "disable", "state"})
         session_id = fields.integer("session_id", required=True)
         token = fields.text("lease_token", max_length=200)
+        state = _state(fields, token)
         flood_wait = fields.number("flood_wait", low=0, high=MAX_FLOOD_WAIT)
         scope = fields.method("flood_scope")
         peer_flood = bool(fields.boolean("peer_flood"))
@@ -315,7 +368,7 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
             raise bad_request('"flood_scope" goes with "flood_wait" (or "peer_flood": true)')
         reason = fields.text("disable", max_length=500)
         changed = store.release(session_id, token, key=caller(), flood_wait=flood_wait, flood_scope=scope,
-                                disable=reason, peer_flood=peer_flood)
+                                disable=reason, peer_flood=peer_flood, state=state)
         if changed:
             metrics.released(flood_wait, scope)
             extra = f", flood wait {flood_wait:g} s" if flood_wait else ""
@@ -326,12 +379,23 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
 
     @route("/renew", "POST")
     def renew() -> Any:
-        fields = body({"session_id", "lease_token", "ttl"})
+        fields = body({"session_id", "lease_token", "ttl", "state"})
         session_id = fields.integer("session_id", required=True)
         token = fields.text("lease_token", max_length=200, required=True)
         ttl = fields.number("ttl", low=1, high=MAX_TTL)
-        expires = store.renew(session_id, token, ttl or settings.lease_ttl, key=caller())
+        state = _state(fields, token)
+        expires = store.renew(session_id, token, ttl or settings.lease_ttl, key=caller(), state=state)
         return _json({"session_id": session_id, "lease_expires_at": iso(expires)})
+
+    def _state(fields: Fields, token: str | None) -> dict[str, Any] | None:
+        """A write-back's ``state``, checked; it needs the lease token (and TLS, as accounts do)."""
+        raw = fields.data.get("state")
+        if raw is None:
+            return None
+        if token is None:
+            raise bad_request('"state" needs "lease_token": a write-back is fenced by its lease')
+        require_tls()
+        return accounts_mod.check_state(raw)
 
     @route("/status")
     def status() -> Any:
@@ -391,7 +455,11 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
 
     @route("/sessions", "POST", auth="admin")
     def add_sessions() -> Any:
-        fields = body({"names", "name", "meta", "kind"})
+        fields = body({"names", "name", "meta", "kind", "sessions", "update"})
+        if "sessions" in fields.data:
+            return _put_sessions(fields)
+        if "update" in fields.data:
+            raise bad_request('"update" goes with "sessions": [{"name", "kind", "meta", "groups", "account"}]')
         names = fields.data.get("names")
         single = fields.text("name", max_length=store_mod.MAX_NAME_LENGTH)
         if (names is None) == (single is None):
@@ -413,6 +481,48 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
         if added:
             log.info("added %d session(s)", len(added))
         return _json({"added": added, "existing": existing}, status=201 if added else 200)
+
+    def _put_sessions(fields: Fields) -> Any:
+        """``{"sessions": [{"name", "kind"?, "meta"?, "groups"?, "account"?}], "update"?: bool}``."""
+        if fields.data.keys() - {"sessions", "update"}:
+            raise bad_request('with "sessions", send only "update" beside it (each item holds its own kind and meta)')
+        items = fields.data["sessions"]
+        if not isinstance(items, list) or not items:
+            raise bad_request("sessions must be a non-empty list of objects")
+        if len(items) > MAX_PUT_SESSIONS:
+            raise bad_request(f"at most {MAX_PUT_SESSIONS} sessions per request")
+        update = bool(fields.boolean("update"))
+        checked = []
+        for number, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise bad_request(f"sessions[{number}] must be an object with a name")
+            one = Fields(item, {"name", "kind", "meta", "groups", "account"})
+            name = one.text("name", max_length=store_mod.MAX_NAME_LENGTH, required=True)
+            check_text(f"sessions[{number}].name", name, store_mod.MAX_NAME_LENGTH)
+            kind = one.text("kind", max_length=20)
+            if kind is not None and kind not in ("telethon", "pyrogram", "unknown"):
+                raise bad_request(f"sessions[{number}].kind must be telethon, pyrogram or unknown")
+            groups = item.get("groups")
+            if groups is not None and (not isinstance(groups, list)
+                                       or not all(isinstance(group, str) for group in groups)):
+                raise bad_request(f"sessions[{number}].groups must be a list of names")
+            if item.get("account") is not None:
+                require_tls()
+            checked.append({"name": name, "kind": kind, "meta": one.meta(), "groups": groups,
+                            "account": item.get("account")})
+        result = store.put_sessions(checked, update=update)
+        if result["added"] or result["updated"]:
+            log.info("sessions: %d added, %d updated", len(result["added"]), len(result["updated"]))
+        return _json(result, status=201 if result["added"] else 200)
+
+    @route("/sessions/<session_id>/account", auth="admin")
+    def get_account(session_id: str) -> Any:
+        sid = parse_id(session_id)
+        require_tls()
+        account = store.get_account(sid, reader=caller())
+        if account is None:
+            raise ApiError(404, "no_account", f"session {sid} holds no account (it was registered by name only)")
+        return _json({"session_id": sid, "account": account}, headers={"Cache-Control": "no-store"})
 
     @route("/sessions/<session_id>", auth="admin")
     def get_session(session_id: str) -> Any:
@@ -462,14 +572,16 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
 
     @route("/keys", "POST", auth="admin")
     def create_key() -> Any:
-        fields = body({"name", "admin", "max_leases"})
+        fields = body({"name", "admin", "max_leases", "accounts"})
         name = fields.text("name", max_length=_keys.MAX_KEY_NAME, required=True)
         scope = "admin" if fields.boolean("admin") else "client"
         max_leases = fields.integer("max_leases")
-        key = store.create_key(name, scope, max_leases=max_leases)
+        accounts = bool(fields.boolean("accounts"))
+        key = store.create_key(name, scope, max_leases=max_leases, accounts=accounts)
         log.info("%s key %r created by %s", scope, name, caller().name)
         # The key is in this answer only: no cache may keep it.
-        return _json({"name": name, "scope": scope, "max_leases": max_leases, "key": key}, status=201,
+        return _json({"name": name, "scope": scope, "max_leases": max_leases, "accounts": accounts, "key": key},
+                     status=201,
                      headers={"Cache-Control": "no-store"})
 
     @route("/keys/<name:path>", "DELETE", auth="admin")
@@ -482,6 +594,35 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
         return _json({"status": "revoked", "name": name, "leases_ended": ended})
 
     return app
+
+
+def listens_on_loopback(host: str) -> bool:
+    """Whether ``host`` (the --host setting) is a loopback address only (127.0.0.0/8, ::1, localhost)."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def tls_rule(settings: Settings) -> Callable[[dict], bool]:
+    """Whether a request may carry an account: it came over TLS.
+
+    It did when waitress saw it from the trusted proxy (``--trusted-proxy``) and that proxy
+    said https (waitress then sets ``wsgi.url_scheme``; it clears those headers from anyone
+    else). Without a trusted proxy, a server that listens on loopback only counts as TLS:
+    nothing off this machine can reach it. ``--allow-plain-http-accounts`` lets every
+    request through (``serve`` warns at every start).
+    """
+    if settings.allow_plain_http_accounts:
+        return lambda environ: True
+    loopback = settings.trusted_proxy is None and listens_on_loopback(settings.host)
+
+    def ok(environ: dict) -> bool:
+        return loopback or environ.get("wsgi.url_scheme") == "https"
+
+    return ok
 
 
 def default_room(store: PoolStore, *, park: Callable | None = None) -> WaitRoom:

@@ -8,14 +8,18 @@ import signal
 import socket
 import sys
 import threading
-from typing import Mapping, TextIO
+from typing import TYPE_CHECKING, Mapping, TextIO
 
 from . import _logging
+from .accounts import VaultError, master_key_source
 from ._channel import Dispatcher, create_server
 from ._sessionfiles import scan_dir
 from .app import access_logged, create_app, default_room
 from .settings import Settings, SettingsError
 from .store import PoolStore, Store
+
+if TYPE_CHECKING:
+    from .accounts import MasterKeySource
 
 __all__ = ["serve", "bind_socket", "PortInUse", "ensure_key", "waitress_options", "create_server",
            "MIN_ENV_KEY_LENGTH"]
@@ -72,6 +76,10 @@ def waitress_options(settings: Settings) -> dict:
         # waitress answers bodies far over our limit itself; ours (JSON 413) covers the rest.
         max_request_body_size=max(settings.max_body * 4, 8 * 1024 * 1024),
         clear_untrusted_proxy_headers=True,
+        # The TLS proxy in front (docs/TLS.md): its word on the scheme and the client's address.
+        **({"trusted_proxy": settings.trusted_proxy, "trusted_proxy_count": 1,
+            "trusted_proxy_headers": {"x-forwarded-proto", "x-forwarded-for"}}
+           if settings.trusted_proxy else {}),
         # waitress listens again with its own backlog (default 1024): keep ours.
         backlog=BACKLOG,
         # select() cannot watch a descriptor numbered 1024 or more (FD_SETSIZE): past about
@@ -125,6 +133,29 @@ def ensure_key(store: PoolStore, environ: Mapping[str, str], out: TextIO) -> Non
         out.flush()
 
 
+def check_master_key(store: PoolStore, keys: "MasterKeySource") -> None:
+    """Refuse to start (one line, :class:`SettingsError`) when the database holds accounts that the
+    configured master keys cannot open; nothing is created or changed then."""
+    held = store.account_key_ids()
+    if not held:
+        return
+    if not keys.available:
+        raise SettingsError(
+            f"the database holds {sum(held.values())} account(s) but no master key is configured: set"
+            f" TELEGATE_MASTER_KEY, or restore the key file {keys.key_file} (or name it in --master-key-file)")
+    try:
+        known = store.vault.known_ids()
+    except VaultError as exc:
+        raise SettingsError(str(exc)) from None
+    missing = {key_id: count for key_id, count in held.items() if key_id not in known}
+    if missing:
+        raise SettingsError(
+            f"{sum(missing.values())} account(s) in the database are sealed under master key(s)"
+            f" {', '.join(sorted(missing))}, which {keys.describe()} is not (it is {store.vault.current_id()}):"
+            " wrong key? Set TELEGATE_MASTER_KEY to the right one, or name the old one in"
+            " TELEGATE_PREVIOUS_MASTER_KEYS while you rotate")
+
+
 def _env_key(environ: Mapping[str, str]) -> str:
     """TELEGATE_API_KEY, stripped; SettingsError (one line, exit 1) when it is too short to be safe."""
     env_key = environ.get("TELEGATE_API_KEY", "").strip()
@@ -153,10 +184,15 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    store = Store(settings.db, synchronous=settings.synchronous)
+    keys = master_key_source(environ, settings.master_key_file, settings.db)  # a malformed key: one line
+    store = Store(settings.db, synchronous=settings.synchronous, vault=keys.vault())
     server = room = None
     housekeeping = None
     try:
+        check_master_key(store, keys)
+        if settings.allow_plain_http_accounts:
+            log.warning("--allow-plain-http-accounts: accounts (auth keys, api_hash, proxy and 2FA passwords)"
+                        " may travel over plain HTTP; anyone on the network path can read them (docs/TLS.md)")
         ensure_key(store, environ, out)
         if settings.sessions_dir is not None:
             found, warnings = scan_dir(settings.sessions_dir)

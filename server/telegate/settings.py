@@ -67,6 +67,12 @@ def _optional_path(value: Any) -> Path | None:
     return Path(value)
 
 
+def _optional_text(value: Any) -> str | None:
+    if value is None or str(value).strip() == "":
+        return None
+    return str(value).strip()
+
+
 @dataclasses.dataclass(frozen=True)
 class Setting:
     name: str
@@ -110,6 +116,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_format", _choice("text", "json"), "text", "Log line format.", "FORMAT"),
     Setting("access_log", _bool, True, "Write one line per request (method, path, status, ms, key name).", "BOOL"),
     Setting("metrics_auth", _bool, True, "Require an API key on GET /metrics.", "BOOL"),
+    Setting("master_key_file", _optional_path, None,
+            "File of the master key that seals accounts (when TELEGATE_MASTER_KEY is not set); by default"
+            " telegate.key beside the SQLite database, created on first need. Back it up apart from the database.",
+            "FILE"),
+    Setting("trusted_proxy", _optional_text, None,
+            "Address of the reverse proxy that terminates TLS: its X-Forwarded-Proto and X-Forwarded-For are"
+            " believed (docs/TLS.md).", "ADDR"),
+    Setting("allow_plain_http_accounts", _bool, False,
+            "Hand out accounts over plain HTTP on a non-loopback listener too (a warning at every start).", "BOOL"),
 )
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -133,6 +148,9 @@ class Settings:
     log_format: str = "text"
     access_log: bool = True
     metrics_auth: bool = True
+    master_key_file: Path | None = None
+    trusted_proxy: str | None = None
+    allow_plain_http_accounts: bool = False
 
 
 def resolve(

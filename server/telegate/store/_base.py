@@ -69,7 +69,7 @@ class NoSessionAvailable(StoreError):
 
     def __init__(self, *, waiting_count: int, in_use: int, next_release_in: float | None,
                  next_lease_end_in: float | None, total: int, waiting_workers: int = 0,
-                 flood_waiting: int | None = None, purpose: str | None = None) -> None:
+                 flood_waiting: int | None = None, purpose: str | None = None, account: bool = False) -> None:
         super().__init__("no session is available")
         self.waiting_workers = waiting_workers  # long-polls waiting in line now (every server)
         # waiting_count (the seed's name) counts every session resting for this caller:
@@ -78,6 +78,7 @@ class NoSessionAvailable(StoreError):
         self.waiting_count = waiting_count
         self.flood_waiting = waiting_count if flood_waiting is None else flood_waiting
         self.purpose = purpose
+        self.account = account  # the caller asked for a session holding an account (counts cover those)
         self.in_use = in_use
         self.next_release_in = next_release_in
         self.next_lease_end_in = next_lease_end_in
@@ -120,6 +121,8 @@ class KeyInfo:
     scope: str
     id: int | None = None
     max_leases: int | None = None
+    #: Created with ``--accounts``: may ask for a session's account with its lease.
+    accounts: bool = False
 
     @property
     def is_admin(self) -> bool:

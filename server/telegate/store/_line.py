@@ -106,7 +106,8 @@ _WAITING = "session_id IS NULL AND deadline > :now AND alive_until > :now"
 
 
 def enqueue(tx: Tx, *, owner: str, ttl: float, wait: float, holder: str | None = None, name: str | None = None,
-            key_id: int | None = None, purpose: str | None = None, request_id: str | None = None) -> int:
+            key_id: int | None = None, purpose: str | None = None, request_id: str | None = None,
+            account: bool = False) -> int:
     """Add a ticket at the end of the line, waiting ``wait`` seconds at most; returns it.
 
     A request that polls again (the same ``request_id`` of the same key: its last long-poll
@@ -119,21 +120,24 @@ def enqueue(tx: Tx, *, owner: str, ttl: float, wait: float, holder: str | None =
     if request_id is not None and key_id is not None:
         again = tx.row("""
             UPDATE waiters SET owner = :owner, ttl = :ttl, holder = :holder, name = :name, purpose = :purpose,
-                               deadline = :deadline, alive_until = :alive
+                               deadline = :deadline, alive_until = :alive, account = :account
             WHERE id = (SELECT id FROM waiters WHERE key_id = :key_id AND request_id = :request_id
                           AND session_id IS NULL AND (deadline <= :now OR alive_until <= :now)
                         ORDER BY id LIMIT 1)
             RETURNING id""",
             {"owner": owner, "ttl": ttl, "holder": holder, "name": name, "purpose": purpose, "key_id": key_id,
-             "request_id": request_id, "now": tx.now, "deadline": tx.now + wait, "alive": tx.now + ALIVE_FOR})
+             "request_id": request_id, "now": tx.now, "deadline": tx.now + wait, "alive": tx.now + ALIVE_FOR,
+             "account": int(account)})
         if again is not None:
             return int(again["id"])
     row = tx.row("""
-        INSERT INTO waiters (owner, ttl, holder, name, key_id, purpose, request_id, created_at, deadline, alive_until)
-        VALUES (:owner, :ttl, :holder, :name, :key_id, :purpose, :request_id, :now, :deadline, :alive)
+        INSERT INTO waiters (owner, ttl, holder, name, key_id, purpose, request_id, created_at, deadline, alive_until,
+                             account)
+        VALUES (:owner, :ttl, :holder, :name, :key_id, :purpose, :request_id, :now, :deadline, :alive, :account)
         RETURNING id""",
         {"owner": owner, "ttl": ttl, "holder": holder, "name": name, "key_id": key_id, "purpose": purpose,
-         "request_id": request_id, "now": tx.now, "deadline": tx.now + wait, "alive": tx.now + ALIVE_FOR})
+         "request_id": request_id, "now": tx.now, "deadline": tx.now + wait, "alive": tx.now + ALIVE_FOR,
+         "account": int(account)})
     assert row is not None
     return int(row["id"])
 
@@ -148,7 +152,7 @@ def serve_line(tx: Tx, claim: Claim) -> list[Grant]:
     # Locked (PostgreSQL): a ticket whose request is leaving the line right now (``leave``
     # holds its row) is passed over rather than granted a lease nobody would answer with;
     # one another transaction is serving is passed over too. SQLite runs one writer at a time.
-    waiting = tx.rows("SELECT id, owner, ttl, holder, name, key_id, purpose, request_id FROM waiters"
+    waiting = tx.rows("SELECT id, owner, ttl, holder, name, key_id, purpose, request_id, account FROM waiters"
                       f" WHERE {_WAITING} ORDER BY id LIMIT :limit /*skip_locked*/",
                       {"now": tx.now, "limit": PASS_LIMIT})
     if not waiting:
@@ -163,7 +167,7 @@ def serve_line(tx: Tx, claim: Claim) -> list[Grant]:
     for waiter in waiting:
         if left <= 0:
             break
-        unrestricted = waiter["name"] is None and waiter["purpose"] is None
+        unrestricted = waiter["name"] is None and waiter["purpose"] is None and not waiter["account"]
         if unrestricted and not any_fits:
             continue
         lease = claim(tx, waiter)
@@ -203,7 +207,8 @@ def leave(tx: Tx, ticket: int) -> Mapping[str, Any] | None:
     None when a lease was granted to it first (see :func:`claimed`)."""
     # Locked (PostgreSQL): a grant being committed to this ticket right now is waited for and
     # then seen, instead of the ticket being deleted under it (an orphan lease until its TTL).
-    row = tx.row("SELECT name, purpose, session_id, request_id, key_id FROM waiters WHERE id = :id /*for_update*/",
+    row = tx.row("SELECT name, purpose, account, session_id, request_id, key_id FROM waiters"
+                 " WHERE id = :id /*for_update*/",
                  {"id": ticket})
     if row is not None and row["session_id"] is not None:
         return None
@@ -213,7 +218,7 @@ def leave(tx: Tx, ticket: int) -> Mapping[str, Any] | None:
         tx.run("UPDATE waiters SET deadline = :now WHERE id = :id", {"id": ticket, "now": tx.now})
     else:
         tx.run("DELETE FROM waiters WHERE id = :id", {"id": ticket})
-    return row or {"name": None, "purpose": None, "session_id": None}
+    return row or {"name": None, "purpose": None, "account": 0, "session_id": None}
 
 
 def keep_alive(tx: Tx, owner: str) -> int:

@@ -29,7 +29,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from . import _accounts as vaulted
 from . import _line as line
+from ..accounts import AccountError, Vault, check_account
 from ._base import (
     STATES, Conflict, DatabaseError, Engine, Grant, KeyInfo, KeyRevoked, Lease, LeaseLimit, LeaseMismatch,
     NoSessionAvailable, NotFound, NotLeaseHolder, SessionDisabled, Ticket, Tx, hash_key,
@@ -79,6 +81,8 @@ def is_database_url(db: str | Path) -> bool:
 def _session_row(row: Mapping[str, Any]) -> dict[str, Any]:
     data = dict(row)
     data["disabled"] = bool(data["disabled"])
+    if "has_account" in data:
+        data["has_account"] = bool(data["has_account"])
     data["meta"] = json.loads(data["meta"])
     return data
 
@@ -117,7 +121,7 @@ class Store:
 
     def __init__(self, db: str | Path, *, clock: Callable[[], float] = time.time,
                  synchronous: str = "full", busy_timeout: float = 30.0,
-                 engine: Engine | None = None) -> None:
+                 engine: Engine | None = None, vault: Vault | None = None) -> None:
         if engine is None:
             if is_database_url(db):
                 from ._postgres import PostgresEngine
@@ -127,6 +131,9 @@ class Store:
                 from ._sqlite import SQLiteEngine
                 engine = SQLiteEngine(db, clock=clock, synchronous=synchronous, busy_timeout=busy_timeout)
         self.engine = engine
+        #: Seals and opens accounts (``telegate.accounts``); without a master key, storing or
+        #: reading an account raises :class:`~telegate.accounts.MasterKeyMissing`.
+        self.vault = vault if vault is not None else Vault(None)
         self.clock = engine.now
         #: Called after each commit that granted sessions to waiting tickets, with the grants.
         self.grant_listeners: list[Callable[[list[Grant]], None]] = []
@@ -176,7 +183,8 @@ class Store:
 
     def acquire(self, ttl: float, holder: str | None = None, name: str | None = None, *,
                 key: KeyInfo | None = None, request_id: str | None = None,
-                purpose: str | None = None, wait: float = 0, owner: str | None = None) -> Lease | Ticket:
+                purpose: str | None = None, wait: float = 0, owner: str | None = None,
+                account: bool = False) -> Lease | Ticket:
         """Lease the least recently used free session (or the one called ``name``) to ``key``.
 
         ``request_id`` makes the call idempotent: a repeat from the same key while that
@@ -187,18 +195,19 @@ class Store:
         process that will wait) the caller joins the line and gets a :class:`Ticket`;
         otherwise :class:`NoSessionAvailable` with the pool's counts. Raises
         :class:`LeaseLimit` when the key holds its ``max_leases`` already, and
-        :class:`NotFound` when ``name`` is not registered.
+        :class:`NotFound` when ``name`` is not registered. ``account``: only sessions that
+        hold an account (read it with :meth:`get_account`); the lease's event says so.
         """
         purpose = purpose.lower() if purpose else None
         grants: list[Grant] = []
 
         def claim(tx: Tx) -> Lease | Ticket | NoSessionAvailable:
             grants[:] = self._serve_line(tx)
-            outcome = self._claim(tx, ttl, holder, name, key, request_id, purpose)
+            outcome = self._claim(tx, ttl, holder, name, key, request_id, purpose, account)
             if isinstance(outcome, NoSessionAvailable) and wait > 0 and owner is not None and outcome.total:
                 ticket = line.enqueue(tx, owner=owner, ttl=ttl, wait=wait, holder=holder, name=name,
                                       key_id=key.id if key is not None else None, purpose=purpose,
-                                      request_id=request_id)
+                                      request_id=request_id, account=account)
                 return Ticket(ticket, line.next_free_at(tx))
             return outcome
 
@@ -215,10 +224,13 @@ class Store:
         raise outcome
 
     def _claim(self, tx: Tx, ttl: float, holder: str | None, name: str | None,
-               key: KeyInfo | None, request_id: str | None, purpose: str | None) -> Lease | NoSessionAvailable:
+               key: KeyInfo | None, request_id: str | None, purpose: str | None,
+               account: bool = False) -> Lease | NoSessionAvailable:
         """The claim of one acquire (or of a waiting ticket), in ``tx``."""
         key_id = key.id if key is not None else None
         target = "name = :name AND " if name is not None else ""
+        if account:
+            target += "has_account = 1 AND "
         if purpose:
             pick = (f"SELECT id, lease_token, lease_key_id, holder FROM sessions"
                     f" WHERE {target}{_IS_FREE} AND NOT EXISTS ({_RESTING_FOR}) {self._CLAIM_ORDER}")
@@ -270,7 +282,7 @@ class Store:
             # it then passes over, and deadlock with another) rather than answer 503
             # "nothing in use" to a busy pool. SQLite serialises writers, so there the
             # count never finds one free.
-            unavailable, free = self._counts(tx, name, purpose)
+            unavailable, free = self._counts(tx, name, purpose, account)
             if not free:
                 return unavailable
             if picks > 1:
@@ -288,7 +300,8 @@ class Store:
                         detail={"lease": _lease_tag(candidate["lease_token"])})
         event = _event_params(tx, candidate["id"], "lease", key_name=key.name if key else None, holder=holder,
                               detail={"ttl": ttl, "lease": _lease_tag(params["token"]),
-                                      **({"purpose": purpose} if purpose else {})})
+                                      **({"purpose": purpose} if purpose else {}),
+                                      **({"account": True} if account else {})})
         return _lease(self._changed_and_logged(tx, self._CLAIM, params, event, returning=self._CLAIMED))
 
     # -- the waiting line (_line.py; woken by telegate._waiting) ------------------------
@@ -303,16 +316,17 @@ class Store:
     def _claim_for_waiter(self, tx: Tx, waiter: Mapping[str, Any]) -> Lease | None:
         key = None
         if waiter["key_id"] is not None:
-            row = tx.row("SELECT id, name, scope, max_leases FROM api_keys WHERE id = :id AND revoked_at IS NULL",
+            row = tx.row("SELECT id, name, scope, max_leases, accounts FROM api_keys"
+                         " WHERE id = :id AND revoked_at IS NULL",
                          {"id": waiter["key_id"]})
             if row is None:  # revoked while waiting: nothing for it (its wait ends by itself)
                 return None
-            key = KeyInfo(row["name"], row["scope"], row["id"], row["max_leases"])
+            key = KeyInfo(row["name"], row["scope"], row["id"], row["max_leases"], bool(row["accounts"]))
             if waiter["request_id"] is not None and not self.engine.try_turn(tx, key.id, waiter["request_id"]):
                 return None  # a retry of its request is being served right now: that one gets the lease
         try:
             outcome = self._claim(tx, float(waiter["ttl"]), waiter["holder"], waiter["name"], key,
-                                  waiter["request_id"], waiter["purpose"])
+                                  waiter["request_id"], waiter["purpose"], bool(waiter["account"]))
         except LeaseLimit:  # its key holds all it may: the next release of that key serves it
             return None
         except KeyRevoked:  # revoked while waiting: nothing for it (its wait ends by itself)
@@ -338,8 +352,8 @@ class Store:
                 row = line.claimed(tx, ticket)
                 if row is not None:
                     return _lease(row)
-                asked = {"name": None, "purpose": None}  # granted, but that lease is over already
-            return self._unavailable(tx, asked["name"], asked["purpose"])
+                asked = {"name": None, "purpose": None, "account": 0}  # granted, but that lease is over already
+            return self._unavailable(tx, asked["name"], asked["purpose"], bool(asked["account"]))
 
         outcome = self.engine.write(leave, batch=True)
         if isinstance(outcome, Lease):
@@ -426,11 +440,13 @@ class Store:
         return row
 
     @classmethod
-    def _unavailable(cls, tx: Tx, name: str | None, purpose: str | None) -> NoSessionAvailable:
-        return cls._counts(tx, name, purpose)[0]
+    def _unavailable(cls, tx: Tx, name: str | None, purpose: str | None, account: bool = False,
+                     ) -> NoSessionAvailable:
+        return cls._counts(tx, name, purpose, account)[0]
 
     @staticmethod
-    def _counts(tx: Tx, name: str | None, purpose: str | None) -> tuple[NoSessionAvailable, int]:
+    def _counts(tx: Tx, name: str | None, purpose: str | None, account: bool = False,
+                ) -> tuple[NoSessionAvailable, int]:
         """The counts a caller that found nothing needs: what is busy, what rests, and until when;
         and how many sessions that caller could lease right now (see the claim).
 
@@ -440,7 +456,9 @@ class Store:
         """
         resting = _RESTING_FOR if purpose else _RESTING
         scoped_end = resting.replace("SELECT 1", "SELECT MAX(r.until)")
-        where = "WHERE name = :name" if name is not None else ""
+        where = " AND ".join(filter(None, ("name = :name" if name is not None else "",
+                                           "has_account = 1" if account else "")))
+        where = f"WHERE {where}" if where else ""
         row = tx.row(f"""
             SELECT COUNT(*) AS total,
                    {_count(_IS_IN_USE)} AS in_use,
@@ -455,7 +473,7 @@ class Store:
         rest_end, lease_end = row["rest_end"], row["lease_end"]
         waiting_workers, _ = line.line_stats(tx)
         return NoSessionAvailable(
-            waiting_count=row["resting"], flood_waiting=row["flood_waiting"], purpose=purpose,
+            waiting_count=row["resting"], flood_waiting=row["flood_waiting"], purpose=purpose, account=account,
             in_use=row["in_use"], total=row["total"], waiting_workers=waiting_workers,
             next_release_in=None if rest_end is None else max(0.0, rest_end - tx.now),
             next_lease_end_in=None if lease_end is None else max(0.0, lease_end - tx.now)), row["free"]
@@ -530,7 +548,8 @@ class Store:
 
     def release(self, session_id: int, token: str | None = None, *, key: KeyInfo | None = None,
                 flood_wait: float | None = None, flood_scope: str | None = None,
-                disable: str | None = None, peer_flood: bool = False) -> bool:
+                disable: str | None = None, peer_flood: bool = False,
+                state: Mapping[str, Any] | None = None) -> bool:
         """End a lease, optionally resting the session (for one method, or all) or disabling it.
 
         Idempotent: an unknown id or a session nobody holds returns ``False`` and changes
@@ -538,11 +557,21 @@ class Store:
         lease. A flood wait never shortens one already running. Returns ``True`` when a
         lease ended. ``peer_flood`` only marks the flood wait's event: Telegram said
         PEER_FLOOD (no seconds) and ``flood_wait`` is the server's rest for it.
+
+        ``state`` (checked by :func:`telegate.accounts.check_state`) is the holder's
+        write-back, merged into the account in this same transaction; it needs ``token``,
+        and a token that is not the current lease writes nothing (:class:`LeaseMismatch`).
         """
         scope = flood_scope.lower() if flood_scope else None
 
         def end_lease(tx: Tx) -> bool:
             row = self._holder_check(tx, session_id, token, key)
+            if state is not None:
+                if row is None:
+                    if token is not None and self._released_before(tx, session_id, token, key):
+                        return False  # the first try of this release landed, its state with it
+                    self._stale_state(tx, session_id)
+                self._write_state(tx, session_id, state)
             if row is None:
                 return False
             now = tx.now
@@ -588,11 +617,13 @@ class Store:
         self._granted(grants)
         return ended
 
-    def renew(self, session_id: int, token: str, ttl: float, *, key: KeyInfo | None = None) -> float:
+    def renew(self, session_id: int, token: str, ttl: float, *, key: KeyInfo | None = None,
+              state: Mapping[str, Any] | None = None) -> float:
         """Extend the lease held under ``token`` to now + ``ttl``; returns the new expiry.
 
         A lease that lapsed but was not taken over may still be renewed: the token is
-        still the session's, so nobody else can hold it.
+        still the session's, so nobody else can hold it. ``state``: a write-back merged in
+        the same transaction (see :meth:`release`).
         """
         def extend(tx: Tx) -> float:
             row = self._holder_check(tx, session_id, token, key)
@@ -615,6 +646,8 @@ class Store:
                         f"the lease on session {session_id} ran out, and its key holds {limit['max_leases']}"
                         f" other lease(s), its limit (max_leases={limit['max_leases']}): it can't be renewed;"
                         " stop using the session")
+            if state is not None:
+                self._write_state(tx, session_id, state)
             expires = tx.row("""
                 UPDATE sessions SET lease_expires_at = :now + :ttl, avail_at = :now + :ttl
                 WHERE id = :id RETURNING lease_expires_at""",
@@ -624,6 +657,19 @@ class Store:
             return expires
 
         return self.engine.write(extend, batch=True)
+
+    def _write_state(self, tx: Tx, session_id: int, state: Mapping[str, Any]) -> None:
+        if not vaulted.write_state(tx, self.vault, session_id, state):
+            raise AccountError(f"session {session_id} holds no account, so it has no state to write back;"
+                               " send the release without \"state\"")
+
+    @staticmethod
+    def _stale_state(tx: Tx, session_id: int) -> None:
+        """A write-back whose lease is over: nothing is written, and the holder hears so."""
+        if tx.row("SELECT 1 AS x FROM sessions WHERE id = :id", {"id": session_id}) is None:
+            raise NotFound(f"no session with id {session_id}")
+        raise LeaseMismatch(f"lease token is not the current lease of session {session_id}; your lease ended"
+                            " (released, expired or taken over), so its state was not written")
 
     def _renewed(self, tx: Tx, session_id: int, ttl: float, *, holder: str | None, key_name: str | None) -> None:
         """Record a renewal; renewals in a row (nothing else happened in between) share one event.
@@ -676,7 +722,7 @@ class Store:
 
     _SESSION_COLUMNS = (
         "id, name, kind, meta, disabled, disabled_reason, holder, leased_at, lease_expires_at,"
-        " flood_wait_until, use_count, flood_count, expired_count, created_at, last_released_at,"
+        " flood_wait_until, use_count, flood_count, expired_count, created_at, last_released_at, has_account,"
         " (SELECT name FROM api_keys WHERE api_keys.id = sessions.lease_key_id) AS lease_key,"
         f" {_STATE_SQL} AS state")
 
@@ -826,6 +872,119 @@ class Store:
 
         return self.engine.write(insert)
 
+    def put_sessions(self, items: Sequence[Mapping[str, Any]], *, update: bool = False) -> dict[str, list]:
+        """Register sessions with their kind, meta and account, in one transaction.
+
+        Each item: ``{"name", "kind"?, "meta"?, "groups"?, "account"?}``; an account is
+        checked (:func:`telegate.accounts.check_account`) and sealed under a data key of its
+        own. Names already registered are left as they are (``existing``), unless
+        ``update``: then their kind, their meta (when given) and their account (when
+        given) are replaced (``updated``). Returns ``{"added": [{"id", "name"}],
+        "updated": [...], "existing": [...]}`` in the caller's order; a name given twice
+        counts once. Raises :class:`~telegate.accounts.AccountError` (nothing stored) for
+        an invalid account, and a vault error when no master key can seal it.
+        """
+        wanted: dict[str, dict[str, Any]] = {}
+        for number, item in enumerate(items):
+            entry = {"name": item["name"], "kind": item.get("kind"),
+                     "meta": item.get("meta"), "account": None}
+            if item.get("groups"):
+                raise AccountError(f"sessions[{number}].groups: this server keeps no groups yet; leave it out")
+            if item.get("account") is not None:
+                entry["account"] = check_account(item["account"], f"sessions[{number}].account")
+            wanted.setdefault(entry["name"], entry)
+        if any(entry["account"] is not None for entry in wanted.values()):
+            self.vault.current()  # no key, no transaction: fail before anything is written
+
+        def put(tx: Tx) -> dict[str, list]:
+            found = {row["name"]: row["id"] for row in self._rows_named(tx, list(wanted), "id, name")}
+            added: list[dict[str, Any]] = []
+            updated: list[dict[str, Any]] = []
+            existing: list[str] = []
+            for name, entry in wanted.items():
+                meta = json.dumps(entry["meta"] or {}, ensure_ascii=False)
+                sid = found.get(name)
+                if sid is None:
+                    sid = tx.row("INSERT INTO sessions (name, kind, meta, created_at)"
+                                 " VALUES (:name, :kind, :meta, :now) RETURNING id",
+                                 {"name": name, "kind": entry["kind"] or "unknown", "meta": meta,
+                                  "now": tx.now})["id"]
+                    added.append({"id": sid, "name": name})
+                elif update:
+                    tx.run("UPDATE sessions SET kind = COALESCE(:kind, kind),"
+                           " meta = CASE WHEN :keep = 1 THEN meta ELSE :meta END WHERE id = :id",
+                           {"id": sid, "kind": entry["kind"], "meta": meta, "keep": int(entry["meta"] is None)})
+                    updated.append({"id": sid, "name": name})
+                else:
+                    existing.append(name)
+                    continue
+                if entry["account"] is not None:
+                    vaulted.store_account(tx, self.vault, sid, entry["account"])
+                    self._event(tx, sid, "account_stored")
+            return {"added": added, "updated": updated, "existing": existing}
+
+        return self.engine.write(put)
+
+    def _rows_named(self, tx: Tx, names: Sequence[str], columns: str) -> list[Mapping[str, Any]]:
+        rows: list[Mapping[str, Any]] = []
+        for start in range(0, len(names), _NAMES_PER_QUERY):
+            group = list(names[start:start + _NAMES_PER_QUERY])
+            size = 1 << (len(group) - 1).bit_length()
+            group += group[:1] * (size - len(group))
+            params = {f"n{number}": name for number, name in enumerate(group)}
+            marks = ", ".join(f":n{number}" for number in range(size))
+            rows += tx.rows(f"SELECT {columns} FROM sessions WHERE name IN ({marks})", params)
+        return rows
+
+    def get_account(self, session_id: int, *, reader: KeyInfo | None = None) -> dict[str, Any] | None:
+        """The account of ``session_id`` opened (every field, secrets included), or None when it holds none.
+
+        Raises :class:`NotFound` for an unknown session, and a vault error when the master
+        key that sealed it is missing or the row is damaged. ``reader`` (an admin reading
+        it through the API) is recorded in the session's history.
+        """
+        def read(tx: Tx) -> Mapping[str, Any] | None:
+            if tx.row("SELECT 1 AS x FROM sessions WHERE id = :id", {"id": session_id}) is None:
+                raise NotFound(f"no session with id {session_id}")
+            return vaulted.sealed_row(tx, session_id)
+
+        row = self.engine.read(read)
+        if row is None:
+            return None
+        account, _ = vaulted.open_row(self.vault, row)
+        if reader is not None:
+            self.engine.write(lambda tx: self._event(tx, session_id, "account_read", key_name=reader.name))
+        return account
+
+    def account_key_ids(self) -> dict[str, int]:
+        """How many stored accounts each master key id wraps (none: no account stored)."""
+        return self.engine.read(vaulted.key_ids)
+
+    def rotate_keys(self, *, batch: int = 200, progress: Callable[[int], None] | None = None) -> int:
+        """Rewrap every data key to the vault's current master key, ``batch`` per transaction; returns how many.
+
+        Online: each batch is a short transaction of its own, and a write-back beside it
+        keeps the data key it found, so leases, hand-outs and write-backs go on meanwhile.
+        ``progress`` is called with each batch's count.
+        """
+        current = self.vault.current_id()
+        done = idle = 0
+        while True:
+            count = self.engine.write(lambda tx: vaulted.rewrap_batch(tx, self.vault, batch))
+            if count:
+                done += count
+                idle = 0
+                if progress is not None:
+                    progress(count)
+                continue
+            if not sum(n for key_id, n in self.account_key_ids().items() if key_id != current):
+                return done
+            # What is left is locked by write-backs right now (PostgreSQL skips those rows).
+            idle += 1
+            if idle > 200:
+                raise DatabaseError("some accounts stayed locked for 10 s; run telegate vault rotate again")
+            time.sleep(0.05)
+
     def update_session(self, session_id: int, *, disabled: bool | None = None,
                        reason: str | None = None, clear_flood_wait: bool = False,
                        meta: dict | None = None, key: KeyInfo | None = None) -> dict[str, Any]:
@@ -881,6 +1040,7 @@ class Store:
     @staticmethod
     def _forget(tx: Tx, where: str, params: Mapping[str, Any]) -> list[int]:
         ids = [row["id"] for row in tx.rows(f"DELETE FROM sessions WHERE {where} RETURNING id", params)]
+        vaulted.forget(tx, ids)
         for sid in ids:
             tx.run("DELETE FROM session_rests WHERE session_id = :id", {"id": sid})
             tx.run("DELETE FROM session_events WHERE session_id = :id", {"id": sid})
@@ -900,11 +1060,12 @@ class Store:
     # -- API keys -----------------------------------------------------------------------
 
     def create_key(self, name: str, scope: str = "client", key: str | None = None, *,
-                   max_leases: int | None = None) -> str:
+                   max_leases: int | None = None, accounts: bool = False) -> str:
         """Store a key (a new random one unless ``key`` is given) and return it in clear.
 
         Only its hash is kept: the returned string is the one chance to see it.
         ``max_leases`` caps how many leases the key may hold at once (None: no cap).
+        ``accounts``: the key may ask for a session's account with its lease.
         """
         if scope not in ("client", "admin"):
             raise ValueError("scope must be 'client' or 'admin'")
@@ -916,9 +1077,10 @@ class Store:
             taken = tx.row("SELECT 1 AS x FROM api_keys WHERE name = :name AND revoked_at IS NULL", {"name": name})
             if taken:
                 raise Conflict(f"an active key named {name!r} exists; revoke it or pick another name")
-            tx.run("INSERT INTO api_keys (name, key_hash, scope, created_at, max_leases)"
-                   " VALUES (:name, :hash, :scope, :now, :max) ON CONFLICT (key_hash) DO NOTHING",
-                   {"name": name, "hash": hash_key(key), "scope": scope, "now": tx.now, "max": max_leases})
+            tx.run("INSERT INTO api_keys (name, key_hash, scope, created_at, max_leases, accounts)"
+                   " VALUES (:name, :hash, :scope, :now, :max, :accounts) ON CONFLICT (key_hash) DO NOTHING",
+                   {"name": name, "hash": hash_key(key), "scope": scope, "now": tx.now, "max": max_leases,
+                    "accounts": int(accounts)})
 
         self.engine.write(insert)
         return key
@@ -936,7 +1098,7 @@ class Store:
         """Every key with its limit and the leases it holds now (never the key itself)."""
         def rows(tx: Tx) -> list[dict[str, Any]]:
             return [dict(row) for row in tx.rows("""
-                SELECT name, scope, max_leases, created_at, revoked_at,
+                SELECT name, scope, max_leases, accounts, created_at, revoked_at,
                        (SELECT COUNT(*) FROM sessions WHERE sessions.lease_key_id = api_keys.id
                         AND sessions.lease_expires_at > :now AND sessions.disabled = 0) AS leases
                 FROM api_keys ORDER BY id""", {"now": tx.now})]
@@ -976,11 +1138,11 @@ class Store:
         """The key's name, scope, id and lease limit, or ``None`` for an unknown or revoked key."""
         digest = hash_key(key)
         row = self.engine.read(lambda tx: tx.row(
-            "SELECT id, name, scope, key_hash, max_leases FROM api_keys"
+            "SELECT id, name, scope, key_hash, max_leases, accounts FROM api_keys"
             " WHERE key_hash = :hash AND revoked_at IS NULL", {"hash": digest}))
         if row is None or not hmac.compare_digest(row["key_hash"], digest):
             return None
-        return KeyInfo(row["name"], row["scope"], row["id"], row["max_leases"])
+        return KeyInfo(row["name"], row["scope"], row["id"], row["max_leases"], bool(row["accounts"]))
 
     # -- maintenance --------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from typing import Any, Callable, Mapping, TypeVar
 from urllib.parse import quote
 
 from ._base import DatabaseError, StoreError
+from ._accounts import ACCOUNTS_DDL_POSTGRES
 from ._line import WAITERS_DDL_POSTGRES
 from ._pg_feed import PostgresCommitFeed, announce
 from ._sqlite import SCHEMA_VERSION  # one schema version for both engines
@@ -127,6 +128,8 @@ _MIGRATIONS: tuple[tuple[int, str], ...] = (
                                                WHERE r.session_id = sessions.id), 0);
     CREATE INDEX sessions_plain_order ON sessions ((GREATEST(avail_at, rest_until)), id) WHERE disabled = 0;
     """),
+    # 6: accounts sealed at rest (_accounts.py), hand-outs to keys allowed them.
+    (6, ACCOUNTS_DDL_POSTGRES),
 )
 assert _MIGRATIONS[-1][0] == SCHEMA_VERSION, "a schema version without its PostgreSQL migration"
 

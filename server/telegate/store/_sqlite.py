@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 from .._files import create_private
 from ._base import DatabaseError, StoreError
+from ._accounts import ACCOUNTS_DDL_SQLITE
 from ._line import WAITERS_DDL_SQLITE
 
 __all__ = ["SQLiteEngine", "SQLiteCommitFeed", "MIGRATIONS", "SCHEMA_VERSION"]
@@ -98,6 +99,8 @@ MIGRATIONS: tuple[str, ...] = (
                                                WHERE r.session_id = sessions.id), 0);
     CREATE INDEX sessions_plain_order ON sessions(MAX(avail_at, rest_until), id) WHERE disabled = 0;
     """,
+    # 5 -> 6: accounts sealed at rest (_accounts.py), hand-outs to keys allowed them.
+    ACCOUNTS_DDL_SQLITE,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
