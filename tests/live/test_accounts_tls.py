@@ -1,0 +1,183 @@
+"""Accounts over TLS: a real Caddy (``tls internal``) terminates TLS in front of a real server.
+
+The server listens on every interface (not loopback only) with ``--trusted-proxy
+127.0.0.1``: an account goes out only through Caddy, which says https; plain HTTP straight
+to the server is refused, and a client off the proxy's address cannot forge
+``X-Forwarded-Proto``. Clients trust Caddy's local CA through its root certificate file.
+Caddy is Debian's ``caddy`` package (``.ci/run`` installs it); without it this module skips,
+except under CI, where it fails.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import urllib3
+
+from support import pgtools
+from support.accounts import new_account
+from support import LiveServer, server_env
+from telegate.accounts import new_master_key
+
+START_DEADLINE = 30.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Caddy:
+    """``caddy run`` with a Caddyfile: https://localhost:PORT -> the server, a CA of its own under ``home``."""
+
+    def __init__(self, home: Path, upstream_port: int) -> None:
+        self.home = home
+        self.upstream_port = upstream_port
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+        self.log = home / "caddy.log"
+
+    @property
+    def root_cert(self) -> Path:
+        return self.home / "data" / "pki" / "authorities" / "local" / "root.crt"
+
+    @property
+    def url(self) -> str:
+        return f"https://localhost:{self.port}"
+
+    def start(self) -> None:
+        for _ in range(5):  # a port picked free may be taken before Caddy binds it: pick again
+            self.port, http_port = _free_port(), _free_port()
+            (self.home / "Caddyfile").write_text(f"""{{
+	admin off
+	auto_https disable_redirects
+	skip_install_trust
+	http_port {http_port}
+	storage file_system {self.home / "data"}
+}}
+https://localhost:{self.port} {{
+	tls internal
+	reverse_proxy 127.0.0.1:{self.upstream_port}
+}}
+""")
+            env = {**os.environ, "HOME": str(self.home), "XDG_DATA_HOME": str(self.home / "xdg"),
+                   "XDG_CONFIG_HOME": str(self.home / "xdg-config")}
+            with open(self.log, "wb") as log:
+                self.proc = subprocess.Popen(["caddy", "run", "--config", str(self.home / "Caddyfile"),
+                                              "--adapter", "caddyfile"], stdout=log, stderr=subprocess.STDOUT,
+                                             stdin=subprocess.DEVNULL, env=env, cwd=self.home)
+            if self._ready():
+                return
+            self.stop()
+        pytest.fail(f"caddy did not start:\n{self.log.read_text()[-3000:]}")
+
+    def _ready(self) -> bool:
+        deadline = time.monotonic() + START_DEADLINE
+        while time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                return False
+            if self.root_cert.exists():
+                try:
+                    reply = self.http().request("GET", self.url + "/healthz", retries=False, timeout=5)
+                    if reply.status == 200:
+                        return True
+                except urllib3.exceptions.HTTPError:
+                    pass
+            time.sleep(0.1)
+        return False
+
+    def http(self, **kwargs: Any) -> urllib3.PoolManager:
+        return urllib3.PoolManager(ca_certs=str(self.root_cert), retries=False, timeout=urllib3.Timeout(30), **kwargs)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+@pytest.fixture
+def proxied(fresh_db: Any, tmp_path: Path) -> Iterator[tuple[LiveServer, Caddy]]:
+    if shutil.which("caddy") is None:
+        if pgtools.in_ci():
+            pytest.fail("CI needs caddy (apt-get install caddy; .ci/run installs it)", pytrace=False)
+        pytest.skip("caddy is not installed (apt-get install caddy)")
+    env = {**server_env(), "TELEGATE_MASTER_KEY": new_master_key()}
+    server = LiveServer(fresh_db(), ("--host", "0.0.0.0", "--trusted-proxy", "127.0.0.1"), env=env)
+    caddy = Caddy(tmp_path, server.port)
+    try:
+        caddy.start()
+        yield server, caddy
+    finally:
+        caddy.stop()
+        server.close()
+
+
+def _post(http: urllib3.PoolManager, url: str, key: str, body: dict, headers: dict | None = None):
+    reply = http.request("POST", url, body=json.dumps(body),
+                         headers={"X-API-Key": key, "Content-Type": "application/json", **(headers or {})})
+    return reply.status, json.loads(reply.data)
+
+
+def test_accounts_go_out_through_the_tls_proxy_only(proxied):
+    server, caddy = proxied
+    account = new_account()
+    admin_https = caddy.http()
+    status, added = _post(admin_https, caddy.url + "/sessions", server.admin_key,
+                          {"sessions": [{"name": "acc", "kind": "telethon", "account": account}]})
+    assert status == 201, added
+    worker = server.store.create_key("worker", "client", accounts=True)
+
+    # Through Caddy (https): the account comes with the lease, and the write-back goes in.
+    status, lease = _post(caddy.http(), caddy.url + "/session", worker, {"account": True, "ttl": 60})
+    assert status == 200, lease
+    assert lease["account"] == account
+    status, released = _post(caddy.http(), caddy.url + "/release", worker, {
+        "session_id": lease["session_id"], "lease_token": lease["lease_token"],
+        "state": {"entities": [{"id": 42, "hash": 4242, "type": "user"}]}})
+    assert status == 200, released
+
+    # Plain HTTP straight to the server, from the proxy's own address but without its word: refused.
+    direct = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(30))
+    status, refused = _post(direct, f"http://127.0.0.1:{server.port}/session", worker, {"account": True})
+    assert status == 403 and refused["error"] == "tls_required" and "docs/TLS.md" in refused["detail"]
+    # From another address, a forged X-Forwarded-Proto is dropped: refused too.
+    forger = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(30), source_address=("127.0.0.2", 0))
+    status, refused = _post(forger, f"http://127.0.0.1:{server.port}/session", worker, {"account": True},
+                            headers={"X-Forwarded-Proto": "https", "X-Forwarded-For": "10.0.0.1"})
+    assert status == 403 and refused["error"] == "tls_required"
+    reply = forger.request("GET", f"http://127.0.0.1:{server.port}/sessions/{lease['session_id']}/account",
+                           headers={"X-API-Key": server.admin_key, "X-Forwarded-Proto": "https"})
+    assert reply.status == 403
+    assert server.status()["in_use"] == 0  # refused hand-outs leased nothing
+
+    # The admin reads the account back over https, write-back merged.
+    reply = admin_https.request("GET", f"{caddy.url}/sessions/{lease['session_id']}/account",
+                                headers={"X-API-Key": server.admin_key})
+    assert reply.status == 200
+    entities = {entity["id"] for entity in json.loads(reply.data)["account"]["state"]["entities"]}
+    assert entities == {777, 42}
+
+
+def test_the_sdk_leases_through_caddy_trusting_its_root_certificate(proxied, monkeypatch):
+    """The SDK (urllib3's default trust store) reaches the server through Caddy with SSL_CERT_FILE."""
+    from telegram_session_manager import TelegramSessionManagerClient
+
+    server, caddy = proxied
+    server.add_sessions("plain")
+    monkeypatch.setenv("SSL_CERT_FILE", str(caddy.root_cert))
+    with TelegramSessionManagerClient(caddy.url, server.client_key, auto_wait=False) as client:
+        session = client.get_session()
+        assert session["session_name"] == "plain"
+        assert client.release_session(session["session_id"]) is True
