@@ -395,6 +395,8 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
         if token is None:
             raise bad_request('"state" needs "lease_token": a write-back is fenced by its lease')
         require_tls()
+        if not caller().accounts and not caller().is_admin:
+            raise _NO_ACCOUNTS
         return accounts_mod.check_state(raw)
 
     @route("/status")

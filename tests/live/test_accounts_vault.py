@@ -109,8 +109,8 @@ def test_database_wal_and_backup_hold_no_secret(fresh_db, tmp_path, db_kind):
         rows = server.store.engine.read(lambda tx: [dict(r) for r in tx.rows("SELECT * FROM accounts")])
         assert {row["proxy_host"] for row in rows} == {"socks5://proxy.example:1080"}
         assert {row["phone"] for row in rows} >= {account["phone"] for account in accounts[:5] if account["phone"]}
-        assert set(rows[0]) == {"session_id", "master_key_id", "wrapped_key", "sealed", "phone", "username",
-                                "premium", "device", "proxy_host", "updated_at"}
+        assert set(rows[0]) == {"session_id", "master_key_id", "wrapped_key", "sealed", "state", "revision", "phone",
+                                "username", "premium", "device", "proxy_host", "updated_at"}
     finally:
         server.close()
 

@@ -219,6 +219,39 @@ def test_oversized_state_is_413_and_changes_nothing(tmp_path, fresh_db):
         api.store.close()
 
 
+def test_state_needs_a_key_that_may_hold_accounts(api):
+    _put(api, {"name": "acc", "account": new_account()})
+    lease = api("POST", "/session", {}, key="client").json
+    refused = api("POST", "/release", {"session_id": lease["session_id"], "lease_token": lease["lease_token"],
+                                       "state": {"entities": [_entity(1)]}}, key="client")
+    assert refused.status == 403 and refused.json["error"] == "accounts_not_allowed"
+    assert api.store.get_session(lease["session_id"])["state"] == "in_use"
+
+
+def test_a_write_back_prepared_on_an_older_revision_is_merged_again(api):
+    """The merge is prepared before the release's transaction; a change in between is not lost."""
+    store = api.store
+    sid = store.put_sessions([{"name": "acc", "account": new_account()}])["added"][0]["id"]
+    lease = store.acquire(60, account=True)
+    prepare = store._prepare_state
+
+    def racing(session_id, state):
+        prepared = prepare(session_id, state)
+        store._prepare_state = prepare  # once
+        # Another write lands between the preparation and the transaction.
+        store.renew(session_id, lease.lease_token, 60, state={"entities": [_entity(9)], "update_state": None,
+                                                              "dc": None})
+        return prepared
+
+    store._prepare_state = racing
+    try:
+        store.release(sid, lease.lease_token, state={"entities": [_entity(8)], "update_state": None, "dc": None})
+    finally:
+        store._prepare_state = prepare
+    ids = {entity["id"] for entity in store.get_account(sid)["state"]["entities"]}
+    assert ids == {777, 8, 9}
+
+
 def test_state_for_a_session_without_an_account_is_refused(api):
     _put(api, {"name": "plain"})
     lease = api("POST", "/session", {}, key=api.accounts_key).json

@@ -179,13 +179,14 @@ class Vault:
         return new_id, _seal(master, data_key, _ad(b"dek", session_id))
 
     @staticmethod
-    def seal(data_key: bytes, session_id: int, plain: bytes) -> str:
-        return _seal(data_key, plain, _ad(b"account", session_id))
+    def seal(data_key: bytes, session_id: int, plain: bytes, *, kind: bytes = b"account") -> str:
+        """``plain`` sealed under an account's data key, bound to its session and to ``kind`` (the part)."""
+        return _seal(data_key, plain, _ad(kind, session_id))
 
     @staticmethod
-    def open(data_key: bytes, session_id: int, sealed: str) -> bytes:
+    def open(data_key: bytes, session_id: int, sealed: str, *, kind: bytes = b"account") -> bytes:
         try:
-            return _open(data_key, sealed, _ad(b"account", session_id))
+            return _open(data_key, sealed, _ad(kind, session_id))
         except CorruptAccount:
             raise CorruptAccount(f"the account of session {session_id} does not open: the row is damaged"
                                  " or was copied from another session") from None

@@ -12,22 +12,28 @@ claim's own index scan.
 from __future__ import annotations
 
 import json
+import zlib
 from typing import Any, Mapping, Sequence
 
-from ..accounts import Vault, check_state, merge_state, profile_of
+from ..accounts import Vault, merge_state, profile_of
 from ..accounts._account import dumps
 from ._base import Tx
 
 __all__ = ["ACCOUNTS_DDL_SQLITE", "ACCOUNTS_DDL_POSTGRES", "store_account", "sealed_row", "open_row",
-           "write_state", "rewrap_batch", "key_ids"]
+           "prepare_write", "apply_write", "write_state", "rewrap_batch", "key_ids", "forget"]
 
-#: Schema version 6 (one migration on each engine; easy to renumber).
+#: Schema version 6 (one migration on each engine; easy to renumber). ``sealed``: the account
+#: but its state; ``state``: the entity cache and update state, compressed, sealed apart (a
+#: write-back rewrites it alone); ``revision`` counts writes (a write-back prepared outside
+#: its transaction lands only on the revision it read).
 ACCOUNTS_DDL_SQLITE = """
     CREATE TABLE accounts (
         session_id INTEGER PRIMARY KEY,
         master_key_id TEXT NOT NULL,
         wrapped_key TEXT NOT NULL,
         sealed TEXT NOT NULL,
+        state TEXT,
+        revision INTEGER NOT NULL DEFAULT 0,
         phone TEXT,
         username TEXT,
         premium INTEGER,
@@ -47,6 +53,8 @@ ACCOUNTS_DDL_POSTGRES = """
         master_key_id TEXT NOT NULL,
         wrapped_key TEXT NOT NULL,
         sealed TEXT NOT NULL,
+        state TEXT,
+        revision BIGINT NOT NULL DEFAULT 0,
         phone TEXT,
         username TEXT,
         premium INTEGER,
@@ -60,63 +68,101 @@ ACCOUNTS_DDL_POSTGRES = """
     ALTER TABLE api_keys ADD COLUMN accounts INTEGER NOT NULL DEFAULT 0;
 """
 
+_STATE_KIND = b"state"
 
-def _seal(vault: Vault, session_id: int, account: Mapping[str, Any],
-          data_key: bytes | None = None, key_id: str | None = None, wrapped: str | None = None,
-          ) -> dict[str, Any]:
-    if data_key is None:
-        data_key, key_id, wrapped = vault.new_data_key(session_id)
+
+def _seal_state(vault: Vault, data_key: bytes, session_id: int, state: Mapping[str, Any] | None) -> str | None:
+    if not state:
+        return None
+    # Compressed before it is sealed: entity caches are repetitive JSON (about 4x smaller). The
+    # state holds no secret of the account's own (those are in ``sealed``), so its length tells
+    # nothing about them.
+    return vault.seal(data_key, session_id, zlib.compress(dumps(state), 1), kind=_STATE_KIND)
+
+
+def _profile_params(account: Mapping[str, Any]) -> dict[str, Any]:
     profile = profile_of(account)
-    return {"sid": session_id, "key_id": key_id, "wrapped": wrapped,
-            "sealed": vault.seal(data_key, session_id, dumps(account)),
-            "phone": profile["phone"], "username": profile["username"],
+    return {"phone": profile["phone"], "username": profile["username"],
             "premium": None if profile["premium"] is None else int(profile["premium"]),
             "device": profile["device"], "proxy_host": profile["proxy_host"]}
 
 
 def store_account(tx: Tx, vault: Vault, session_id: int, account: Mapping[str, Any]) -> None:
     """Seal ``account`` (checked already) under a new data key and store it as ``session_id``'s."""
-    params = {**_seal(vault, session_id, account), "now": tx.now}
+    data_key, key_id, wrapped = vault.new_data_key(session_id)
+    rest = {name: value for name, value in account.items() if name != "state"}
+    params = {"sid": session_id, "key_id": key_id, "wrapped": wrapped, "now": tx.now,
+              "sealed": vault.seal(data_key, session_id, dumps(rest)),
+              "state": _seal_state(vault, data_key, session_id, account.get("state")),
+              **_profile_params(account)}
     tx.run("""
-        INSERT INTO accounts (session_id, master_key_id, wrapped_key, sealed, phone, username, premium, device,
+        INSERT INTO accounts (session_id, master_key_id, wrapped_key, sealed, state, phone, username, premium, device,
                               proxy_host, updated_at)
-        VALUES (:sid, :key_id, :wrapped, :sealed, :phone, :username, :premium, :device, :proxy_host, :now)
+        VALUES (:sid, :key_id, :wrapped, :sealed, :state, :phone, :username, :premium, :device, :proxy_host, :now)
         ON CONFLICT (session_id) DO UPDATE SET
             master_key_id = excluded.master_key_id, wrapped_key = excluded.wrapped_key, sealed = excluded.sealed,
+            state = excluded.state, revision = accounts.revision + 1,
             phone = excluded.phone, username = excluded.username, premium = excluded.premium,
             device = excluded.device, proxy_host = excluded.proxy_host, updated_at = excluded.updated_at""",
            params)
     tx.run("UPDATE sessions SET has_account = 1 WHERE id = :sid", params)
 
 
+_ROW = "session_id, master_key_id, wrapped_key, sealed, state, revision"
+
+
 def sealed_row(tx: Tx, session_id: int, *, lock: bool = False) -> Mapping[str, Any] | None:
-    return tx.row("SELECT session_id, master_key_id, wrapped_key, sealed FROM accounts WHERE session_id = :sid"
-                  + (" /*for_update*/" if lock else ""), {"sid": session_id})
+    return tx.row(f"SELECT {_ROW} FROM accounts WHERE session_id = :sid" + (" /*for_update*/" if lock else ""),
+                  {"sid": session_id})
 
 
 def open_row(vault: Vault, row: Mapping[str, Any]) -> tuple[dict[str, Any], bytes]:
     """(account, data key) of a sealed row; a vault error when the key is missing or the row damaged."""
-    data_key = vault.unwrap(row["session_id"], row["master_key_id"], row["wrapped_key"])
-    plain = vault.open(data_key, row["session_id"], row["sealed"])
-    return json.loads(plain), data_key
+    sid = row["session_id"]
+    data_key = vault.unwrap(sid, row["master_key_id"], row["wrapped_key"])
+    account = json.loads(vault.open(data_key, sid, row["sealed"]))
+    state = None
+    if row["state"] is not None:
+        state = json.loads(zlib.decompress(vault.open(data_key, sid, row["state"], kind=_STATE_KIND)))
+    account["state"] = state
+    return account, data_key
 
 
-def write_state(tx: Tx, vault: Vault, session_id: int, state: Mapping[str, Any]) -> bool:
+def prepare_write(vault: Vault, row: Mapping[str, Any], write: Mapping[str, Any]) -> dict[str, Any]:
+    """The UPDATE parameters of a checked write-back merged into ``row``'s account (CPU only, no SQL),
+    valid while the row keeps its ``revision``."""
+    account, data_key = open_row(vault, row)
+    merged = merge_state(account, write)
+    sid = row["session_id"]
+    sealed = row["sealed"]
+    if write.get("dc") is not None:  # the auth part changed: reseal it (same data key)
+        sealed = vault.seal(data_key, sid, dumps({k: v for k, v in merged.items() if k != "state"}))
+    return {"sid": sid, "revision": row["revision"], "sealed": sealed,
+            "state": _seal_state(vault, data_key, sid, merged["state"])}
+
+
+def apply_write(tx: Tx, params: Mapping[str, Any]) -> bool:
+    """Store a prepared write-back in ``tx`` if the row is still at the revision it was prepared from."""
+    return tx.run("""UPDATE accounts SET sealed = :sealed, state = :state, revision = revision + 1, updated_at = :now
+                     WHERE session_id = :sid AND revision = :revision""", {**params, "now": tx.now}) == 1
+
+
+def write_state(tx: Tx, vault: Vault, session_id: int, write: Mapping[str, Any],
+                prepared: Mapping[str, Any] | None = None) -> bool:
     """Merge a checked write-back into ``session_id``'s account in ``tx``; False when it holds none.
 
-    The data key stays (only the sealed account changes), so a rotation running beside it
-    loses nothing: it rewraps the same data key.
+    ``prepared`` (from :func:`prepare_write`, done before the transaction, so that the
+    decrypting, merging and sealing hold no lock) is stored if the row has not changed
+    since; otherwise the merge is done again here. The data key stays (only the sealed
+    parts change), so a rotation running beside it loses nothing.
     """
+    if prepared is not None and apply_write(tx, prepared):
+        return True
     row = sealed_row(tx, session_id, lock=True)
     if row is None:
         return False
-    account, data_key = open_row(vault, row)
-    merged = merge_state(account, state)
-    params = {**_seal(vault, session_id, merged, data_key, row["master_key_id"], row["wrapped_key"]),
-              "now": tx.now}
-    tx.run("""UPDATE accounts SET sealed = :sealed, phone = :phone, username = :username, premium = :premium,
-                     device = :device, proxy_host = :proxy_host, updated_at = :now
-              WHERE session_id = :sid""", params)
+    if not apply_write(tx, prepare_write(vault, row, write)):
+        raise AssertionError("an account row changed under its lock")  # pragma: no cover
     return True
 
 
@@ -137,10 +183,6 @@ def key_ids(tx: Tx) -> dict[str, int]:
     """How many accounts each master key id wraps."""
     return {row["master_key_id"]: row["n"] for row in tx.rows(
         "SELECT master_key_id, COUNT(*) AS n FROM accounts GROUP BY master_key_id")}
-
-
-def checked_state(data: Any) -> dict[str, Any]:
-    return check_state(data, "state")
 
 
 def forget(tx: Tx, session_ids: Sequence[int]) -> None:

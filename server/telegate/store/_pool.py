@@ -563,6 +563,7 @@ class Store:
         and a token that is not the current lease writes nothing (:class:`LeaseMismatch`).
         """
         scope = flood_scope.lower() if flood_scope else None
+        prepared = self._prepare_state(session_id, state)
 
         def end_lease(tx: Tx) -> bool:
             row = self._holder_check(tx, session_id, token, key)
@@ -571,7 +572,7 @@ class Store:
                     if token is not None and self._released_before(tx, session_id, token, key):
                         return False  # the first try of this release landed, its state with it
                     self._stale_state(tx, session_id)
-                self._write_state(tx, session_id, state)
+                self._write_state(tx, session_id, state, prepared)
             if row is None:
                 return False
             now = tx.now
@@ -625,6 +626,8 @@ class Store:
         still the session's, so nobody else can hold it. ``state``: a write-back merged in
         the same transaction (see :meth:`release`).
         """
+        prepared = self._prepare_state(session_id, state)
+
         def extend(tx: Tx) -> float:
             row = self._holder_check(tx, session_id, token, key)
             if row is None or row["lease_token"] != token:
@@ -647,7 +650,7 @@ class Store:
                         f" other lease(s), its limit (max_leases={limit['max_leases']}): it can't be renewed;"
                         " stop using the session")
             if state is not None:
-                self._write_state(tx, session_id, state)
+                self._write_state(tx, session_id, state, prepared)
             expires = tx.row("""
                 UPDATE sessions SET lease_expires_at = :now + :ttl, avail_at = :now + :ttl
                 WHERE id = :id RETURNING lease_expires_at""",
@@ -658,8 +661,17 @@ class Store:
 
         return self.engine.write(extend, batch=True)
 
-    def _write_state(self, tx: Tx, session_id: int, state: Mapping[str, Any]) -> None:
-        if not vaulted.write_state(tx, self.vault, session_id, state):
+    def _prepare_state(self, session_id: int, state: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+        """A write-back merged and sealed before its transaction, so that the work holds no lock
+        (the transaction stores it if the account has not changed since, else merges again)."""
+        if state is None:
+            return None
+        row = self.engine.read(lambda tx: vaulted.sealed_row(tx, session_id))
+        return None if row is None else vaulted.prepare_write(self.vault, row, state)
+
+    def _write_state(self, tx: Tx, session_id: int, state: Mapping[str, Any],
+                     prepared: Mapping[str, Any] | None = None) -> None:
+        if not vaulted.write_state(tx, self.vault, session_id, state, prepared):
             raise AccountError(f"session {session_id} holds no account, so it has no state to write back;"
                                " send the release without \"state\"")
 
