@@ -292,6 +292,7 @@ def _keys(admin: Admin, args: argparse.Namespace, out: TextIO, err: TextIO) -> i
             state = f"revoked {key['revoked_at']}" if key["revoked_at"] else "active"
             limit = f"max {key['max_leases']}" if key.get("max_leases") else "no limit"
             held = f"  {key['leases']} lease(s)" if key.get("leases") is not None else ""
+            held += "  accounts" if key.get("accounts") else ""
             out.write(f"{key['name']:<24} {key['scope']:<7} {limit:<10} created {key['created_at']}  {state}{held}\n")
     else:
         ended = admin.revoke_key(args.name, keep_leases=args.keep_leases)

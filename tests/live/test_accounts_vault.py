@@ -337,6 +337,33 @@ def test_plain_http_override_warns_at_every_start(tmp_path):
         server.close()
 
 
+def test_a_waiting_worker_gets_a_session_with_an_account(fresh_db):
+    """A long-poll for an account is not handed a plain session that frees up, and gets the account
+    when one does."""
+    server = LiveServer(fresh_db(), env=_env(TELEGATE_MASTER_KEY=new_master_key()))
+    try:
+        (sid,) = _put(server, new_account())
+        server.add_sessions("plain")
+        worker = _accounts_key(server)
+        held = server.request("POST", "/session", {"account": True}, key=worker).json
+        plain = server.request("POST", "/session", {"name": "plain"}, key=worker).json
+        answers: list[Any] = []
+        waiter = threading.Thread(target=lambda: answers.append(
+            server.request("POST", "/session", {"account": True, "wait": 30}, key=worker)))
+        waiter.start()
+        eventually(lambda: server.status()["waiting_workers"] == 1, what="the waiter in line")
+        assert server.request("POST", "/release", {"session_id": plain["session_id"],
+                                                   "lease_token": plain["lease_token"]}, key=worker).status == 200
+        assert server.status()["waiting_workers"] == 1  # the plain session is not for it
+        assert server.request("POST", "/release", {"session_id": sid, "lease_token": held["lease_token"]},
+                              key=worker).status == 200
+        waiter.join(30)
+        assert answers and answers[0].status == 200, answers
+        assert answers[0].json["session_id"] == sid and answers[0].json["account"]["dc_id"] == 2
+    finally:
+        server.close()
+
+
 def test_plain_http_to_a_non_loopback_listener_is_refused(tmp_path):
     server = LiveServer(tmp_path / "t.db", ("--host", "0.0.0.0"), env=_env(TELEGATE_MASTER_KEY=new_master_key()))
     try:
@@ -356,3 +383,16 @@ def _put_direct(server: LiveServer) -> list[int]:
     key = server.env["TELEGATE_MASTER_KEY"]
     with Store(server.db_path, vault=Vault(base64.b64decode(key))) as store:
         return [row["id"] for row in store.put_sessions([{"name": "direct", "account": new_account()}])["added"]]
+
+
+def test_keys_create_with_accounts_on_the_command_line(tmp_path):
+    db = tmp_path / "t.db"
+    made = _cli(_env(), "keys", "create", "w1", "--accounts", "--db", str(db))
+    plain = _cli(_env(), "keys", "create", "w2", "--db", str(db))
+    assert made.returncode == 0 and plain.returncode == 0, made.stderr
+    assert "may receive accounts" in made.stderr
+    with Store(db) as store:
+        assert store.authenticate(made.stdout.strip()).accounts is True
+        assert store.authenticate(plain.stdout.strip()).accounts is False
+    listed = _cli(_env(), "keys", "list", "--db", str(db)).stdout.splitlines()
+    assert [line.split()[0] for line in listed if line.rstrip().endswith("accounts")] == ["w1"]
