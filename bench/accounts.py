@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as c  # noqa: E402
 
 from telegate.accounts import Vault, master_key_source  # noqa: E402
-from telegate.store import Store  # noqa: E402
+from telegate.store import open_store  # noqa: E402
 
 
 def account(number: int, entities: int = 20) -> dict[str, Any]:
@@ -97,7 +97,7 @@ def _accounts_pool(where: Path, sessions: int) -> tuple[Path, str]:
     file goes beside it, where the server finds it."""
     db = where / "accounts.db"
     keys = master_key_source({}, None, db)
-    with Store(db, vault=keys.vault()) as store:
+    with open_store(db, vault=keys.vault()) as store:
         store.put_sessions([{"name": f"acc{n:05d}", "kind": "telethon", "account": account(n)}
                             for n in range(sessions)])
         key = store.create_key("bench", "client", accounts=True)
@@ -184,7 +184,7 @@ def size(where: Path, args: Any) -> None:
     base_sqlite = base_pg = None
     for label, entities in cases:
         db = where / f"size-{entities}.db"
-        with Store(db, vault=Vault(master)) as store:
+        with open_store(db, vault=Vault(master)) as store:
             if entities is None:
                 store.add_sessions(f"acc{n:05d}" for n in range(count))
             else:
@@ -205,7 +205,7 @@ def size(where: Path, args: Any) -> None:
 
 def _pg_bytes(url: str, master: bytes, count: int, entities: int | None) -> int:
     import psycopg
-    with Store(url, vault=Vault(master)) as store:
+    with open_store(url, vault=Vault(master)) as store:
         store.engine.write(lambda tx: tx.run("TRUNCATE sessions, accounts, session_events"))
         if entities is None:
             store.add_sessions(f"acc{n:05d}" for n in range(count))
@@ -225,11 +225,11 @@ def rotation(where: Path, args: Any) -> None:
     count = 500 if args.quick else 5000
     old, new = os.urandom(32), os.urandom(32)
     db = where / "rotate.db"
-    with Store(db, vault=Vault(old)) as store:
+    with open_store(db, vault=Vault(old)) as store:
         for start in range(0, count, 500):
             store.put_sessions([{"name": f"acc{n:05d}", "account": account(n)}
                                 for n in range(start, min(count, start + 500))])
-    with Store(db, vault=Vault(new, [old])) as store:
+    with open_store(db, vault=Vault(new, [old])) as store:
         began = time.perf_counter()
         done = store.rotate_keys()
         took = time.perf_counter() - began

@@ -26,7 +26,7 @@ import urllib3
 from . import _keys
 from .accounts import AccountError, VaultError, master_key_source
 from ._http import iso
-from .store import STATES, Store, is_database_url
+from .store import STATES, is_database_url, open_store
 
 __all__ = ["Admin", "AdminError", "HttpAdmin", "DatabaseAdmin", "choose", "DEFAULT_URL"]
 
@@ -103,7 +103,7 @@ class DatabaseAdmin:
             keys = master_key_source(os.environ if environ is None else environ, None, target)
         except VaultError as exc:
             raise AdminError(str(exc)) from None
-        self.store = Store(target, vault=keys.vault())
+        self.store = open_store(target, vault=keys.vault())
         self.where = f"database {self.store.path}"
 
     def add_sessions(self, names: Sequence[str], *, kind: str = "unknown", meta: dict | None = None,

@@ -24,7 +24,7 @@ from ._sessionfiles import scan_dir
 from ._text import unsafe_detail
 from .accounts import VaultError, master_key_source, new_master_key
 from .settings import SETTINGS, SettingsError, resolve
-from .store import MAX_NAME_LENGTH, STATES, Store, StoreError
+from .store import MAX_NAME_LENGTH, STATES, Store, StoreError, open_store
 
 __all__ = ["main", "build_parser"]
 
@@ -160,7 +160,7 @@ def _open(args: argparse.Namespace) -> Store:
     settings = resolve({"db": args.db})
     if isinstance(settings.db, Path) and not settings.db.exists():
         raise CliError(f"database {settings.db} does not exist; pass --db or set TELEGATE_DB")
-    return Store(settings.db)
+    return open_store(settings.db)
 
 
 def _admin(args: argparse.Namespace, environ: Mapping[str, str]) -> Admin:
@@ -350,14 +350,13 @@ def _backup(args: argparse.Namespace, err: TextIO) -> int:
 def _migrate(args: argparse.Namespace, err: TextIO) -> int:
     """Copy the SQLite pool --db into the empty PostgreSQL database --to."""
     from .store import is_database_url
-    from .store._copy import copy_pool
 
     if not is_database_url(args.to):
         raise CliError(f"--to must be a postgresql:// URL (the empty database to copy into), not {args.to!r}")
     if not isinstance(resolve({"db": args.db}).db, Path):
         raise CliError("--db names the SQLite file to copy from; the PostgreSQL database goes in --to")
-    with _open(args) as source, Store(args.to) as target:
-        copied = copy_pool(source, target)
+    with _open(args) as source, open_store(args.to) as target:
+        copied = source.copy_into(target)
         status = target.status()
     err.write(f"copied {copied['sessions']} session(s) ({status['in_floodwait']} in flood wait,"
               f" {status['disabled']} disabled), {copied['api_keys']} key(s), {copied['session_rests']}"
@@ -378,7 +377,7 @@ def _vault(args: argparse.Namespace, out: TextIO, err: TextIO, environ: Mapping[
     if not keys.available:
         raise CliError(f"no master key to rotate to: set TELEGATE_MASTER_KEY (make one with: telegate vault"
                        f" keygen), or pass --master-key-file (looked for {keys.key_file})")
-    with Store(settings.db, vault=keys.vault(create=False)) as store:
+    with open_store(settings.db, vault=keys.vault(create=False)) as store:
         current = store.vault.current_id()
         before = store.account_key_ids()
         total = sum(n for key_id, n in before.items() if key_id != current)

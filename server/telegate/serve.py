@@ -16,7 +16,7 @@ from ._channel import Dispatcher, create_server
 from ._sessionfiles import scan_dir
 from .app import access_logged, create_app, default_room
 from .settings import Settings, SettingsError
-from .store import PoolStore, Store
+from .store import PoolStore, open_store
 
 if TYPE_CHECKING:
     from .accounts import MasterKeySource
@@ -185,7 +185,7 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     keys = master_key_source(environ, settings.master_key_file, settings.db)  # a malformed key: one line
-    store = Store(settings.db, synchronous=settings.synchronous, vault=keys.vault())
+    store = open_store(settings.db, synchronous=settings.synchronous, vault=keys.vault())
     server = room = None
     housekeeping = None
     try:
@@ -209,7 +209,7 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
         dispatcher = Dispatcher(settings.threads)
         room = default_room(store, park=dispatcher.parked)
         dispatcher.on_shutdown.append(room.close)
-        dispatcher.on_thread_exit.append(store.engine.release_connection)
+        dispatcher.on_thread_exit.append(store.release_connection)
         server = create_server(access_logged(create_app(settings, store, room=room)), sock,
                                dispatcher=dispatcher, **waitress_options(settings))
         host, port = sock.getsockname()[:2]

@@ -23,7 +23,7 @@ import urllib3
 from support.accounts import new_account, secrets_of
 from support import ROOT, LiveServer, eventually, server_env
 from telegate.accounts import Vault, key_id_of, new_master_key
-from telegate.store import Store
+from telegate.store import open_store
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -55,7 +55,7 @@ def _put(server: LiveServer, *accounts: dict[str, Any], prefix: str = "acc") -> 
     return [row["id"] for row in answer.json["added"]]
 
 
-def _all_text(store: Store) -> bytes:
+def _all_text(store: Any) -> bytes:
     """Every row of every table, as text: what a PostgreSQL dump of the database would hold."""
     tables = ("sessions", "api_keys", "session_events", "session_rests", "accounts", "waiters")
     chunks = []
@@ -101,7 +101,7 @@ def test_database_wal_and_backup_hold_no_secret(fresh_db, tmp_path, db_kind):
             assert done.returncode == 0, done.stderr
             for path in (Path(db), wal, backup):
                 _assert_no_secret(path.read_bytes(), accounts, path.name)
-            with Store(backup, vault=Vault(base64.b64decode(master))) as copy:  # the backup opens with the key
+            with open_store(backup, vault=Vault(base64.b64decode(master))) as copy:  # the backup opens with the key
                 assert copy.get_account(ids[1]) == accounts[1]
         else:
             _assert_no_secret(_all_text(server.store), accounts, "the PostgreSQL tables")
@@ -120,12 +120,12 @@ def test_migrate_carries_ciphertext_only(tmp_path, pg_url):
     master = base64.b64decode(new_master_key())
     source = tmp_path / "source.db"
     accounts = [new_account(), new_account()]
-    with Store(source, vault=Vault(master)) as store:
+    with open_store(source, vault=Vault(master)) as store:
         store.put_sessions([{"name": f"m{n}", "account": account} for n, account in enumerate(accounts)])
         sealed = store.engine.read(lambda tx: [dict(r) for r in tx.rows("SELECT * FROM accounts ORDER BY session_id")])
     done = _cli(_env(), "migrate", "--db", str(source), "--to", pg_url)
     assert done.returncode == 0, done.stderr
-    with Store(pg_url, vault=Vault(master)) as target:
+    with open_store(pg_url, vault=Vault(master)) as target:
         copied = target.engine.read(lambda tx: [dict(r) for r in tx.rows("SELECT * FROM accounts ORDER BY session_id")])
         assert copied == sealed
         assert [target.get_account(row["session_id"]) for row in copied] == accounts
@@ -158,14 +158,14 @@ def test_key_file_is_made_on_first_need_0600_with_a_warning(tmp_path):
 
 def _sealed_database(db: Path | str, master: bytes, count: int = 3) -> list[dict[str, Any]]:
     accounts = [new_account() for _ in range(count)]
-    with Store(db, vault=Vault(master)) as store:
+    with open_store(db, vault=Vault(master)) as store:
         store.put_sessions([{"name": f"s{n}", "account": account} for n, account in enumerate(accounts)])
         store.create_key("admin", "admin")
     return accounts
 
 
 def _fingerprint(db: Path | str) -> Any:
-    with Store(db) as store:
+    with open_store(db) as store:
         return _all_text(store)
 
 
@@ -381,7 +381,7 @@ def test_plain_http_to_a_non_loopback_listener_is_refused(tmp_path):
 def _put_direct(server: LiveServer) -> list[int]:
     """Accounts stored through the CLI on the database (the server refuses them over plain HTTP)."""
     key = server.env["TELEGATE_MASTER_KEY"]
-    with Store(server.db_path, vault=Vault(base64.b64decode(key))) as store:
+    with open_store(server.db_path, vault=Vault(base64.b64decode(key))) as store:
         return [row["id"] for row in store.put_sessions([{"name": "direct", "account": new_account()}])["added"]]
 
 
@@ -391,7 +391,7 @@ def test_keys_create_with_accounts_on_the_command_line(tmp_path):
     plain = _cli(_env(), "keys", "create", "w2", "--db", str(db))
     assert made.returncode == 0 and plain.returncode == 0, made.stderr
     assert "may receive accounts" in made.stderr
-    with Store(db) as store:
+    with open_store(db) as store:
         assert store.authenticate(made.stdout.strip()).accounts is True
         assert store.authenticate(plain.stdout.strip()).accounts is False
     listed = _cli(_env(), "keys", "list", "--db", str(db)).stdout.splitlines()

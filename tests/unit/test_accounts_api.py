@@ -233,21 +233,21 @@ def test_a_write_back_prepared_on_an_older_revision_is_merged_again(api):
     store = api.store
     sid = store.put_sessions([{"name": "acc", "account": new_account()}])["added"][0]["id"]
     lease = store.acquire(60, account=True)
-    prepare = store._prepare_state
+    prepare = store._state_writer
 
     def racing(session_id, state):
-        prepared = prepare(session_id, state)
-        store._prepare_state = prepare  # once
+        writer = prepare(session_id, state)  # merged and sealed now, from the account as it is
+        store._state_writer = prepare  # once
         # Another write lands between the preparation and the transaction.
         store.renew(session_id, lease.lease_token, 60, state={"entities": [_entity(9)], "update_state": None,
                                                               "dc": None})
-        return prepared
+        return writer
 
-    store._prepare_state = racing
+    store._state_writer = racing
     try:
         store.release(sid, lease.lease_token, state={"entities": [_entity(8)], "update_state": None, "dc": None})
     finally:
-        store._prepare_state = prepare
+        store._state_writer = prepare
     ids = {entity["id"] for entity in store.get_account(sid)["state"]["entities"]}
     assert ids == {777, 8, 9}
 
