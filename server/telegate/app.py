@@ -500,6 +500,7 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
                 raise bad_request(f"sessions[{number}] must be an object with a name")
             one = Fields(item, {"name", "kind", "meta", "groups", "account"})
             name = one.text("name", max_length=store_mod.MAX_NAME_LENGTH, required=True)
+            assert name is not None  # required
             check_text(f"sessions[{number}].name", name, store_mod.MAX_NAME_LENGTH)
             kind = one.text("kind", max_length=20)
             if kind is not None and kind not in ("telethon", "pyrogram", "unknown"):

@@ -393,10 +393,12 @@ class Store:
                 meta = json.dumps(entry["meta"] or {}, ensure_ascii=False)
                 sid = found.get(name)
                 if sid is None:
-                    sid = tx.row("INSERT INTO sessions (name, kind, meta, created_at)"
-                                 " VALUES (:name, :kind, :meta, :now) RETURNING id",
-                                 {"name": name, "kind": entry["kind"] or "unknown", "meta": meta,
-                                  "now": tx.now})["id"]
+                    inserted = tx.row("INSERT INTO sessions (name, kind, meta, created_at)"
+                                      " VALUES (:name, :kind, :meta, :now) RETURNING id",
+                                      {"name": name, "kind": entry["kind"] or "unknown", "meta": meta,
+                                       "now": tx.now})
+                    assert inserted is not None  # the name was not there, in this transaction
+                    sid = inserted["id"]
                     added.append({"id": sid, "name": name})
                 elif update:
                     tx.run("UPDATE sessions SET kind = COALESCE(:kind, kind),"
