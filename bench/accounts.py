@@ -243,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", default="16", help="comma-separated client counts for the hand-out")
     parser.add_argument("--sessions", type=int, default=64, help="sessions (each with an account) in the pool")
     parser.add_argument("--pg", default=None, help="an empty PostgreSQL database URL for the size figures")
+    parser.add_argument("--parts", default="1,2,3,4", help="which measurements to run (comma-separated numbers)")
     args = parser.parse_args(argv)
     seconds = args.seconds or (0.3 if args.quick else 1.0)
     rounds = args.rounds or (1 if args.quick else 7)
@@ -250,10 +251,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {seconds:g} s per kind and round, {rounds} alternating round(s), medians of per-round ratios;"
           f" pool of {args.sessions} sessions, each with an account")
     with c.workspace(args.workdir) as where:
-        hand_out(where, args, seconds, rounds)
-        write_back(where, args, seconds, rounds)
-        size(where, args)
-        rotation(where, args)
+        parts = set(args.parts.split(","))
+        if "1" in parts:
+            hand_out(where, args, seconds, rounds)
+        if "2" in parts:
+            write_back(where, args, seconds, rounds)
+        if "3" in parts:
+            size(where, args)
+        if "4" in parts:
+            rotation(where, args)
     return 0
 
 

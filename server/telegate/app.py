@@ -323,7 +323,7 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
     def _account_of(lease: store_mod.Lease, key: KeyInfo) -> dict[str, Any]:
         """The leased session's account; a lease whose account cannot be opened is given back."""
         try:
-            account = store.get_account(lease.session_id)
+            account = store.lease_account(lease)
         except Exception:
             store.release(lease.session_id, lease.lease_token, key=key)
             raise

@@ -93,6 +93,9 @@ class Lease:
     lease_expires_at: float
     kind: str
     meta: dict
+    #: A lease asked for with its account: the account's sealed row, read in the claim's
+    #: transaction (opened after the commit, holding no lock: ``Store.lease_account``).
+    sealed: Any = dataclasses.field(default=None, compare=False, repr=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -290,6 +293,8 @@ class PoolStore(Protocol):
                      update: bool = False) -> dict[str, list]: ...
 
     def get_account(self, session_id: int, *, reader: KeyInfo | None = None) -> dict[str, Any] | None: ...
+
+    def lease_account(self, lease: Lease) -> dict[str, Any] | None: ...
 
     def account_key_ids(self) -> dict[str, int]: ...
 

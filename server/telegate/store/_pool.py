@@ -14,6 +14,7 @@ transaction (:meth:`Store._write`).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 import time
@@ -157,6 +158,10 @@ class Store:
         def claim(tx: Tx, serve: Serve) -> Lease | Ticket | NoSessionAvailable:
             serve()
             outcome = leases.claim(tx, self.engine, ttl, holder, name, key, request_id, purpose, account)
+            if account and isinstance(outcome, Lease):
+                # The sealed account in the claim's own transaction: one statement, not a
+                # read transaction of its own after it; opened after the commit.
+                outcome = dataclasses.replace(outcome, sealed=vaulted.sealed_row(tx, outcome.session_id))
             if isinstance(outcome, NoSessionAvailable) and wait > 0 and owner is not None and outcome.total:
                 ticket = line.enqueue(tx, owner=owner, ttl=ttl, wait=wait, holder=holder, name=name,
                                       key_id=key.id if key is not None else None, purpose=purpose,
@@ -444,6 +449,13 @@ class Store:
         if reader is not None:
             self.engine.write(lambda tx: history.record(tx, session_id, "account_read", key_name=reader.name))
         return account
+
+    def lease_account(self, lease: Lease) -> dict[str, Any] | None:
+        """The account of a lease taken with ``account=True``: opened from the row its claim read,
+        else (a lease granted to a waiting request) read now. None when it holds none."""
+        if lease.sealed is not None:
+            return vaulted.open_row(self.vault, lease.sealed)[0]
+        return self.get_account(lease.session_id)
 
     def account_key_ids(self) -> dict[str, int]:
         """How many stored accounts each master key id wraps (none: no account stored)."""
