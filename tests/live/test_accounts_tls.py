@@ -1,16 +1,18 @@
-"""Accounts over TLS: a real Caddy (``tls internal``) terminates TLS in front of a real server.
+"""Accounts over TLS: a real Caddy (``tls internal``), and a real nginx running the server block of
+docs/TLS.md, terminate TLS in front of a real server.
 
 The server listens on every interface (not loopback only) with ``--trusted-proxy
 127.0.0.1``: an account goes out only through Caddy, which says https; plain HTTP straight
 to the server is refused, and a client off the proxy's address cannot forge
 ``X-Forwarded-Proto``. Clients trust Caddy's local CA through its root certificate file.
-Caddy is Debian's ``caddy`` package (``.ci/run`` installs it); without it this module skips,
-except under CI, where it fails.
+Caddy and nginx are Debian's packages (``.ci/run`` installs them); without one its tests skip,
+except under CI, where they fail.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -23,7 +25,7 @@ import urllib3
 
 from support import pgtools
 from support.accounts import new_account
-from support import LiveServer, server_env
+from support import ROOT, LiveServer, server_env
 from telegate.accounts import new_master_key
 
 START_DEADLINE = 30.0
@@ -181,3 +183,109 @@ def test_the_sdk_leases_through_caddy_trusting_its_root_certificate(proxied, mon
         session = client.get_session()
         assert session["session_name"] == "plain"
         assert client.release_session(session["session_id"]) is True
+
+
+# -- nginx, with the server block of docs/TLS.md ----------------------------------------
+
+_NGINX_BLOCK = re.compile(r"```nginx\n(.*?)```", re.S)
+
+
+def _self_signed(where: Path) -> tuple[Path, Path]:
+    """A certificate for localhost and its key (made with ``cryptography``), as PEM files."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = where / "cert.pem", where / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+@pytest.fixture
+def nginx_proxied(fresh_db: Any, tmp_path: Path) -> Iterator[tuple[LiveServer, str, Path]]:
+    """The server behind nginx running the server block of docs/TLS.md (names, paths and ports swapped)."""
+    if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():
+        if pgtools.in_ci():
+            pytest.fail("CI needs nginx (apt-get install nginx; .ci/run installs it)", pytrace=False)
+        pytest.skip("nginx is not installed (apt-get install nginx)")
+    env = {**server_env(), "TELEGATE_MASTER_KEY": new_master_key()}
+    server = LiveServer(fresh_db(), ("--host", "0.0.0.0", "--trusted-proxy", "127.0.0.1"), env=env)
+    cert, key = _self_signed(tmp_path)
+    block = _NGINX_BLOCK.search((ROOT / "docs" / "TLS.md").read_text()).group(1)
+    proc = None
+    try:
+        for _ in range(5):
+            port = _free_port()
+            conf = (block.replace("listen 443 ssl;", f"listen 127.0.0.1:{port} ssl;")
+                    .replace("server_name telegate.example.com;", "server_name localhost;")
+                    .replace("/etc/letsencrypt/live/telegate.example.com/fullchain.pem", str(cert))
+                    .replace("/etc/letsencrypt/live/telegate.example.com/privkey.pem", str(key))
+                    .replace("http://127.0.0.1:8000", f"http://127.0.0.1:{server.port}"))
+            assert str(cert) in conf and f":{server.port}" in conf and f":{port} ssl" in conf
+            temp = tmp_path / "nginx"
+            temp.mkdir(exist_ok=True)
+            (tmp_path / "nginx.conf").write_text(f"""daemon off;
+pid {tmp_path}/nginx.pid;
+error_log {tmp_path}/nginx-error.log;
+user root;
+events {{}}
+http {{
+    access_log off;
+    client_body_temp_path {temp}/body;
+    proxy_temp_path {temp}/proxy;
+    fastcgi_temp_path {temp}/fastcgi;
+    uwsgi_temp_path {temp}/uwsgi;
+    scgi_temp_path {temp}/scgi;
+{conf}
+}}
+""")
+            proc = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(tmp_path / "nginx.conf"),
+                                     "-p", str(tmp_path)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            url = f"https://localhost:{port}"
+            http = urllib3.PoolManager(ca_certs=str(cert), retries=False, timeout=urllib3.Timeout(10))
+            deadline = time.monotonic() + START_DEADLINE
+            while time.monotonic() < deadline and proc.poll() is None:
+                try:
+                    if http.request("GET", url + "/healthz").status == 200:
+                        break
+                except urllib3.exceptions.HTTPError:
+                    time.sleep(0.1)
+            if proc.poll() is None:
+                yield server, url, cert
+                return
+        log = (tmp_path / "nginx-error.log").read_text() if (tmp_path / "nginx-error.log").exists() else ""
+        pytest.fail(f"nginx did not start:\n{log[-3000:]}")
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            proc.wait(10)
+        server.close()
+
+
+def test_the_nginx_config_of_the_docs_hands_out_accounts_over_tls(nginx_proxied):
+    server, url, cert = nginx_proxied
+    https = urllib3.PoolManager(ca_certs=str(cert), retries=False, timeout=urllib3.Timeout(30))
+    account = new_account()
+    status, added = _post(https, url + "/sessions", server.admin_key, {"sessions": [{"name": "acc", "account": account}]})
+    assert status == 201, added
+    worker = server.store.create_key("worker", "client", accounts=True)
+    status, lease = _post(https, url + "/session", worker, {"account": True})
+    assert status == 200 and lease["account"] == account, lease
+    direct = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(30))
+    status, refused = _post(direct, f"http://127.0.0.1:{server.port}/session", worker, {"account": True})
+    assert status == 403 and refused["error"] == "tls_required"
