@@ -91,20 +91,23 @@ def _ad(kind: bytes, session_id: int) -> bytes:
     return b"telegate:" + kind + b":" + str(int(session_id)).encode("ascii")
 
 
-def _seal(key: bytes, plain: bytes, ad: bytes) -> str:
+def _seal(key: bytes | AESGCM, plain: bytes, ad: bytes) -> str:
     nonce = os.urandom(_NONCE)
-    return base64.b64encode(_VERSION + nonce + AESGCM(key).encrypt(nonce, plain, ad)).decode("ascii")
+    cipher = key if isinstance(key, AESGCM) else AESGCM(key)
+    return binascii.b2a_base64(_VERSION + nonce + cipher.encrypt(nonce, plain, ad), newline=False).decode("ascii")
 
 
-def _open(key: bytes, sealed: str, ad: bytes) -> bytes:
+def _open(key: bytes | AESGCM, sealed: str, ad: bytes) -> bytes:
+    # Not base64's strict check: GCM's tag rejects any change to the bytes anyway.
     try:
-        raw = base64.b64decode(sealed, validate=True)
+        raw = binascii.a2b_base64(sealed)
     except (binascii.Error, ValueError, TypeError):
         raise CorruptAccount("not a sealed value") from None
     if len(raw) < 1 + _NONCE + 16 or raw[:1] != _VERSION:
         raise CorruptAccount("not a sealed value")
+    cipher = key if isinstance(key, AESGCM) else AESGCM(key)
     try:
-        return AESGCM(key).decrypt(raw[1:1 + _NONCE], raw[1 + _NONCE:], ad)
+        return cipher.decrypt(raw[1:1 + _NONCE], raw[1 + _NONCE:], ad)
     except InvalidTag:
         raise CorruptAccount("the sealed value does not open (damaged, or moved from another row)") from None
 
@@ -122,6 +125,7 @@ class Vault:
         self._keys: dict[str, bytes] = {key_id_of(key): key for key in previous}
         if self._current is not None:
             self._keys[key_id_of(self._current)] = self._current
+        self._ciphers: dict[str, AESGCM] = {}  # one AESGCM per master key, made once
 
     @property
     def configured(self) -> bool:
@@ -148,7 +152,10 @@ class Vault:
             self.current()
         return set(self._keys)
 
-    def _master(self, key_id: str) -> bytes:
+    def _master(self, key_id: str) -> AESGCM:
+        cipher = self._ciphers.get(key_id)
+        if cipher is not None:
+            return cipher
         if self.configured:
             self.current()
         key = self._keys.get(key_id)
@@ -157,7 +164,8 @@ class Vault:
                 f"this account was sealed under master key {key_id}, which this server does not have"
                 f" (its keys: {', '.join(sorted(self._keys)) or 'none'}); set {ENV_MASTER_KEY} to that key,"
                 f" or name it in {ENV_PREVIOUS_KEYS} while you rotate")
-        return key
+        cipher = self._ciphers[key_id] = AESGCM(key)
+        return cipher
 
     def new_data_key(self, session_id: int) -> tuple[bytes, str, str]:
         """A fresh data key for ``session_id``: (key, master key id, wrapped key)."""
