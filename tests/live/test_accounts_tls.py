@@ -26,6 +26,7 @@ import urllib3
 from support import pgtools
 from support.accounts import new_account
 from support import ROOT, LiveServer, server_env
+from telegate._stop import request_stop
 from telegate.accounts import new_master_key
 
 START_DEADLINE = 30.0
@@ -69,7 +70,7 @@ https://localhost:{self.port} {{
 	tls internal
 	reverse_proxy 127.0.0.1:{self.upstream_port}
 }}
-""")
+""", encoding="utf-8")
             env = {**os.environ, "HOME": str(self.home), "XDG_DATA_HOME": str(self.home / "xdg"),
                    "XDG_CONFIG_HOME": str(self.home / "xdg-config")}
             with open(self.log, "wb") as log:
@@ -79,7 +80,7 @@ https://localhost:{self.port} {{
             if self._ready():
                 return
             self.stop()
-        pytest.fail(f"caddy did not start:\n{self.log.read_text()[-3000:]}")
+        pytest.fail(f"caddy did not start:\n{self.log.read_text(encoding='utf-8')[-3000:]}")
 
     def _ready(self) -> bool:
         deadline = time.monotonic() + START_DEADLINE
@@ -101,7 +102,7 @@ https://localhost:{self.port} {{
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+            request_stop(self.proc)  # SIGINT: Caddy's clean stop
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
@@ -225,7 +226,7 @@ def nginx_proxied(fresh_db: Any, tmp_path: Path) -> Iterator[tuple[LiveServer, s
     env = {**server_env(), "TELEGATE_MASTER_KEY": new_master_key()}
     server = LiveServer(fresh_db(), ("--host", "0.0.0.0", "--trusted-proxy", "127.0.0.1"), env=env)
     cert, key = _self_signed(tmp_path)
-    block = _NGINX_BLOCK.search((ROOT / "docs" / "TLS.md").read_text()).group(1)
+    block = _NGINX_BLOCK.search((ROOT / "docs" / "TLS.md").read_text(encoding="utf-8")).group(1)
     proc = None
     try:
         for _ in range(5):
@@ -252,7 +253,7 @@ http {{
     scgi_temp_path {temp}/scgi;
 {conf}
 }}
-""")
+""", encoding="utf-8")
             proc = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-c", str(tmp_path / "nginx.conf"),
                                      "-p", str(tmp_path)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL)
@@ -268,11 +269,11 @@ http {{
             if proc.poll() is None:
                 yield server, url, cert
                 return
-        log = (tmp_path / "nginx-error.log").read_text() if (tmp_path / "nginx-error.log").exists() else ""
+        log = (tmp_path / "nginx-error.log").read_text(encoding="utf-8") if (tmp_path / "nginx-error.log").exists() else ""
         pytest.fail(f"nginx did not start:\n{log[-3000:]}")
     finally:
         if proc is not None and proc.poll() is None:
-            proc.terminate()
+            request_stop(proc)  # SIGINT: nginx's fast shutdown
             proc.wait(10)
         server.close()
 

@@ -35,11 +35,12 @@ def _env(**extra: str) -> dict[str, str]:
 def _serve(db: Path | str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     """``telegate serve`` that is expected to stop at once (a refused start)."""
     return subprocess.run([sys.executable, "-m", "telegate", "serve", "--port", "0", "--db", str(db), *args],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=60, stdin=subprocess.DEVNULL)
+                          capture_output=True, text=True, encoding="utf-8", env=env, cwd=ROOT, timeout=60,
+                          stdin=subprocess.DEVNULL)
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "telegate", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "telegate", *args], capture_output=True, text=True, encoding="utf-8", env=env,
                           cwd=ROOT, timeout=120, stdin=subprocess.DEVNULL)
 
 
@@ -147,7 +148,7 @@ def test_key_file_is_made_on_first_need_0600_with_a_warning(tmp_path):
         if os.name == "posix":
             assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
         assert "back it up now, somewhere apart from the database" in server.log
-        assert key_file.read_text().strip() not in server.log
+        assert key_file.read_text(encoding="ascii").strip() not in server.log
         first = key_file.read_bytes()
         server.restart()  # the same key opens them after a restart
         assert key_file.read_bytes() == first
@@ -190,7 +191,7 @@ def test_missing_or_wrong_master_key_refuses_to_start_and_changes_nothing(fresh_
         assert not key_file.exists(), case  # a refused start makes no key file
         assert _fingerprint(db) == before, case
     # A key file holding garbage: one line too.
-    key_file.write_text("garbage\n")
+    key_file.write_text("garbage\n", encoding="ascii")
     done = _serve(db, _env(), "--master-key-file", str(key_file))
     assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert f"the master key file {key_file} is not base64" in done.stderr

@@ -31,7 +31,7 @@ from typing import Callable, Iterable, Mapping
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .._files import PRIVATE_MODE
+from .._files import PRIVATE_MODE, restrict
 
 __all__ = [
     "Vault", "VaultError", "MasterKeyMissing", "WrongMasterKey", "CorruptAccount", "MasterKeySource",
@@ -192,7 +192,7 @@ class Vault:
         return _seal(data_key, plain, _ad(kind, session_id))
 
     @staticmethod
-    def open(data_key: bytes, session_id: int, sealed: str, *, kind: bytes = b"account") -> bytes:
+    def unseal(data_key: bytes, session_id: int, sealed: str, *, kind: bytes = b"account") -> bytes:
         try:
             return _open(data_key, sealed, _ad(kind, session_id))
         except CorruptAccount:
@@ -237,7 +237,7 @@ class MasterKeySource:
                     " file from your backup, or set the variable")
             _create_key_file(path)
         try:
-            text = path.read_text("ascii")
+            text = path.read_text(encoding="ascii")
         except (OSError, UnicodeError) as exc:
             raise VaultError(f"cannot read the master key file {path}: {getattr(exc, 'strerror', None) or exc}"
                              ) from None
@@ -264,6 +264,7 @@ def _create_key_file(path: Path) -> None:
         handle.write(key + "\n")
         handle.flush()
         os.fsync(handle.fileno())
+    restrict(path)  # Windows: the mode is no ACL; leave the file to its owner
     log.warning("created the master key file %s: back it up now, somewhere apart from the database"
                 " (without it the accounts in the database cannot be opened; with it and the database,"
                 " anyone can open them)", path)

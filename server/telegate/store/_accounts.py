@@ -7,7 +7,7 @@ account sealed by the data key (``sealed``), both as base64 text so that the two
 databases, backups and ``migrate`` carry the same bytes. Beside them, in plain columns,
 only what an operator may see: phone, username, premium, device, the proxy's host.
 ``sessions.has_account`` lets a claim ask for sessions holding an account through the
-claim's own index scan.
+claim's own index scan. The tables are made by ``schema/<engine>/0007.sql``.
 """
 from __future__ import annotations
 
@@ -19,54 +19,8 @@ from ..accounts import Vault, merge_state, profile_of
 from ..accounts._account import dumps
 from ._base import Tx
 
-__all__ = ["ACCOUNTS_DDL_SQLITE", "ACCOUNTS_DDL_POSTGRES", "store_account", "sealed_row", "open_row",
+__all__ = ["store_account", "sealed_row", "open_row",
            "prepare_write", "apply_write", "write_state", "rewrap_batch", "key_ids", "forget"]
-
-#: Schema version 6 (one migration on each engine; easy to renumber). ``sealed``: the account
-#: but its state; ``state``: the entity cache and update state, compressed, sealed apart (a
-#: write-back rewrites it alone); ``revision`` counts writes (a write-back prepared outside
-#: its transaction lands only on the revision it read).
-ACCOUNTS_DDL_SQLITE = """
-    CREATE TABLE accounts (
-        session_id INTEGER PRIMARY KEY,
-        master_key_id TEXT NOT NULL,
-        wrapped_key TEXT NOT NULL,
-        sealed TEXT NOT NULL,
-        state TEXT,
-        revision INTEGER NOT NULL DEFAULT 0,
-        phone TEXT,
-        username TEXT,
-        premium INTEGER,
-        device TEXT,
-        proxy_host TEXT,
-        updated_at REAL NOT NULL
-    );
-    CREATE INDEX accounts_by_master_key ON accounts(master_key_id);
-    ALTER TABLE sessions ADD COLUMN has_account INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE waiters ADD COLUMN account INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE api_keys ADD COLUMN accounts INTEGER NOT NULL DEFAULT 0;
-"""
-
-ACCOUNTS_DDL_POSTGRES = """
-    CREATE TABLE accounts (
-        session_id BIGINT PRIMARY KEY,
-        master_key_id TEXT NOT NULL,
-        wrapped_key TEXT NOT NULL,
-        sealed TEXT NOT NULL,
-        state TEXT,
-        revision BIGINT NOT NULL DEFAULT 0,
-        phone TEXT,
-        username TEXT,
-        premium INTEGER,
-        device TEXT,
-        proxy_host TEXT,
-        updated_at DOUBLE PRECISION NOT NULL
-    );
-    CREATE INDEX accounts_by_master_key ON accounts (master_key_id);
-    ALTER TABLE sessions ADD COLUMN has_account INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE waiters ADD COLUMN account INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE api_keys ADD COLUMN accounts INTEGER NOT NULL DEFAULT 0;
-"""
 
 _STATE_KIND = b"state"
 
@@ -120,10 +74,10 @@ def open_row(vault: Vault, row: Mapping[str, Any]) -> tuple[dict[str, Any], byte
     """(account, data key) of a sealed row; a vault error when the key is missing or the row damaged."""
     sid = row["session_id"]
     data_key = vault.unwrap(sid, row["master_key_id"], row["wrapped_key"])
-    account = json.loads(vault.open(data_key, sid, row["sealed"]))
+    account = json.loads(vault.unseal(data_key, sid, row["sealed"]))
     state = None
     if row["state"] is not None:
-        state = json.loads(zlib.decompress(vault.open(data_key, sid, row["state"], kind=_STATE_KIND)))
+        state = json.loads(zlib.decompress(vault.unseal(data_key, sid, row["state"], kind=_STATE_KIND)))
     account["state"] = state
     return account, data_key
 
