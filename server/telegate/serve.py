@@ -232,8 +232,9 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
         if room is not None:
             room.close()
         store.close()
-        out.write("TeleGate stopped\n")
-        out.flush()
+        if server is not None:  # a start refused before it listened is its one error line alone
+            out.write("TeleGate stopped\n")
+            out.flush()
         stops.restore()
     return 0
 
