@@ -6,7 +6,6 @@ every kind (ours, Bottle's 404/405, anything unexpected) leave as JSON
 """
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import math
@@ -16,6 +15,7 @@ from typing import Any, Callable
 import bottle
 
 from . import _keys
+from ._account_routes import AccountGate
 from . import accounts as accounts_mod
 from . import store as store_mod
 from ._http import (MAX_FLOOD_WAIT, MAX_NAME_FILTERS, MAX_TTL, ApiError, Fields, bad_request, check_text, iso,
@@ -39,14 +39,6 @@ _NO_KEY = ApiError(401, "unauthorized",
                    "send your API key in the X-API-Key header (or Authorization: Bearer <key>)")
 _BAD_KEY = ApiError(401, "unauthorized", "this API key is unknown or revoked; ask an admin for a valid key")
 _ADMIN_ONLY = ApiError(403, "forbidden", "this endpoint needs an admin key; yours is a client key")
-_NO_ACCOUNTS = ApiError(403, "accounts_not_allowed",
-                        "this API key may not receive accounts; an admin creates one that may with:"
-                        " telegate keys create NAME --accounts")
-_TLS_REQUIRED = ApiError(403, "tls_required",
-                         "accounts travel only over TLS: reach this server through a TLS proxy named in"
-                         " --trusted-proxy, or run it on a loopback address; see docs/TLS.md")
-#: Most sessions one POST /sessions may register.
-MAX_PUT_SESSIONS = 100_000
 
 #: How long a client should wait before polling again while sessions are leased: a
 #: holder may release at any moment, so Retry-After stays short then.
@@ -129,12 +121,12 @@ def _unavailable(exc: store_mod.NoSessionAvailable) -> ApiError:
         detail = "the pool is empty; an admin must add sessions (telegate sessions add NAME)"
     elif exc.in_use or exc.next_release_in is not None:
         counts, kinds = _rests_in_words(exc)
-        hint = ("send purpose to lease one for another method; "
-                if exc.waiting_count > exc.flood_waiting and not exc.purpose else "")
+        advice = ("send purpose to lease one for another method; "
+                  if exc.waiting_count > exc.flood_waiting and not exc.purpose else "")
         what = "session with an account" if exc.account else "session"
         detail = (f"no free {what}: {exc.in_use} in use, {counts}"
                   f" (waiting_count counts sessions {kinds}, not workers waiting);"
-                  f" {hint}retry after the Retry-After seconds")
+                  f" {advice}retry after the Retry-After seconds")
     else:
         detail = "no session can be leased: every session is disabled; an admin must enable one"
     return ApiError(503, "no_session_available", detail, headers=headers, extra={
@@ -256,10 +248,10 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
         room = default_room(store)
     app = bottle.Bottle()
     app.config["catchall"] = True
-    app.default_error_handler = _bottle_error  # type: ignore[method-assign]
+    app.default_error_handler = _bottle_error
     app.install(_ApiPlugin(store))
     clock = store.clock
-    tls_ok = tls_rule(settings)
+    gate = AccountGate(settings, store)
     metrics = install_metrics(app, settings, store)
     install_openapi(app)
     install_dashboard(app)
@@ -295,9 +287,7 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
         key = caller()
         with_account = bool(fields.boolean("account"))
         if with_account:
-            require_tls()
-            if not key.accounts:
-                raise _NO_ACCOUNTS
+            gate.hand_out(key, bottle.request.environ)
         holder = fields.text("holder", max_length=200) or key.name
         name = fields.text("name", max_length=store_mod.MAX_NAME_LENGTH)
         wait = fields.number("wait", low=0, high=MAX_WAIT) or 0
@@ -308,7 +298,7 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
                               account=with_account)
         if isinstance(lease, Ticket):
             lease = _wait_in_line(lease, wait)
-        account = _account_of(lease, key) if with_account else None
+        account = gate.lease_account(lease, key) if with_account else None
         log.info("leased session %d (%s) to %s until %s", lease.session_id, lease.session_name,
                  holder, iso(lease.lease_expires_at))
         return _json({
@@ -321,23 +311,6 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
             "meta": lease.meta,
             **({"account": account} if with_account else {}),
         }, headers={"Cache-Control": "no-store"} if with_account else None)
-
-    def _account_of(lease: store_mod.Lease, key: KeyInfo) -> dict[str, Any]:
-        """The leased session's account; a lease whose account cannot be opened is given back."""
-        try:
-            account = store.lease_account(lease)
-        except Exception:
-            store.release(lease.session_id, lease.lease_token, key=key)
-            raise
-        if account is None:  # its account was removed between the claim and now: give it back
-            store.release(lease.session_id, lease.lease_token, key=key)
-            raise ApiError(503, "no_session_available", "the leased session lost its account; ask again",
-                           headers={"Retry-After": "1"})
-        return account
-
-    def require_tls() -> None:
-        if not tls_ok(bottle.request.environ):
-            raise _TLS_REQUIRED
 
     def _wait_in_line(ticket: Ticket, wait: float) -> store_mod.Lease:
         """Park a long-poll until its ticket is granted a session, or its wait runs out (503)."""
@@ -358,7 +331,7 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
         fields = body({"session_id", "lease_token", "flood_wait", "flood_scope", "peer_flood", "disable", "state"})
         session_id = fields.integer("session_id", required=True)
         token = fields.text("lease_token", max_length=200)
-        state = _state(fields, token)
+        state = gate.state(fields, token, caller(), bottle.request.environ)
         flood_wait = fields.number("flood_wait", low=0, high=MAX_FLOOD_WAIT)
         scope = fields.method("flood_scope")
         peer_flood = bool(fields.boolean("peer_flood"))
@@ -385,21 +358,9 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
         session_id = fields.integer("session_id", required=True)
         token = fields.text("lease_token", max_length=200, required=True)
         ttl = fields.number("ttl", low=1, high=MAX_TTL)
-        state = _state(fields, token)
+        state = gate.state(fields, token, caller(), bottle.request.environ)
         expires = store.renew(session_id, token, ttl or settings.lease_ttl, key=caller(), state=state)
         return _json({"session_id": session_id, "lease_expires_at": iso(expires)})
-
-    def _state(fields: Fields, token: str | None) -> dict[str, Any] | None:
-        """A write-back's ``state``, checked; it needs the lease token (and TLS, as accounts do)."""
-        raw = fields.data.get("state")
-        if raw is None:
-            return None
-        if token is None:
-            raise bad_request('"state" needs "lease_token": a write-back is fenced by its lease')
-        require_tls()
-        if not caller().accounts and not caller().is_admin:
-            raise _NO_ACCOUNTS
-        return accounts_mod.check_state(raw)
 
     @route("/status")
     def status() -> Any:
@@ -461,7 +422,8 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
     def add_sessions() -> Any:
         fields = body({"names", "name", "meta", "kind", "sessions", "update"})
         if "sessions" in fields.data:
-            return _put_sessions(fields)
+            result = gate.put_sessions(fields, bottle.request.environ)
+            return _json(result, status=201 if result["added"] else 200)
         if "update" in fields.data:
             raise bad_request('"update" goes with "sessions": [{"name", "kind", "meta", "groups", "account"}]')
         names = fields.data.get("names")
@@ -496,47 +458,10 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
             log.info("added %d session(s)", len(added))
         return _json({"added": added, "existing": existing}, status=201 if added else 200)
 
-    def _put_sessions(fields: Fields) -> Any:
-        """``{"sessions": [{"name", "kind"?, "meta"?, "groups"?, "account"?}], "update"?: bool}``."""
-        if fields.data.keys() - {"sessions", "update"}:
-            raise bad_request('with "sessions", send only "update" beside it (each item holds its own kind and meta)')
-        items = fields.data["sessions"]
-        if not isinstance(items, list) or not items:
-            raise bad_request("sessions must be a non-empty list of objects")
-        if len(items) > MAX_PUT_SESSIONS:
-            raise bad_request(f"at most {MAX_PUT_SESSIONS} sessions per request")
-        update = bool(fields.boolean("update"))
-        checked = []
-        for number, item in enumerate(items):
-            if not isinstance(item, dict):
-                raise bad_request(f"sessions[{number}] must be an object with a name")
-            one = Fields(item, {"name", "kind", "meta", "groups", "account"})
-            name = one.text("name", max_length=store_mod.MAX_NAME_LENGTH, required=True)
-            assert name is not None  # required
-            check_text(f"sessions[{number}].name", name, store_mod.MAX_NAME_LENGTH)
-            kind = one.text("kind", max_length=20)
-            if kind is not None and kind not in ("telethon", "pyrogram", "unknown"):
-                raise bad_request(f"sessions[{number}].kind must be telethon, pyrogram or unknown")
-            groups = item.get("groups")
-            if groups is not None and (not isinstance(groups, list)
-                                       or not all(isinstance(group, str) for group in groups)):
-                raise bad_request(f"sessions[{number}].groups must be a list of names")
-            if item.get("account") is not None:
-                require_tls()
-            checked.append({"name": name, "kind": kind, "meta": one.meta(), "groups": groups,
-                            "account": item.get("account")})
-        result = store.put_sessions(checked, update=update)
-        if result["added"] or result["updated"]:
-            log.info("sessions: %d added, %d updated", len(result["added"]), len(result["updated"]))
-        return _json(result, status=201 if result["added"] else 200)
-
     @route("/sessions/<session_id>/account", auth="admin")
     def get_account(session_id: str) -> Any:
         sid = parse_id(session_id)
-        require_tls()
-        account = store.get_account(sid, reader=caller())
-        if account is None:
-            raise ApiError(404, "no_account", f"session {sid} holds no account (it was registered by name only)")
+        account = gate.read_account(sid, caller(), bottle.request.environ)
         return _json({"session_id": sid, "account": account}, headers={"Cache-Control": "no-store"})
 
     @route("/sessions/<session_id>", auth="admin")
@@ -609,35 +534,6 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
         return _json({"status": "revoked", "name": name, "leases_ended": ended})
 
     return app
-
-
-def listens_on_loopback(host: str) -> bool:
-    """Whether ``host`` (the --host setting) is a loopback address only (127.0.0.0/8, ::1, localhost)."""
-    if host.strip("[]").lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def tls_rule(settings: Settings) -> Callable[[dict], bool]:
-    """Whether a request may carry an account: it came over TLS.
-
-    It did when waitress saw it from the trusted proxy (``--trusted-proxy``) and that proxy
-    said https (waitress then sets ``wsgi.url_scheme``; it clears those headers from anyone
-    else). Without a trusted proxy, a server that listens on loopback only counts as TLS:
-    nothing off this machine can reach it. ``--allow-plain-http-accounts`` lets every
-    request through (``serve`` warns at every start).
-    """
-    if settings.allow_plain_http_accounts:
-        return lambda environ: True
-    loopback = settings.trusted_proxy is None and listens_on_loopback(settings.host)
-
-    def ok(environ: dict) -> bool:
-        return loopback or environ.get("wsgi.url_scheme") == "https"
-
-    return ok
 
 
 def default_room(store: PoolStore, *, park: Callable | None = None) -> WaitRoom:

@@ -12,14 +12,19 @@ claim's own index scan. The tables are made by ``schema/<engine>/0007.sql``.
 from __future__ import annotations
 
 import json
+import time
 import zlib
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from ..accounts import Vault, merge_state, profile_of
+from . import _catalogue as catalogue
+from . import _history as history
+from ..accounts import AccountError, Vault, check_account, merge_state, profile_of
 from ..accounts._account import dumps
-from ._base import Tx
+from ._base import DatabaseError, Engine, KeyInfo, Lease, NotFound, Tx
+from ._namekeys import key_of
+from ._sql import padded
 
-__all__ = ["store_account", "sealed_row", "open_row",
+__all__ = ["AccountsPart", "store_account", "sealed_row", "open_row",
            "prepare_write", "apply_write", "write_state", "rewrap_batch", "key_ids", "forget"]
 
 _STATE_KIND = b"state"
@@ -142,3 +147,138 @@ def key_ids(tx: Tx) -> dict[str, int]:
 def forget(tx: Tx, session_ids: Sequence[int]) -> None:
     for sid in session_ids:
         tx.run("DELETE FROM accounts WHERE session_id = :sid", {"sid": sid})
+
+
+class AccountsPart:
+    """The store's accounts (a part of ``Store``, beside ``_pool``'s): stored, read, rotated.
+
+    Written back by ``Store.release`` / ``renew`` through :func:`write_state`.
+    """
+
+    engine: Engine
+    vault: Vault
+
+    def put_sessions(self, items: Sequence[Mapping[str, Any]], *, update: bool = False) -> dict[str, list]:
+        """Register sessions with their kind, meta and account, in one transaction.
+
+        Each item: ``{"name", "kind"?, "meta"?, "groups"?, "account"?}``; an account is
+        checked (:func:`telegate.accounts.check_account`) and sealed under a data key of its
+        own. Names already registered are left as they are (``existing``), unless
+        ``update``: then their kind, their meta (when given) and their account (when
+        given) are replaced (``updated``). Returns ``{"added": [{"id", "name"}],
+        "updated": [...], "existing": [...]}`` in the caller's order; a name given twice
+        counts once. Raises :class:`~telegate.accounts.AccountError` (nothing stored) for
+        an invalid account, and a vault error when no master key can seal it.
+        """
+        wanted: dict[str, dict[str, Any]] = {}
+        for number, item in enumerate(items):
+            entry = {"name": item["name"], "kind": item.get("kind"),
+                     "meta": item.get("meta"), "account": None}
+            if item.get("groups"):
+                raise AccountError(f"sessions[{number}].groups: this server keeps no groups yet; leave it out")
+            if item.get("account") is not None:
+                entry["account"] = check_account(item["account"], f"sessions[{number}].account")
+            wanted.setdefault(entry["name"], entry)
+        if any(entry["account"] is not None for entry in wanted.values()):
+            self.vault.current()  # no key, no transaction: fail before anything is written
+
+        def put(tx: Tx) -> dict[str, list]:
+            found = {row["name"]: row["id"] for row in self._rows_named(tx, list(wanted), "id, name")}
+            added: list[dict[str, Any]] = []
+            updated: list[dict[str, Any]] = []
+            existing: list[str] = []
+            for name, entry in wanted.items():
+                meta = json.dumps(entry["meta"] or {}, ensure_ascii=False)
+                sid = found.get(name)
+                if sid is None:
+                    # No conflict target: a name that differs only in case from one registered
+                    # (its name_key taken) is skipped, and reported as existing, as add_sessions does.
+                    inserted = tx.row("INSERT INTO sessions (name, name_key, kind, meta, created_at)"
+                                      " VALUES (:name, :key, :kind, :meta, :now) ON CONFLICT DO NOTHING RETURNING id",
+                                      {"name": name, "key": key_of(name), "kind": entry["kind"] or "unknown",
+                                       "meta": meta, "now": tx.now})
+                    if inserted is None:
+                        existing.append(name)
+                        continue
+                    sid = inserted["id"]
+                    added.append({"id": sid, "name": name})
+                elif update:
+                    tx.run("UPDATE sessions SET kind = COALESCE(:kind, kind),"
+                           " meta = CASE WHEN :keep = 1 THEN meta ELSE :meta END WHERE id = :id",
+                           {"id": sid, "kind": entry["kind"], "meta": meta, "keep": int(entry["meta"] is None)})
+                    updated.append({"id": sid, "name": name})
+                else:
+                    existing.append(name)
+                    continue
+                if entry["account"] is not None:
+                    store_account(tx, self.vault, sid, entry["account"])
+                    history.record(tx, sid, "account_stored")
+            return {"added": added, "updated": updated, "existing": existing}
+
+        return self.engine.write(put)
+
+    @staticmethod
+    def _rows_named(tx: Tx, names: Sequence[str], columns: str) -> list[Mapping[str, Any]]:
+        rows: list[Mapping[str, Any]] = []
+        for start in range(0, len(names), catalogue.NAMES_PER_QUERY):
+            group = padded(list(names[start:start + catalogue.NAMES_PER_QUERY]))
+            params = {f"n{number}": name for number, name in enumerate(group)}
+            marks = ", ".join(f":n{number}" for number in range(len(group)))
+            rows += tx.rows(f"SELECT {columns} FROM sessions WHERE name IN ({marks})", params)
+        return rows
+
+    def get_account(self, session_id: int, *, reader: KeyInfo | None = None) -> dict[str, Any] | None:
+        """The account of ``session_id`` opened (every field, secrets included), or None when it holds none.
+
+        Raises :class:`NotFound` for an unknown session, and a vault error when the master
+        key that sealed it is missing or the row is damaged. ``reader`` (an admin reading
+        it through the API) is recorded in the session's history.
+        """
+        def read(tx: Tx) -> Mapping[str, Any] | None:
+            if tx.row("SELECT 1 AS x FROM sessions WHERE id = :id", {"id": session_id}) is None:
+                raise NotFound(f"no session with id {session_id}")
+            return sealed_row(tx, session_id)
+
+        row = self.engine.read(read)
+        if row is None:
+            return None
+        account, _ = open_row(self.vault, row)
+        if reader is not None:
+            self.engine.write(lambda tx: history.record(tx, session_id, "account_read", key_name=reader.name))
+        return account
+
+    def lease_account(self, lease: Lease) -> dict[str, Any] | None:
+        """The account of a lease taken with ``account=True``: opened from the row its claim read,
+        else (a lease granted to a waiting request) read now. None when it holds none."""
+        if lease.sealed is not None:
+            return open_row(self.vault, lease.sealed)[0]
+        return self.get_account(lease.session_id)
+
+    def account_key_ids(self) -> dict[str, int]:
+        """How many stored accounts each master key id wraps (none: no account stored)."""
+        return self.engine.read(key_ids)
+
+    def rotate_keys(self, *, batch: int = 200, progress: Callable[[int], None] | None = None) -> int:
+        """Rewrap every data key to the vault's current master key, ``batch`` per transaction; returns how many.
+
+        Online: each batch is a short transaction of its own, and a write-back beside it
+        keeps the data key it found, so leases, hand-outs and write-backs go on meanwhile.
+        ``progress`` is called with each batch's count.
+        """
+        current = self.vault.current_id()
+        done = idle = 0
+        while True:
+            count = self.engine.write(lambda tx: rewrap_batch(tx, self.vault, batch))
+            if count:
+                done += count
+                idle = 0
+                if progress is not None:
+                    progress(count)
+                continue
+            if not sum(n for key_id, n in self.account_key_ids().items() if key_id != current):
+                return done
+            # What is left is locked by write-backs right now (PostgreSQL skips those rows).
+            idle += 1
+            if idle > 200:
+                raise DatabaseError("some accounts stayed locked for 10 s; run telegate vault rotate again")
+            time.sleep(0.05)

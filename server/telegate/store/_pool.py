@@ -4,7 +4,9 @@ Each part is plain functions of a transaction with its invariants written down:
 ``_leases`` (claim, release, renew, who may), ``_line`` (the waiting line),
 ``_catalogue`` (sessions, listings, admin changes), ``_keys`` (API keys), ``_counts``
 (status and metrics) and ``_history`` (each session's events). :class:`Store` runs them
-in the engine's transactions; it knows no engine (``open_store`` picks one).
+in the engine's transactions; it knows no engine (``open_store`` picks one). Its methods
+sit in one class per room (``_Leasing``, ``_Catalogue``, ``_Keys``, on ``_Base``'s engine
+and write path): a new method goes into the room of its part.
 
 The database is the only pool state, so any number of threads and server processes
 sharing one database hand every session to one holder at a time. Acquires that may
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 from . import _accounts as vaulted
+from ._accounts import AccountsPart
 from . import _catalogue as catalogue
 from . import _counts as counts
 from . import _history as history
@@ -29,15 +32,17 @@ from . import _keys as keys
 from . import _leases as leases
 from . import _line as line
 from ._base import (
-    STATES, DatabaseError, Engine, Grant, KeyInfo, Lease, NoSessionAvailable, NotFound, Ticket, Tx,
+    STATES, CommitFeed, DatabaseError, Engine, Grant, KeyInfo, Lease, NoSessionAvailable, NotFound, PoolStore, Ticket, Tx,
 )
-from ._namekeys import fill_name_keys
+from ._copy import copy_pool
+from ._namekeys import fill_name_keys, key_of
 from ._sql import IS_FREE, lease_from, padded
 from ..accounts import AccountError, Vault, check_account
 
 __all__ = ["Store"]
 
 T = TypeVar("T")
+_S = TypeVar("_S", bound="_Base")
 
 _KEY_PREFIX = "tg_"
 
@@ -45,13 +50,8 @@ _KEY_PREFIX = "tg_"
 Serve = Callable[[], None]
 
 
-class Store:
-    """The pool of one database, on the ``engine`` given (see ``open_store``).
-
-    Opening migrates the schema. On PostgreSQL, unless a test injects a clock, every time
-    comes from the database's clock, so servers on several hosts agree. ``close()`` may be
-    called any number of times.
-    """
+class _Base:
+    """The engine, the pool's lifecycle, and the one write path that may free sessions."""
 
     def __init__(self, engine: Engine, *, vault: Vault | None = None) -> None:
         self.engine = engine
@@ -84,7 +84,7 @@ class Store:
         """Close every connection; safe to call twice."""
         self.engine.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self: _S) -> _S:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -97,7 +97,7 @@ class Store:
         """Raise :class:`DatabaseError` unless the database answers."""
         self.engine.ping()
 
-    def commit_feed(self) -> Any:
+    def commit_feed(self) -> CommitFeed:
         """A new feed of other connections' commits (``CommitFeed``: one per server process)."""
         return self.engine.commit_feed()
 
@@ -138,6 +138,33 @@ class Store:
             for listener in self.grant_listeners:
                 listener(grants)
         return result, grants
+
+    # -- maintenance --------------------------------------------------------------------
+
+    def integrity_check(self) -> str:
+        return str(self._sqlite_only("integrity_check")())
+
+    def backup(self, target: str | Path) -> None:
+        """Copy the database with SQLite's online backup API; safe while the server runs."""
+        self._sqlite_only("backup")(target)
+
+    def _sqlite_only(self, name: str) -> Callable[..., Any]:
+        method = getattr(self.engine, name, None)
+        if method is None:
+            raise DatabaseError(f"{name} works on SQLite files only; on {self.engine.dialect},"
+                                " use the database's own tools (pg_dump, pg_amcheck)")
+        return method
+
+    def copy_into(self, target: PoolStore) -> dict[str, int]:
+        """Copy every row of this pool into ``target``, an empty pool (``telegate migrate``);
+        rows per table. :class:`Conflict` when ``target`` holds anything already."""
+        if not isinstance(target, _Base):
+            raise TypeError(f"copy_into needs a Store to copy into, not {type(target).__name__}")
+        return copy_pool(self.engine, target.engine, target.path)
+
+
+class _Leasing(_Base):
+    """Leases and the waiting line (``_leases``, ``_line``)."""
 
     # -- leases (_leases.py) ------------------------------------------------------------
 
@@ -230,6 +257,22 @@ class Store:
 
     # -- the waiting line (_line.py; woken by telegate._waiting) ------------------------
 
+    def _state_writer(self, session_id: int, state: Mapping[str, Any] | None) -> Callable[[Tx], None] | None:
+        """A write-back, merged and sealed now, before its transaction, so that the work holds no
+        lock; the function stores it in the release's (or renewal's) transaction, merging again
+        there if the account changed in between."""
+        if state is None:
+            return None
+        row = self.engine.read(lambda tx: vaulted.sealed_row(tx, session_id))
+        prepared = None if row is None else vaulted.prepare_write(self.vault, row, state)
+
+        def write(tx: Tx) -> None:
+            if not vaulted.write_state(tx, self.vault, session_id, state, prepared):
+                raise AccountError(f"session {session_id} holds no account, so it has no state to write back;"
+                                   " send the release without \"state\"")
+
+        return write
+
     def claimed(self, ticket: int) -> Lease | None:
         """The lease granted to ``ticket``, while it lives (a read: the grant was the lease)."""
         row = self.engine.read(lambda tx: line.claimed(tx, ticket))
@@ -289,6 +332,10 @@ class Store:
             return waiting, None if oldest is None else max(0.0, tx.now - oldest)
 
         return self.engine.read(stats)
+
+
+class _Catalogue(_Base):
+    """Sessions, listings, admin changes and counts (``_catalogue``, ``_counts``)."""
 
     # -- the catalogue (_catalogue.py) --------------------------------------------------
 
@@ -368,144 +415,26 @@ class Store:
 
         return self.engine.write(remove)
 
-    # -- accounts (_accounts.py) ----------------------------------------------------------
+    # -- metrics (_counts.py) -----------------------------------------------------------
 
-    def put_sessions(self, items: Sequence[Mapping[str, Any]], *, update: bool = False) -> dict[str, list]:
-        """Register sessions with their kind, meta and account, in one transaction.
+    def metric_totals(self) -> dict[str, Any]:
+        """Sessions by state, the sums of the per-session counters and the waiting line, in one read (for /metrics).
 
-        Each item: ``{"name", "kind"?, "meta"?, "groups"?, "account"?}``; an account is
-        checked (:func:`telegate.accounts.check_account`) and sealed under a data key of its
-        own. Names already registered are left as they are (``existing``), unless
-        ``update``: then their kind, their meta (when given) and their account (when
-        given) are replaced (``updated``). Returns ``{"added": [{"id", "name"}],
-        "updated": [...], "existing": [...]}`` in the caller's order; a name given twice
-        counts once. Raises :class:`~telegate.accounts.AccountError` (nothing stored) for
-        an invalid account, and a vault error when no master key can seal it.
+        The sums cover the sessions registered now: every server process sharing the
+        database sees the same numbers, and removing a session takes its counts with it.
         """
-        wanted: dict[str, dict[str, Any]] = {}
-        for number, item in enumerate(items):
-            entry = {"name": item["name"], "kind": item.get("kind"),
-                     "meta": item.get("meta"), "account": None}
-            if item.get("groups"):
-                raise AccountError(f"sessions[{number}].groups: this server keeps no groups yet; leave it out")
-            if item.get("account") is not None:
-                entry["account"] = check_account(item["account"], f"sessions[{number}].account")
-            wanted.setdefault(entry["name"], entry)
-        if any(entry["account"] is not None for entry in wanted.values()):
-            self.vault.current()  # no key, no transaction: fail before anything is written
+        def totals(tx: Tx) -> dict[str, Any]:
+            data = counts.pool_counts(tx, sums=True)
+            waiting, oldest = line.line_stats(tx)
+            data["waiting_workers"] = waiting
+            data["oldest_wait"] = 0.0 if oldest is None else max(0.0, tx.now - oldest)
+            return data
 
-        def put(tx: Tx) -> dict[str, list]:
-            found = {row["name"]: row["id"] for row in self._rows_named(tx, list(wanted), "id, name")}
-            added: list[dict[str, Any]] = []
-            updated: list[dict[str, Any]] = []
-            existing: list[str] = []
-            for name, entry in wanted.items():
-                meta = json.dumps(entry["meta"] or {}, ensure_ascii=False)
-                sid = found.get(name)
-                if sid is None:
-                    inserted = tx.row("INSERT INTO sessions (name, kind, meta, created_at)"
-                                      " VALUES (:name, :kind, :meta, :now) RETURNING id",
-                                      {"name": name, "kind": entry["kind"] or "unknown", "meta": meta,
-                                       "now": tx.now})
-                    assert inserted is not None  # the name was not there, in this transaction
-                    sid = inserted["id"]
-                    added.append({"id": sid, "name": name})
-                elif update:
-                    tx.run("UPDATE sessions SET kind = COALESCE(:kind, kind),"
-                           " meta = CASE WHEN :keep = 1 THEN meta ELSE :meta END WHERE id = :id",
-                           {"id": sid, "kind": entry["kind"], "meta": meta, "keep": int(entry["meta"] is None)})
-                    updated.append({"id": sid, "name": name})
-                else:
-                    existing.append(name)
-                    continue
-                if entry["account"] is not None:
-                    vaulted.store_account(tx, self.vault, sid, entry["account"])
-                    history.record(tx, sid, "account_stored")
-            return {"added": added, "updated": updated, "existing": existing}
+        return self.engine.read(totals)
 
-        return self.engine.write(put)
 
-    @staticmethod
-    def _rows_named(tx: Tx, names: Sequence[str], columns: str) -> list[Mapping[str, Any]]:
-        rows: list[Mapping[str, Any]] = []
-        for start in range(0, len(names), catalogue.NAMES_PER_QUERY):
-            group = padded(list(names[start:start + catalogue.NAMES_PER_QUERY]))
-            params = {f"n{number}": name for number, name in enumerate(group)}
-            marks = ", ".join(f":n{number}" for number in range(len(group)))
-            rows += tx.rows(f"SELECT {columns} FROM sessions WHERE name IN ({marks})", params)
-        return rows
-
-    def get_account(self, session_id: int, *, reader: KeyInfo | None = None) -> dict[str, Any] | None:
-        """The account of ``session_id`` opened (every field, secrets included), or None when it holds none.
-
-        Raises :class:`NotFound` for an unknown session, and a vault error when the master
-        key that sealed it is missing or the row is damaged. ``reader`` (an admin reading
-        it through the API) is recorded in the session's history.
-        """
-        def read(tx: Tx) -> Mapping[str, Any] | None:
-            if tx.row("SELECT 1 AS x FROM sessions WHERE id = :id", {"id": session_id}) is None:
-                raise NotFound(f"no session with id {session_id}")
-            return vaulted.sealed_row(tx, session_id)
-
-        row = self.engine.read(read)
-        if row is None:
-            return None
-        account, _ = vaulted.open_row(self.vault, row)
-        if reader is not None:
-            self.engine.write(lambda tx: history.record(tx, session_id, "account_read", key_name=reader.name))
-        return account
-
-    def lease_account(self, lease: Lease) -> dict[str, Any] | None:
-        """The account of a lease taken with ``account=True``: opened from the row its claim read,
-        else (a lease granted to a waiting request) read now. None when it holds none."""
-        if lease.sealed is not None:
-            return vaulted.open_row(self.vault, lease.sealed)[0]
-        return self.get_account(lease.session_id)
-
-    def account_key_ids(self) -> dict[str, int]:
-        """How many stored accounts each master key id wraps (none: no account stored)."""
-        return self.engine.read(vaulted.key_ids)
-
-    def rotate_keys(self, *, batch: int = 200, progress: Callable[[int], None] | None = None) -> int:
-        """Rewrap every data key to the vault's current master key, ``batch`` per transaction; returns how many.
-
-        Online: each batch is a short transaction of its own, and a write-back beside it
-        keeps the data key it found, so leases, hand-outs and write-backs go on meanwhile.
-        ``progress`` is called with each batch's count.
-        """
-        current = self.vault.current_id()
-        done = idle = 0
-        while True:
-            count = self.engine.write(lambda tx: vaulted.rewrap_batch(tx, self.vault, batch))
-            if count:
-                done += count
-                idle = 0
-                if progress is not None:
-                    progress(count)
-                continue
-            if not sum(n for key_id, n in self.account_key_ids().items() if key_id != current):
-                return done
-            # What is left is locked by write-backs right now (PostgreSQL skips those rows).
-            idle += 1
-            if idle > 200:
-                raise DatabaseError("some accounts stayed locked for 10 s; run telegate vault rotate again")
-            time.sleep(0.05)
-
-    def _state_writer(self, session_id: int, state: Mapping[str, Any] | None) -> Callable[[Tx], None] | None:
-        """A write-back, merged and sealed now, before its transaction, so that the work holds no
-        lock; the function stores it in the release's (or renewal's) transaction, merging again
-        there if the account changed in between."""
-        if state is None:
-            return None
-        row = self.engine.read(lambda tx: vaulted.sealed_row(tx, session_id))
-        prepared = None if row is None else vaulted.prepare_write(self.vault, row, state)
-
-        def write(tx: Tx) -> None:
-            if not vaulted.write_state(tx, self.vault, session_id, state, prepared):
-                raise AccountError(f"session {session_id} holds no account, so it has no state to write back;"
-                                   " send the release without \"state\"")
-
-        return write
+class _Keys(_Base):
+    """API keys (``_keys``)."""
 
     # -- API keys (_keys.py) ------------------------------------------------------------
 
@@ -553,41 +482,11 @@ class Store:
         """The key's name, scope, id and lease limit, or ``None`` for an unknown or revoked key."""
         return self.engine.read(lambda tx: keys.lookup(tx, key))
 
-    # -- metrics (_counts.py) -----------------------------------------------------------
 
-    def metric_totals(self) -> dict[str, Any]:
-        """Sessions by state, the sums of the per-session counters and the waiting line, in one read (for /metrics).
+class Store(_Leasing, _Catalogue, _Keys, AccountsPart):
+    """The pool of one database, on the ``engine`` given (see ``open_store``).
 
-        The sums cover the sessions registered now: every server process sharing the
-        database sees the same numbers, and removing a session takes its counts with it.
-        """
-        def totals(tx: Tx) -> dict[str, Any]:
-            data = counts.pool_counts(tx, sums=True)
-            waiting, oldest = line.line_stats(tx)
-            data["waiting_workers"] = waiting
-            data["oldest_wait"] = 0.0 if oldest is None else max(0.0, tx.now - oldest)
-            return data
-
-        return self.engine.read(totals)
-
-    # -- maintenance --------------------------------------------------------------------
-
-    def integrity_check(self) -> str:
-        return str(self._sqlite_only("integrity_check")())
-
-    def backup(self, target: str | Path) -> None:
-        """Copy the database with SQLite's online backup API; safe while the server runs."""
-        self._sqlite_only("backup")(target)
-
-    def _sqlite_only(self, name: str) -> Callable[..., Any]:
-        method = getattr(self.engine, name, None)
-        if method is None:
-            raise DatabaseError(f"{name} works on SQLite files only; on {self.engine.dialect},"
-                                " use the database's own tools (pg_dump, pg_amcheck)")
-        return method
-
-    def copy_into(self, target: "Store") -> dict[str, int]:
-        """Copy every row of this pool into ``target``, an empty pool (``telegate migrate``);
-        rows per table. :class:`Conflict` when ``target`` holds anything already."""
-        from ._copy import copy_pool
-        return copy_pool(self, target)
+    Opening migrates the schema. On PostgreSQL, unless a test injects a clock, every time
+    comes from the database's clock, so servers on several hosts agree. ``close()`` may be
+    called any number of times.
+    """
