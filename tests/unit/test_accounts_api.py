@@ -266,3 +266,14 @@ def test_keys_create_accounts_flag(api):
     assert answer.status == 201 and answer.json["accounts"] is True
     listed = {key["name"]: key for key in api("GET", "/keys", key="admin").json["keys"]}
     assert listed["w2"]["accounts"] is True and listed["client"]["accounts"] is False
+
+
+def test_put_sessions_keeps_the_name_rules(api):
+    assert _put(api, {"name": "acc", "account": new_account()}).status == 201
+    twin = _put(api, {"name": "ACC", "account": new_account()})
+    assert twin.status == 200 and twin.json["existing"] == ["ACC"] and twin.json["added"] == []
+    both = _put(api, {"name": "x1"}, {"name": "X1"})
+    assert both.status == 400 and "differ only in case" in both.json["detail"]
+    device = _put(api, {"name": "CON", "account": new_account()})
+    assert device.status == 400 and "sessions[0].name" in device.json["detail"]
+    assert api.store.find_session_id("x1") is None and api.store.find_session_id("CON") is None
