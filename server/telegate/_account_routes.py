@@ -15,10 +15,11 @@ from . import accounts as accounts_mod
 from . import store as store_mod
 from ._http import ApiError, Fields, bad_request, check_text
 from ._names import BadName, check_name, name_key
+from ._text import escape
 from .settings import Settings
 from .store import KeyInfo, PoolStore
 
-__all__ = ["AccountGate", "tls_rule", "listens_on_loopback", "NO_ACCOUNTS", "TLS_REQUIRED", "MAX_PUT_SESSIONS"]
+__all__ = ["AccountGate", "account_error", "tls_rule", "listens_on_loopback", "NO_ACCOUNTS", "TLS_REQUIRED", "MAX_PUT_SESSIONS"]
 
 log = logging.getLogger("telegate.app")
 
@@ -30,6 +31,20 @@ TLS_REQUIRED = ApiError(403, "tls_required",
                         " --trusted-proxy, or run it on a loopback address; see docs/TLS.md")
 #: Most sessions one POST /sessions may register.
 MAX_PUT_SESSIONS = 100_000
+
+
+def account_error(exc: Exception, method: str, path: str) -> ApiError:
+    """The answer to an accounts error: a bad account or state (400, 413 over the caps), an
+    account that does not open (500, logged), a missing or wrong master key (503, logged)."""
+    if isinstance(exc, accounts_mod.StateTooLarge):
+        return ApiError(413, "state_too_large", str(exc))
+    if isinstance(exc, accounts_mod.AccountError):
+        return ApiError(400, "bad_request", str(exc))
+    log.error("%s on %s %s: %s", "account unreadable" if isinstance(exc, accounts_mod.CorruptAccount)
+              else "vault error", escape(method), escape(path), exc)
+    if isinstance(exc, accounts_mod.CorruptAccount):
+        return ApiError(500, "account_unreadable", str(exc))
+    return ApiError(503, "master_key_unavailable", str(exc))
 
 
 def listens_on_loopback(host: str) -> bool:

@@ -7,7 +7,7 @@ account sealed by the data key (``sealed``), both as base64 text so that the two
 databases, backups and ``migrate`` carry the same bytes. Beside them, in plain columns,
 only what an operator may see: phone, username, premium, device, the proxy's host.
 ``sessions.has_account`` lets a claim ask for sessions holding an account through the
-claim's own index scan. The tables are made by ``schema/<engine>/0007.sql``.
+claim's own index scan. The tables are made by ``schema/<engine>/0008.sql``.
 """
 from __future__ import annotations
 
