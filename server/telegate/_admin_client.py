@@ -13,6 +13,7 @@ Every failure is an :class:`AdminError` whose message is one line that says what
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 import urllib.parse
@@ -23,6 +24,7 @@ from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 import urllib3
 
 from . import _keys
+from .accounts import AccountError, VaultError, master_key_source
 from ._http import iso, parse_moment
 from ._names import describe_problem
 from .store import STATES, is_database_url, open_store
@@ -58,7 +60,9 @@ class Admin(Protocol):
     def set_disabled(self, names: Sequence[str], disabled: bool, reason: str | None = None) -> list[str]: ...
     def remove_sessions(self, names: Sequence[str]) -> list[str]: ...
     def create_key(self, name: str, *, admin: bool = False, max_leases: int | None = None,
-                   max_waiting: int | None = None) -> str: ...
+                   max_waiting: int | None = None, accounts: bool = False) -> str: ...
+    def put_sessions(self, items: Sequence[Mapping[str, Any]], *, update: bool = False) -> dict[str, list]: ...
+    def get_account(self, session_id: int) -> dict[str, Any] | None: ...
     def list_keys(self) -> list[dict[str, Any]]: ...
     def revoke_key(self, name: str, *, keep_leases: bool = False) -> int: ...
     def undo_reports(self, name: str, *, since: str | None = None) -> dict[str, Any]: ...
@@ -93,12 +97,16 @@ def _session_view(row: Mapping[str, Any], now: float, *, lease_expires_at: str |
 class DatabaseAdmin:
     """Works on the database itself (a SQLite file or a PostgreSQL URL); safe while servers use it."""
 
-    def __init__(self, db: str | Path, *, create: bool) -> None:
+    def __init__(self, db: str | Path, *, create: bool, environ: Mapping[str, str] | None = None) -> None:
         target: str | Path = str(db) if is_database_url(str(db)) else Path(db)
         if not create and isinstance(target, Path) and not target.exists():
             raise AdminError(f"database {target} does not exist; pass --db or set TELEGATE_DB"
                              " (telegate serve, sessions add or keys create makes a new one)")
-        self.store = open_store(target)
+        try:
+            keys = master_key_source(os.environ if environ is None else environ, None, target)
+        except VaultError as exc:
+            raise AdminError(str(exc)) from None
+        self.store = open_store(target, vault=keys.vault())
         self.where = f"database {self.store.path}"
 
     def add_sessions(self, names: Sequence[str], *, kind: str = "unknown", meta: dict | None = None,
@@ -127,9 +135,21 @@ class DatabaseAdmin:
         return self.store.remove_sessions_by_name(names)
 
     def create_key(self, name: str, *, admin: bool = False, max_leases: int | None = None,
-                   max_waiting: int | None = None) -> str:
+                   max_waiting: int | None = None, accounts: bool = False) -> str:
         return self.store.create_key(name, "admin" if admin else "client", max_leases=max_leases,
-                                     max_waiting=max_waiting)
+                                     max_waiting=max_waiting, accounts=accounts)
+
+    def put_sessions(self, items: Sequence[Mapping[str, Any]], *, update: bool = False) -> dict[str, list]:
+        try:
+            return self.store.put_sessions(items, update=update)
+        except (AccountError, VaultError) as exc:
+            raise AdminError(str(exc)) from None
+
+    def get_account(self, session_id: int) -> dict[str, Any] | None:
+        try:
+            return self.store.get_account(session_id)
+        except VaultError as exc:
+            raise AdminError(str(exc)) from None
 
     def list_keys(self) -> list[dict[str, Any]]:
         return [_keys.key_json(row) for row in self.store.list_keys()]
@@ -326,13 +346,32 @@ class HttpAdmin:
     # -- keys ----------------------------------------------------------------------------------
 
     def create_key(self, name: str, *, admin: bool = False, max_leases: int | None = None,
-                   max_waiting: int | None = None) -> str:
+                   max_waiting: int | None = None, accounts: bool = False) -> str:
         body: dict[str, Any] = {"name": name, "admin": admin}
         if max_leases is not None:
             body["max_leases"] = max_leases
         if max_waiting is not None:
             body["max_waiting"] = max_waiting
+        if accounts:
+            body["accounts"] = True
         return str(self._call("POST", "/keys", body, expect=("key",))["key"])
+
+    def put_sessions(self, items: Sequence[Mapping[str, Any]], *, update: bool = False) -> dict[str, list]:
+        """``POST /sessions {"sessions": items, "update": update}`` (one request; the caller batches)."""
+        try:
+            answer = self._call("POST", "/sessions", {"sessions": list(items), "update": update},
+                                expect=("added", "updated", "existing"))
+        except _ServerError as exc:
+            raise AdminError(str(exc)) from None
+        return {"added": answer["added"], "updated": answer["updated"], "existing": answer["existing"]}
+
+    def get_account(self, session_id: int) -> dict[str, Any] | None:
+        try:
+            return self._call("GET", f"/sessions/{int(session_id)}/account", expect=("account",))["account"]
+        except _ServerError as exc:
+            if getattr(exc, "status", None) == 404 and "holds no account" in str(exc):
+                return None
+            raise AdminError(str(exc)) from None
 
     def list_keys(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/keys", expect=("keys",))["keys"])
@@ -403,13 +442,13 @@ def choose(*, db: str | None, url: str | None, key: str | None, environ: Mapping
         if url or key:
             raise AdminError("--db works on the database file with no server; --url and --key talk to a"
                              " server: give one or the other")
-        return DatabaseAdmin(db, create=create)
+        return DatabaseAdmin(db, create=create, environ=environ)
     if url or key:
         return HttpAdmin(url or env_url or DEFAULT_URL, key or env_key)
     if env_db:
         if env_url:
             raise AdminError("both TELEGATE_DB and TELEGATE_URL are set: pass --db FILE to work on the"
                              " database file or --url URL to talk to the server (or unset one)")
-        return DatabaseAdmin(env_db, create=create)
+        return DatabaseAdmin(env_db, create=create, environ=environ)
     return HttpAdmin(env_url or DEFAULT_URL, env_key)
 

@@ -14,4 +14,5 @@ def key_json(row: Mapping[str, Any]) -> dict[str, Any]:
     """One row of ``store.list_keys()`` as JSON: ``leases`` counts the leases the key holds now."""
     return {"name": row["name"], "scope": row["scope"], "max_leases": row["max_leases"],
             "max_waiting": row.get("max_waiting"), "leases": row["leases"],
+            "accounts": bool(row.get("accounts", False)),
             "created_at": iso(row["created_at"]), "revoked_at": iso(row["revoked_at"])}

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._http import MAX_FLOOD_WAIT, MAX_META_BYTES, MAX_NAME_FILTERS, MAX_TTL
+from .accounts import MAX_ENTITIES_PER_WRITE
 from ._keys import MAX_KEY_NAME
 from ._text import text_pattern
 from .store import MAX_NAME_LENGTH, STATES
@@ -83,7 +84,102 @@ def _method(description: str) -> dict[str, Any]:
                                          " contacts.resolveUsername; matched case-insensitively."}
 
 
+def _nullable_int(description: str, low: int = -MAX_ID, high: int = MAX_ID) -> dict[str, Any]:
+    return {"type": "integer", "minimum": low, "maximum": high, "nullable": True, "description": description}
+
+
+def _nullable_bool(description: str) -> dict[str, Any]:
+    return {"type": "boolean", "nullable": True, "description": description}
+
+
+def _plain_text(max_length: int, description: str) -> dict[str, Any]:
+    return {"type": "string", "maxLength": max_length, "nullable": True, "description": description}
+
+
+_AUTH_KEY = {"type": "string", "description": "Standard base64 of the 256-byte auth key."}
+_ENTITY = {
+    "type": "object", "additionalProperties": False, "required": ["id"],
+    "properties": {
+        "id": {"type": "integer", "minimum": -MAX_ID, "maximum": MAX_ID,
+               "description": "The marked peer id, as Telethon and Pyrogram store it."},
+        "hash": _nullable_int("The access hash.", -MAX_ID - 1),
+        "type": {"type": "string", "enum": ["user", "bot", "group", "channel", "supergroup", None], "nullable": True},
+        "username": _plain_text(64, "The entity's username."),
+        "phone": _plain_text(32, "The entity's phone."),
+        "name": _plain_text(512, "The entity's name."),
+    },
+}
+_UPDATE_STATE = {
+    "type": "object", "additionalProperties": False, "nullable": True,
+    "description": "The update state (replaced by a write-back).",
+    "properties": {name: {"type": "integer", "minimum": 0, "maximum": MAX_ID} for name in ("pts", "qts", "date", "seq")},
+}
+_ACCOUNT_STATE = {
+    "type": "object", "additionalProperties": False, "nullable": True,
+    "properties": {"entities": {"type": "array", "nullable": True, "maxItems": MAX_ENTITIES_PER_WRITE,
+                                "items": _ENTITY},
+                   "update_state": _UPDATE_STATE},
+}
+
 SCHEMAS: dict[str, Any] = {
+    "Account": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["dc_id", "auth_key"],
+        "description": "A Telegram account as the server keeps it (sealed at rest; docs/ACCOUNTS.md).",
+        "properties": {
+            "dc_id": {"type": "integer", "minimum": 1, "maximum": 10000},
+            "server_address": _plain_text(255, "The data center's address."),
+            "port": _nullable_int("The data center's port.", 1, 65535),
+            "auth_key": _AUTH_KEY,
+            "user_id": _nullable_int("The account's user id."),
+            "is_bot": _nullable_bool("A bot account."),
+            "test_mode": _nullable_bool("On Telegram's test servers."),
+            "api_id": _nullable_int("The app's api_id.", 0),
+            "api_hash": _plain_text(128, "The app's api_hash."),
+            "device_model": _plain_text(255, "Device fingerprint."),
+            "system_version": _plain_text(255, "Device fingerprint."),
+            "app_version": _plain_text(255, "Device fingerprint."),
+            "lang_code": _plain_text(32, "Device fingerprint."),
+            "system_lang_code": _plain_text(32, "Device fingerprint."),
+            "lang_pack": _plain_text(64, "Device fingerprint."),
+            "proxy": _plain_text(2048, "The account's proxy: socks5://user:pass@host:port, socks4://, http://."),
+            "twofa": _plain_text(1024, "The cloud password."),
+            "phone": _plain_text(32, "Profile."),
+            "username": _plain_text(64, "Profile."),
+            "premium": _nullable_bool("Profile."),
+            "state": _ACCOUNT_STATE,
+        },
+    },
+    "WriteBack": {
+        "type": "object", "additionalProperties": False, "nullable": True,
+        "description": "A holder's write-back (needs lease_token): entities upserted by id, update_state and"
+                       " dc replaced, in the same transaction as the release or renewal.",
+        "properties": {
+            "entities": {"type": "array", "nullable": True, "maxItems": MAX_ENTITIES_PER_WRITE, "items": _ENTITY},
+            "update_state": _UPDATE_STATE,
+            "dc": {"type": "object", "additionalProperties": False, "nullable": True, "required": ["dc_id"],
+                   "properties": {"dc_id": {"type": "integer", "minimum": 1, "maximum": 10000},
+                                  "server_address": _plain_text(255, "The new data center's address."),
+                                  "port": _nullable_int("Its port.", 1, 65535),
+                                  "auth_key": {**_AUTH_KEY, "nullable": True}}},
+        },
+    },
+    "SessionItem": {
+        "type": "object", "additionalProperties": False, "required": ["name"],
+        "properties": {
+            "name": text(MAX_NAME_LENGTH, "The session's name.", nullable=False),
+            "kind": {"type": "string", "enum": ["telethon", "pyrogram", "unknown", None], "nullable": True},
+            "meta": {**_META, "nullable": True},
+            "groups": {"type": "array", "nullable": True, "maxItems": 0,
+                       "items": {"type": "string"}, "description": "Not kept by this server yet: leave it out."},
+            "account": None,  # the Account schema, nullable (set below)
+        },
+    },
+    "AccountAnswer": {
+        "type": "object", "additionalProperties": False, "required": ["session_id", "account"],
+        "properties": {"session_id": {"type": "integer", "minimum": 1}, "account": ref("Account")},
+    },
     "Error": {
         "type": "object",
         "required": ["error", "detail"],
@@ -129,6 +225,10 @@ SCHEMAS: dict[str, Any] = {
                                           " the same key, while that lease lives, returns the same lease."},
             "purpose": _method("What the lease is for: sessions resting for this method (or account-wide) are"
                                " skipped. Without it, only sessions resting for nothing are leased."),
+            "account": {"type": "boolean", "nullable": True,
+                        "description": "true: lease only a session that holds an account, and answer with the"
+                                       " account. Keys created with --accounts only, over TLS only (403"
+                                       " accounts_not_allowed, tls_required)."},
         },
     },
     "Lease": {
@@ -143,6 +243,7 @@ SCHEMAS: dict[str, Any] = {
             "ttl": {"type": "number", "minimum": 1, "maximum": MAX_TTL, "description": "The lease time granted, in seconds."},
             "kind": {"type": "string", "enum": ["telethon", "pyrogram", "unknown"]},
             "meta": _META,
+            "account": ref("Account"),
         },
     },
     "ReleaseRequest": {
@@ -159,6 +260,7 @@ SCHEMAS: dict[str, Any] = {
                            "description": "Telegram said PEER_FLOOD: rest for the server's --peer-flood-rest seconds"
                                           ' (for "flood_scope" only, when given). Not with "flood_wait".'},
             "disable": text(500, "The session is dead (banned, deauthorised): take it out of the pool with this reason."),
+            "state": ref("WriteBack"),
         },
     },
     "Released": {
@@ -174,6 +276,7 @@ SCHEMAS: dict[str, Any] = {
             "lease_token": text(200, "The token the lease was granted with.", nullable=False),
             "ttl": {"type": "number", "minimum": 1, "maximum": MAX_TTL, "nullable": True,
                     "description": "New lease time from now, in seconds; the server's --lease-ttl when left out."},
+            "state": ref("WriteBack"),
         },
     },
     "Renewed": {
@@ -215,7 +318,7 @@ SCHEMAS: dict[str, Any] = {
         "required": ["id", "name", "kind", "state", "holder", "leased_at", "lease_expires_at", "flood_wait_until",
                      "flood_wait_remaining", "disabled", "disabled_reason", "use_count", "flood_count",
                      "expired_count", "created_at", "last_released_at", "meta", "lease_key", "rests",
-                     "name_problem"],
+                     "name_problem", "has_account"],
         "properties": {
             "id": {"type": "integer", "minimum": 1},
             "name": {"type": "string"},
@@ -247,6 +350,7 @@ SCHEMAS: dict[str, Any] = {
             "expired_count": count("Leases that ran out and were taken over."),
             "created_at": _time("When the session was registered.", nullable=False),
             "last_released_at": _time("When the session was last released."),
+            "has_account": {"type": "boolean", "description": "The session holds an account (sealed at rest)."},
             "meta": _META,
         },
     },
@@ -264,8 +368,14 @@ SCHEMAS: dict[str, Any] = {
     "AddSessionsRequest": {
         "type": "object",
         "additionalProperties": False,
-        "description": 'Send exactly one of "name" and "names".',
+        "description": 'Send exactly one of "name", "names" and "sessions" ("update" goes with "sessions" only).',
         "properties": {
+            "sessions": {"type": "array", "minItems": 1, "maxItems": 100000, "nullable": True,
+                         "items": ref("SessionItem"),
+                         "description": "Sessions with their own kind, meta and account."},
+            "update": {"type": "boolean", "nullable": True,
+                       "description": 'With "sessions": refresh names already registered (kind, meta and account'
+                                      ' when given) instead of leaving them as they are.'},
             "name": text(MAX_NAME_LENGTH, "One session name (the .session file's stem)."),
             "names": {"type": "array", "minItems": 1, "maxItems": 100000, "nullable": True,
                       "items": text(MAX_NAME_LENGTH, "A session name.", nullable=False)},
@@ -275,8 +385,13 @@ SCHEMAS: dict[str, Any] = {
             "meta": {**_META, "nullable": True},
         },
         "oneOf": [
-            {"required": ["name"], "properties": {"name": {"type": "string"}, "names": {"enum": [None]}}},
-            {"required": ["names"], "properties": {"names": {"type": "array"}, "name": {"enum": [None]}}},
+            {"required": ["name"], "properties": {"name": {"type": "string"}, "names": {"enum": [None]},
+                                                  "sessions": {"enum": [None]}, "update": {"enum": [None]}}},
+            {"required": ["names"], "properties": {"names": {"type": "array"}, "name": {"enum": [None]},
+                                                   "sessions": {"enum": [None]}, "update": {"enum": [None]}}},
+            {"required": ["sessions"], "properties": {"sessions": {"type": "array"}, "name": {"enum": [None]},
+                                                      "names": {"enum": [None]}, "kind": {"enum": [None]},
+                                                      "meta": {"enum": [None]}}},
         ],
     },
     "AddedSessions": {
@@ -289,6 +404,9 @@ SCHEMAS: dict[str, Any] = {
                 "properties": {"id": {"type": "integer", "minimum": 1}, "name": {"type": "string"}}}},
             "existing": {"type": "array", "items": {"type": "string"},
                          "description": "Names that were already registered (left as they were)."},
+            "updated": {"type": "array", "description": 'With "sessions" only: names refreshed by "update".',
+                        "items": {"type": "object", "additionalProperties": False, "required": ["id", "name"],
+                                  "properties": {"id": {"type": "integer", "minimum": 1}, "name": {"type": "string"}}}},
         },
     },
     "UpdateSessionRequest": {
@@ -327,7 +445,9 @@ SCHEMAS: dict[str, Any] = {
                     "id": {"type": "integer", "minimum": 1},
                     "at": _time("When it happened.", nullable=False),
                     "type": {"type": "string", "enum": ["lease", "release", "renew", "expired", "flood_wait",
-                                                        "disable", "enable", "clear_flood_wait"]},
+                                                        "disable", "enable", "clear_flood_wait", "account_stored",
+                                                        "account_read"]},
+                    "account": {"type": "boolean", "description": "lease: the account was handed out with it."},
                     "key": {"type": "string", "nullable": True, "description": "Name of the API key that acted."},
                     "holder": {"type": "string", "nullable": True},
                     "seconds": {"type": "number", "description": "flood_wait: how long."},
@@ -363,21 +483,24 @@ SCHEMAS: dict[str, Any] = {
             "max_waiting": {"type": "integer", "minimum": 1, "maximum": MAX_ID, "nullable": True,
                             "description": "Most long-polls the key may park in the waiting line at once (more: 429"
                                            " wait_limit); left out: 4 per max_leases, or no cap of its own."},
+            "accounts": {"type": "boolean", "nullable": True,
+                         "description": 'true: the key may ask for accounts ("account": true on POST /session).'},
         },
     },
     "NewKey": {
-        "type": "object", "additionalProperties": False, "required": ["name", "scope", "max_leases", "key"],
+        "type": "object", "additionalProperties": False, "required": ["name", "scope", "max_leases", "accounts", "key"],
         "properties": {
             "name": {"type": "string"},
             "scope": {"type": "string", "enum": ["client", "admin"]},
             "max_leases": {"type": "integer", "minimum": 1, "nullable": True},
             "max_waiting": {"type": "integer", "minimum": 1, "nullable": True},
+            "accounts": {"type": "boolean", "description": "The key may receive accounts."},
             "key": {"type": "string", "description": "The key itself. Shown in this answer only: keep it."},
         },
     },
     "KeyInfo": {
         "type": "object", "additionalProperties": False,
-        "required": ["name", "scope", "max_leases", "leases", "created_at", "revoked_at"],
+        "required": ["name", "scope", "max_leases", "accounts", "leases", "created_at", "revoked_at"],
         "properties": {
             "name": {"type": "string"},
             "scope": {"type": "string", "enum": ["client", "admin"]},
@@ -387,6 +510,7 @@ SCHEMAS: dict[str, Any] = {
                             "description": "Most long-polls the key may park at once; null: 4 per max_leases,"
                                            " or no cap of its own."},
             "leases": count("Leases the key holds now."),
+            "accounts": {"type": "boolean", "description": "The key may receive accounts."},
             "created_at": _time("When the key was created.", nullable=False),
             "revoked_at": _time("When the key was revoked; null while it is active."),
         },
@@ -422,3 +546,6 @@ SCHEMAS: dict[str, Any] = {
         },
     },
 }
+
+# OpenAPI 3.0 has no nullable $ref: the item's account is the Account schema itself, nullable.
+SCHEMAS["SessionItem"]["properties"]["account"] = {**SCHEMAS["Account"], "nullable": True}

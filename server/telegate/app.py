@@ -15,6 +15,9 @@ from typing import Any, Callable
 import bottle
 
 from . import _keys
+from ._access_log import access_log, access_logged  # noqa: F401 (access_logged: serve's)
+from ._account_routes import AccountGate, account_error
+from . import accounts as accounts_mod
 from . import store as store_mod
 from ._http import (MAX_FLOOD_WAIT, MAX_NAME_FILTERS, MAX_TTL, ApiError, Fields, bad_request, check_text, iso,
                     parse_id, parse_moment, read_json)
@@ -31,7 +34,6 @@ from .store import STATES, KeyInfo, PoolStore, Ticket
 __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("telegate.access")
 
 _NO_KEY = ApiError(401, "unauthorized",
                    "send your API key in the X-API-Key header (or Authorization: Bearer <key>)")
@@ -79,6 +81,7 @@ def _session_json(row: dict[str, Any], now: float) -> dict[str, Any]:
         "expired_count": row["expired_count"],
         "created_at": iso(row["created_at"]),
         "last_released_at": iso(row["last_released_at"]),
+        "has_account": row.get("has_account", False),
         "name_problem": describe_problem(row.get("name_problem"), row.get("name_clash") or ()),
         "meta": row["meta"],
     }
@@ -111,13 +114,17 @@ def _unavailable(exc: store_mod.NoSessionAvailable) -> ApiError:
         headers["Retry-After"] = str(max(1, math.ceil(hint)))
     elif exc.next_release_in is not None:
         headers["Retry-After"] = str(max(1, math.ceil(exc.next_release_in)))
-    if exc.total == 0:
+    if exc.total == 0 and exc.account:
+        detail = ("no session holds an account; an admin must import accounts"
+                  " (telegate sessions import DIR), or ask without \"account\"")
+    elif exc.total == 0:
         detail = "the pool is empty; an admin must add sessions (telegate sessions add NAME)"
     elif exc.in_use or exc.next_release_in is not None:
         counts, kinds = _rests_in_words(exc)
         advice = ("send purpose to lease one for another method; "
                   if exc.waiting_count > exc.flood_waiting and not exc.purpose else "")
-        detail = (f"no free session: {exc.in_use} in use, {counts}"
+        what = "session with an account" if exc.account else "session"
+        detail = (f"no free {what}: {exc.in_use} in use, {counts}"
                   f" (waiting_count counts sessions {kinds}, not workers waiting);"
                   f" {advice}retry after the Retry-After seconds")
     else:
@@ -189,6 +196,8 @@ class _ApiPlugin:
                 return _error_response(_unavailable(exc))
             except store_mod.KeyRevoked:
                 return _error_response(_BAD_KEY)
+            except (accounts_mod.AccountError, accounts_mod.VaultError) as exc:
+                return _error_response(account_error(exc, bottle.request.method, bottle.request.path))
             except store_mod.DatabaseError as exc:
                 log.error("database error on %s %s: %s", escape(bottle.request.method), escape(bottle.request.path), exc)
                 return _error_response(ApiError(503, "database_unavailable",
@@ -236,6 +245,7 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
     app.default_error_handler = _bottle_error
     app.install(_ApiPlugin(store))
     clock = store.clock
+    gate = AccountGate(settings, store)
     metrics = install_metrics(app, settings, store)
     install_openapi(app)
     install_dashboard(app)
@@ -266,9 +276,12 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
 
     @route("/session", "POST")
     def acquire() -> Any:
-        fields = body({"ttl", "holder", "name", "request_id", "purpose", "wait"})
+        fields = body({"ttl", "holder", "name", "request_id", "purpose", "wait", "account"})
         ttl = fields.number("ttl", low=1, high=MAX_TTL) or settings.lease_ttl
         key = caller()
+        with_account = bool(fields.boolean("account"))
+        if with_account:
+            gate.hand_out(key, bottle.request.environ)
         holder = fields.text("holder", max_length=200) or key.name
         name = fields.text("name", max_length=store_mod.MAX_NAME_LENGTH)
         wait = fields.number("wait", low=0, high=MAX_WAIT) or 0
@@ -278,12 +291,13 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
         try:
             lease = store.acquire(ttl, holder=holder, name=name, key=key, request_id=fields.request_id(),
                                   purpose=fields.method("purpose"), wait=wait, owner=room.owner,
-                                  keep_polls=settings.max_waiters)
+                                  keep_polls=settings.max_waiters, account=with_account)
             if isinstance(lease, Ticket):
                 lease = _wait_in_line(lease, wait, place)
         finally:
             if place is not None:
                 room.leave(place)
+        account = gate.lease_account(lease, key) if with_account else None
         log.info("leased session %d (%s) to %s until %s", lease.session_id, lease.session_name,
                  holder, iso(lease.lease_expires_at))
         return _json({
@@ -294,7 +308,8 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
             "ttl": ttl,
             "kind": lease.kind,
             "meta": lease.meta,
-        })
+            **({"account": account} if with_account else {}),
+        }, headers={"Cache-Control": "no-store"} if with_account else None)
 
     def _wait_in_line(ticket: Ticket, wait: float, place: Place | None) -> store_mod.Lease:
         """Park a long-poll until its ticket is granted a session, or its wait runs out (503)."""
@@ -317,9 +332,10 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
 
     @route("/release", "POST")
     def release() -> Any:
-        fields = body({"session_id", "lease_token", "flood_wait", "flood_scope", "peer_flood", "disable"})
+        fields = body({"session_id", "lease_token", "flood_wait", "flood_scope", "peer_flood", "disable", "state"})
         session_id = fields.integer("session_id", required=True)
         token = fields.text("lease_token", max_length=200)
+        state = gate.state(fields, token, caller(), bottle.request.environ)
         flood_wait = fields.number("flood_wait", low=0, high=MAX_FLOOD_WAIT)
         scope = fields.method("flood_scope")
         peer_flood = bool(fields.boolean("peer_flood"))
@@ -336,7 +352,7 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
                         escape(key.name), flood_wait, session_id, settings.max_client_rest)
             flood_wait = float(settings.max_client_rest)
         changed = store.release(session_id, token, key=caller(), flood_wait=flood_wait, flood_scope=scope,
-                                disable=reason, peer_flood=peer_flood)
+                                disable=reason, peer_flood=peer_flood, state=state)
         if changed:
             metrics.released(flood_wait, scope)
             if reason or flood_wait:
@@ -350,11 +366,12 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
 
     @route("/renew", "POST")
     def renew() -> Any:
-        fields = body({"session_id", "lease_token", "ttl"})
+        fields = body({"session_id", "lease_token", "ttl", "state"})
         session_id = fields.integer("session_id", required=True)
         token = fields.text("lease_token", max_length=200, required=True)
         ttl = fields.number("ttl", low=1, high=MAX_TTL)
-        expires = store.renew(session_id, token, ttl or settings.lease_ttl, key=caller())
+        state = gate.state(fields, token, caller(), bottle.request.environ)
+        expires = store.renew(session_id, token, ttl or settings.lease_ttl, key=caller(), state=state)
         return _json({"session_id": session_id, "lease_expires_at": iso(expires)})
 
     @route("/status")
@@ -415,7 +432,12 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
 
     @route("/sessions", "POST", auth="admin")
     def add_sessions() -> Any:
-        fields = body({"names", "name", "meta", "kind"})
+        fields = body({"names", "name", "meta", "kind", "sessions", "update"})
+        if "sessions" in fields.data:
+            result = gate.put_sessions(fields, bottle.request.environ)
+            return _json(result, status=201 if result["added"] else 200)
+        if "update" in fields.data:
+            raise bad_request('"update" goes with "sessions": [{"name", "kind", "meta", "groups", "account"}]')
         names = fields.data.get("names")
         single = fields.text("name", max_length=store_mod.MAX_NAME_LENGTH)
         if (names is None) == (single is None):
@@ -447,6 +469,12 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
         if added:
             log.info("added %d session(s)", len(added))
         return _json({"added": added, "existing": existing}, status=201 if added else 200)
+
+    @route("/sessions/<session_id>/account", auth="admin")
+    def get_account(session_id: str) -> Any:
+        sid = parse_id(session_id)
+        account = gate.read_account(sid, caller(), bottle.request.environ)
+        return _json({"session_id": sid, "account": account}, headers={"Cache-Control": "no-store"})
 
     @route("/sessions/<session_id>", auth="admin")
     def get_session(session_id: str) -> Any:
@@ -496,16 +524,17 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
 
     @route("/keys", "POST", auth="admin")
     def create_key() -> Any:
-        fields = body({"name", "admin", "max_leases", "max_waiting"})
+        fields = body({"name", "admin", "max_leases", "max_waiting", "accounts"})
         name = fields.text("name", max_length=_keys.MAX_KEY_NAME, required=True)
         scope = "admin" if fields.boolean("admin") else "client"
         max_leases = fields.integer("max_leases")
         max_waiting = fields.integer("max_waiting")
-        key = store.create_key(name, scope, max_leases=max_leases, max_waiting=max_waiting)
+        accounts = bool(fields.boolean("accounts"))
+        key = store.create_key(name, scope, max_leases=max_leases, max_waiting=max_waiting, accounts=accounts)
         log.info("%s key %r created by %s", scope, name, caller().name)
         # The key is in this answer only: no cache may keep it.
         return _json({"name": name, "scope": scope, "max_leases": max_leases, "max_waiting": max_waiting,
-                      "key": key}, status=201,
+                      "accounts": accounts, "key": key}, status=201,
                      headers={"Cache-Control": "no-store"})
 
     @route("/keys/<name:path>/undo-reports", "POST", auth="admin")
@@ -540,44 +569,3 @@ def default_room(store: PoolStore, *, park: Callable | None = None) -> WaitRoom:
     room = WaitRoom(store, new_owner(), store.commit_feed, park=park, clock=store.clock)
     store.grant_listeners.append(room.granted)
     return room
-
-
-def _wsgi_text(value: str) -> str:
-    """A WSGI string (bytes as latin-1, PEP 3333) as the UTF-8 text the client meant, when it is UTF-8."""
-    try:
-        return value.encode("latin-1").decode("utf-8")
-    except UnicodeError:
-        return value
-
-
-def access_logged(app: Callable, logger: logging.Logger = access_log) -> Callable:
-    """WSGI middleware: one line per request (client address, method, path, status, ms, key name;
-    never the key). The address is the connection's, or the client's that a trusted proxy
-    forwarded (``--trusted-proxy``: waitress puts it in ``REMOTE_ADDR``).
-
-    Method, path and key name are escaped like ``repr`` escapes control and format
-    characters: a path with ``%0a`` must not write a second, forged line.
-    """
-
-    def middleware(environ: dict, start_response: Callable) -> Any:
-        started = time.perf_counter()
-        status_holder: list[str] = []
-
-        def recording_start_response(status: str, headers: list, exc_info: Any = None) -> Any:
-            status_holder.append(status)
-            return start_response(status, headers, exc_info)
-
-        try:
-            return app(environ, recording_start_response)
-        finally:
-            if not logger.disabled and logger.isEnabledFor(logging.INFO):  # --access-log false: no record at all
-                status = status_holder[-1].split(" ", 1)[0] if status_holder else "-"
-                waited = environ.get("telegate.waited")  # a long-poll: how long it waited in line
-                logger.info("%s %s %s %s %.1fms key=%s%s", escape(environ.get("REMOTE_ADDR") or "-"),
-                            escape(environ.get("REQUEST_METHOD") or "-"),
-                            escape(_wsgi_text(environ.get("PATH_INFO") or "")),
-                            status, (time.perf_counter() - started) * 1000,
-                            escape(environ.get("telegate.key_name", "-")),
-                            "" if waited is None else f" waited={waited * 1000:.0f}ms")
-
-    return middleware

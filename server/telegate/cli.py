@@ -25,6 +25,7 @@ from ._names import BadName, check_name, name_key
 from ._sessionfiles import scan_dir
 from ._http import parse_moment
 from ._text import mask_secrets, unsafe_detail
+from .accounts import VaultError, master_key_source, new_master_key
 from .settings import SETTINGS, SettingsError, resolve
 from .store import STATES, Store, StoreError, open_store
 
@@ -121,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--max-waiting", metavar="N", type=_positive_int, default=None,
                         help="most long-polls the key may park in the waiting line at once (over it: 429"
                              " wait_limit); default 4 per --max-leases, or no cap of its own")
+    create.add_argument("--accounts", action="store_true",
+                        help="the key may receive accounts with its leases (POST /session {\"account\": true},"
+                             " over TLS only); default names only")
     ksub.add_parser("list", parents=[db], help="list keys (never the keys themselves)")
     revoke = ksub.add_parser("revoke", parents=[db], help="revoke a key by name")
     revoke.add_argument("name")
@@ -133,6 +137,20 @@ def build_parser() -> argparse.ArgumentParser:
                       help="only reports from this time on, e.g. 2025-06-01T12:00:00Z (no offset: UTC)")
 
     commands.add_parser("status", parents=[db], help="pool counts by state")
+    vault = commands.add_parser("vault", help="the master key that seals accounts: make one, rotate to a new one")
+    vsub = vault.add_subparsers(dest="action", metavar="ACTION")
+    vsub.required = True
+    vsub.add_parser("keygen", help="print a new master key (base64 of 32 random bytes) on stdout",
+                    description="Print a new master key. Keep it apart from the database (a password manager,"
+                                " a secrets store); set it as TELEGATE_MASTER_KEY.")
+    rotate = vsub.add_parser(
+        "rotate", parents=[_db_parent()], help="rewrap every account's data key under the current master key",
+        description="Rewrap every account's data key under the current master key (TELEGATE_MASTER_KEY or"
+                    " the key file), unwrapping with TELEGATE_PREVIOUS_MASTER_KEYS. Works on the database"
+                    " while servers use it; restart the servers with the new key (and the previous ones) first.")
+    rotate.add_argument("--master-key-file", metavar="FILE", type=Path, default=None,
+                        help="the current master key's file (default: $TELEGATE_MASTER_KEY, else telegate.key"
+                             " beside the SQLite database)")
     backup = commands.add_parser("backup", parents=[_db_parent()],
                                  help="copy the database safely, even while serving")
     backup.add_argument("file", type=Path)
@@ -303,9 +321,11 @@ def _keys(admin: Admin, args: argparse.Namespace, out: TextIO, err: TextIO) -> i
             raise CliError("key name must be 1 to 100 characters")
         if unsafe := unsafe_detail("the key name", name):  # it is the default holder, shown to the admin
             raise CliError(unsafe)
-        key = admin.create_key(name, admin=args.admin, max_leases=args.max_leases, max_waiting=args.max_waiting)
+        key = admin.create_key(name, admin=args.admin, max_leases=args.max_leases, max_waiting=args.max_waiting,
+                               accounts=args.accounts)
         out.write(key + "\n")
         limit = f", at most {args.max_leases} lease(s) at once" if args.max_leases else ""
+        limit += ", may receive accounts" if args.accounts else ""
         err.write(f"created {'admin' if args.admin else 'client'} key {name!r}{limit} ({admin.where});"
                   " it is shown only once\n")
     elif args.action == "list":
@@ -316,6 +336,7 @@ def _keys(admin: Admin, args: argparse.Namespace, out: TextIO, err: TextIO) -> i
             state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
             limit = f"max {row['max_leases']}" if row.get("max_leases") else "no limit"
             held = f"  {row['leases']} lease(s)" if row.get("leases") is not None else ""
+            held += "  accounts" if row.get("accounts") else ""
             out.write(f"{row['name']:<24} {row['scope']:<7} {limit:<10} created {row['created_at']}  {state}{held}\n")
     elif args.action == "undo-reports":
         if args.since is not None:
@@ -407,6 +428,45 @@ def _migrate(args: argparse.Namespace, err: TextIO) -> int:
     return 0
 
 
+def _vault(args: argparse.Namespace, out: TextIO, err: TextIO, environ: Mapping[str, str]) -> int:
+    if args.action == "keygen":
+        out.write(new_master_key() + "\n")
+        err.write("a new master key; keep it apart from the database (set it as TELEGATE_MASTER_KEY)\n")
+        return 0
+    settings = resolve({"db": args.db}, environ)
+    if isinstance(settings.db, Path) and not settings.db.exists():
+        raise CliError(f"database {settings.db} does not exist; pass --db or set TELEGATE_DB")
+    keys = master_key_source(environ, args.master_key_file, settings.db)
+    if not keys.available:
+        raise CliError(f"no master key to rotate to: set TELEGATE_MASTER_KEY (make one with: telegate vault"
+                       f" keygen), or pass --master-key-file (looked for {keys.key_file})")
+    with open_store(settings.db, vault=keys.vault(create=False)) as store:
+        current = store.vault.current_id()
+        before = store.account_key_ids()
+        total = sum(n for key_id, n in before.items() if key_id != current)
+        done = store.rotate_keys(progress=_progress(err, total, "rewrapped"))
+        after = store.account_key_ids()
+    err.write(f"rewrapped {done} account data key(s) under master key {current};"
+              f" {after.get(current, 0)} account(s) in {store.path} now use it\n")
+    return 0
+
+
+def _progress(err: TextIO, total: int, verb: str):
+    """A progress callback: a line per tenth on a terminal; the caller prints the summary."""
+    counted = [0, 0]
+
+    def step(count: int) -> None:
+        counted[0] += count
+        if total and err.isatty() and counted[0] * 10 // total > counted[1]:
+            counted[1] = counted[0] * 10 // total
+            err.write(f"\r{verb} {counted[0]}/{total}")
+            err.flush()
+            if counted[0] >= total:
+                err.write("\n")
+
+    return step
+
+
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None,
          stdin: TextIO | None = None, environ: Mapping[str, str] | None = None) -> int:
     if out is None:
@@ -429,6 +489,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
             return _backup(args, err)
         if args.command == "migrate":
             return _migrate(args, err)
+        if args.command == "vault":
+            return _vault(args, out, err, environ)
         if args.command in ("sessions", "keys", "status"):
             admin = _admin(args, environ)
             try:
@@ -439,7 +501,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
                 return _status(admin, out)
             finally:
                 admin.close()
-    except (CliError, AdminError, SettingsError, StoreError) as exc:
+    except (CliError, AdminError, SettingsError, StoreError, VaultError) as exc:
         err.write(mask_secrets(f"telegate: error: {exc}") + "\n")
         return 1
     except OSError as exc:

@@ -75,8 +75,11 @@ def build_openapi() -> dict[str, Any]:
             {"200": _answer("The lease.", _ref("Lease")),
              "404": {"$ref": "#/components/responses/NotFound"},
              "429": {"$ref": "#/components/responses/LeaseLimit"},
+             "403": _answer('"account": true from a key without --accounts (accounts_not_allowed), or not over'
+                            " TLS (tls_required; docs/TLS.md).", _ref("Error")),
              "503": _answer("Nothing can be leased now: every session is leased, in flood wait or disabled"
-                            " (or the database is busy).", _ref("NoSessionAvailable"), headers=_RETRY_AFTER),
+                            " (or the database is busy, or the master key is missing).", _ref("NoSessionAvailable"),
+                            headers=_RETRY_AFTER),
              **_errors(400, 401, 413, 500)},
             tag="leases", operation_id="acquire",
             body=_json_body(_ref("AcquireRequest"), required=False, example={"ttl": 600, "holder": "worker-1:4242"}))},
@@ -85,6 +88,7 @@ def build_openapi() -> dict[str, Any]:
             "Ends a lease, optionally with a flood wait or disabling the session. Idempotent: an unknown id"
             " or a session nobody holds answers 200 too. A token of a lease that someone else now holds: 409.",
             {"200": _answer("Released (or nothing to release).", _ref("Released")),
+             "403": _answer('"state" not over TLS (tls_required), or from a key without --accounts.', _ref("Error")),
              **_errors(*body_errors, 409)},
             tag="leases", operation_id="release",
             body=_json_body(_ref("ReleaseRequest"), example={"session_id": 7, "lease_token": "Zk3...", "flood_wait": 420}))},
@@ -92,7 +96,9 @@ def build_openapi() -> dict[str, Any]:
             "Renew a lease",
             "Extends the lease held under `lease_token` to now + `ttl`. 409 when the lease was released,"
             " taken over, or the session disabled; 404 when the session is gone.",
-            {"200": _answer("The new expiry.", _ref("Renewed")), **_errors(*body_errors, 404, 409)},
+            {"200": _answer("The new expiry.", _ref("Renewed")),
+             "403": _answer('"state" not over TLS (tls_required), or from a key without --accounts.', _ref("Error")),
+             **_errors(*body_errors, 404, 409)},
             tag="leases", operation_id="renew",
             body=_json_body(_ref("RenewRequest"), example={"session_id": 7, "lease_token": "Zk3...", "ttl": 300}))},
         "/status": {"get": _op(
@@ -185,6 +191,15 @@ def build_openapi() -> dict[str, Any]:
                     {"name": "keep_leases", "in": "query", "required": False,
                      "schema": {"type": "boolean", "default": False},
                      "description": "true: let the key's current leases run out instead of ending them."}]),
+        },
+        "/sessions/{session_id}/account": {
+            "parameters": [_ID_PARAM],
+            "get": _op("A session's account",
+                       "The account the session holds, secrets included; over TLS only (403 tls_required). 404"
+                       " no_account when it holds none. Recorded in the session's history. Admin key.",
+                       {"200": _answer("The account.", _ref("AccountAnswer")),
+                        **_errors(400, 401, 403, 404, 500, 503)},
+                       tag="admin", operation_id="getAccount"),
         },
         "/keys/{name}/undo-reports": {
             "parameters": [{"name": "name", "in": "path", "required": True,

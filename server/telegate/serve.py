@@ -8,10 +8,11 @@ import socket
 import sys
 import threading
 from pathlib import Path
-from typing import Mapping, TextIO
+from typing import TYPE_CHECKING, Mapping, TextIO
 
 from . import _logging
 from ._files import restrict
+from .accounts import VaultError, master_key_source
 from ._channel import Dispatcher, create_server
 from ._files import create_private
 from ._sessionfiles import scan_dir
@@ -19,6 +20,9 @@ from ._stop import StopHandlers
 from .app import access_logged, create_app, default_room
 from .settings import Settings, SettingsError
 from .store import PoolStore, open_store
+
+if TYPE_CHECKING:
+    from .accounts import MasterKeySource
 
 __all__ = ["serve", "bind_socket", "PortInUse", "ensure_key", "waitress_options", "create_server",
            "MIN_ENV_KEY_LENGTH"]
@@ -145,6 +149,27 @@ def ensure_key(store: PoolStore, environ: Mapping[str, str], out: TextIO, db: Pa
         out.flush()
 
 
+def check_master_key(store: PoolStore, keys: "MasterKeySource") -> None:
+    """Refuse to start (one line, :class:`SettingsError`) when the database holds accounts that the
+    configured master keys cannot open; nothing is created or changed then."""
+    held = store.account_key_ids()
+    if not held:
+        return
+    if not keys.available:
+        raise SettingsError(
+            f"the database holds {sum(held.values())} account(s) but no master key is configured: set"
+            f" TELEGATE_MASTER_KEY, or restore the key file {keys.key_file} (or name it in --master-key-file)")
+    try:
+        known = store.vault.known_ids()
+    except VaultError as exc:
+        raise SettingsError(str(exc)) from None
+    missing = {key_id: count for key_id, count in held.items() if key_id not in known}
+    if missing:
+        raise SettingsError(
+            f"{sum(missing.values())} account(s) in the database are sealed under master key(s)"
+            f" {', '.join(sorted(missing))}, which {keys.describe()} is not (it is {store.vault.current_id()}):"
+            " wrong key? Set TELEGATE_MASTER_KEY to the right one, or name the old one in"
+            " TELEGATE_PREVIOUS_MASTER_KEYS while you rotate")
 def _write_key_file(key: str, db: Path | str) -> Path:
     """Write ``key`` to a new 0600 file (never over an existing one); returns its path."""
     folder, stem = (db.parent, db.name) if isinstance(db, Path) else (Path.cwd(), "telegate")
@@ -186,12 +211,17 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     stops = StopHandlers()  # SIGTERM, Ctrl-Break, the console closing: all stop like Ctrl-C
-    store = open_store(settings.db, synchronous=settings.synchronous)
+    keys = master_key_source(environ, settings.master_key_file, settings.db)  # a malformed key: one line
+    store = open_store(settings.db, synchronous=settings.synchronous, vault=keys.vault())
     if isinstance(settings.db, Path):
         restrict(settings.db)  # Windows: a database made by an older TeleGate or copied in has its folder's ACL
     server = room = None
     housekeeping = None
     try:
+        check_master_key(store, keys)
+        if settings.allow_plain_http_accounts:
+            log.warning("--allow-plain-http-accounts: accounts (auth keys, api_hash, proxy and 2FA passwords)"
+                        " may travel over plain HTTP; anyone on the network path can read them (docs/TLS.md)")
         ensure_key(store, environ, out, settings.db)
         if settings.sessions_dir is not None:
             found, warnings = scan_dir(settings.sessions_dir)

@@ -125,7 +125,8 @@ SETTINGS: tuple[Setting, ...] = (
             " slower ones are closed. Idle keep-alive connections keep their own 120 s timeout.", "SECONDS"),
     Setting("trusted_proxy", _optional_text, None,
             "Address of a reverse proxy whose X-Forwarded-For and X-Forwarded-Proto are believed (* for any);"
-            " the access log then shows the real client address.", "ADDR"),
+            " the access log then shows the real client address, and accounts travel only through it, over"
+            " https (docs/TLS.md).", "ADDR"),
     Setting("max_waiters", _ranged_int(0, 100000), 1000, "Most long-polls (POST /session with wait) parked at once in this process; more are answered at once.", "N"),
     Setting("peer_flood_rest", _ranged_int(1, 366 * 86400), 86400,
             "Seconds a session rests after PEER_FLOOD (Telegram's spam limit names no wait), for the method that hit it.",
@@ -140,6 +141,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_format", _choice("text", "json"), "text", "Log line format.", "FORMAT"),
     Setting("access_log", _bool, True, "Write one line per request (method, path, status, ms, key name).", "BOOL"),
     Setting("metrics_auth", _bool, True, "Require an API key on GET /metrics.", "BOOL"),
+    Setting("master_key_file", _optional_path, None,
+            "File of the master key that seals accounts (when TELEGATE_MASTER_KEY is not set); by default"
+            " telegate.key beside the SQLite database, created on first need. Back it up apart from the database.",
+            "FILE"),
+    Setting("allow_plain_http_accounts", _bool, False,
+            "Hand out accounts over plain HTTP on a non-loopback listener too (a warning at every start).", "BOOL"),
 )
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -173,6 +180,8 @@ class Settings:
     log_format: str = _default("log_format")
     access_log: bool = _default("access_log")
     metrics_auth: bool = _default("metrics_auth")
+    master_key_file: Path | None = _default("master_key_file")
+    allow_plain_http_accounts: bool = _default("allow_plain_http_accounts")
 
 
 if [field.name for field in dataclasses.fields(Settings)] != [setting.name for setting in SETTINGS]:

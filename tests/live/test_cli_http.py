@@ -359,7 +359,8 @@ def test_keys_api_creates_lists_and_revokes(wsgi):
     assert wsgi("POST", "/keys", {"name": "a2", "admin": True}, key="admin").json["scope"] == "admin"
     listed = wsgi("GET", "/keys", key="admin").json["keys"]
     assert [row["name"] for row in listed] == ["admin", "client", "w2", "a2"]
-    assert set(listed[0]) == {"name", "scope", "max_leases", "max_waiting", "leases", "created_at", "revoked_at"}
+    assert set(listed[0]) == {"name", "scope", "max_leases", "max_waiting", "accounts", "leases", "created_at",
+                              "revoked_at"}
     assert created["key"] not in json.dumps(listed)
     revoked = wsgi("DELETE", "/keys/w2", key="admin")
     assert revoked.json == {"status": "revoked", "name": "w2", "leases_ended": 0}

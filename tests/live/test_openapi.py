@@ -228,6 +228,37 @@ def test_metrics_answers_match_the_document(server, contract):
     contract("GET", "/metrics", key=None, expect=401)
 
 
+def test_accounts_answers_match_the_document(server, contract):
+    from support.accounts import new_account
+
+    account = new_account()
+    added = contract("POST", "/sessions", {"sessions": [{"name": "doc-acc", "kind": "telethon", "account": account},
+                                                        {"name": "doc-plain", "meta": {"a": 1}}]},
+                     key="admin", expect=201).json
+    sid = added["added"][0]["id"]
+    contract("POST", "/sessions", {"sessions": [{"name": "doc-acc", "account": account}], "update": True},
+             key="admin", expect=200)
+    contract("POST", "/sessions", {"sessions": [{"name": "doc-x", "account": {"dc_id": 2}}]}, key="admin", expect=400)
+    assert contract("GET", f"/sessions/{sid}/account", key="admin", expect=200).json["account"] == account
+    contract("GET", f"/sessions/{added['added'][1]['id']}/account", key="admin", expect=404)
+    contract("GET", f"/sessions/{sid}/account", expect=403)
+    contract("POST", "/session", {"account": True}, expect=403)
+    worker = contract("POST", "/keys", {"name": "doc-accounts", "accounts": True}, key="admin", expect=201).json["key"]
+    lease = contract("POST", "/session", {"account": True, "ttl": 60}, key=worker, expect=200).json
+    assert lease["account"] == account
+    state = {"entities": [{"id": 1, "hash": 2, "type": "channel", "username": None, "phone": None, "name": "c"}],
+             "update_state": {"pts": 1, "qts": 2, "date": 3, "seq": 4}}
+    contract("POST", "/renew", {"session_id": sid, "lease_token": lease["lease_token"], "state": state},
+             key=worker, expect=200)
+    contract("POST", "/renew", {"session_id": sid, "lease_token": lease["lease_token"],
+                                "state": {"entities": [{"id": n} for n in range(20001)]}}, key=worker, expect=413)
+    contract("POST", "/release", {"session_id": sid, "lease_token": lease["lease_token"], "state": {
+        **state, "dc": {"dc_id": 4, "server_address": "149.154.167.92", "port": 443}}}, key=worker, expect=200)
+    contract("POST", "/release", {"session_id": sid, "lease_token": "stale", "state": state}, key=worker, expect=409)
+    events = contract("GET", f"/sessions/{sid}/events", key="admin", expect=200).json["events"]
+    assert {"account_read", "account_stored"} <= {event["type"] for event in events}
+
+
 def test_every_operation_was_seen_succeeding(contract):
     """Run last in this module: each documented operation answered 2xx at least once above."""
     succeeded = {(method, path) for method, path, status in contract.seen if status < 300}
@@ -278,6 +309,20 @@ CASES = [
     ("/sessions", {"name": "n" * 256}, False),
     ("/sessions", {"name": "acc", "kind": "tdlib"}, False),
     ("/sessions", {"name": "acc", "meta": []}, False),
+    ("/sessions", {"sessions": [{"name": "a", "kind": "telethon", "meta": {"x": 1}}], "update": True}, True),
+    ("/sessions", {"sessions": [{"name": "a", "account": None, "groups": None}]}, True),
+    ("/sessions", {"sessions": []}, False),
+    ("/sessions", {"sessions": [{"name": "a"}], "kind": "telethon"}, False),
+    ("/sessions", {"sessions": [{"name": "a", "groups": ["g"]}]}, False),
+    ("/sessions", {"sessions": [{"kind": "telethon"}]}, False),
+    ("/sessions", {"names": ["a"], "update": True}, False),
+    ("/session", {"account": "yes"}, False),
+    ("/release", {"session_id": 1, "lease_token": "t", "state": {"colour": 1}}, False),
+    ("/release", {"session_id": 1, "lease_token": "t", "state": {"entities": [{"id": "x"}]}}, False),
+    ("/release", {"session_id": 1, "lease_token": "t", "state": {"entities": [{"id": 1}]}}, True),
+    ("/renew", {"session_id": 1, "lease_token": "t", "state": {"update_state": {"pts": -1}}}, False),
+    ("/keys", {"name": "w", "accounts": True}, True),
+    ("/keys", {"name": "w", "accounts": "yes"}, False),
     ("/keys", {"name": "w"}, True),
     ("/keys", {"name": "w", "admin": True}, True),
     ("/keys", {"name": "w", "admin": None, "max_leases": None}, True),

@@ -81,7 +81,7 @@ class NoSessionAvailable(StoreError):
 
     def __init__(self, *, waiting_count: int, in_use: int, next_release_in: float | None,
                  next_lease_end_in: float | None, total: int, waiting_workers: int = 0,
-                 flood_waiting: int | None = None, purpose: str | None = None) -> None:
+                 flood_waiting: int | None = None, purpose: str | None = None, account: bool = False) -> None:
         super().__init__("no session is available")
         self.waiting_workers = waiting_workers  # long-polls waiting in line now (every server)
         # waiting_count (the seed's name) counts every session resting for this caller:
@@ -90,6 +90,7 @@ class NoSessionAvailable(StoreError):
         self.waiting_count = waiting_count
         self.flood_waiting = waiting_count if flood_waiting is None else flood_waiting
         self.purpose = purpose
+        self.account = account  # the caller asked for a session holding an account (counts cover those)
         self.in_use = in_use
         self.next_release_in = next_release_in
         self.next_lease_end_in = next_lease_end_in
@@ -104,6 +105,9 @@ class Lease:
     lease_expires_at: float
     kind: str
     meta: dict
+    #: A lease asked for with its account: the account's sealed row, read in the claim's
+    #: transaction (opened after the commit, holding no lock: ``Store.lease_account``).
+    sealed: Any = dataclasses.field(default=None, compare=False, repr=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,6 +137,8 @@ class KeyInfo:
     id: int | None = None
     max_leases: int | None = None
     max_waiting: int | None = None  # admin-set cap on polls parked at once (None: the line's rule)
+    #: Created with ``--accounts``: may ask for a session's account with its lease.
+    accounts: bool = False
 
     @property
     def is_admin(self) -> bool:
@@ -257,7 +263,7 @@ class PoolStore(Protocol):
     def acquire(self, ttl: float, holder: str | None = None, name: str | None = None, *,
                 key: KeyInfo | None = None, request_id: str | None = None,
                 purpose: str | None = None, wait: float = 0, owner: str | None = None,
-                keep_polls: int = 1000) -> Lease | Ticket: ...
+                keep_polls: int = 1000, account: bool = False) -> Lease | Ticket: ...
 
     def claimed(self, ticket: int) -> Lease | None: ...
 
@@ -273,9 +279,11 @@ class PoolStore(Protocol):
 
     def release(self, session_id: int, token: str | None = None, *, key: KeyInfo | None = None,
                 flood_wait: float | None = None, flood_scope: str | None = None,
-                disable: str | None = None, peer_flood: bool = False) -> bool: ...
+                disable: str | None = None, peer_flood: bool = False,
+                state: Mapping[str, Any] | None = None) -> bool: ...
 
-    def renew(self, session_id: int, token: str, ttl: float, *, key: KeyInfo | None = None) -> float: ...
+    def renew(self, session_id: int, token: str, ttl: float, *, key: KeyInfo | None = None,
+              state: Mapping[str, Any] | None = None) -> float: ...
 
     def status(self, purpose: str | None = None) -> dict[str, Any]: ...
 
@@ -304,7 +312,23 @@ class PoolStore(Protocol):
                before: int | None = None) -> list[dict[str, Any]]: ...
 
     def create_key(self, name: str, scope: str = "client", key: str | None = None, *,
-                   max_leases: int | None = None, max_waiting: int | None = None) -> str: ...
+                   max_leases: int | None = None, max_waiting: int | None = None,
+                   accounts: bool = False) -> str: ...
+
+    # Accounts (sealed at rest by ``vault``; see telegate.accounts).
+
+    vault: Any
+
+    def put_sessions(self, items: Sequence[Mapping[str, Any]], *,
+                     update: bool = False) -> dict[str, list]: ...
+
+    def get_account(self, session_id: int, *, reader: KeyInfo | None = None) -> dict[str, Any] | None: ...
+
+    def lease_account(self, lease: Lease) -> dict[str, Any] | None: ...
+
+    def account_key_ids(self) -> dict[str, int]: ...
+
+    def rotate_keys(self, *, batch: int = 200, progress: Callable[[int], None] | None = None) -> int: ...
 
     def has_key(self, key: str) -> bool: ...
 

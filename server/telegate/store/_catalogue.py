@@ -33,7 +33,7 @@ ROWS_PER_INSERT = 256
 
 _SESSION_COLUMNS = (
     "id, name, kind, meta, disabled, disabled_reason, holder, leased_at, lease_expires_at,"
-    " flood_wait_until, use_count, flood_count, expired_count, created_at, last_released_at,"
+    " flood_wait_until, use_count, flood_count, expired_count, created_at, last_released_at, has_account,"
     " (SELECT name FROM api_keys WHERE api_keys.id = sessions.lease_key_id) AS lease_key,"
     f" {STATE_SQL} AS state")
 
@@ -118,9 +118,10 @@ def set_disabled_by_name(tx: Tx, names: Sequence[str], disabled: bool, reason: s
 
 
 def forget(tx: Tx, where: str, params: Mapping[str, Any]) -> list[int]:
-    """Remove the sessions matching ``where``, with their rests and history; their ids."""
+    """Remove the sessions matching ``where``, with their accounts, rests and history; their ids."""
     ids = [row["id"] for row in tx.rows(f"DELETE FROM sessions WHERE {where} RETURNING id", params)]
     for sid in ids:
+        tx.run("DELETE FROM accounts WHERE session_id = :id", {"id": sid})
         tx.run("DELETE FROM session_rests WHERE session_id = :id", {"id": sid})
         tx.run("DELETE FROM session_events WHERE session_id = :id", {"id": sid})
     if ids:

@@ -53,17 +53,21 @@ def pool_counts(tx: Tx, *, purpose: str | None = None, sums: bool = False) -> di
     return data
 
 
-def unavailable(tx: Tx, name: str | None, purpose: str | None) -> tuple[NoSessionAvailable, int]:
+def unavailable(tx: Tx, name: str | None, purpose: str | None,
+                account: bool = False) -> tuple[NoSessionAvailable, int]:
     """The counts a caller that found nothing needs: what is busy, what rests, and until when;
     and how many sessions that caller could lease right now (see ``_leases.claim``).
 
     A session rests for this caller when it is in an account-wide flood wait, or (not
     leased, not disabled) rests for the caller's purpose, or for any method when the
-    caller gave none. ``name``: only the session so named.
+    caller gave none. ``name``: only the session so named; ``account``: only sessions holding
+    an account (the caller asked for one).
     """
     resting = RESTING_FOR if purpose else RESTING
     scoped_end = resting.replace("SELECT 1", "SELECT MAX(r.until)")
-    where = "WHERE name = :name" if name is not None else ""
+    where = " AND ".join(filter(None, ("name = :name" if name is not None else "",
+                                       "has_account = 1" if account else "")))
+    where = f"WHERE {where}" if where else ""
     row = tx.row(f"""
         SELECT COUNT(*) AS total,
                {count(IS_IN_USE)} AS in_use,
@@ -79,7 +83,7 @@ def unavailable(tx: Tx, name: str | None, purpose: str | None) -> tuple[NoSessio
     rest_end, lease_end = row["rest_end"], row["lease_end"]
     waiting_workers, _ = line.line_stats(tx)
     return NoSessionAvailable(
-        waiting_count=row["resting"], flood_waiting=row["flood_waiting"], purpose=purpose,
+        waiting_count=row["resting"], flood_waiting=row["flood_waiting"], purpose=purpose, account=account,
         in_use=row["in_use"], total=row["total"], waiting_workers=waiting_workers,
         next_release_in=None if rest_end is None else max(0.0, rest_end - tx.now),
         next_lease_end_in=None if lease_end is None else max(0.0, lease_end - tx.now)), row["free"]

@@ -28,7 +28,7 @@ from __future__ import annotations
 import hmac
 import json
 import secrets
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from . import _counts as counts
 from . import _history as history
@@ -71,17 +71,21 @@ _RELEASE = """
 
 
 def claim(tx: Tx, engine: Engine, ttl: float, holder: str | None, name: str | None,
-          key: KeyInfo | None, request_id: str | None, purpose: str | None) -> Lease | NoSessionAvailable:
+          key: KeyInfo | None, request_id: str | None, purpose: str | None,
+          account: bool = False) -> Lease | NoSessionAvailable:
     """The claim of one acquire (or of a waiting ticket), in ``tx``: the lease, or the counts
     of a pool with nothing for this caller.
 
     ``request_id`` (with ``key``): while that key's lease taken with it lives, the same
     lease again. ``purpose`` (lower case): skip sessions resting for that method; without
-    it, sessions resting for any method are skipped. Raises :class:`KeyRevoked` and
-    :class:`LeaseLimit`.
+    it, sessions resting for any method are skipped. ``account``: only sessions holding an
+    account (``has_account``), and the lease's event says it was handed out with it.
+    Raises :class:`KeyRevoked` and :class:`LeaseLimit`.
     """
     key_id = key.id if key is not None else None
     target = "name = :name AND " if name is not None else ""
+    if account:
+        target += "has_account = 1 AND "
     if purpose:
         pick = (f"SELECT id, lease_token, lease_key_id, holder FROM sessions"
                 f" WHERE {target}{IS_FREE} AND NOT EXISTS ({RESTING_FOR}) {_CLAIM_ORDER}")
@@ -130,7 +134,7 @@ def claim(tx: Tx, engine: Engine, ttl: float, holder: str | None, name: str | No
         # it then passes over, and deadlock with another) rather than answer 503
         # "nothing in use" to a busy pool. SQLite serialises writers, so there the
         # count never finds one free.
-        refused, free = counts.unavailable(tx, name, purpose)
+        refused, free = counts.unavailable(tx, name, purpose, account)
         if not free:
             return refused
         if picks > 1:
@@ -148,7 +152,8 @@ def claim(tx: Tx, engine: Engine, ttl: float, holder: str | None, name: str | No
                        detail={"lease": history.lease_tag(candidate["lease_token"])})
     event = history.event_params(tx, candidate["id"], "lease", key_name=key.name if key else None, holder=holder,
                                  detail={"ttl": ttl, "lease": history.lease_tag(params["token"]),
-                                         **({"purpose": purpose} if purpose else {})})
+                                         **({"purpose": purpose} if purpose else {}),
+                                         **({"account": True} if account else {})})
     row = history.changed_and_logged(tx, engine.writes_in_with, _CLAIM, params, event, returning=LEASE_COLUMNS)
     assert row is not None  # the row was picked (and locked) in this transaction
     return lease_from(row)
@@ -167,16 +172,16 @@ def _claim_for_waiter(tx: Tx, engine: Engine, waiter: Mapping[str, Any]) -> Leas
     """The claim for a waiting ticket, or why none (see ``_line.Claim``)."""
     key = None
     if waiter["key_id"] is not None:
-        row = tx.row("SELECT id, name, scope, max_leases FROM api_keys WHERE id = :id AND revoked_at IS NULL",
-                     {"id": waiter["key_id"]})
+        row = tx.row("SELECT id, name, scope, max_leases, accounts FROM api_keys"
+                     " WHERE id = :id AND revoked_at IS NULL", {"id": waiter["key_id"]})
         if row is None:  # revoked while waiting: nothing for it (its wait ends by itself)
             return "key"
-        key = KeyInfo(row["name"], row["scope"], row["id"], row["max_leases"])
+        key = KeyInfo(row["name"], row["scope"], row["id"], row["max_leases"], accounts=bool(row["accounts"]))
         if waiter["request_id"] is not None and not engine.try_turn(tx, row["id"], waiter["request_id"]):
             return "turn"  # a retry of its request is being served right now: that one gets the lease
     try:
         outcome = claim(tx, engine, float(waiter["ttl"]), waiter["holder"], waiter["name"], key,
-                        waiter["request_id"], waiter["purpose"])
+                        waiter["request_id"], waiter["purpose"], bool(waiter["account"]))
     except LeaseLimit:  # its key holds all it may: the next release of that key serves it
         return "key"
     except KeyRevoked:  # revoked while waiting: nothing for it (its wait ends by itself)
@@ -253,10 +258,22 @@ def released_before(tx: Tx, session_id: int, token: str, key: KeyInfo | None) ->
 
 
 def release(tx: Tx, engine: Engine, session_id: int, token: str | None, key: KeyInfo | None, *,
-            flood_wait: float | None, scope: str | None, disable: str | None, peer_flood: bool) -> bool:
+            flood_wait: float | None, scope: str | None, disable: str | None, peer_flood: bool,
+            write_state: Callable[[Tx], None] | None = None) -> bool:
     """End the lease (see :func:`holder_check` for who may), optionally resting the session
-    (for the method ``scope``, lower case, or all) or disabling it; True when a lease ended."""
+    (for the method ``scope``, lower case, or all) or disabling it; True when a lease ended.
+
+    ``write_state``: the holder's write-back, run in this transaction once the lease is
+    proved; a lease that is over writes nothing (:class:`LeaseMismatch`), except the retry
+    of a release that landed (its state was written with it).
+    """
     row = holder_check(tx, session_id, token, key)
+    if write_state is not None:
+        if row is None:
+            if token is not None and released_before(tx, session_id, token, key):
+                return False
+            _stale_state(tx, session_id)
+        write_state(tx)
     if row is None:
         return False
     now = tx.now
@@ -288,7 +305,8 @@ def release(tx: Tx, engine: Engine, session_id: int, token: str | None, key: Key
     return True
 
 
-def renew(tx: Tx, session_id: int, token: str, ttl: float, key: KeyInfo | None) -> float:
+def renew(tx: Tx, session_id: int, token: str, ttl: float, key: KeyInfo | None,
+          write_state: Callable[[Tx], None] | None = None) -> float:
     """Extend the lease held under ``token`` to now + ``ttl``; the new expiry.
 
     A lease that lapsed but was not taken over may still be renewed: the token is still
@@ -314,6 +332,8 @@ def renew(tx: Tx, session_id: int, token: str, ttl: float, key: KeyInfo | None) 
                 f"the lease on session {session_id} ran out, and its key holds {limit['max_leases']}"
                 f" other lease(s), its limit (max_leases={limit['max_leases']}): it can't be renewed;"
                 " stop using the session")
+    if write_state is not None:
+        write_state(tx)
     expires = tx.row("""
         UPDATE sessions SET lease_expires_at = :now + :ttl, avail_at = :now + :ttl
         WHERE id = :id RETURNING lease_expires_at""",
@@ -341,6 +361,14 @@ def _renewed(tx: Tx, session_id: int, ttl: float, *, holder: str | None, key_nam
            " WHERE id = :eid",
            {"at": tx.now, "key": key_name, "holder": holder, "eid": last["id"],
             "detail": json.dumps({"ttl": ttl, "count": count}, separators=(",", ":"))})
+
+
+def _stale_state(tx: Tx, session_id: int) -> None:
+    """A write-back whose lease is over: nothing is written, and the holder hears so."""
+    if tx.row("SELECT 1 AS x FROM sessions WHERE id = :id", {"id": session_id}) is None:
+        raise NotFound(f"no session with id {session_id}")
+    raise LeaseMismatch(f"lease token is not the current lease of session {session_id}; your lease ended"
+                        " (released, expired or taken over), so its state was not written")
 
 
 def leases_held(tx: Tx, key_id: int | None) -> int:

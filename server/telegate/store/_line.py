@@ -76,7 +76,7 @@ _WAITING = "session_id IS NULL AND deadline > :now AND alive_until > :now"
 # and among equal turns the older ticket goes first. With one key waiting this is plain
 # ticket order. A ticket by name is only read while that session is free and enabled.
 _FAIR_ORDER = f"""
-    WITH w AS (SELECT id, owner, ttl, holder, name, key_id, purpose, request_id,
+    WITH w AS (SELECT id, owner, ttl, holder, name, key_id, purpose, request_id, account,
                       ROW_NUMBER() OVER (PARTITION BY key_id ORDER BY id) AS place
                FROM waiters WHERE {_WAITING}),
          held AS (SELECT lease_key_id AS key_id, COUNT(*) AS n FROM sessions
@@ -101,7 +101,7 @@ def park_cap(max_leases: int | None, max_waiting: int | None) -> int | None:
 
 def enqueue(tx: Tx, *, owner: str, ttl: float, wait: float, holder: str | None = None, name: str | None = None,
             key_id: int | None = None, purpose: str | None = None, request_id: str | None = None,
-            cap: int | None = None, keep: int = 1000) -> int | tuple[int, int]:
+            cap: int | None = None, keep: int = 1000, account: bool = False) -> int | tuple[int, int]:
     """Add a ticket at the end of the line, waiting ``wait`` seconds at most; returns it, or
     ``(cap, waiting)`` when the key parks ``cap`` polls already (see :func:`park_cap`).
 
@@ -123,13 +123,14 @@ def enqueue(tx: Tx, *, owner: str, ttl: float, wait: float, holder: str | None =
     if request_id is not None and key_id is not None:
         again = tx.row("""
             UPDATE waiters SET owner = :owner, ttl = :ttl, holder = :holder, name = :name, purpose = :purpose,
-                               deadline = :deadline, alive_until = :alive
+                               deadline = :deadline, alive_until = :alive, account = :account
             WHERE id = (SELECT id FROM waiters WHERE key_id = :key_id AND request_id = :request_id
                           AND session_id IS NULL AND (deadline <= :now OR alive_until <= :now)
                         ORDER BY id LIMIT 1)
             RETURNING id""",
             {"owner": owner, "ttl": ttl, "holder": holder, "name": name, "purpose": purpose, "key_id": key_id,
-             "request_id": request_id, "now": tx.now, "deadline": tx.now + wait, "alive": tx.now + ALIVE_FOR})
+             "request_id": request_id, "now": tx.now, "deadline": tx.now + wait, "alive": tx.now + ALIVE_FOR,
+             "account": int(account)})
         if again is not None:
             return int(again["id"])
     if key_id is not None:
@@ -144,11 +145,13 @@ def enqueue(tx: Tx, *, owner: str, ttl: float, wait: float, holder: str | None =
                       AND (deadline <= :now OR alive_until <= :now)""",
                    {"key_id": key_id, "now": tx.now, "edge": edge["id"]})
     row = tx.row("""
-        INSERT INTO waiters (owner, ttl, holder, name, key_id, purpose, request_id, created_at, deadline, alive_until)
-        VALUES (:owner, :ttl, :holder, :name, :key_id, :purpose, :request_id, :now, :deadline, :alive)
+        INSERT INTO waiters (owner, ttl, holder, name, key_id, purpose, request_id, created_at, deadline, alive_until,
+                             account)
+        VALUES (:owner, :ttl, :holder, :name, :key_id, :purpose, :request_id, :now, :deadline, :alive, :account)
         RETURNING id""",
         {"owner": owner, "ttl": ttl, "holder": holder, "name": name, "key_id": key_id, "purpose": purpose,
-         "request_id": request_id, "now": tx.now, "deadline": tx.now + wait, "alive": tx.now + ALIVE_FOR})
+         "request_id": request_id, "now": tx.now, "deadline": tx.now + wait, "alive": tx.now + ALIVE_FOR,
+         "account": int(account)})
     assert row is not None
     return int(row["id"])
 
@@ -170,7 +173,7 @@ def serve_line(tx: Tx, claim: Claim) -> list[Grant]:
                   " LIMIT :limit) AS f", {"now": tx.now, "limit": PASS_LIMIT})
     left = int(free["n"]) if free else 0
     grants: list[Grant] = []
-    no_fit: set[tuple[Any, Any]] = set()  # (name, purpose) nothing fits now
+    no_fit: set[tuple[Any, Any, Any]] = set()  # (name, purpose, account) nothing fits now
     stuck_keys: set[Any] = set()  # keys that may take no lease now
     seen: set[int] = set()
     turn, after = 0, 0
@@ -181,7 +184,7 @@ def serve_line(tx: Tx, claim: Claim) -> list[Grant]:
                 break
             turn, after = int(waiter["turn"]), int(waiter["id"])
             if waiter["id"] in seen or waiter["key_id"] in stuck_keys \
-                    or (waiter["name"], waiter["purpose"]) in no_fit:
+                    or (waiter["name"], waiter["purpose"], waiter["account"]) in no_fit:
                 continue
             seen.add(waiter["id"])
             # Locked (PostgreSQL): a ticket whose request is leaving the line right now
@@ -192,7 +195,7 @@ def serve_line(tx: Tx, claim: Claim) -> list[Grant]:
                 continue
             lease = claim(tx, waiter)
             if lease == "fit":
-                no_fit.add((waiter["name"], waiter["purpose"]))
+                no_fit.add((waiter["name"], waiter["purpose"], waiter["account"]))
                 continue
             if lease == "key":
                 stuck_keys.add(waiter["key_id"])
@@ -239,7 +242,8 @@ def leave(tx: Tx, ticket: int) -> Mapping[str, Any] | None:
     None when a lease was granted to it first (see :func:`claimed`)."""
     # Locked (PostgreSQL): a grant being committed to this ticket right now is waited for and
     # then seen, instead of the ticket being deleted under it (an orphan lease until its TTL).
-    row = tx.row("SELECT name, purpose, session_id, request_id, key_id FROM waiters WHERE id = :id /*for_update*/",
+    row = tx.row("SELECT name, purpose, account, session_id, request_id, key_id FROM waiters"
+                 " WHERE id = :id /*for_update*/",
                  {"id": ticket})
     if row is not None and row["session_id"] is not None:
         return None
@@ -249,7 +253,7 @@ def leave(tx: Tx, ticket: int) -> Mapping[str, Any] | None:
         tx.run("UPDATE waiters SET deadline = :now WHERE id = :id", {"id": ticket, "now": tx.now})
     else:
         tx.run("DELETE FROM waiters WHERE id = :id", {"id": ticket})
-    return row or {"name": None, "purpose": None, "session_id": None}
+    return row or {"name": None, "purpose": None, "account": 0, "session_id": None}
 
 
 def keep_alive(tx: Tx, owner: str) -> int:

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ._base import Engine
 from ._pool import Store
+
+if TYPE_CHECKING:
+    from ..accounts import Vault
 
 __all__ = ["open_store", "open_engine", "is_database_url", "URL_SCHEMES"]
 
@@ -35,12 +38,13 @@ def open_engine(db: str | Path, *, clock: Callable[[], float] = time.time, synch
 
 
 def open_store(db: str | Path, *, clock: Callable[[], float] = time.time, synchronous: str = "full",
-               busy_timeout: float = 30.0) -> Store:
+               busy_timeout: float = 30.0, vault: "Vault | None" = None) -> Store:
     """The pool at ``db`` (a SQLite file path, or a ``postgresql://`` URL), its schema brought
-    up to date (see :func:`open_engine` for the options)."""
+    up to date (see :func:`open_engine` for the options). ``vault`` seals and opens its
+    accounts (``telegate.accounts``); without one, accounts cannot be stored or read."""
     engine = open_engine(db, clock=clock, synchronous=synchronous, busy_timeout=busy_timeout)
     try:
-        return Store(engine)
+        return Store(engine, vault=vault)
     except BaseException:
         engine.close()
         raise

@@ -16,12 +16,18 @@ transaction (:meth:`Store._write`).
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import secrets
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
+from . import _accounts as vaulted
+from ._accounts import AccountsPart
 from . import _catalogue as catalogue
 from . import _counts as counts
+from . import _history as history
 from . import _keys as keys
 from . import _leases as leases
 from . import _line as line
@@ -31,8 +37,9 @@ from ._base import (
     WaitLimit,
 )
 from ._copy import copy_pool
-from ._namekeys import fill_name_keys
-from ._sql import IS_FREE, lease_from
+from ._namekeys import fill_name_keys, key_of
+from ._sql import IS_FREE, lease_from, padded
+from ..accounts import AccountError, Vault, check_account
 
 __all__ = ["Store"]
 
@@ -48,8 +55,11 @@ Serve = Callable[[], None]
 class _Base:
     """The engine, the pool's lifecycle, and the one write path that may free sessions."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, vault: Vault | None = None) -> None:
         self.engine = engine
+        #: Seals and opens accounts (``telegate.accounts``); without a master key, storing or
+        #: reading an account raises :class:`~telegate.accounts.MasterKeyMissing`.
+        self.vault = vault if vault is not None else Vault(None)
         self.clock = engine.now
         #: Called after each commit that granted sessions to waiting tickets, with the grants.
         self.grant_listeners: list[Callable[[list[Grant]], None]] = []
@@ -163,7 +173,7 @@ class _Leasing(_Base):
     def acquire(self, ttl: float, holder: str | None = None, name: str | None = None, *,
                 key: KeyInfo | None = None, request_id: str | None = None,
                 purpose: str | None = None, wait: float = 0, owner: str | None = None,
-                keep_polls: int = 1000) -> Lease | Ticket:
+                keep_polls: int = 1000, account: bool = False) -> Lease | Ticket:
         """Lease the least recently used free session (or the one called ``name``) to ``key``.
 
         ``request_id`` makes the call idempotent: a repeat from the same key while that
@@ -177,12 +187,18 @@ class _Leasing(_Base):
         :class:`WaitLimit` when it parks as many polls as it may (``line.park_cap``), and
         :class:`NotFound` when ``name`` is not registered. ``keep_polls``: how many polls
         that left the line a key's retries may still take back (at least its cap).
+        ``account``: only sessions that hold an account (read it with :meth:`lease_account`);
+        the lease's event says so.
         """
         purpose = purpose.lower() if purpose else None
 
         def claim(tx: Tx, serve: Serve) -> Lease | Ticket | NoSessionAvailable | WaitLimit:
             serve()
-            outcome = leases.claim(tx, self.engine, ttl, holder, name, key, request_id, purpose)
+            outcome = leases.claim(tx, self.engine, ttl, holder, name, key, request_id, purpose, account)
+            if account and isinstance(outcome, Lease):
+                # The sealed account in the claim's own transaction: one statement, not a
+                # read transaction of its own after it; opened after the commit.
+                outcome = dataclasses.replace(outcome, sealed=vaulted.sealed_row(tx, outcome.session_id))
             # Only a request something can free up for parks: one for a disabled session,
             # or while every session it could take is disabled, is answered now.
             if isinstance(outcome, NoSessionAvailable) and wait > 0 and owner is not None and outcome.total \
@@ -191,7 +207,8 @@ class _Leasing(_Base):
                 cap = None if key is None or key.is_admin else line.park_cap(key.max_leases, key.max_waiting)
                 ticket = line.enqueue(tx, owner=owner, ttl=ttl, wait=wait, holder=holder, name=name,
                                       key_id=key.id if key is not None else None, purpose=purpose,
-                                      request_id=request_id, cap=cap, keep=max(cap or 0, keep_polls))
+                                      request_id=request_id, cap=cap, keep=max(cap or 0, keep_polls),
+                                      account=account)
                 if isinstance(ticket, tuple):
                     limit, waiting = ticket
                     assert key is not None
@@ -218,7 +235,8 @@ class _Leasing(_Base):
 
     def release(self, session_id: int, token: str | None = None, *, key: KeyInfo | None = None,
                 flood_wait: float | None = None, flood_scope: str | None = None,
-                disable: str | None = None, peer_flood: bool = False) -> bool:
+                disable: str | None = None, peer_flood: bool = False,
+                state: Mapping[str, Any] | None = None) -> bool:
         """End a lease, optionally resting the session (for one method, or all) or disabling it.
 
         Idempotent: an unknown id or a session nobody holds returns ``False`` and changes
@@ -226,30 +244,55 @@ class _Leasing(_Base):
         lease. A flood wait never shortens one already running. Returns ``True`` when a
         lease ended. ``peer_flood`` only marks the flood wait's event: Telegram said
         PEER_FLOOD (no seconds) and ``flood_wait`` is the server's rest for it.
+
+        ``state`` (checked by :func:`telegate.accounts.check_state`) is the holder's
+        write-back, merged into the account in this same transaction; it needs ``token``,
+        and a token that is not the current lease writes nothing (:class:`LeaseMismatch`).
         """
         scope = flood_scope.lower() if flood_scope else None
+        write_state = self._state_writer(session_id, state)
 
         def end_lease(tx: Tx, serve: Serve) -> bool:
             ended = leases.release(tx, self.engine, session_id, token, key, flood_wait=flood_wait, scope=scope,
-                                   disable=disable, peer_flood=peer_flood)
+                                   disable=disable, peer_flood=peer_flood, write_state=write_state)
             if ended:
                 serve()  # the freed session goes to the longest waiter
             return ended
 
         return self._write(end_lease, batch=True)
 
-    def renew(self, session_id: int, token: str, ttl: float, *, key: KeyInfo | None = None) -> float:
+    def renew(self, session_id: int, token: str, ttl: float, *, key: KeyInfo | None = None,
+              state: Mapping[str, Any] | None = None) -> float:
         """Extend the lease held under ``token`` to now + ``ttl``; returns the new expiry.
 
         A lease that lapsed but was not taken over may still be renewed: the token is
-        still the session's, so nobody else can hold it.
+        still the session's, so nobody else can hold it. ``state``: a write-back merged in
+        the same transaction (see :meth:`release`).
         """
+        write_state = self._state_writer(session_id, state)
+
         def extend(tx: Tx) -> float:
-            return leases.renew(tx, session_id, token, ttl, key)
+            return leases.renew(tx, session_id, token, ttl, key, write_state)
 
         return self.engine.write(extend, batch=True)
 
     # -- the waiting line (_line.py; woken by telegate._waiting) ------------------------
+
+    def _state_writer(self, session_id: int, state: Mapping[str, Any] | None) -> Callable[[Tx], None] | None:
+        """A write-back, merged and sealed now, before its transaction, so that the work holds no
+        lock; the function stores it in the release's (or renewal's) transaction, merging again
+        there if the account changed in between."""
+        if state is None:
+            return None
+        row = self.engine.read(lambda tx: vaulted.sealed_row(tx, session_id))
+        prepared = None if row is None else vaulted.prepare_write(self.vault, row, state)
+
+        def write(tx: Tx) -> None:
+            if not vaulted.write_state(tx, self.vault, session_id, state, prepared):
+                raise AccountError(f"session {session_id} holds no account, so it has no state to write back;"
+                                   " send the release without \"state\"")
+
+        return write
 
     def claimed(self, ticket: int) -> Lease | None:
         """The lease granted to ``ticket``, while it lives (a read: the grant was the lease)."""
@@ -265,8 +308,8 @@ class _Leasing(_Base):
                 row = line.claimed(tx, ticket)
                 if row is not None:
                     return lease_from(row)
-                asked = {"name": None, "purpose": None}  # granted, but that lease is over already
-            return counts.unavailable(tx, asked["name"], asked["purpose"])[0]
+                asked = {"name": None, "purpose": None, "account": 0}  # granted, but that lease is over already
+            return counts.unavailable(tx, asked["name"], asked["purpose"], bool(asked["account"]))[0]
 
         outcome = self.engine.write(leave, batch=True)
         if isinstance(outcome, Lease):
@@ -417,13 +460,14 @@ class _Keys(_Base):
     # -- API keys (_keys.py) ------------------------------------------------------------
 
     def create_key(self, name: str, scope: str = "client", key: str | None = None, *,
-                   max_leases: int | None = None, max_waiting: int | None = None) -> str:
+                   max_leases: int | None = None, max_waiting: int | None = None, accounts: bool = False) -> str:
         """Store a key (a new random one unless ``key`` is given) and return it in clear.
 
         Only its hash is kept: the returned string is the one chance to see it.
         ``max_leases`` caps how many leases the key may hold at once (None: no cap);
         ``max_waiting`` how many polls it may park in the waiting line at once (None: the
-        rule of ``_line.park_cap``).
+        rule of ``_line.park_cap``); ``accounts``: the key may ask for a session's account
+        with its lease.
         """
         if scope not in ("client", "admin"):
             raise ValueError("scope must be 'client' or 'admin'")
@@ -432,7 +476,7 @@ class _Keys(_Base):
         if max_waiting is not None and max_waiting < 1:
             raise ValueError("max_waiting must be at least 1")
         secret = key or _KEY_PREFIX + secrets.token_urlsafe(32)
-        self.engine.write(lambda tx: keys.insert(tx, name, secret, scope, max_leases, max_waiting))
+        self.engine.write(lambda tx: keys.insert(tx, name, secret, scope, max_leases, max_waiting, accounts))
         return secret
 
     def has_key(self, key: str) -> bool:
@@ -475,7 +519,7 @@ class _Keys(_Base):
         return self.engine.read(lambda tx: keys.lookup(tx, key))
 
 
-class Store(_Leasing, _Catalogue, _Keys):
+class Store(_Leasing, _Catalogue, _Keys, AccountsPart):
     """The pool of one database, on the ``engine`` given (see ``open_store``).
 
     Opening migrates the schema. On PostgreSQL, unless a test injects a clock, every time

@@ -65,6 +65,8 @@ def session_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """A session row as the API shows it: ``disabled`` a bool, ``meta`` decoded."""
     data = dict(row)
     data["disabled"] = bool(data["disabled"])
+    if "has_account" in data:
+        data["has_account"] = bool(data["has_account"])
     data["meta"] = json.loads(data["meta"])
     return data
 
