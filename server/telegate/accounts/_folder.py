@@ -1,0 +1,146 @@
+"""A folder of accounts as sellers and tools leave it: what each entry is, and why not.
+
+:func:`plan_folder` lists the folder once, cheaply (names and file types only), into
+candidates and entries it will not read, each with its reason. :func:`read_candidate`
+then reads one candidate (the costly part, so the caller can show progress and stop
+between accounts). Nothing in the folder is written to or locked.
+"""
+from __future__ import annotations
+
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._text import escape, unsafe_detail
+from ._formats import FormatError, read_session_file
+from ._sidecar import apply_sidecar
+from ._tdata import INSTALL_HINT, is_tdata, read_tdata, tdata_available
+
+__all__ = ["Candidate", "Found", "Skipped", "plan_folder", "read_candidate"]
+
+# Files SQLite keeps beside a database while it is open: part of the session, not entries.
+_SQLITE_COMPANIONS = (".session-journal", ".session-wal", ".session-shm")
+
+
+@dataclass
+class Candidate:
+    """An entry that looks like an account: a ``.session`` (and its ``.json``) or a tdata folder."""
+
+    name: str
+    path: Path
+    what: str  # "session" or "tdata"
+    sidecar: Path | None = None
+
+    @property
+    def shown(self) -> str:
+        return escape(self.path.name if self.what == "session" else str(self.path))
+
+
+@dataclass
+class Found:
+    """One account read: its name, kind and Account JSON, and warnings about its files."""
+
+    name: str
+    kind: str
+    account: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Skipped:
+    """An entry not imported, and why (one line for the admin)."""
+
+    shown: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.shown}: {self.reason}"
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")  # undecodable bytes in a POSIX file name arrive as lone surrogates
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _name_problem(name: str, max_length: int) -> str | None:
+    if not name.strip():
+        return "the name is blank"
+    if len(name) > max_length:
+        return f"the name is over {max_length} characters"
+    unsafe = unsafe_detail("the name", name)
+    if unsafe:
+        return unsafe
+    if not _is_utf8(name):
+        return "the name is not valid UTF-8"
+    return None
+
+
+def plan_folder(folder: Path, *, max_name_length: int = 200) -> tuple[list[Candidate], list[Skipped]]:
+    """Every entry of ``folder``: the candidates by name, and the entries skipped with reasons."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder")
+    entries = sorted(folder.iterdir(), key=lambda p: p.name)
+    names = {p.name for p in entries}
+    candidates: dict[str, Candidate] = {}
+    skipped: list[Skipped] = []
+    for path in entries:
+        shown = escape(path.name)
+        try:
+            mode = path.stat().st_mode  # follows a symlink: a link to a regular file is fine
+        except OSError as exc:
+            skipped.append(Skipped(shown, f"cannot read it ({exc.strerror or exc})"))
+            continue
+        if stat.S_ISDIR(mode):
+            tdata = path if is_tdata(path) else path / "tdata" if is_tdata(path / "tdata") else None
+            if tdata is None:
+                skipped.append(Skipped(shown + "/", "a folder with no Telegram Desktop tdata in it (sessions in"
+                                                    " subfolders are not read: import that folder itself)"))
+                continue
+            candidate = Candidate(path.name, tdata, "tdata")
+        elif not stat.S_ISREG(mode):
+            # Opening a FIFO blocks until a writer shows up; a device may be anything.
+            skipped.append(Skipped(shown, "not a regular file"))
+            continue
+        elif path.suffix == ".session":
+            sidecar = path.with_suffix(".json")
+            candidate = Candidate(path.stem, path, "session", sidecar if sidecar.name in names else None)
+        elif path.suffix == ".json":
+            if path.with_suffix(".session").name not in names:
+                skipped.append(Skipped(shown, f"a .json with no {escape(path.stem)}.session beside it"))
+            continue
+        elif path.name.endswith(_SQLITE_COMPANIONS):
+            continue
+        else:
+            skipped.append(Skipped(shown, "not a .session file, a seller's .json or a tdata folder"))
+            continue
+        problem = _name_problem(candidate.name, max_name_length)
+        if problem:
+            skipped.append(Skipped(shown, problem))
+        elif candidate.name in candidates:
+            skipped.append(Skipped(shown, f"the name {shown!r} is taken by {candidates[candidate.name].shown}"))
+        elif candidate.what == "tdata" and not tdata_available():
+            skipped.append(Skipped(shown + "/", INSTALL_HINT))
+        else:
+            candidates[candidate.name] = candidate
+    return list(candidates.values()), skipped
+
+
+def read_candidate(candidate: Candidate) -> list[Found | Skipped]:
+    """The account(s) of one candidate (a tdata folder may hold several), or why not."""
+    if candidate.what == "tdata":
+        try:
+            accounts = read_tdata(candidate.path)
+        except FormatError as exc:
+            return [Skipped(candidate.shown, str(exc))]
+        return [Found(candidate.name if number == 1 else f"{candidate.name}-{number}", "unknown", account)
+                for number, account in enumerate(accounts, 1)]
+    try:
+        kind, account = read_session_file(candidate.path)
+    except FormatError as exc:
+        return [Skipped(candidate.shown, str(exc))]
+    warnings = apply_sidecar(candidate.sidecar, account) if candidate.sidecar else []
+    return [Found(candidate.name, kind, account, [escape(w) for w in warnings])]
