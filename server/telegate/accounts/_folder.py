@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .._text import escape, unsafe_detail
-from ._formats import FormatError, read_session_file
+from ._formats import FormatError, NoAuthKey, read_session_file
 from ._sidecar import apply_sidecar
 from ._tdata import INSTALL_HINT, is_tdata, read_tdata, tdata_available
 
@@ -39,11 +39,11 @@ class Candidate:
 
 @dataclass
 class Found:
-    """One account read: its name, kind and Account JSON, and warnings about its files."""
+    """One account read: its name, kind and Account JSON (None: a name only), and warnings."""
 
     name: str
     kind: str
-    account: dict[str, Any]
+    account: dict[str, Any] | None
     warnings: list[str] = field(default_factory=list)
 
 
@@ -140,6 +140,10 @@ def read_candidate(candidate: Candidate) -> list[Found | Skipped]:
                 for number, account in enumerate(accounts, 1)]
     try:
         kind, account = read_session_file(candidate.path)
+    except NoAuthKey as exc:
+        # The seed's way still works: a worker that keeps its own files leases it by name.
+        return [Found(candidate.name, exc.kind or "unknown", None,
+                      [f"{candidate.shown}: {exc}: registered by name only, without an account"])]
     except FormatError as exc:
         return [Skipped(candidate.shown, str(exc))]
     warnings = apply_sidecar(candidate.sidecar, account) if candidate.sidecar else []

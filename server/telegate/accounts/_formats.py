@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 __all__ = [
-    "ACCOUNT_FIELDS", "FormatError", "new_account", "auth_key_bytes", "session_file_kind", "read_session_file",
+    "ACCOUNT_FIELDS", "FormatError", "NoAuthKey", "new_account", "auth_key_bytes", "session_file_kind", "read_session_file",
     "read_session_string", "write_session_file", "telethon_string", "pyrogram_string", "dc_address",
     "peer_type_from_id",
 ]
@@ -70,6 +70,12 @@ _PYROGRAM_CURRENT = ">BI?256sQ?"
 
 class FormatError(ValueError):
     """A file or string that is not an account we can read; the message says why (never a secret)."""
+
+
+class NoAuthKey(FormatError):
+    """A session of a known ``kind`` that never logged in: a name without an account."""
+
+    kind: str | None = None
 
 
 def new_account(**fields: Any) -> dict[str, Any]:
@@ -163,6 +169,9 @@ def read_session_file(path: str | Path) -> tuple[str, dict[str, Any]]:
             raise FormatError("a SQLite database, but not a Telethon or Pyrogram session (no sessions table"
                               " beside entities or peers)")
         account = _read_telethon(conn) if kind == "telethon" else _read_pyrogram(conn)
+    except NoAuthKey as exc:
+        exc.kind = kind
+        raise
     except sqlite3.DatabaseError as exc:
         raise FormatError(f"a damaged session database ({exc})") from None
     finally:
@@ -180,14 +189,14 @@ def _version(conn: sqlite3.Connection, column: str) -> int | None:
 
 def _check_key(key: Any) -> str:
     if key is None or (isinstance(key, (bytes, str)) and len(key) == 0):
-        raise FormatError("holds no auth key (the session never logged in)")
+        raise NoAuthKey("holds no auth key (the session never logged in)")
     if isinstance(key, str):
         key = key.encode("latin-1", "replace")
     if not isinstance(key, bytes) or len(key) != AUTH_KEY_SIZE:
         size = len(key) if isinstance(key, bytes) else type(key).__name__
         raise FormatError(f"its auth key is {size} bytes, not {AUTH_KEY_SIZE}")
     if not any(key):
-        raise FormatError("its auth key is all zeros (the session never logged in)")
+        raise NoAuthKey("its auth key is all zeros (the session never logged in)")
     return _b64(key)
 
 
@@ -216,7 +225,7 @@ def _read_telethon(conn: sqlite3.Connection) -> dict[str, Any]:
     rows = conn.execute(f"SELECT {', '.join(wanted)} FROM sessions").fetchall()
     rows = [row for row in rows if row[3]]  # Telethon keeps one row; a stray empty one is no login
     if not rows:
-        raise FormatError("holds no auth key (the session never logged in)")
+        raise NoAuthKey("holds no auth key (the session never logged in)")
     dc_id, address, port, key = rows[-1]
     test_mode = address in _TEST.values() and address not in _PROD.values()
     account = new_account(dc_id=_int(dc_id), server_address=_text(address), port=_int(port),
@@ -253,7 +262,7 @@ def _read_pyrogram(conn: sqlite3.Connection) -> dict[str, Any]:
                          "is_bot") if c in columns]
     row = conn.execute(f"SELECT {', '.join(names)} FROM sessions").fetchone()
     if row is None:
-        raise FormatError("holds no session row (the session never logged in)")
+        raise NoAuthKey("holds no session row (the session never logged in)")
     values = dict.fromkeys(("server_address", "port", "api_id", "test_mode", "user_id", "is_bot"))
     values.update(zip(names, row))
     test_mode = bool(values["test_mode"])

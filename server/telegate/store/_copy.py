@@ -8,7 +8,7 @@ one write transaction: the target gets the whole pool or nothing.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ._base import Conflict, Tx
 
@@ -22,12 +22,15 @@ TABLES = ("api_keys", "sessions", "session_rests", "session_events")
 _CHUNK = 500
 
 
-def copy_pool(source: Any, target: Any) -> dict[str, int]:
+def copy_pool(source: Any, target: Any, *, progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
     """Copy every row of ``source`` into ``target`` (both :class:`Store`); returns rows per table.
 
     Raises :class:`Conflict` when ``target`` holds anything already: a copy never merges.
+    ``progress(done, total)`` hears of the rows written so far (all in one transaction: an
+    interrupted copy leaves the target empty).
     """
     tables = {table: source.engine.read(lambda tx, table=table: _all_rows(tx, table)) for table in TABLES}
+    total = sum(map(len, tables.values()))
 
     def fill(tx: Tx) -> None:
         held = {table: tx.row(f"SELECT COUNT(*) AS n FROM {table}")["n"] for table in TABLES}
@@ -35,9 +38,13 @@ def copy_pool(source: Any, target: Any) -> dict[str, int]:
             what = ", ".join(f"{n} {table.replace('_', ' ')}" for table, n in held.items() if n)
             raise Conflict(f"{target.path} is not empty ({what}); migrate copies into an empty database"
                            " only: create a new one (createdb) and name it in --to")
+        done = 0
         for table, rows in tables.items():
             for start in range(0, len(rows), _CHUNK):
                 _insert(tx, table, rows[start:start + _CHUNK])
+                done += len(rows[start:start + _CHUNK])
+                if progress is not None:
+                    progress(done, total)
 
     target.engine.write(fill)
     reset = getattr(target.engine, "reset_identities", None)
