@@ -205,8 +205,9 @@ class DatabaseAdmin:
         wanted = list(dict.fromkeys(names))
         for start in range(0, len(wanted), _LOOKUP_BATCH_NAMES):
             rows, _ = self.store.list_sessions(names=wanted[start:start + _LOOKUP_BATCH_NAMES], limit=_PAGE)
+            get = getattr(self.store, "get_account", None)  # a store that keeps no accounts: names only
             for row in rows:
-                found[row["name"]] = (row["kind"], self.store.get_account(row["id"]))
+                found[row["name"]] = (row["kind"], get(row["id"]) if get else None)
         return found
 
     def iter_sessions(self, state: str | None = None) -> Iterator[dict[str, Any]]:
