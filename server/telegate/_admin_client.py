@@ -24,9 +24,9 @@ import urllib3
 
 from . import _keys
 from ._http import iso
-from .store import STATES, Store, StoreError, is_database_url
+from .store import STATES, Store, is_database_url
 
-__all__ = ["Admin", "AdminError", "PutResult", "HttpAdmin", "DatabaseAdmin", "choose", "DEFAULT_URL"]
+__all__ = ["Admin", "AdminError", "HttpAdmin", "DatabaseAdmin", "choose", "DEFAULT_URL"]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 #: Names per POST /sessions: well under the server's 100,000 and its default 1 MiB body.
@@ -46,81 +46,6 @@ class AdminError(Exception):
     """A failure to show as one line (``telegate: error: ...``), exit status 1."""
 
 
-#: Accounts per ``put_sessions`` call of the database backend: one transaction each, so an
-#: interrupted import leaves whole accounts only.
-_PUT_BATCH_ITEMS = 500
-#: Accounts per POST /sessions: within the server's default --max-body of 1 MiB.
-_PUT_BATCH_BYTES = 512 * 1024
-
-
-class PutResult:
-    """What ``put_sessions`` did, by name: added, updated, registered already (not changed), refused."""
-
-    def __init__(self) -> None:
-        self.added: list[str] = []
-        self.updated: list[str] = []
-        self.existing: list[str] = []
-        self.refused: dict[str, str] = {}
-
-    def take(self, answer: Mapping[str, Any]) -> None:
-        for field in ("added", "updated", "existing"):
-            getattr(self, field).extend(_name_of(item) for item in answer.get(field) or ())
-
-
-def _name_of(item: Any) -> str:
-    return str(item["name"]) if isinstance(item, Mapping) else str(item)
-
-
-def _names_only(item: Mapping[str, Any], update: bool) -> bool:
-    """Whether ``item`` is a bare name and kind, which every server version registers the old way."""
-    return not update and item.get("account") is None and not item.get("groups") and item.get("meta") is None
-
-
-def _put_in_batches(items: Sequence[Mapping[str, Any]], send: Callable[[list[Mapping[str, Any]]], Mapping[str, Any]],
-                    refusals: tuple[type[Exception], ...], *, most: int, budget: int) -> PutResult:
-    """Send ``items`` in batches; a refused batch is retried item by item to name the culprits.
-
-    When every item of the batch is refused for the same reason, the reason is not the
-    items' (an old server, a missing master key): that is one error for the whole command.
-    """
-    result = PutResult()
-    batch: list[Mapping[str, Any]] = []
-    size = 0
-
-    def flush() -> None:
-        try:
-            result.take(send(batch))
-            return
-        except refusals as exc:
-            if len(batch) == 1:
-                reasons = {str(exc)}
-                failures = {batch[0]["name"]: str(exc)}
-            else:
-                failures = {}
-                for item in batch:
-                    try:
-                        result.take(send([item]))
-                    except refusals as one:
-                        failures[item["name"]] = str(one)
-                reasons = set(failures.values())
-        stored = len(result.added) + len(result.updated) + len(result.existing)
-        if len(failures) == len(batch) and len(reasons) == 1 and (len(batch) > 1 or not stored):
-            done = f" ({stored} stored before it; running the command again is safe)" if stored else ""
-            raise AdminError(reasons.pop() + done)
-        result.refused.update(failures)
-
-    for item in items:
-        weight = len(json.dumps(item, ensure_ascii=False).encode("utf-8")) + 1
-        if batch and (len(batch) >= most or size + weight > budget):
-            flush()
-            batch, size = [], 0
-        batch.append(item)
-        size += weight
-    if batch:
-        flush()
-    return result
-
-
 class Admin(Protocol):
     """What the admin commands need, from a server or from a database file."""
 
@@ -128,9 +53,8 @@ class Admin(Protocol):
 
     def add_sessions(self, names: Sequence[str], *, kind: str = "unknown", meta: dict | None = None,
                      kinds: Mapping[str, str] | None = None) -> tuple[int, int]: ...
-    def put_sessions(self, items: Sequence[Mapping[str, Any]], *, update: bool = False) -> PutResult: ...
-    def get_accounts(self, names: Sequence[str]) -> dict[str, tuple[str, dict[str, Any] | None]]: ...
     def iter_sessions(self, state: str | None = None) -> Iterator[dict[str, Any]]: ...
+    def sessions_named(self, names: Sequence[str]) -> dict[str, dict[str, Any]]: ...
     def set_disabled(self, names: Sequence[str], disabled: bool, reason: str | None = None) -> list[str]: ...
     def remove_sessions(self, names: Sequence[str]) -> list[str]: ...
     def create_key(self, name: str, *, admin: bool = False, max_leases: int | None = None) -> str: ...
@@ -180,34 +104,13 @@ class DatabaseAdmin:
                                                   kinds=dict(kinds) if kinds else None)
         return len(added), len(existing)
 
-    def put_sessions(self, items: Sequence[Mapping[str, Any]], *, update: bool = False) -> PutResult:
-        """Register ``items`` (``{"name", "kind", "meta"?, "groups"?, "account"?}``); ``update`` refreshes
-        names registered already (kind and account)."""
-        result = PutResult()
-        bare = [item for item in items if _names_only(item, update)]
-        if bare:
-            added, existing = self.store.add_sessions(dict.fromkeys(i["name"] for i in bare),
-                                                      kinds={i["name"]: i.get("kind", "unknown") for i in bare})
-            result.take({"added": added, "existing": existing})
-        rich = [item for item in items if not _names_only(item, update)]
-        if rich:
-            put = getattr(self.store, "put_sessions", None)
-            if put is None:
-                raise AdminError(f"{self.where} keeps no accounts (this TeleGate's store has no put_sessions)")
-            sent = _put_in_batches(rich, lambda batch: put(batch, update=update), (StoreError, ValueError),
-                                   most=_PUT_BATCH_ITEMS, budget=1 << 62)
-            result.take({"added": sent.added, "updated": sent.updated, "existing": sent.existing})
-            result.refused.update(sent.refused)
-        return result
-
-    def get_accounts(self, names: Sequence[str]) -> dict[str, tuple[str, dict[str, Any] | None]]:
-        found: dict[str, tuple[str, dict[str, Any] | None]] = {}
+    def sessions_named(self, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The rows (id, name, kind, ...) of those of ``names`` that are registered, by name."""
+        found: dict[str, dict[str, Any]] = {}
         wanted = list(dict.fromkeys(names))
         for start in range(0, len(wanted), _LOOKUP_BATCH_NAMES):
             rows, _ = self.store.list_sessions(names=wanted[start:start + _LOOKUP_BATCH_NAMES], limit=_PAGE)
-            get = getattr(self.store, "get_account", None)  # a store that keeps no accounts: names only
-            for row in rows:
-                found[row["name"]] = (row["kind"], get(row["id"]) if get else None)
+            found.update((row["name"], dict(row)) for row in rows)
         return found
 
     def iter_sessions(self, state: str | None = None) -> Iterator[dict[str, Any]]:
@@ -362,41 +265,6 @@ class HttpAdmin:
                 existing += len(answer["existing"])
         return added, existing
 
-    def put_sessions(self, items: Sequence[Mapping[str, Any]], *, update: bool = False) -> PutResult:
-        result = PutResult()
-        bare: dict[str, list[str]] = {}
-        for item in items:
-            if _names_only(item, update):
-                bare.setdefault(item.get("kind", "unknown"), []).append(item["name"])
-        for kind, names in bare.items():
-            for batch in _batches(names):
-                result.take(self._call("POST", "/sessions", {"names": batch, "kind": kind},
-                                       expect=("added", "existing")))
-
-        def send(batch: list[Mapping[str, Any]]) -> Mapping[str, Any]:
-            return self._call("POST", "/sessions", {"sessions": batch, "update": update}, expect=("added",))
-
-        rich = [item for item in items if not _names_only(item, update)]
-        if rich:
-            sent = _put_in_batches(rich, send, (_ServerError,), most=_ADD_BATCH_NAMES, budget=_PUT_BATCH_BYTES)
-            result.take({"added": sent.added, "updated": sent.updated, "existing": sent.existing})
-            result.refused.update(sent.refused)
-        return result
-
-    def get_accounts(self, names: Sequence[str]) -> dict[str, tuple[str, dict[str, Any] | None]]:
-        found: dict[str, tuple[str, dict[str, Any] | None]] = {}
-        for name, row in self._rows(names).items():
-            try:
-                answer = self._call("GET", f"/sessions/{row['id']}/account")
-            except _ServerError as exc:
-                if exc.status != 404:
-                    raise
-                found[name] = (row["kind"], None)
-                continue
-            account = answer.get("account", answer)
-            found[name] = (row["kind"], account if isinstance(account, dict) else None)
-        return found
-
     def iter_sessions(self, state: str | None = None) -> Iterator[dict[str, Any]]:
         offset = 0
         while True:
@@ -412,10 +280,10 @@ class HttpAdmin:
 
     def _ids(self, names: Sequence[str]) -> dict[str, int]:
         """The ids of those of ``names`` that are registered (the API addresses sessions by id)."""
-        return {name: row["id"] for name, row in self._rows(names).items()}
+        return {name: row["id"] for name, row in self.sessions_named(names).items()}
 
-    def _rows(self, names: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """The session rows of those of ``names`` that are registered, by name.
+    def sessions_named(self, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The rows of those of ``names`` that are registered, by name.
 
         Asked of the server by name (``GET /sessions?name=...``), a batch per request, so
         the cost follows the names, not the pool. A server from before that filter ignores
@@ -434,7 +302,7 @@ class HttpAdmin:
         return found
 
     def _rows_by_listing(self, names: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """``_rows`` from a server without the ``name`` filter: the whole list, page by page."""
+        """``sessions_named`` from a server without the ``name`` filter: the whole list, page by page."""
         wanted, found = set(names), {}
         for row in self.iter_sessions():
             if row["name"] in wanted:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence, TextIO
 
-from ._admin_client import Admin, AdminError, PutResult
+from ._admin_client import Admin, AdminError
 from ._progress import Progress, is_terminal
 from ._text import escape
 from .accounts import FormatError, Found, Skipped, apply_sidecar, plan_folder, read_candidate, read_session_string
@@ -26,12 +26,106 @@ __all__ = ["add_arguments", "import_folder", "import_string", "export"]
 
 #: Accounts read before they are stored: a batch is one transaction (or one request).
 _STORE_EVERY = 500
+#: Bytes of JSON per batch: well within the server's default --max-body of 1 MiB.
+_BATCH_BYTES = 512 * 1024
+#: The most cached entities one account brings in (the server's cap on one write); the most
+#: recently seen are kept.
+MAX_IMPORT_ENTITIES = 20_000
 #: Names shown in a list before "and N more".
 _SHOWN = 50
 
 
 class CommandError(Exception):
     """A user-facing failure of these commands: one line, exit status 1."""
+
+
+class PutResult:
+    """What storing did, by name: added, updated, registered already (not changed), refused (why)."""
+
+    def __init__(self) -> None:
+        self.added: list[str] = []
+        self.updated: list[str] = []
+        self.existing: list[str] = []
+        self.refused: dict[str, str] = {}
+
+    def take(self, answer: Mapping[str, Any]) -> None:
+        for field in ("added", "updated", "existing"):
+            getattr(self, field).extend(_name_of(item) for item in answer.get(field) or ())
+
+    @property
+    def stored(self) -> int:
+        return len(self.added) + len(self.updated) + len(self.existing)
+
+
+def _name_of(item: Any) -> str:
+    return str(item["name"]) if isinstance(item, Mapping) else str(item)
+
+
+def _bare(item: Mapping[str, Any], update: bool) -> bool:
+    """A name and kind alone, which every TeleGate registers (``sessions add``'s way)."""
+    return not update and item.get("account") is None and not item.get("groups")
+
+
+def put_items(admin: Admin, items: Sequence[Mapping[str, Any]], *, update: bool) -> PutResult:
+    """Store ``items`` (``{"name", "kind", "groups"?, "account"?}``) in batches, each whole.
+
+    A batch the backend refuses is sent again item by item, so the culprits are named
+    (an account over a size limit, a field the server does not take) and the rest go
+    in. When every item of a batch is refused for one reason, the reason is not theirs
+    (no master key, a server that keeps no accounts): that is the command's error.
+    """
+    result = PutResult()
+    bare: dict[str, list[str]] = {}
+    for item in items:
+        if _bare(item, update):
+            bare.setdefault(item["kind"], []).append(item["name"])
+    for kind, names in bare.items():
+        added, existing = _add_names(admin, names, kind)
+        result.take({"added": added, "existing": existing})
+    rich = [item for item in items if not _bare(item, update)]
+    put = getattr(admin, "put_sessions", None)
+    if rich and put is None:
+        raise AdminError(f"{admin.where} keeps no accounts (this TeleGate has no put_sessions); upgrade it")
+    batch: list[Mapping[str, Any]] = []
+    size = 0
+    for item in rich:
+        weight = len(json.dumps(item, ensure_ascii=False).encode("utf-8")) + 1
+        if batch and size + weight > _BATCH_BYTES:
+            _put_batch(put, batch, update, result)
+            batch, size = [], 0
+        batch.append(item)
+        size += weight
+    if batch:
+        _put_batch(put, batch, update, result)
+    return result
+
+
+def _add_names(admin: Admin, names: list[str], kind: str) -> tuple[list[str], list[str]]:
+    """Register bare names; the names added and the names registered already."""
+    before = admin.sessions_named(names)
+    admin.add_sessions(names, kind=kind)
+    return [n for n in names if n not in before], [n for n in names if n in before]
+
+
+def _put_batch(put: Any, batch: list[Mapping[str, Any]], update: bool, result: PutResult) -> None:
+    try:
+        result.take(put(batch, update=update))
+        return
+    except AdminError as exc:
+        if len(batch) == 1 and not result.stored:
+            raise
+        failures = {batch[0]["name"]: str(exc)} if len(batch) == 1 else {}
+    if len(batch) > 1:
+        for item in batch:
+            try:
+                result.take(put([item], update=update))
+            except AdminError as one:
+                failures[item["name"]] = str(one)
+        reasons = set(failures.values())
+        if len(failures) == len(batch) and len(reasons) == 1:
+            done = f" ({result.stored} stored before it; running the command again is safe)" if result.stored else ""
+            raise AdminError(reasons.pop() + done)
+    result.refused.update(failures)
 
 
 def _groups(values: Sequence[str] | None) -> list[str]:
@@ -86,6 +180,15 @@ def _item(found: Found, groups: list[str]) -> dict[str, Any]:
     if groups:
         item["groups"] = groups
     return item
+
+
+def _cap_entities(found: Found, warnings: list[str]) -> None:
+    state = (found.account or {}).get("state") or {}
+    entities = state.get("entities") or []
+    if len(entities) > MAX_IMPORT_ENTITIES:
+        state["entities"] = entities[:MAX_IMPORT_ENTITIES]
+        warnings.append(f"{escape(found.name)}: {len(entities)} cached entities; the {MAX_IMPORT_ENTITIES}"
+                        " most recently seen are kept")
 
 
 def _names(names: Sequence[str]) -> str:
@@ -144,7 +247,7 @@ def import_folder(admin: Admin, args: argparse.Namespace, err: TextIO) -> int:
 
     def store() -> None:
         if pending:
-            tally.add(admin.put_sessions(pending, update=args.update), accounts)
+            tally.add(put_items(admin, pending, update=args.update), accounts)
             pending.clear()
             accounts.clear()
 
@@ -157,6 +260,7 @@ def import_folder(admin: Admin, args: argparse.Namespace, err: TextIO) -> int:
                         tally.skipped.append(entry)
                         continue
                     tally.warnings.extend(entry.warnings)
+                    _cap_entities(entry, tally.warnings)
                     pending.append(_item(entry, groups))
                     if entry.account is not None:
                         accounts.add(entry.name)
@@ -187,7 +291,7 @@ def import_string(admin: Admin, args: argparse.Namespace, err: TextIO, stdin: Te
         for warning in apply_sidecar(args.json, account):
             err.write(f"warning: {escape(warning)}\n")
     item = _item(Found(name, kind, account), _groups(args.group))
-    result = admin.put_sessions([item], update=args.update)
+    result = put_items(admin, [item], update=args.update)
     if name in result.refused:
         raise CommandError(f"{admin.where} refused {name!r}: {result.refused[name]}")
     if result.existing:
@@ -243,14 +347,17 @@ def export(admin: Admin, args: argparse.Namespace, err: TextIO) -> int:
     names = list(dict.fromkeys(n.strip() for n in args.names))
     folder: Path = args.to
     folder.mkdir(parents=True, exist_ok=True)
-    found = admin.get_accounts(names)
+    rows = admin.sessions_named(names)
+    get = getattr(admin, "get_account", None)
     problems: list[str] = []
     written = 0
     bar = Progress("export", len(names), err)
     try:
         with bar:
             for name in names:
-                problem = _export_one(name, found.get(name), folder, args)
+                row = rows.get(name)
+                entry = None if row is None else (row["kind"], get(row["id"]) if get else None)
+                problem = _export_one(name, entry, folder, args)
                 if problem:
                     problems.append(f"{escape(name)}: {problem}")
                 else:

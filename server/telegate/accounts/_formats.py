@@ -233,7 +233,8 @@ def _read_telethon(conn: sqlite3.Connection) -> dict[str, Any]:
     entities = []
     ecols = _columns(conn, "entities")
     select = ", ".join(c if c in ecols else "NULL" for c in ("id", "hash", "username", "phone", "name"))
-    for peer_id, access_hash, username, phone, name in conn.execute(f"SELECT {select} FROM entities"):
+    order = " ORDER BY date DESC" if "date" in ecols else ""  # the most recently seen first
+    for peer_id, access_hash, username, phone, name in conn.execute(f"SELECT {select} FROM entities{order}"):
         if peer_id is None:
             continue
         entities.append({"id": int(peer_id), "hash": _int(access_hash), "type": None,
@@ -281,7 +282,8 @@ def _read_pyrogram(conn: sqlite3.Connection) -> dict[str, Any]:
     pcols = _columns(conn, "peers")
     select = ", ".join(c if c in pcols else "NULL" for c in ("id", "access_hash", "type", "username", "phone_number"))
     entities = []
-    for peer_id, access_hash, peer_type, username, phone in conn.execute(f"SELECT {select} FROM peers"):
+    order = " ORDER BY last_update_on DESC" if "last_update_on" in pcols else ""
+    for peer_id, access_hash, peer_type, username, phone in conn.execute(f"SELECT {select} FROM peers{order}"):
         if peer_id is None:
             continue
         entities.append({"id": int(peer_id), "hash": _int(access_hash), "type": _entity_type(peer_type),
