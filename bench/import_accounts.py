@@ -22,6 +22,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -37,16 +39,32 @@ from telegate.accounts._formats import write_session_file  # noqa: E402
 
 
 def make_folder(folder: Path, count: int) -> None:
+    """``count`` accounts: one file per library written by ``write_session_file``, copied with a fresh key
+    each (written without fsync: these are throwaway files)."""
     folder.mkdir(parents=True, exist_ok=True)
+    templates = {}
+    for kind in ("telethon", "pyrogram"):
+        entities = [{"id": 1000 + e, "hash": e * 7919, "type": "user", "username": f"u{e}", "phone": None,
+                     "name": None} for e in range(5)]
+        account = new_account(dc_id=2, server_address="149.154.167.51", port=443,
+                              auth_key=base64.b64encode(os.urandom(256)).decode(), user_id=10_000_000, api_id=2040,
+                              state={"entities": entities,
+                                     "update_state": {"pts": 1, "qts": 0, "date": 1700000000, "seq": 1}})
+        templates[kind] = folder.parent / f"template-{kind}.session"
+        if not templates[kind].exists():
+            write_session_file(account, templates[kind], kind)
     for number in range(count):
         name = f"acc{number:06d}"
-        entities = [{"id": 1000 + e, "hash": e * 7919, "type": "user", "username": f"u{number}_{e}",
-                     "phone": None, "name": None} for e in range(5)]
-        account = new_account(dc_id=2, server_address="149.154.167.51", port=443,
-                              auth_key=base64.b64encode(os.urandom(256)).decode(), user_id=10_000_000 + number,
-                              api_id=2040, state={"entities": entities,
-                                                  "update_state": {"pts": 1, "qts": 0, "date": 1700000000, "seq": 1}})
-        write_session_file(account, folder / f"{name}.session", "telethon" if number % 2 else "pyrogram")
+        kind = "telethon" if number % 2 else "pyrogram"
+        target = folder / f"{name}.session"
+        shutil.copyfile(templates[kind], target)
+        conn = sqlite3.connect(target)
+        conn.execute("PRAGMA synchronous = OFF")
+        with conn:
+            conn.execute("UPDATE sessions SET auth_key = ?", (os.urandom(256),))
+            if kind == "pyrogram":
+                conn.execute("UPDATE sessions SET user_id = ?", (10_000_000 + number,))
+        conn.close()
         (folder / f"{name}.json").write_text(json.dumps({
             "app_id": 2040, "app_hash": os.urandom(16).hex(), "device": "Desktop", "sdk": "Windows 10",
             "app_version": "4.8.1 x64", "lang_pack": "tdesktop", "lang_code": "en", "system_lang_pack": "en-US",
@@ -82,7 +100,8 @@ def main() -> None:
         folder = work / "accounts"
         started = time.perf_counter()
         make_folder(folder, count)
-        print(f"made {count} accounts with sidecars in {time.perf_counter() - started:.1f} s", flush=True)
+        print(f"# Benchmark: telegate sessions import of {count} accounts with sellers' .json files\n")
+        print(f"made the folder in {time.perf_counter() - started:.1f} s", flush=True)
         times: dict[str, list[float]] = {"read": [], "import": [], "names": []}
         ratios = []
         for number in range(rounds):
@@ -103,13 +122,14 @@ def main() -> None:
                 ratios.append(this["import"] / this["names"])
             print(f"round {number + 1}: " + "  ".join(f"{k} {v:.2f} s" for k, v in this.items())
                   + (f"  import/names {ratios[-1]:.2f}x" if ratios else ""), flush=True)
-        print(f"\n{count} accounts with sidecars, median of {rounds} round(s):")
+        print(f"\n| what | median of {rounds} round(s) | accounts/s |")
+        print("|---|---:|---:|")
         for what, values in times.items():
             if values:
                 median = statistics.median(values)
-                print(f"  {what:<7} {median:7.2f} s  {count / median:8.0f} accounts/s")
+                print(f"| {what} | {median:.2f} s | {count / median:,.0f} |")
         if ratios:
-            print(f"  import / names-only import of {args.baseline_tree}: {statistics.median(ratios):.2f}x")
+            print(f"| import / names-only import of {args.baseline_tree} | {statistics.median(ratios):.2f}x | |")
 
 
 if __name__ == "__main__":
