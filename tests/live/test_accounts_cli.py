@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from support import accounts as fx
+from support import account_files as fx
 from telegate import _cli_accounts
 from telegate._progress import Progress, track
 from telegate.accounts import read_session_file

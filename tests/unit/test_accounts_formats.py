@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from support import accounts as fx
+from support import account_files as fx
 from telegate.accounts import (ACCOUNT_FIELDS, FormatError, apply_sidecar, auth_key_bytes, new_account, plan_folder,
                                proxy_url, pyrogram_string, read_candidate, read_session_file, read_session_string,
                                telethon_string, write_session_file)
