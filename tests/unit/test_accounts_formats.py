@@ -345,13 +345,16 @@ def test_missing_and_mistyped_fields_warn_by_name(tmp_path):
             "is_premium": "maybe", "id": 999, "lang_code": 5}
     account, warnings = _sidecar(tmp_path, data)
     text = "\n".join(warnings)
+    assert account["api_id"] is None
     assert "acc.json: missing sdk, app_version" in text
     for field in ("app_id is text", "app_hash is a number", "device is a list", "twoFA is an object",
-                  "is_premium is text", "id differs"):
+                  "is_premium is text", "id differs", "lang_code is a number"):
         assert field in text
     assert "hunter2" not in text and "id-secret-xyz" not in text
     assert account["user_id"] == 12345 and account["twofa"] is None
-    assert account["lang_code"] == "5"  # a number where text goes is taken as its text
+    assert account["lang_code"] is None
+    _, warnings = _sidecar(tmp_path, {**SELLER, "twoFA": 123456, "phone": 79991234567})
+    assert warnings == []  # a password or a phone written as a number is what it says
 
 
 @pytest.mark.parametrize("content,reason", [

@@ -48,15 +48,22 @@ def _as_int(value: Any) -> int | None:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
+        return int(value.strip())  # "2040": what was meant is plain
     return None
 
 
 def _as_text(value: Any) -> str | None:
     if isinstance(value, str):
         return value.strip() or None
+    return None
+
+
+def _as_secret(value: Any) -> str | None:
+    """A 2FA password, which sellers sometimes write as a number (kept as its digits, unstripped)."""
+    if isinstance(value, str):
+        return value or None
     if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)  # a 2FA password or phone written as a number
+        return str(value)
     return None
 
 
@@ -82,7 +89,7 @@ def _as_hash(value: Any) -> str | None:
 
 
 def _as_phone(value: Any) -> str | None:
-    text = _as_text(value)
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else _as_text(value)
     if text is None:
         return None
     digits = text.replace(" ", "").replace("-", "").replace("(", "").replace(")", "")
@@ -139,7 +146,7 @@ def proxy_url(value: Any) -> str | None:
     port_number = _as_int(port)
     if not isinstance(host, str) or not host.strip() or port_number is None or not 0 < port_number < 65536:
         raise ValueError("it lacks a host or a port number")
-    return _url(scheme, host.strip(), port_number, _as_text(user), _as_text(password))
+    return _url(scheme, host.strip(), port_number, _as_secret(user), _as_secret(password))
 
 
 def _url(scheme: str, host: str, port: int, user: str | None, password: str | None) -> str:
@@ -165,7 +172,7 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any], str]] = {
     "lang_code": ("lang_code", _as_text, "text"),
     "system_lang_code": ("system_lang_code", _as_text, "text"),
     "system_lang_pack": ("system_lang_code", _as_text, "text"),
-    "twoFA": ("twofa", _as_text, "text"),
+    "twoFA": ("twofa", _as_secret, "text"),
     "phone": ("phone", _as_phone, "a phone number"),
     "username": ("username", _as_username, "text"),
     "is_premium": ("premium", _as_bool, "true or false"),
