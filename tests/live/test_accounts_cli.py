@@ -18,7 +18,7 @@ import pytest
 from support import account_files as fx
 from telegate import _cli_accounts
 from telegate._progress import Progress, track
-from telegate.accounts import read_session_file
+from telegate.accounts import plan_folder, read_candidate, read_session_file
 from telegate.cli import main
 from telegate.store import Store
 
@@ -47,9 +47,22 @@ def where(request, fresh_db):
     """The admin backend: ``--db`` on a database, or a live server over HTTP; (args, env, db path)."""
     if request.param == "db":
         path = str(fresh_db())
-        return ["--db", path], {}, path
+        return ["--db", path], {"TELEGATE_MASTER_KEY": base64.b64encode(os.urandom(32)).decode()}, path
     server = request.getfixturevalue("live_server")
     return [], {"TELEGATE_URL": server.url, "TELEGATE_ADMIN_KEY": server.admin_key}, str(server.db_path)
+
+
+def accounts_in(where) -> dict[str, dict | None]:
+    """Every session's account as the admin backend of ``where`` reads it back (the vault opens it)."""
+    from telegate._admin_client import choose
+
+    args, env, _ = where
+    admin = choose(db=args[1] if args else None, url=None, key=None, environ=env)
+    try:
+        rows = admin.sessions_named([row["name"] for row in admin.iter_sessions()])
+        return {name: admin.get_account(row["id"]) for name, row in rows.items()}
+    finally:
+        admin.close()
 
 
 def names_in(db: str) -> dict[str, str]:
@@ -236,13 +249,9 @@ def test_import_keeps_every_field_and_export_writes_working_files(where, tmp_pat
     assert "warning: pyro.json: device is a number, not text (ignored)" in err
     assert names_in(db) == {"tele": "telethon", "pyro": "pyrogram", "old_tele": "telethon", "old_pyro": "pyrogram"}
     expected = {}
-    for name in keys:
-        from telegate.accounts import read_candidate, plan_folder
-        candidates, _ = plan_folder(folder)
-        expected.update({f.name: f.account for c in candidates for f in read_candidate(c)})
-    with Store(db) as store:
-        rows, _ = store.list_sessions(limit=10)
-        stored = {row["name"]: store.get_account(row["id"]) for row in rows}
+    candidates, _ = plan_folder(folder)
+    expected.update({f.name: f.account for c in candidates for f in read_candidate(c)})
+    stored = accounts_in(where)
     for name, key in keys.items():
         assert base64.b64decode(stored[name]["auth_key"]) == key
         for field, value in expected[name].items():
@@ -285,9 +294,7 @@ def test_update_refreshes_kind_and_account(where, tmp_path):
     code, _, err = run("sessions", "import", str(folder), "--update", *args, environ=env)
     assert code == 0 and "4 updated" in err, err
     assert names_in(db)["tele"] == "telethon"
-    with Store(db) as store:
-        (row,), _ = store.list_sessions(names=["tele"])
-        assert base64.b64decode(store.get_account(row["id"])["auth_key"]) == keys["tele"]
+    assert base64.b64decode(accounts_in(where)["tele"]["auth_key"]) == keys["tele"]
 
 
 @needs_vault
