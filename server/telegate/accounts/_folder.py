@@ -34,7 +34,8 @@ class Candidate:
 
     @property
     def shown(self) -> str:
-        return escape(self.path.name if self.what == "session" else str(self.path))
+        """The folder entry as the admin sees it: ``acc1.session`` or ``desk/``."""
+        return escape(self.path.name if self.what == "session" else self.name + "/")
 
 
 @dataclass

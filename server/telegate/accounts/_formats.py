@@ -126,16 +126,20 @@ def _connect_ro(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=1.0)
 
 
-def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
-    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+def _tables(conn: sqlite3.Connection) -> dict[str, set[str]]:
+    """Every table of the database and its columns, in one query (a schema version is its columns)."""
+    tables: dict[str, set[str]] = {}
+    for table, column in conn.execute("SELECT m.name, p.name FROM sqlite_master AS m,"
+                                      " pragma_table_info(m.name) AS p WHERE m.type = 'table'"):
+        tables.setdefault(table, set()).add(column)
+    return tables
 
 
-def session_file_kind(conn: sqlite3.Connection) -> str | None:
-    """``"telethon"``, ``"pyrogram"`` or None for an open SQLite database.
+def session_file_kind(tables: Mapping[str, Any]) -> str | None:
+    """``"telethon"``, ``"pyrogram"`` or None, from the tables of a SQLite database.
 
     Telethon keeps an ``entities`` table, Pyrogram a ``peers`` table; both a ``sessions`` one.
     """
-    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     if "sessions" not in tables:
         return None
     if "entities" in tables:
@@ -164,11 +168,12 @@ def read_session_file(path: str | Path) -> tuple[str, dict[str, Any]]:
     except sqlite3.Error as exc:
         raise FormatError(f"cannot open it as SQLite ({exc})") from None
     try:
-        kind = session_file_kind(conn)
+        tables = _tables(conn)
+        kind = session_file_kind(tables)
         if kind is None:
             raise FormatError("a SQLite database, but not a Telethon or Pyrogram session (no sessions table"
                               " beside entities or peers)")
-        account = _read_telethon(conn) if kind == "telethon" else _read_pyrogram(conn)
+        account = _read_telethon(conn, tables) if kind == "telethon" else _read_pyrogram(conn, tables)
     except NoAuthKey as exc:
         exc.kind = kind
         raise
@@ -177,14 +182,6 @@ def read_session_file(path: str | Path) -> tuple[str, dict[str, Any]]:
     finally:
         conn.close()
     return kind, account
-
-
-def _version(conn: sqlite3.Connection, column: str) -> int | None:
-    try:
-        row = conn.execute(f"SELECT {column} FROM version").fetchone()
-    except sqlite3.OperationalError:
-        return None
-    return int(row[0]) if row and row[0] is not None else None
 
 
 def _check_key(key: Any) -> str:
@@ -201,8 +198,9 @@ def _check_key(key: Any) -> str:
 
 
 def _int(value: Any) -> int | None:
-    if value is None or isinstance(value, bool):
-        return None if value is None else int(value)
+    """A column's whole number (SQLite may hand back a float or text), or None."""
+    if value is None:
+        return None
     try:
         return int(value)
     except (TypeError, ValueError):
@@ -216,8 +214,8 @@ def _text(value: Any) -> str | None:
     return text or None
 
 
-def _read_telethon(conn: sqlite3.Connection) -> dict[str, Any]:
-    columns = _columns(conn, "sessions")
+def _read_telethon(conn: sqlite3.Connection, tables: Mapping[str, set[str]]) -> dict[str, Any]:
+    columns = tables["sessions"]
     wanted = [c for c in ("dc_id", "server_address", "port", "auth_key") if c in columns]
     if len(wanted) < 4:
         raise FormatError("its sessions table lacks " + ", ".join(sorted({"dc_id", "server_address", "port",
@@ -231,7 +229,7 @@ def _read_telethon(conn: sqlite3.Connection) -> dict[str, Any]:
     account = new_account(dc_id=_int(dc_id), server_address=_text(address), port=_int(port),
                           auth_key=_check_key(key), test_mode=test_mode)
     entities = []
-    ecols = _columns(conn, "entities")
+    ecols = tables["entities"]
     select = ", ".join(c if c in ecols else "NULL" for c in ("id", "hash", "username", "phone", "name"))
     order = " ORDER BY date DESC" if "date" in ecols else ""  # the most recently seen first
     for peer_id, access_hash, username, phone, name in conn.execute(f"SELECT {select} FROM entities{order}"):
@@ -239,24 +237,23 @@ def _read_telethon(conn: sqlite3.Connection) -> dict[str, Any]:
             continue
         entities.append({"id": int(peer_id), "hash": _int(access_hash), "type": None,
                          "username": _text(username), "phone": _text(phone), "name": _text(name)})
-    account["state"] = {"entities": entities, "update_state": _update_state(conn)}
+    account["state"] = {"entities": entities, "update_state": _update_state(conn, tables)}
     return account
 
 
-def _update_state(conn: sqlite3.Connection) -> dict[str, int] | None:
+def _update_state(conn: sqlite3.Connection, tables: Mapping[str, set[str]]) -> dict[str, int] | None:
     """The account's own update state (row id 0 in both libraries); channels' pts are not kept."""
-    try:
-        row = conn.execute("SELECT pts, qts, date, seq FROM update_state WHERE id = 0").fetchone()
-    except sqlite3.OperationalError:
+    if not {"pts", "qts", "date", "seq"} <= tables.get("update_state", set()):
         return None  # Telethon before schema 4, Pyrogram before 5
+    row = conn.execute("SELECT pts, qts, date, seq FROM update_state WHERE id = 0").fetchone()
     if row is None:
         return None
-    pts, qts, date, seq = (_int(v) if not isinstance(v, float) else int(v) for v in row)
+    pts, qts, date, seq = map(_int, row)  # Telethon writes the date as a float timestamp
     return {"pts": pts or 0, "qts": qts or 0, "date": date or 0, "seq": seq or 0}
 
 
-def _read_pyrogram(conn: sqlite3.Connection) -> dict[str, Any]:
-    columns = _columns(conn, "sessions")
+def _read_pyrogram(conn: sqlite3.Connection, tables: Mapping[str, set[str]]) -> dict[str, Any]:
+    columns = tables["sessions"]
     if not {"dc_id", "auth_key"} <= columns:
         raise FormatError("its sessions table lacks dc_id or auth_key")
     names = [c for c in ("dc_id", "server_address", "port", "api_id", "test_mode", "auth_key", "user_id",
@@ -275,11 +272,11 @@ def _read_pyrogram(conn: sqlite3.Connection) -> dict[str, Any]:
                           user_id=_int(values["user_id"]), test_mode=test_mode, api_id=_int(values["api_id"]),
                           is_bot=None if values["is_bot"] is None else bool(values["is_bot"]))
     usernames: dict[int, str] = {}
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'usernames'").fetchone():
+    if {"id", "username"} <= tables.get("usernames", set()):
         for peer_id, username in conn.execute("SELECT id, username FROM usernames ORDER BY rowid"):
             if peer_id is not None and username:
                 usernames.setdefault(int(peer_id), username)
-    pcols = _columns(conn, "peers")
+    pcols = tables["peers"]
     select = ", ".join(c if c in pcols else "NULL" for c in ("id", "access_hash", "type", "username", "phone_number"))
     entities = []
     order = " ORDER BY last_update_on DESC" if "last_update_on" in pcols else ""
@@ -289,7 +286,7 @@ def _read_pyrogram(conn: sqlite3.Connection) -> dict[str, Any]:
         entities.append({"id": int(peer_id), "hash": _int(access_hash), "type": _entity_type(peer_type),
                          "username": _text(username) or usernames.get(int(peer_id)),
                          "phone": _text(phone), "name": None})
-    account["state"] = {"entities": entities, "update_state": _update_state(conn)}
+    account["state"] = {"entities": entities, "update_state": _update_state(conn, tables)}
     return account
 
 

@@ -199,8 +199,8 @@ def apply_sidecar(path: Path, account: dict[str, Any]) -> list[str]:
         data = json.loads(raw.decode("utf-8-sig"))
     except UnicodeDecodeError:
         return [f"{shown}: not UTF-8 text; the session is imported without it"]
-    except ValueError as exc:
-        where = f" (line {exc.lineno}, column {exc.colno})" if hasattr(exc, "lineno") else ""
+    except json.JSONDecodeError as exc:
+        where = f" (line {exc.lineno}, column {exc.colno})"
         return [f"{shown}: not valid JSON{where}; the session is imported without it"]
     if not isinstance(data, dict):
         return [f"{shown}: {_kind(data)}, not a JSON object; the session is imported without it"]
