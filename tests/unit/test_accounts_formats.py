@@ -357,6 +357,7 @@ def test_missing_and_mistyped_fields_warn_by_name(tmp_path):
 
 @pytest.mark.parametrize("content,reason", [
     ("{not json", "not valid JSON (line 1"), ("[1, 2]", "a list, not a JSON object"),
+    ("[" * 200_000 + "]" * 200_000, "nested too deep"),
     ("\udcff", None),
 ])
 def test_unreadable_json_warns(tmp_path, content, reason):

@@ -199,6 +199,8 @@ def apply_sidecar(path: Path, account: dict[str, Any]) -> list[str]:
         data = json.loads(raw.decode("utf-8-sig"))
     except UnicodeDecodeError:
         return [f"{shown}: not UTF-8 text; the session is imported without it"]
+    except RecursionError:
+        return [f"{shown}: nested too deep to be a seller's json; the session is imported without it"]
     except json.JSONDecodeError as exc:
         where = f" (line {exc.lineno}, column {exc.colno})"
         return [f"{shown}: not valid JSON{where}; the session is imported without it"]
