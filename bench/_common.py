@@ -38,6 +38,8 @@ for _path in (ROOT / "server", ROOT / "sdk"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
+from telegate._stop import new_group_flags, request_stop  # noqa: E402 (needs the path above)
+
 STARTUP_DEADLINE = 30.0
 _LISTENING = re.compile(r"listening on (http://\S+)")
 
@@ -59,8 +61,8 @@ def server_env(tree: Path | None = None) -> dict[str, str]:
 
 _MAKE_POOL = """
 import sys
-from telegate import Store
-with Store(sys.argv[1]) as store:
+from telegate.store import open_store
+with open_store(sys.argv[1]) as store:
     print(store.create_key("bench", "client"))
     store.add_sessions(f"acc{i:06d}" for i in range(int(sys.argv[2])))
 """
@@ -69,8 +71,8 @@ with Store(sys.argv[1]) as store:
 def _make_pool(db: Path, sessions: int, tree: Path | None) -> str:
     """A pool of ``sessions`` and a client key; another tree's pool is made by that tree's code (its schema)."""
     if tree is None:
-        from telegate import Store
-        with Store(db) as store:
+        from telegate.store import open_store
+        with open_store(db) as store:
             key = store.create_key("bench", "client")
             if sessions:
                 store.add_sessions(f"acc{i:06d}" for i in range(sessions))
@@ -113,7 +115,7 @@ class Server:
             raise ValueError(f"unknown server kind {kind!r}")
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env=server_env(tree), cwd=ROOT)
+                                     env=server_env(tree), cwd=ROOT, creationflags=new_group_flags())
         deadline = time.monotonic() + STARTUP_DEADLINE
         while True:
             match = _LISTENING.search(self.log_path.read_text())
@@ -156,7 +158,7 @@ class Server:
 
     def close(self) -> None:
         if self.proc.poll() is None:
-            self.proc.terminate()
+            request_stop(self.proc)
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:

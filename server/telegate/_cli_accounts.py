@@ -20,7 +20,7 @@ from ._progress import Progress, is_terminal
 from ._text import escape
 from .accounts import FormatError, Found, Skipped, apply_sidecar, plan_folder, read_candidate, read_session_string
 from .accounts._formats import write_session_file
-from .store import MAX_NAME_LENGTH
+from ._names import BadName, check_name
 
 __all__ = ["add_arguments", "import_folder", "import_string", "export"]
 
@@ -236,7 +236,7 @@ class _Tally:
 
 def import_folder(admin: Admin, args: argparse.Namespace, err: TextIO) -> int:
     try:
-        candidates, skipped = plan_folder(args.dir, max_name_length=MAX_NAME_LENGTH)
+        candidates, skipped = plan_folder(args.dir)
     except FileNotFoundError as exc:
         raise CommandError(str(exc)) from exc
     groups = _groups(args.group)
@@ -306,8 +306,11 @@ def import_string(admin: Admin, args: argparse.Namespace, err: TextIO, stdin: Te
 
 
 def _file_name_problem(name: str) -> str | None:
-    if name in (".", "..") or name.startswith(".") or any(c in name for c in '/\\:*?"<>|\x00'):
-        return "its name cannot be a file name here; rename the session first"
+    """Why ``name`` (registered before the name rules, maybe) cannot be a file name, or None."""
+    try:
+        check_name(name, "its name")
+    except BadName as exc:
+        return f"{exc}; rename the session first"
     return None
 
 

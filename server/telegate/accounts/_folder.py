@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._text import escape, unsafe_detail
+from .._names import BadName, check_name, name_key
+from .._text import escape
 from ._formats import FormatError, NoAuthKey, read_session_file
 from ._sidecar import apply_sidecar
 from ._tdata import INSTALL_HINT, is_tdata, read_tdata, tdata_available
@@ -67,26 +68,28 @@ def _is_utf8(text: str) -> bool:
     return True
 
 
-def _name_problem(name: str, max_length: int) -> str | None:
-    if not name.strip():
-        return "the name is blank"
-    if len(name) > max_length:
-        return f"the name is over {max_length} characters"
-    unsafe = unsafe_detail("the name", name)
-    if unsafe:
-        return unsafe
+def _name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a session's name (:mod:`telegate._names`), or None."""
     if not _is_utf8(name):
         return "the name is not valid UTF-8"
+    try:
+        check_name(name, "the name")
+    except BadName as exc:
+        return str(exc)
     return None
 
 
-def plan_folder(folder: Path, *, max_name_length: int = 200) -> tuple[list[Candidate], list[Skipped]]:
-    """Every entry of ``folder``: the candidates by name, and the entries skipped with reasons."""
+def plan_folder(folder: Path) -> tuple[list[Candidate], list[Skipped]]:
+    """Every entry of ``folder``: the candidates by name, and the entries skipped with reasons.
+
+    Names obey the session-name rules (:mod:`telegate._names`); of two names that differ
+    only in case (one file on Windows and macOS) the first in sorted order is kept.
+    """
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder")
     entries = sorted(folder.iterdir(), key=lambda p: p.name)
     names = {p.name for p in entries}
-    candidates: dict[str, Candidate] = {}
+    candidates: dict[str, Candidate] = {}  # by name_key
     skipped: list[Skipped] = []
     for path in entries:
         shown = escape(path.name)
@@ -118,15 +121,19 @@ def plan_folder(folder: Path, *, max_name_length: int = 200) -> tuple[list[Candi
         else:
             skipped.append(Skipped(shown, "not a .session file, a seller's .json or a tdata folder"))
             continue
-        problem = _name_problem(candidate.name, max_name_length)
+        problem = _name_problem(candidate.name)
+        key = None if problem else name_key(candidate.name)
         if problem:
             skipped.append(Skipped(shown, problem))
-        elif candidate.name in candidates:
-            skipped.append(Skipped(shown, f"the name {shown!r} is taken by {candidates[candidate.name].shown}"))
+        elif key in candidates:
+            taken = candidates[key]
+            how = "is" if taken.name == candidate.name else "differs only in case from"
+            skipped.append(Skipped(shown, f"its name {how} that of {taken.shown}: one file on Windows and macOS"
+                                          " (name rule: case)"))
         elif candidate.what == "tdata" and not tdata_available():
             skipped.append(Skipped(shown + "/", INSTALL_HINT))
         else:
-            candidates[candidate.name] = candidate
+            candidates[key] = candidate
     return list(candidates.values()), skipped
 
 

@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from .._sessionfiles import sqlite_uri
+
 __all__ = [
     "ACCOUNT_FIELDS", "FormatError", "NoAuthKey", "new_account", "auth_key_bytes", "session_file_kind", "read_session_file",
     "read_session_string", "write_session_file", "telethon_string", "pyrogram_string", "dc_address",
@@ -123,7 +125,7 @@ def peer_type_from_id(peer_id: int) -> str:
 
 def _connect_ro(path: Path) -> sqlite3.Connection:
     # immutable=1 would skip locking but also a hot journal; mode=ro is enough and leaves the file alone.
-    return sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=1.0)
+    return sqlite3.connect(sqlite_uri(path.resolve(), mode="ro"), uri=True, timeout=1.0)
 
 
 def _tables(conn: sqlite3.Connection) -> dict[str, set[str]]:
