@@ -230,7 +230,7 @@ class _Tally:
             parts.append(f"{len(r.existing)} already registered" + (" (not changed)" if not update else ""))
         failed = len(self.skipped) + len(r.refused)
         if failed:
-            parts.append(f"{failed} skipped")
+            parts.append(f"{failed} file(s) skipped")
         err.write(", ".join(parts) + f" in {seconds:.1f} s ({where})\n")
 
 

@@ -20,7 +20,7 @@ from telegate import _cli_accounts
 from telegate._progress import Progress, track
 from telegate.accounts import plan_folder, read_candidate, read_session_file
 from telegate.cli import main
-from telegate.store import Store
+from telegate.store import Store, open_store
 
 needs_vault = pytest.mark.skipif(not hasattr(Store, "put_sessions"),
                                  reason="the store keeps no accounts yet (issue 16's vault adds put_sessions)")
@@ -66,7 +66,7 @@ def accounts_in(where) -> dict[str, dict | None]:
 
 
 def names_in(db: str) -> dict[str, str]:
-    with Store(db) as store:
+    with open_store(db) as store:
         rows, _ = store.list_sessions(limit=100_000)
     return {row["name"]: row["kind"] for row in rows}
 
@@ -147,7 +147,7 @@ def test_import_names_every_entry_not_imported(where, tmp_path):
     assert "warning: skipped sub/: a folder with no Telegram Desktop tdata" in err
     assert "fresh.session: holds no auth key (the session never logged in): registered by name only" in err
     summary = err.strip().splitlines()[-1]
-    assert summary.startswith(f"imported 1 session(s) from {folder}, 0 with an account, 4 skipped in ")
+    assert summary.startswith(f"imported 1 session(s) from {folder}, 0 with an account, 4 file(s) skipped in ")
     assert "\r" not in err  # not a terminal: no bar, one summary line
     assert names_in(db) == {"fresh": "telethon"}
     # Again: nothing is silently skipped; the name is listed as not changed.

@@ -98,6 +98,9 @@ def plan_folder(folder: Path) -> tuple[list[Candidate], list[Skipped]]:
         except OSError as exc:
             skipped.append(Skipped(shown, f"cannot read it ({exc.strerror or exc})"))
             continue
+        if stat.S_ISDIR(mode) and path.suffix == ".session":
+            skipped.append(Skipped(shown, "not a regular file"))
+            continue
         if stat.S_ISDIR(mode):
             tdata = path if is_tdata(path) else path / "tdata" if is_tdata(path / "tdata") else None
             if tdata is None:
