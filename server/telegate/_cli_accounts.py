@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence, TextIO
 
 from ._admin_client import Admin, AdminError
+from ._files import replace_retrying
 from ._progress import Progress, is_terminal
 from ._text import escape
 from .accounts import FormatError, Found, Skipped, apply_sidecar, plan_folder, read_candidate, read_session_string
@@ -339,11 +340,20 @@ def _write_private(path: Path, data: bytes, *, force: bool) -> None:
 
 
 def _place(temporary: Path, path: Path, *, force: bool) -> None:
+    """Move the finished ``temporary`` file to ``path``; without ``force`` never over an existing file."""
     if force:
+        replace_retrying(temporary, path)
+        return
+    try:
+        os.link(temporary, path)  # fails if something appeared there meanwhile: never overwrites
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links (FAT, some network shares)
+        if os.path.lexists(path):
+            raise FileExistsError(path) from None
         os.replace(temporary, path)
-    else:
-        os.link(temporary, path)  # fails if something appeared there meanwhile; never overwrites
-        os.unlink(temporary)
+        return
+    os.unlink(temporary)
 
 
 def export(admin: Admin, args: argparse.Namespace, err: TextIO) -> int:

@@ -459,3 +459,15 @@ def test_tdata_without_the_extra_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "opentele.td", None)  # as if the extra were not installed
     candidates, skipped = plan_folder(tmp_path)
     assert not candidates and "telegate[tdata]" in skipped[0].reason
+
+
+def test_folder_names_obey_the_session_name_rules(tmp_path):
+    for name in ("Acc1", "acc1", "CON", "good"):
+        fx.telethon_session_of_version(tmp_path / f"{name}.session", fx.random_key(), 7)
+    (tmp_path / ".hidden.session").write_bytes(b"")
+    candidates, skipped = plan_folder(tmp_path)
+    assert [c.name for c in candidates] == ["Acc1", "good"]
+    reasons = {s.shown: s.reason for s in skipped}
+    assert "differs only in case from that of Acc1.session" in reasons["acc1.session"]
+    assert "name rule: windows_reserved" in reasons["CON.session"]
+    assert "name rule: dot" in reasons[".hidden.session"]
