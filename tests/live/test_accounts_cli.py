@@ -310,3 +310,36 @@ def test_import_string_both_libraries(where):
     code, _, err = run("sessions", "import-string", "t1", "--update", *args, environ=env,
                        stdin=fx.kurigram_string(key))
     assert code == 0 and "updated 't1'" in err and names_in(db)["t1"] == "pyrogram"
+
+
+@needs_vault
+def test_an_account_the_server_refuses_is_named_and_the_rest_go_in(where, tmp_path):
+    args, env, db = where
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a1", "a2", "a3"):
+        fx.telethon_session(folder / f"{name}.session", fx.random_key())
+    (folder / "a2.json").write_text(json.dumps({"username": "u" * 500}))  # over the server's limit
+    code, _, err = run("sessions", "import", str(folder), *args, environ=env)
+    assert code == 0, err
+    assert "warning: skipped a2: " in err and "username" in err
+    assert "imported 2 session(s)" in err and "1 file(s) skipped" in err
+    assert names_in(db) == {"a1": "telethon", "a3": "telethon"}
+
+
+@needs_vault
+def test_groups_pass_through_to_the_server(where, tmp_path):
+    args, env, db = where
+    folder = tmp_path / "in"
+    folder.mkdir()
+    fx.telethon_session(folder / "g1.session", fx.random_key())
+    code, _, err = run("sessions", "import", str(folder), "--group", "ru,premium", "--group", "ru", *args,
+                       environ=env)
+    # A server without groups refuses them in one line; one with groups keeps them.
+    if code == 0:
+        with open_store(db) as store:
+            (row,), _ = store.list_sessions(names=["g1"])
+            assert sorted(row["groups"]) == ["premium", "ru"]
+    else:
+        assert err.startswith("telegate: error: ") and "groups" in err and err.count("\n") == 1
+        assert names_in(db) == {}
