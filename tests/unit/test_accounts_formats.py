@@ -471,3 +471,15 @@ def test_folder_names_obey_the_session_name_rules(tmp_path):
     assert "differs only in case from that of Acc1.session" in reasons["acc1.session"]
     assert "name rule: windows_reserved" in reasons["CON.session"]
     assert "name rule: dot" in reasons[".hidden.session"]
+
+
+def test_kurigram_peer_types_in_the_contracts_words(tmp_path):
+    fx.kurigram_session(tmp_path / "p.session", fx.random_key())
+    import sqlite3
+    with sqlite3.connect(tmp_path / "p.session") as conn:
+        conn.executemany("INSERT INTO peers (id, access_hash, type) VALUES (?, ?, ?)",
+                         [(-1001, 1, "forum"), (-1002, 2, "direct"), (-1003, 3, "community"), (-1004, 4, "odd")])
+    conn.close()
+    _, account = read_session_file(tmp_path / "p.session")
+    types = {e["id"]: e["type"] for e in account["state"]["entities"]}
+    assert [types[i] for i in (-1001, -1002, -1003, -1004)] == ["supergroup", "channel", "channel", None]
