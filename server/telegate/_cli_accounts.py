@@ -32,6 +32,8 @@ _BATCH_BYTES = 512 * 1024
 #: The most cached entities one account brings in (the server's cap on one write); the most
 #: recently seen are kept.
 MAX_IMPORT_ENTITIES = 20_000
+#: The largest account (as JSON) sent: one fits a request under the default --max-body of 1 MiB.
+_ITEM_BYTES = 768 * 1024
 #: Names shown in a list before "and N more".
 _SHOWN = 50
 
@@ -184,11 +186,18 @@ def _item(found: Found, groups: list[str]) -> dict[str, Any]:
 
 
 def _cap_entities(found: Found, warnings: list[str]) -> None:
+    """Keep the most recently seen entities within the server's caps: at most
+    :data:`MAX_IMPORT_ENTITIES`, and an account small enough for one request under the
+    default --max-body (a cache of some 10,000 entities would otherwise be refused whole)."""
     state = (found.account or {}).get("state") or {}
     entities = state.get("entities") or []
-    if len(entities) > MAX_IMPORT_ENTITIES:
-        state["entities"] = entities[:MAX_IMPORT_ENTITIES]
-        warnings.append(f"{escape(found.name)}: {len(entities)} cached entities; the {MAX_IMPORT_ENTITIES}"
+    if not entities:
+        return
+    state["entities"] = entities[:MAX_IMPORT_ENTITIES]
+    while state["entities"] and len(json.dumps(found.account, ensure_ascii=False).encode("utf-8")) > _ITEM_BYTES:
+        state["entities"] = state["entities"][:len(state["entities"]) * 3 // 4]
+    if len(state["entities"]) < len(entities):
+        warnings.append(f"{escape(found.name)}: {len(entities)} cached entities; the {len(state['entities'])}"
                         " most recently seen are kept")
 
 

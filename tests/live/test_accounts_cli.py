@@ -343,3 +343,23 @@ def test_groups_pass_through_to_the_server(where, tmp_path):
     else:
         assert err.startswith("telegate: error: ") and "groups" in err and err.count("\n") == 1
         assert names_in(db) == {}
+
+
+@needs_vault
+def test_a_huge_entity_cache_keeps_the_most_recent_and_fits_one_request(where, tmp_path):
+    import sqlite3
+
+    args, env, db = where
+    folder = tmp_path / "in"
+    folder.mkdir()
+    fx.telethon_session(folder / "big.session", fx.random_key())
+    with sqlite3.connect(folder / "big.session") as conn:
+        conn.executemany("INSERT INTO entities VALUES (?, ?, ?, ?, ?, ?)",
+                         [(10_000 + n, n, f"user_{n}", None, "Some Body " * 3, n) for n in range(30_000)])
+    conn.close()
+    code, _, err = run("sessions", "import", str(folder), *args, environ=env)
+    assert code == 0 and "imported 1 session(s)" in err, err
+    kept = int(err.split("cached entities; the ")[1].split(" ")[0])
+    assert "big: 30002 cached entities" in err and 1000 < kept <= 20_000
+    entities = accounts_in(where)["big"]["state"]["entities"]
+    assert len(entities) == kept and min(e["id"] for e in entities) == 10_000 + 30_000 - kept  # the newest
