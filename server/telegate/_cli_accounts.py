@@ -69,13 +69,14 @@ def _bare(item: Mapping[str, Any], update: bool) -> bool:
     return not update and item.get("account") is None and not item.get("groups")
 
 
-def put_items(admin: Admin, items: Sequence[Mapping[str, Any]], *, update: bool) -> PutResult:
+def put_items(admin: Admin, items: Sequence[Mapping[str, Any]], *, update: bool, earlier: int = 0) -> PutResult:
     """Store ``items`` (``{"name", "kind", "groups"?, "account"?}``) in batches, each whole.
 
     A batch the backend refuses is sent again item by item, so the culprits are named
     (an account over a size limit, a field the server does not take) and the rest go
     in. When every item of a batch is refused for one reason, the reason is not theirs
-    (no master key, a server that keeps no accounts): that is the command's error.
+    (no master key, a server that keeps no accounts): that is the command's error, which
+    says how many were stored before it (``earlier`` of them by previous calls).
     """
     result = PutResult()
     bare: dict[str, list[str]] = {}
@@ -94,12 +95,12 @@ def put_items(admin: Admin, items: Sequence[Mapping[str, Any]], *, update: bool)
     for item in rich:
         weight = len(json.dumps(item, ensure_ascii=False).encode("utf-8")) + 1
         if batch and size + weight > _BATCH_BYTES:
-            _put_batch(put, batch, update, result)
+            _put_batch(put, batch, update, result, earlier)
             batch, size = [], 0
         batch.append(item)
         size += weight
     if batch:
-        _put_batch(put, batch, update, result)
+        _put_batch(put, batch, update, result, earlier)
     return result
 
 
@@ -110,13 +111,13 @@ def _add_names(admin: Admin, names: list[str], kind: str) -> tuple[list[str], li
     return [n for n in names if n not in before], [n for n in names if n in before]
 
 
-def _put_batch(put: Any, batch: list[Mapping[str, Any]], update: bool, result: PutResult) -> None:
+def _put_batch(put: Any, batch: list[Mapping[str, Any]], update: bool, result: PutResult, earlier: int) -> None:
     try:
         result.take(put(batch, update=update))
         return
     except AdminError as exc:
-        if len(batch) == 1 and not result.stored:
-            raise
+        if len(batch) == 1 and not (earlier or result.stored):
+            raise  # the only account there is: its reason is the command's error
         failures = {batch[0]["name"]: str(exc)} if len(batch) == 1 else {}
     if len(batch) > 1:
         for item in batch:
@@ -126,7 +127,8 @@ def _put_batch(put: Any, batch: list[Mapping[str, Any]], update: bool, result: P
                 failures[item["name"]] = str(one)
         reasons = set(failures.values())
         if len(failures) == len(batch) and len(reasons) == 1:
-            done = f" ({result.stored} stored before it; running the command again is safe)" if result.stored else ""
+            stored = earlier + result.stored
+            done = f" ({stored} stored before it; running the command again is safe)" if stored else ""
             raise AdminError(reasons.pop() + done)
     result.refused.update(failures)
 
@@ -257,7 +259,7 @@ def import_folder(admin: Admin, args: argparse.Namespace, err: TextIO) -> int:
 
     def store() -> None:
         if pending:
-            tally.add(put_items(admin, pending, update=args.update), accounts)
+            tally.add(put_items(admin, pending, update=args.update, earlier=tally.result.stored), accounts)
             pending.clear()
             accounts.clear()
 
