@@ -125,7 +125,7 @@ def plan_folder(folder: Path) -> tuple[list[Candidate], list[Skipped]]:
             skipped.append(Skipped(shown, "not a .session file, a seller's .json or a tdata folder"))
             continue
         problem = _name_problem(candidate.name)
-        key = None if problem else name_key(candidate.name)
+        key = name_key(candidate.name) if problem is None else ""
         if problem:
             skipped.append(Skipped(shown, problem))
         elif key in candidates:

@@ -39,7 +39,7 @@ def read_tdata(folder: Path, passcode: str | None = None) -> list[dict[str, Any]
     except ImportError:
         raise FormatError(INSTALL_HINT) from None
     try:
-        desktop = TDesktop(str(folder), passcode=passcode)
+        desktop = TDesktop(str(folder), passcode=passcode or "")
     except TDataBadDecryptKey:
         raise FormatError("the tdata folder is locked with a local passcode") from None
     except Exception as exc:  # noqa: BLE001 (a third-party parser of damaged files raises anything)
