@@ -63,6 +63,15 @@ class LeaseLimit(StoreError):
         self.held = held
 
 
+class WaitLimit(StoreError):
+    """The key already parks as many polls in the waiting line as it may (``limit``)."""
+
+    def __init__(self, message: str, *, limit: int, waiting: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.waiting = waiting
+
+
 class KeyRevoked(StoreError):
     """The API key was revoked after it was authenticated, before its request could take effect."""
 
@@ -123,6 +132,7 @@ class KeyInfo:
     scope: str
     id: int | None = None
     max_leases: int | None = None
+    max_waiting: int | None = None  # admin-set cap on polls parked at once (None: the line's rule)
 
     @property
     def is_admin(self) -> bool:
@@ -246,7 +256,8 @@ class PoolStore(Protocol):
 
     def acquire(self, ttl: float, holder: str | None = None, name: str | None = None, *,
                 key: KeyInfo | None = None, request_id: str | None = None,
-                purpose: str | None = None, wait: float = 0, owner: str | None = None) -> Lease | Ticket: ...
+                purpose: str | None = None, wait: float = 0, owner: str | None = None,
+                keep_polls: int = 1000) -> Lease | Ticket: ...
 
     def claimed(self, ticket: int) -> Lease | None: ...
 
@@ -293,7 +304,7 @@ class PoolStore(Protocol):
                before: int | None = None) -> list[dict[str, Any]]: ...
 
     def create_key(self, name: str, scope: str = "client", key: str | None = None, *,
-                   max_leases: int | None = None) -> str: ...
+                   max_leases: int | None = None, max_waiting: int | None = None) -> str: ...
 
     def has_key(self, key: str) -> bool: ...
 
@@ -302,6 +313,8 @@ class PoolStore(Protocol):
     def list_keys(self) -> list[dict[str, Any]]: ...
 
     def revoke_key(self, name: str, *, end_leases: bool = True) -> int: ...
+
+    def undo_reports(self, name: str, *, since: float | None = None, by: str | None = None) -> dict[str, Any]: ...
 
     def authenticate(self, key: str) -> KeyInfo | None: ...
 
