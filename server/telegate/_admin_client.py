@@ -57,6 +57,7 @@ class Admin(Protocol):
     def add_sessions(self, names: Sequence[str], *, kind: str = "unknown", meta: dict | None = None,
                      kinds: Mapping[str, str] | None = None) -> tuple[int, int]: ...
     def iter_sessions(self, state: str | None = None) -> Iterator[dict[str, Any]]: ...
+    def sessions_named(self, names: Sequence[str]) -> dict[str, dict[str, Any]]: ...
     def set_disabled(self, names: Sequence[str], disabled: bool, reason: str | None = None) -> list[str]: ...
     def remove_sessions(self, names: Sequence[str]) -> list[str]: ...
     def create_key(self, name: str, *, admin: bool = False, max_leases: int | None = None,
@@ -114,6 +115,15 @@ class DatabaseAdmin:
         added, existing = self.store.add_sessions(dict.fromkeys(names), kind=kind, meta=meta,
                                                   kinds=dict(kinds) if kinds else None)
         return len(added), len(existing)
+
+    def sessions_named(self, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The rows (id, name, kind, ...) of those of ``names`` that are registered, by name."""
+        found: dict[str, dict[str, Any]] = {}
+        wanted = list(dict.fromkeys(names))
+        for start in range(0, len(wanted), _LOOKUP_BATCH_NAMES):
+            rows, _ = self.store.list_sessions(names=wanted[start:start + _LOOKUP_BATCH_NAMES], limit=_PAGE)
+            found.update((row["name"], dict(row)) for row in rows)
+        return found
 
     def iter_sessions(self, state: str | None = None) -> Iterator[dict[str, Any]]:
         offset = 0
@@ -300,30 +310,34 @@ class HttpAdmin:
                 return
 
     def _ids(self, names: Sequence[str]) -> dict[str, int]:
-        """The ids of those of ``names`` that are registered (the API addresses sessions by id).
+        """The ids of those of ``names`` that are registered (the API addresses sessions by id)."""
+        return {name: row["id"] for name, row in self.sessions_named(names).items()}
+
+    def sessions_named(self, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The rows of those of ``names`` that are registered, by name.
 
         Asked of the server by name (``GET /sessions?name=...``), a batch per request, so
         the cost follows the names, not the pool. A server from before that filter ignores
         it and answers a page of the whole pool (rows not asked for, or a larger total):
         then the ids are found by reading the list through, as before.
         """
-        found: dict[str, int] = {}
+        found: dict[str, dict[str, Any]] = {}
         for batch in _batches(list(dict.fromkeys(names)), most=_LOOKUP_BATCH_NAMES, budget=_LOOKUP_BATCH_BYTES,
                               cost=_query_cost):
             query = [("name", name) for name in batch] + [("limit", len(batch))]
             page = self._call("GET", "/sessions?" + urllib.parse.urlencode(query), expect=("sessions", "total"))
             asked = set(batch)
             if page["total"] > len(batch) or any(row["name"] not in asked for row in page["sessions"]):
-                return self._ids_by_listing(names)
-            found.update((row["name"], row["id"]) for row in page["sessions"])
+                return self._rows_by_listing(names)
+            found.update((row["name"], row) for row in page["sessions"])
         return found
 
-    def _ids_by_listing(self, names: Sequence[str]) -> dict[str, int]:
-        """``_ids`` from a server without the ``name`` filter: the whole list, page by page."""
+    def _rows_by_listing(self, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """``sessions_named`` from a server without the ``name`` filter: the whole list, page by page."""
         wanted, found = set(names), {}
         for row in self.iter_sessions():
             if row["name"] in wanted:
-                found[row["name"]] = row["id"]
+                found[row["name"]] = row
                 if len(found) == len(wanted):
                     break
         return found

@@ -19,11 +19,12 @@ from typing import Mapping, Sequence, TextIO
 
 from . import __version__
 from ._admin_client import DEFAULT_URL, Admin, AdminError, choose
+from . import _cli_accounts
 from ._files import create_private, replace_retrying
 from ._logging import safe_output
 from ._names import BadName, check_name, name_key
-from ._sessionfiles import scan_dir
 from ._http import parse_moment
+from ._progress import Progress
 from ._text import mask_secrets, unsafe_detail
 from .accounts import VaultError, master_key_source, new_master_key
 from .settings import SETTINGS, SettingsError, resolve
@@ -96,10 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                      " blank lines and lines starting with # are skipped")
     add.add_argument("--kind", choices=("telethon", "pyrogram", "unknown"), default="unknown")
     add.add_argument("--meta", metavar="JSON", help='JSON object handed out with each lease, e.g. \'{"proxy": "..."}\'')
-    imp = sub.add_parser("import", parents=[db], help="register every *.session file in a folder",
-                         description="Register each *.session file in DIR by its stem; files that are not"
-                                     " Telethon or Pyrogram session databases are skipped with a warning.")
-    imp.add_argument("dir", metavar="DIR", type=Path)
+    _cli_accounts.add_arguments(sub, [db])
     lst = sub.add_parser("list", parents=[db], help="list sessions and their state")
     lst.add_argument("--state", choices=STATES)
     lst.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -176,7 +174,7 @@ def _open(args: argparse.Namespace) -> Store:
 
 def _admin(args: argparse.Namespace, environ: Mapping[str, str]) -> Admin:
     creates = (args.command, getattr(args, "action", None)) in {
-        ("sessions", "add"), ("sessions", "import"), ("keys", "create")}
+        ("sessions", "add"), ("sessions", "import"), ("sessions", "import-string"), ("keys", "create")}
     return choose(db=args.db, url=args.url, key=args.key, environ=environ, create=creates)
 
 
@@ -253,18 +251,13 @@ def _sessions(admin: Admin, args: argparse.Namespace, out: TextIO, err: TextIO, 
         err.write(f"added {added} session(s)" + (f", {existing} already registered" if existing else "")
                   + f" ({admin.where})\n")
         return 0
-    if args.action == "import":
+    if args.action in ("import", "import-string", "export"):
+        if args.action == "import-string" and not _check_names([args.name]):
+            raise CliError("NAME is blank")
         try:
-            found, warnings = scan_dir(args.dir)
-        except FileNotFoundError as exc:
-            raise CliError(str(exc)) from exc
-        for warning in warnings:
-            err.write(f"warning: {warning}\n")
-        added, existing = admin.add_sessions(list(found), kinds=found) if found else (0, 0)
-        err.write(f"imported {added} session(s) from {args.dir}"
-                  + (f", {existing} already registered" if existing else "")
-                  + (f", {len(warnings)} file(s) skipped" if warnings else "") + f" ({admin.where})\n")
-        return 0
+            return _cli_accounts.run(admin, args, err, stdin)
+        except _cli_accounts.CommandError as exc:
+            raise CliError(str(exc)) from None
     if args.action == "list":
         return _list_sessions(admin, args, out)
     if args.action == "disable" and (unsafe := unsafe_detail("--reason", args.reason)):
@@ -419,12 +412,18 @@ def _migrate(args: argparse.Namespace, err: TextIO) -> int:
     if not isinstance(resolve({"db": args.db}).db, Path):
         raise CliError("--db names the SQLite file to copy from; the PostgreSQL database goes in --to")
     with _open(args) as source, open_store(args.to) as target:
-        copied = source.copy_into(target)
+        bar = Progress("migrate", 0, err)
+        with bar:
+            def shown(done: int, total: int) -> None:
+                bar.total = total
+                bar.advance(done - bar.done)
+
+            copied = source.copy_into(target, progress=shown)
         status = target.status()
     err.write(f"copied {copied['sessions']} session(s) ({status['in_floodwait']} in flood wait,"
               f" {status['disabled']} disabled), {copied['api_keys']} key(s), {copied['session_rests']}"
-              f" scoped rest(s) and {copied['session_events']} event(s) from {source.path} to {target.path};"
-              f" now start the servers with --db {target.path}\n")
+              f" scoped rest(s) and {copied['session_events']} event(s) from {source.path} to {target.path}"
+              f" in {bar.elapsed:.1f} s; now start the servers with --db {target.path}\n")
     return 0
 
 

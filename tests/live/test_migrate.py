@@ -116,3 +116,18 @@ def test_migrate_arguments_are_checked_in_one_line(argv, words, tmp_path):
 def test_migrate_from_a_missing_file_says_so(tmp_path, pg_url):
     code, _, err = run("migrate", "--db", str(tmp_path / "nope.db"), "--to", pg_url)
     assert code == 1 and "does not exist" in err and err.count("\n") == 1, err
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_migrate_shows_progress_on_a_terminal_and_one_line_elsewhere(sqlite_pool, pg_url):
+    path = sqlite_pool[0]
+    err = _Terminal()
+    assert main(["migrate", "--db", str(path), "--to", pg_url], out=io.StringIO(), err=err) == 0
+    shown = err.getvalue()
+    assert "migrate  [" in shown and "ETA" in shown  # the bar, counting rows...
+    assert shown.split("\r")[-1].startswith("\x1b[Kcopied 5 session(s)")  # ...erased before the summary
+    assert " s; now start the servers" in shown

@@ -3,6 +3,7 @@
 * ``server``: ``LiveServer`` (a real ``telegate serve`` subprocess), ``Response``, ``ROOT``, ``server_env``;
 * ``wsgi``: ``WsgiCaller``, the Bottle app called in process on a ``FakeClock``;
 * ``clock``: ``FakeClock``, ``Sleeps`` (an injected sleep that records) and ``eventually`` (a deadline);
+* ``account_files``: account files and strings made by Telethon, kurigram and opentele-ng;
 * ``pgtools``: the PostgreSQL the tests use; ``history`` and ``reliability``: the lease-history check
   and the load helpers of the reliability suite.
 """

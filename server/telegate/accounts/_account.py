@@ -25,7 +25,7 @@ MAX_ENTITIES_PER_WRITE = 20_000
 MAX_ENTITIES_STORED = 200_000
 AUTH_KEY_BYTES = 256
 _TEXT = 255
-_ENTITY_TYPES = ("user", "bot", "group", "channel", "supergroup")
+ENTITY_TYPES = ("user", "bot", "group", "channel", "supergroup")
 _PROXY_SCHEMES = ("socks5", "socks4", "http", "https", "mtproxy")
 
 
@@ -161,8 +161,8 @@ def _entity(where: str, number: int, item: Any) -> dict[str, Any]:
     if access_hash is not None and (type(access_hash) is not int or not -_INT64 - 1 <= access_hash <= _INT64):
         raise AccountError(f"{where}[{number}].hash must be a whole number from {-_INT64 - 1} to {_INT64} (or null)")
     kind = item.get("type")
-    if kind is not None and kind not in _ENTITY_TYPES:
-        raise AccountError(f"{where}[{number}].type must be one of {', '.join(_ENTITY_TYPES)} (or null)")
+    if kind is not None and kind not in ENTITY_TYPES:
+        raise AccountError(f"{where}[{number}].type must be one of {', '.join(ENTITY_TYPES)} (or null)")
     for name, limit in _ENTITY_TEXT:
         value = item.get(name)
         if value is not None and (type(value) is not str or len(value) > limit or "\x00" in value):

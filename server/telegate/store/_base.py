@@ -360,8 +360,10 @@ class PoolStore(Protocol):
     def release_connection(self) -> None:
         """The calling thread will not use the database for a while (it parks, or ends)."""
 
-    def copy_into(self, target: "PoolStore") -> dict[str, int]:
-        """Copy every row into ``target``, an empty pool (``telegate migrate``); rows per table."""
+    def copy_into(self, target: "PoolStore", *, progress: Callable[[int, int], None] | None = None,
+                  ) -> dict[str, int]:
+        """Copy every row into ``target``, an empty pool (``telegate migrate``); rows per table;
+        ``progress(done, total)`` hears of the rows written."""
 
     def backup(self, target: str | Path) -> None:
         """Copy a SQLite pool to the file ``target`` while it runs; :class:`DatabaseError` elsewhere."""

@@ -10,7 +10,7 @@ one write transaction: the target gets the whole pool or nothing.
 from __future__ import annotations
 
 import functools
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ._base import Conflict, Engine, Tx
 
@@ -24,11 +24,14 @@ TABLES = ("api_keys", "sessions", "session_rests", "session_events", "accounts")
 _CHUNK = 500
 
 
-def copy_pool(source: Engine, target: Engine, target_name: str) -> dict[str, int]:
+def copy_pool(source: Engine, target: Engine, target_name: str, *,
+              progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
     """Copy every row of the pool on ``source`` into the one on ``target`` (``target_name``
     in messages); returns rows per table.
 
     Raises :class:`Conflict` when ``target`` holds anything already: a copy never merges.
+    ``progress(done, total)`` hears of the rows written so far (all in one transaction: an
+    interrupted copy leaves the target empty).
     """
     tables = {table: source.read(functools.partial(_all_rows, table=table)) for table in TABLES}
 
@@ -38,9 +41,13 @@ def copy_pool(source: Engine, target: Engine, target_name: str) -> dict[str, int
             what = ", ".join(f"{n} {table.replace('_', ' ')}" for table, n in held.items() if n)
             raise Conflict(f"{target_name} is not empty ({what}); migrate copies into an empty database"
                            " only: create a new one (createdb) and name it in --to")
+        done, total = 0, sum(map(len, tables.values()))
         for table, rows in tables.items():
             for start in range(0, len(rows), _CHUNK):
                 _insert(tx, table, rows[start:start + _CHUNK])
+                done += len(rows[start:start + _CHUNK])
+                if progress is not None:
+                    progress(done, total)
 
     target.write(fill)
     reset = getattr(target, "reset_identities", None)

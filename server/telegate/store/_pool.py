@@ -157,12 +157,14 @@ class _Base:
                                 " use the database's own tools (pg_dump, pg_amcheck)")
         return method
 
-    def copy_into(self, target: PoolStore) -> dict[str, int]:
+    def copy_into(self, target: PoolStore, *, progress: Callable[[int, int], None] | None = None,
+                  ) -> dict[str, int]:
         """Copy every row of this pool into ``target``, an empty pool (``telegate migrate``);
-        rows per table. :class:`Conflict` when ``target`` holds anything already."""
+        rows per table. :class:`Conflict` when ``target`` holds anything already.
+        ``progress(done, total)`` hears of the rows written."""
         if not isinstance(target, _Base):
             raise TypeError(f"copy_into needs a Store to copy into, not {type(target).__name__}")
-        return copy_pool(self.engine, target.engine, target.path)
+        return copy_pool(self.engine, target.engine, target.path, progress=progress)
 
 
 class _Leasing(_Base):
