@@ -89,6 +89,7 @@ def build_openapi() -> dict[str, Any]:
             " or a session nobody holds answers 200 too. A token of a lease that someone else now holds: 409.",
             {"200": _answer("Released (or nothing to release).", _ref("Released")),
              "403": _answer('"state" not over TLS (tls_required), or from a key without --accounts.', _ref("Error")),
+             "404": _answer('"state" for a session that is not there (removed): nothing written.', _ref("Error")),
              **_errors(*body_errors, 409)},
             tag="leases", operation_id="release",
             body=_json_body(_ref("ReleaseRequest"), example={"session_id": 7, "lease_token": "Zk3...", "flood_wait": 420}))},
