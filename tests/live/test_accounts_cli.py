@@ -136,8 +136,8 @@ def test_import_names_every_entry_not_imported(where, tmp_path):
     folder.mkdir()
     _empty_telethon(folder / "fresh.session")  # never logged in: registered by name, as before
     (folder / "junk.session").write_bytes(b"not sqlite at all")
-    (folder / "readme.txt").write_text("hi")
-    (folder / "lonely.json").write_text("{}")
+    (folder / "readme.txt").write_text("hi", encoding="utf-8")
+    (folder / "lonely.json").write_text("{}", encoding="utf-8")
     (folder / "sub").mkdir()
     code, _, err = run("sessions", "import", str(folder), *args, environ=env)
     assert code == 0, err
@@ -230,9 +230,9 @@ def _folder(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
         "app_id": 2040, "app_hash": "b18441a1ff607e10a989891a5462e627", "device": "Desktop", "sdk": "Windows 10",
         "app_version": "4.8.1 x64", "lang_pack": "tdesktop", "lang_code": "en", "system_lang_pack": "en-US",
         "twoFA": "pw-" + os.urandom(4).hex(), "phone": "79990001122", "username": "tele_acc", "is_premium": True,
-        "proxy": ["socks5", "10.1.2.3", 1080, True, "u", "p-" + os.urandom(4).hex()]}))
+        "proxy": ["socks5", "10.1.2.3", 1080, True, "u", "p-" + os.urandom(4).hex()]}), encoding="utf-8")
     fx.kurigram_session(folder / "pyro.session", keys["pyro"])
-    (folder / "pyro.json").write_text(json.dumps({"app_id": "12345", "device": 7}))
+    (folder / "pyro.json").write_text(json.dumps({"app_id": "12345", "device": 7}), encoding="utf-8")
     fx.telethon_session_of_version(folder / "old_tele.session", keys["old_tele"], 3)
     fx.pyrogram_session_of_version(folder / "old_pyro.session", keys["old_pyro"], 2)
     return folder, keys
@@ -279,7 +279,7 @@ def test_import_keeps_every_field_and_export_writes_working_files(where, tmp_pat
                        "--json", *args, environ=env)
     assert code == 0, err
     assert fx.open_kurigram_file(out / "tele.session")["auth_key"] == keys["tele"]
-    seller = json.loads((out / "tele.json").read_text())
+    seller = json.loads((out / "tele.json").read_text(encoding="utf-8"))
     assert seller["app_id"] == 2040 and seller["proxy"].startswith("socks5://")
 
 
@@ -319,7 +319,7 @@ def test_an_account_the_server_refuses_is_named_and_the_rest_go_in(where, tmp_pa
     folder.mkdir()
     for name in ("a1", "a2", "a3"):
         fx.telethon_session(folder / f"{name}.session", fx.random_key())
-    (folder / "a2.json").write_text(json.dumps({"username": "u" * 500}))  # over the server's limit
+    (folder / "a2.json").write_text(json.dumps({"username": "u" * 500}), encoding="utf-8")  # over the server's limit
     code, _, err = run("sessions", "import", str(folder), *args, environ=env)
     assert code == 0, err
     assert "warning: skipped a2: " in err and "username" in err

@@ -112,7 +112,7 @@ def test_pyrogram_older_schema_versions(tmp_path, version):
 
 
 def test_not_sessions_have_reasons(tmp_path):
-    (tmp_path / "text.session").write_text("hello")
+    (tmp_path / "text.session").write_text("hello", encoding="utf-8")
     with pytest.raises(FormatError, match="not a SQLite database"):
         read_session_file(tmp_path / "text.session")
     import sqlite3
@@ -268,10 +268,10 @@ def test_round_trip_keeps_the_account(tmp_path, kind):
 
 
 def test_export_never_overwrites(tmp_path):
-    (tmp_path / "x.session").write_text("mine")
+    (tmp_path / "x.session").write_text("mine", encoding="utf-8")
     with pytest.raises(FileExistsError):
         write_session_file(_rich_account(fx.random_key()), tmp_path / "x.session", "telethon")
-    assert (tmp_path / "x.session").read_text() == "mine"
+    assert (tmp_path / "x.session").read_text(encoding="utf-8") == "mine"
 
 
 def test_export_of_a_bad_account_leaves_no_file(tmp_path):
@@ -366,7 +366,7 @@ def test_unreadable_json_warns(tmp_path, content, reason):
         path.write_bytes(b"\xff\xfe{")
         reason = "not UTF-8"
     else:
-        path.write_text(content)
+        path.write_text(content, encoding="utf-8")
     account = new_account(dc_id=2)
     warnings = apply_sidecar(path, account)
     assert len(warnings) == 1 and warnings[0].startswith("acc.json: ") and reason in warnings[0]
@@ -384,11 +384,11 @@ def test_json_with_bom_is_read(tmp_path):
 
 def test_folder_every_entry_is_imported_or_has_a_reason(tmp_path):
     fx.telethon_session(tmp_path / "tele.session", fx.random_key())
-    (tmp_path / "tele.json").write_text(json.dumps(SELLER))
+    (tmp_path / "tele.json").write_text(json.dumps(SELLER), encoding="utf-8")
     fx.kurigram_session(tmp_path / "pyro.session", fx.random_key())
-    (tmp_path / "orphan.json").write_text("{}")
-    (tmp_path / "notes.txt").write_text("hello")
-    (tmp_path / "broken.session").write_text("garbage")
+    (tmp_path / "orphan.json").write_text("{}", encoding="utf-8")
+    (tmp_path / "notes.txt").write_text("hello", encoding="utf-8")
+    (tmp_path / "broken.session").write_text("garbage", encoding="utf-8")
     (tmp_path / "sub").mkdir()
     (tmp_path / "tele.session-journal").write_bytes(b"")
     if hasattr(os, "mkfifo"):
@@ -417,7 +417,7 @@ def test_folder_names_with_control_characters_are_skipped(tmp_path):
 
 def test_folder_sidecar_warnings_name_the_file(tmp_path):
     fx.telethon_session(tmp_path / "a.session", fx.random_key())
-    (tmp_path / "a.json").write_text(json.dumps({"app_id": [1], "app_hash": "x" * 32}))
+    (tmp_path / "a.json").write_text(json.dumps({"app_id": [1], "app_hash": "x" * 32}), encoding="utf-8")
     (found,) = read_candidate(plan_folder(tmp_path)[0][0])
     assert any(w.startswith("a.json: ") and "app_id is a list" in w for w in found.warnings)
 

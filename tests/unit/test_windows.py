@@ -351,9 +351,10 @@ def test_no_bare_stop_signals_outside_the_stop_helper():
 
 
 def _missing_encoding(tree: ast.AST):
+    awaited = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Await)}
     for node in ast.walk(tree):
-        if not isinstance(node, ast.Call):
-            continue
+        if not isinstance(node, ast.Call) or id(node) in awaited:
+            continue  # an awaited open() is some library's (kurigram's storage), never a file's
         func = node.func
         name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
         keywords = {k.arg: k.value for k in node.keywords}

@@ -8,11 +8,13 @@ HTTP API, the CLI and the import like a Windows admin would.
 from __future__ import annotations
 
 import io
+import os
 import sqlite3
 from pathlib import PureWindowsPath
 
 import pytest
 
+from support.account_files import telethon_session
 from telegate import _names
 from telegate.cli import main
 from telegate.store import open_store
@@ -198,12 +200,9 @@ def test_cli_add_refuses_twins_in_its_input(fresh_db):
     assert code == 1 and "names 1 'acc1' and 2 'ACC1' differ only in case" in err
 
 
-def _session_file(path, kind="telethon") -> None:
-    conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE sessions (x)")
-    conn.execute("CREATE TABLE entities (x)" if kind == "telethon" else "CREATE TABLE peers (x)")
-    conn.commit()
-    conn.close()
+def _session_file(path) -> None:
+    """A real Telethon ``.session`` (import reads the account from it; a fake one is skipped)."""
+    telethon_session(path, os.urandom(256))
 
 
 def test_import_skips_names_windows_cannot_hold_and_twins(fresh_db, tmp_path):
@@ -218,8 +217,8 @@ def test_import_skips_names_windows_cannot_hold_and_twins(fresh_db, tmp_path):
     with open_store(db) as store:
         names = sorted(row["name"] for row in store.list_sessions()[0])
     assert names == sorted(["ACC1", "fine", "Акк"])  # sorted() order: the first of each pair wins
-    assert "skipped acc1.session: its name differs only in case from ACC1.session" in err
-    assert "skipped акк.session: its name differs only in case from Акк.session" in err
+    assert "skipped acc1.session: its name differs only in case from that of ACC1.session" in err
+    assert "skipped акк.session: its name differs only in case from that of Акк.session" in err
     assert "skipped CON.session" in err and "(name rule: windows_reserved)" in err
     assert "skipped a:b.session" in err and "(name rule: windows_character)" in err
     assert "skipped .hidden.session" in err and "(name rule: dot)" in err
