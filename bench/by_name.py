@@ -53,7 +53,7 @@ class Counted(HttpAdmin):
 class Paging(Counted):
     """The admin client as it was before the ``name`` filter: it reads the list through."""
 
-    _ids = HttpAdmin._ids_by_listing
+    sessions_named = HttpAdmin._rows_by_listing
 
 
 def timed_disable(admin: Counted, names: list[str]) -> tuple[float, int]:

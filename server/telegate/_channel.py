@@ -48,6 +48,7 @@ its body one way and we the other (request smuggling).
 """
 from __future__ import annotations
 
+import json
 import logging
 import select
 import socket
@@ -61,7 +62,7 @@ from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser, ParsingError
 from waitress.server import TcpWSGIServer
 from waitress import wasyncore
-from waitress.task import ThreadedTaskDispatcher, WSGITask
+from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,28 @@ class _Task(WSGITask):
 
 
 
+#: The ``error`` code of each answer waitress gives a request it could not read.
+_FRAMING_ERRORS = {400: "bad_request", 413: "request_too_large", 431: "request_head_too_large"}
+
+
+class _ErrorTask(ErrorTask):
+    """waitress's answer to a request it could not read (bad framing, a head or body over its
+    limits), as JSON like every other TeleGate error: ``{"error", "detail"}``."""
+
+    def execute(self) -> None:
+        error = self.request.error  # type: ignore[attr-defined]  # waitress's ErrorTask gets a request with .error
+        detail = f"{error.reason}: {error.body}"
+        if error.code == 431:
+            detail += ("; the request line and headers must stay under the server's limit (for"
+                       " GET /sessions, ask for fewer name= at once)")
+        body = json.dumps({"error": _FRAMING_ERRORS.get(error.code, "bad_request"), "detail": detail}).encode()
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers = [*self.response_headers, ("Content-Type", "application/json")]
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
 class _Parser(HTTPRequestParser):
     """waitress's request parser, refusing a request framed two ways (RFC 9112 6.3: a
     server MAY reject it, and must close the connection after it)."""
@@ -102,6 +125,7 @@ class Channel(HTTPChannel):
     connections, and times its request heads."""
 
     task_class = _Task
+    error_task_class = _ErrorTask
     parser_class = _Parser
     _disconnect_hooks: list[Callable[[], None]] | None = None
     _counted: str | None = None  # the address whose count this channel holds

@@ -67,7 +67,7 @@ def errors(*statuses: int) -> dict[str, Any]:
 
 _ERROR_RESPONSES = {
     400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
-    413: "BodyTooLarge", 429: "LeaseLimit", 500: "InternalError", 503: "Unavailable",
+    413: "BodyTooLarge", 431: "HeadTooLarge", 429: "LeaseLimit", 500: "InternalError", 503: "Unavailable",
 }
 
 _META = {

@@ -39,6 +39,8 @@ _RESPONSES: dict[str, Any] = {
                           " Or (wait_limit, with limit and waiting) it parks as many long-polls as it may.",
                           _ref("Error"), headers=_RETRY_AFTER),
     "BodyTooLarge": _answer("The request body is larger than --max-body.", _ref("Error")),
+    "HeadTooLarge": _answer("The request line and headers are larger than the server reads"
+                            " (request_head_too_large): ask for fewer names at once.", _ref("Error")),
     "InternalError": _answer("Unexpected server error (logged).", _ref("Error")),
     "Unavailable": _answer("The database is busy or unavailable (database_unavailable); retry shortly.",
                            _ref("Error"), headers=_RETRY_AFTER),
@@ -129,7 +131,7 @@ def build_openapi() -> dict[str, Any]:
                 "List sessions",
                 "A page of sessions by id, optionally of one state, or only those named (each name its own"
                 " name= parameter; names not registered are left out, and total counts the rest). Admin key.",
-                {"200": _answer("A page of sessions.", _ref("SessionList")), **_errors(400, 401, 403, 500, 503)},
+                {"200": _answer("A page of sessions.", _ref("SessionList")), **_errors(400, 401, 403, 431, 500, 503)},
                 tag="admin", operation_id="listSessions", parameters=[
                     {"name": "state", "in": "query", "required": False, "schema": {"type": "string", "enum": list(STATES)}},
                     {"name": "name", "in": "query", "required": False, "style": "form", "explode": True,

@@ -6,6 +6,7 @@ here is bounded: a socket the server should close is read with a timeout.
 """
 from __future__ import annotations
 
+import json
 import socket
 import time
 
@@ -158,3 +159,22 @@ def test_the_access_log_shows_the_client_address_and_a_trusted_proxys_client(ser
     proxied = server_factory("--trusted-proxy", "127.0.0.1")
     proxied.request("GET", "/status", headers={"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"})
     wait_for_log(proxied, r"telegate\.access: 203\.0\.113\.9 GET /status 200 ")
+
+
+def test_a_request_head_over_the_limit_gets_a_json_error(live_server):
+    """waitress's own refusals (here 431, a request line too long) are JSON like every TeleGate error."""
+    host, port = live_server.url.rsplit("//", 1)[1].split(":")
+    path = "/sessions?" + "&".join("name=" + "x" * 250 for _ in range(1050))  # just over waitress's 256 KiB
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nX-API-Key: {live_server.admin_key}\r\n\r\n".encode())
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except ConnectionResetError:  # the server closed with the rest of the head unread
+            pass
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 431 ") or head.startswith(b"HTTP/1.1 431 ")
+    assert b"Content-Type: application/json" in head
+    error = json.loads(body)
+    assert error["error"] == "request_head_too_large" and "fewer name=" in error["detail"]
