@@ -243,6 +243,25 @@ def test_a_session_freed_by_time_goes_to_the_ticket_not_a_newcomer(tmp_path):
         assert store.line_stats() == (0, None)
 
 
+def test_a_wait_that_ends_beside_a_free_session_is_told_one_will_free_up(tmp_path):
+    """A ticket leaving at its deadline while a session is free (a lapse no serving pass has
+    reached yet, or another ticket's turn) must not read "nothing in use, nothing resting":
+    the SDK gives up on that. The free session counts as in use (about to be leased)."""
+    from support import FakeClock
+    from telegate.store import NoSessionAvailable, Ticket, open_store
+
+    clock = FakeClock()
+    with open_store(tmp_path / "line.db", clock=clock) as store:
+        store.add_sessions(["only"])
+        store.acquire(5)
+        ticket = store.acquire(60, wait=30, owner="another-process")
+        assert isinstance(ticket, Ticket)
+        clock.advance(6)  # the lease lapses; nothing was committed, no pass served the line
+        with pytest.raises(NoSessionAvailable) as refused:
+            store.leave_line(ticket.ticket)
+        assert refused.value.in_use == 1 and refused.value.total == 1
+
+
 def test_tickets_of_a_dead_server_process_are_not_served(tmp_path):
     """A process renews its tickets while it waits; one that stopped (died) gets no leases."""
     from support import FakeClock

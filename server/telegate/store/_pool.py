@@ -311,7 +311,13 @@ class _Leasing(_Base):
                 if row is not None:
                     return lease_from(row)
                 asked = {"name": None, "purpose": None, "account": 0}  # granted, but that lease is over already
-            return counts.unavailable(tx, asked["name"], asked["purpose"], bool(asked["account"]))[0]
+            refused, free = counts.unavailable(tx, asked["name"], asked["purpose"], bool(asked["account"]))
+            # Sessions free at this instant, whose turn went to tickets ahead of this one or that
+            # a serving pass has not reached yet, are about to be leased: count them as in use,
+            # so the caller polls again rather than reads "nothing in use, nothing resting" as
+            # "nothing will free up" and gives up on a busy pool.
+            refused.in_use += free
+            return refused
 
         outcome = self.engine.write(leave, batch=True)
         if isinstance(outcome, Lease):
