@@ -79,7 +79,26 @@ def _session_json(row: dict[str, Any], now: float) -> dict[str, Any]:
         "created_at": iso(row["created_at"]),
         "last_released_at": iso(row["last_released_at"]),
         "meta": row["meta"],
+        "groups": row["groups"],
+        # Who had it last (the holder of its latest lease, kept after the release), and when.
+        "last_holder": row.get("last_holder"),
+        # What an operator may see of its account (never a secret: no key, hash or password).
+        **_account_view(row),
     }
+
+
+#: The account's profile as the admin views show it: plain columns the vault keeps beside
+#: the sealed secrets. A session without an account (or a store without accounts) has none.
+ACCOUNT_VIEW = ("phone", "username", "premium", "device", "proxy_host")
+
+
+def _account_view(row: dict[str, Any]) -> dict[str, Any]:
+    view: dict[str, Any] = {"has_account": bool(row.get("has_account"))}
+    for field in ACCOUNT_VIEW:
+        view[field] = row.get(field)
+    if view["premium"] is not None:
+        view["premium"] = bool(view["premium"])
+    return view
 
 
 def _rests_in_words(exc: store_mod.NoSessionAvailable) -> tuple[str, str]:
@@ -109,7 +128,10 @@ def _unavailable(exc: store_mod.NoSessionAvailable) -> ApiError:
         headers["Retry-After"] = str(max(1, math.ceil(hint)))
     elif exc.next_release_in is not None:
         headers["Retry-After"] = str(max(1, math.ceil(exc.next_release_in)))
-    if exc.total == 0:
+    if exc.total == 0 and exc.groups:
+        detail = (f"no session is in this key's groups ({', '.join(exc.groups)}); an admin must put sessions"
+                  " in them (telegate sessions add NAME --group GROUP, or PATCH /sessions/ID {\"groups\": [...]})")
+    elif exc.total == 0:
         detail = "the pool is empty; an admin must add sessions (telegate sessions add NAME)"
     elif exc.in_use or exc.next_release_in is not None:
         counts, kinds = _rests_in_words(exc)
@@ -338,7 +360,7 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
         purpose = bottle.request.query.get("purpose") or None
         if purpose is not None:
             purpose = Fields({"purpose": purpose}, {"purpose"}).method("purpose")
-        data = store.status(purpose)
+        data = store.status(purpose, key=caller())
         answer = {
             "total": data["total"], "free": data["free"], "in_use": data["in_use"],
             "in_floodwait": data["in_floodwait"], "resting_scoped": data["resting_scoped"],
@@ -391,7 +413,7 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
 
     @route("/sessions", "POST", auth="admin")
     def add_sessions() -> Any:
-        fields = body({"names", "name", "meta", "kind"})
+        fields = body({"names", "name", "meta", "kind", "groups"})
         names = fields.data.get("names")
         single = fields.text("name", max_length=store_mod.MAX_NAME_LENGTH)
         if (names is None) == (single is None):
@@ -409,7 +431,8 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
         kind = fields.text("kind", max_length=20) or "unknown"
         if kind not in ("telethon", "pyrogram", "unknown"):
             raise bad_request("kind must be telethon, pyrogram or unknown")
-        added, existing = store.add_sessions(dict.fromkeys(names), kind=kind, meta=fields.meta())
+        added, existing = store.add_sessions(dict.fromkeys(names), kind=kind, meta=fields.meta(),
+                                             groups=fields.groups() or ())
         if added:
             log.info("added %d session(s)", len(added))
         return _json({"added": added, "existing": existing}, status=201 if added else 200)
@@ -421,17 +444,18 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
     @route("/sessions/<session_id>", "PATCH", auth="admin")
     def patch_session(session_id: str) -> Any:
         sid = parse_id(session_id)
-        fields = body({"disabled", "reason", "clear_flood_wait", "meta"})
+        fields = body({"disabled", "reason", "clear_flood_wait", "meta", "groups"})
         disabled = fields.boolean("disabled")
         reason = fields.text("reason", max_length=500)
         clear = fields.boolean("clear_flood_wait")
         meta = fields.meta()
+        groups = fields.groups()
         if reason is not None and disabled is not True:
             raise bad_request('"reason" goes with "disabled": true')
-        if disabled is None and not clear and meta is None:
-            raise bad_request('send at least one of "disabled", "clear_flood_wait" (true) or "meta"')
+        if disabled is None and not clear and meta is None and groups is None:
+            raise bad_request('send at least one of "disabled", "clear_flood_wait" (true), "meta" or "groups"')
         row = store.update_session(sid, disabled=disabled, reason=reason, clear_flood_wait=bool(clear), meta=meta,
-                                   key=caller())
+                                   key=caller(), groups=groups)
         log.info("session %d updated by %s: %s", sid, bottle.request.environ.get("telegate.key_name"),
                  ", ".join(sorted(fields.data)))
         return _json(_session_json(row, clock()))
@@ -462,15 +486,19 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
 
     @route("/keys", "POST", auth="admin")
     def create_key() -> Any:
-        fields = body({"name", "admin", "max_leases"})
+        fields = body({"name", "admin", "max_leases", "groups"})
         name = fields.text("name", max_length=_keys.MAX_KEY_NAME, required=True)
         scope = "admin" if fields.boolean("admin") else "client"
         max_leases = fields.integer("max_leases")
-        key = store.create_key(name, scope, max_leases=max_leases)
-        log.info("%s key %r created by %s", scope, name, caller().name)
+        groups = fields.groups() or ()
+        if groups and scope == "admin":
+            raise bad_request('an admin key sees every session: "groups" are for client keys')
+        key = store.create_key(name, scope, max_leases=max_leases, groups=groups)
+        log.info("%s key %r created by %s%s", scope, name, caller().name,
+                 f", confined to groups {', '.join(groups)}" if groups else "")
         # The key is in this answer only: no cache may keep it.
-        return _json({"name": name, "scope": scope, "max_leases": max_leases, "key": key}, status=201,
-                     headers={"Cache-Control": "no-store"})
+        return _json({"name": name, "scope": scope, "max_leases": max_leases, "groups": list(groups), "key": key},
+                     status=201, headers={"Cache-Control": "no-store"})
 
     @route("/keys/<name:path>", "DELETE", auth="admin")
     def revoke_key(name: str) -> Any:

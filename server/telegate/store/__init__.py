@@ -11,7 +11,7 @@ from __future__ import annotations
 from ._base import (
     MAX_NAME_LENGTH, STATES, CommitFeed, Conflict, DatabaseError, Engine, Grant, KeyInfo, KeyRevoked, Lease, LeaseLimit,
     LeaseMismatch, NoSessionAvailable, NotFound, NotLeaseHolder, PoolStore, SessionDisabled,
-    StoreError, Ticket, Tx, hash_key,
+    StoreError, Ticket, Tx, check_groups, hash_key, MAX_GROUPS,
 )
 from ._pool import Store, is_database_url, open_store
 from ._sqlite import SCHEMA_VERSION
@@ -20,5 +20,5 @@ __all__ = [
     "Store", "open_store", "is_database_url", "PoolStore", "Engine", "Tx",
     "StoreError", "DatabaseError", "NotFound", "Conflict", "LeaseMismatch", "NotLeaseHolder",
     "SessionDisabled", "LeaseLimit", "KeyRevoked", "NoSessionAvailable", "Lease", "KeyInfo", "Ticket", "Grant", "CommitFeed",
-    "SCHEMA_VERSION", "MAX_NAME_LENGTH", "STATES", "hash_key",
+    "SCHEMA_VERSION", "MAX_NAME_LENGTH", "STATES", "hash_key", "check_groups", "MAX_GROUPS",
 ]

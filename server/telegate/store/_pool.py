@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from . import _line as line
 from ._base import (
     STATES, Conflict, DatabaseError, Engine, Grant, KeyInfo, KeyRevoked, Lease, LeaseLimit, LeaseMismatch,
-    NoSessionAvailable, NotFound, NotLeaseHolder, SessionDisabled, Ticket, Tx, hash_key,
+    NoSessionAvailable, NotFound, NotLeaseHolder, SessionDisabled, Ticket, Tx, check_groups, hash_key,
 )
 
 __all__ = ["Store", "open_store", "is_database_url"]
@@ -51,12 +51,15 @@ _IS_FREE = (
     "disabled = 0 AND avail_at <= :now AND COALESCE(lease_expires_at, 0) <= :now"
     " AND COALESCE(flood_wait_until, 0) <= :now"
 )
-_STATE_SQL = (
-    f"CASE WHEN {_IS_DISABLED} THEN 'disabled' WHEN {_IS_IN_USE} THEN 'in_use'"
-    f" WHEN {_IS_FLOODWAIT} THEN 'in_floodwait' ELSE 'free' END"
-)
 # A scoped rest that is still running; `:scope` narrows it to one method.
 _RESTING = "SELECT 1 FROM session_rests r WHERE r.session_id = sessions.id AND r.until > :now"
+# Free of leases and flood waits, but resting for some methods: plain acquires skip it, so
+# the admin's view must not call it free (issue 18, M1).
+_IS_RESTING_SCOPED = f"{_IS_FREE} AND EXISTS ({_RESTING})"
+_STATE_SQL = (
+    f"CASE WHEN {_IS_DISABLED} THEN 'disabled' WHEN {_IS_IN_USE} THEN 'in_use'"
+    f" WHEN {_IS_FLOODWAIT} THEN 'in_floodwait' WHEN {_IS_RESTING_SCOPED} THEN 'resting_scoped' ELSE 'free' END"
+)
 _RESTING_FOR = _RESTING + " AND r.scope = :purpose"
 # When a session can next be leased without a purpose: rest_until is the end of its
 # latest scoped rest (rests only ever lengthen, so it is the max of session_rests.until).
@@ -70,6 +73,22 @@ _ROWS_PER_INSERT = 256
 
 def _count(predicate: str) -> str:
     return f"COALESCE(SUM(CASE WHEN {predicate} THEN 1 ELSE 0 END), 0)"
+
+
+def _in_groups(groups: Sequence[str]) -> tuple[str, dict[str, str]]:
+    """``AND`` the session (a row of ``sessions``) is in one of ``groups``, and its parameters;
+    nothing for no groups (a key confined to none sees every session)."""
+    if not groups:
+        return "", {}
+    params = {f"grp{number}": group for number, group in enumerate(groups)}
+    marks = ", ".join(f":{mark}" for mark in params)
+    return (f" AND EXISTS (SELECT 1 FROM session_groups g WHERE g.session_id = sessions.id"
+            f" AND g.name IN ({marks}))"), params
+
+
+def _key_groups(stored: str | None) -> tuple[str, ...]:
+    """A key's groups from its ``api_keys.groups`` column (a JSON list, NULL for none)."""
+    return tuple(json.loads(stored)) if stored else ()
 
 
 def is_database_url(db: str | Path) -> bool:
@@ -187,7 +206,8 @@ class Store:
         process that will wait) the caller joins the line and gets a :class:`Ticket`;
         otherwise :class:`NoSessionAvailable` with the pool's counts. Raises
         :class:`LeaseLimit` when the key holds its ``max_leases`` already, and
-        :class:`NotFound` when ``name`` is not registered.
+        :class:`NotFound` when ``name`` is not registered. A key confined to groups leases,
+        counts and finds by name only sessions in its groups: any other is "not registered".
         """
         purpose = purpose.lower() if purpose else None
         grants: list[Grant] = []
@@ -218,16 +238,18 @@ class Store:
                key: KeyInfo | None, request_id: str | None, purpose: str | None) -> Lease | NoSessionAvailable:
         """The claim of one acquire (or of a waiting ticket), in ``tx``."""
         key_id = key.id if key is not None else None
+        groups = key.confined if key is not None else ()
         target = "name = :name AND " if name is not None else ""
+        confined, group_params = _in_groups(groups)
         if purpose:
             pick = (f"SELECT id, lease_token, lease_key_id, holder FROM sessions"
-                    f" WHERE {target}{_IS_FREE} AND NOT EXISTS ({_RESTING_FOR}) {self._CLAIM_ORDER}")
+                    f" WHERE {target}{_IS_FREE} AND NOT EXISTS ({_RESTING_FOR}){confined} {self._CLAIM_ORDER}")
         else:
             pick = (f"SELECT id, lease_token, lease_key_id, holder FROM sessions"
-                    f" WHERE {target}{_IS_FREE} AND {_PLAIN_AVAIL} <= :now {self._PLAIN_ORDER}")
+                    f" WHERE {target}{_IS_FREE} AND {_PLAIN_AVAIL} <= :now{confined} {self._PLAIN_ORDER}")
         params: dict[str, Any] = {
             "token": secrets.token_urlsafe(18), "ttl": ttl, "holder": holder, "name": name,
-            "key_id": key_id, "request_id": request_id, "purpose": purpose, "now": tx.now}
+            "key_id": key_id, "request_id": request_id, "purpose": purpose, "now": tx.now, **group_params}
         now = tx.now
         limit = None
         if key_id is not None:
@@ -270,7 +292,7 @@ class Store:
             # it then passes over, and deadlock with another) rather than answer 503
             # "nothing in use" to a busy pool. SQLite serialises writers, so there the
             # count never finds one free.
-            unavailable, free = self._counts(tx, name, purpose)
+            unavailable, free = self._counts(tx, name, purpose, groups)
             if not free:
                 return unavailable
             if picks > 1:
@@ -303,11 +325,11 @@ class Store:
     def _claim_for_waiter(self, tx: Tx, waiter: Mapping[str, Any]) -> Lease | None:
         key = None
         if waiter["key_id"] is not None:
-            row = tx.row("SELECT id, name, scope, max_leases FROM api_keys WHERE id = :id AND revoked_at IS NULL",
-                         {"id": waiter["key_id"]})
+            row = tx.row("SELECT id, name, scope, max_leases, groups FROM api_keys"
+                         " WHERE id = :id AND revoked_at IS NULL", {"id": waiter["key_id"]})
             if row is None:  # revoked while waiting: nothing for it (its wait ends by itself)
                 return None
-            key = KeyInfo(row["name"], row["scope"], row["id"], row["max_leases"])
+            key = KeyInfo(row["name"], row["scope"], row["id"], row["max_leases"], _key_groups(row["groups"]))
             if waiter["request_id"] is not None and not self.engine.try_turn(tx, key.id, waiter["request_id"]):
                 return None  # a retry of its request is being served right now: that one gets the lease
         try:
@@ -338,8 +360,8 @@ class Store:
                 row = line.claimed(tx, ticket)
                 if row is not None:
                     return _lease(row)
-                asked = {"name": None, "purpose": None}  # granted, but that lease is over already
-            return self._unavailable(tx, asked["name"], asked["purpose"])
+                asked = {"name": None, "purpose": None, "key_id": None}  # granted, but that lease is over
+            return self._unavailable(tx, asked["name"], asked["purpose"], self._confined_to(tx, asked.get("key_id")))
 
         outcome = self.engine.write(leave, batch=True)
         if isinstance(outcome, Lease):
@@ -391,6 +413,23 @@ class Store:
         return row["n"]
 
     @staticmethod
+    def _confined_to(tx: Tx, key_id: int | None) -> tuple[str, ...]:
+        """The groups the key ``key_id`` is confined to (none for admins, unknown ids and None)."""
+        if key_id is None:
+            return ()
+        row = tx.row("SELECT scope, groups FROM api_keys WHERE id = :id", {"id": key_id})
+        return () if row is None or row["scope"] == "admin" else _key_groups(row["groups"])
+
+    @staticmethod
+    def _visible(tx: Tx, session_id: int, key: KeyInfo | None) -> bool:
+        """Whether ``key`` may see session ``session_id`` (always, unless it is confined to groups)."""
+        groups = key.confined if key is not None else ()
+        if not groups:
+            return True
+        confined, params = _in_groups(groups)
+        return tx.row(f"SELECT 1 AS x FROM sessions WHERE id = :id{confined}", {"id": session_id, **params}) is not None
+
+    @staticmethod
     def _key_name(tx: Tx, key_id: int | None) -> str | None:
         if key_id is None:
             return None
@@ -426,21 +465,24 @@ class Store:
         return row
 
     @classmethod
-    def _unavailable(cls, tx: Tx, name: str | None, purpose: str | None) -> NoSessionAvailable:
-        return cls._counts(tx, name, purpose)[0]
+    def _unavailable(cls, tx: Tx, name: str | None, purpose: str | None,
+                     groups: Sequence[str] = ()) -> NoSessionAvailable:
+        return cls._counts(tx, name, purpose, groups)[0]
 
     @staticmethod
-    def _counts(tx: Tx, name: str | None, purpose: str | None) -> tuple[NoSessionAvailable, int]:
+    def _counts(tx: Tx, name: str | None, purpose: str | None,
+                groups: Sequence[str] = ()) -> tuple[NoSessionAvailable, int]:
         """The counts a caller that found nothing needs: what is busy, what rests, and until when;
         and how many sessions that caller could lease right now (see the claim).
 
         A session rests for this caller when it is in an account-wide flood wait, or (not
         leased, not disabled) rests for the caller's purpose, or for any method when the
-        caller gave none.
+        caller gave none. Only the sessions in ``groups`` count, when it names any.
         """
         resting = _RESTING_FOR if purpose else _RESTING
         scoped_end = resting.replace("SELECT 1", "SELECT MAX(r.until)")
-        where = "WHERE name = :name" if name is not None else ""
+        confined, group_params = _in_groups(groups)
+        where = "WHERE 1 = 1" + (" AND name = :name" if name is not None else "") + confined
         row = tx.row(f"""
             SELECT COUNT(*) AS total,
                    {_count(_IS_IN_USE)} AS in_use,
@@ -451,11 +493,11 @@ class Store:
                        AS rest_end,
                    MIN(CASE WHEN {_IS_IN_USE} THEN lease_expires_at END) AS lease_end,
                    {_count(f"{_IS_FREE} AND NOT EXISTS ({resting})")} AS free
-            FROM sessions {where}""", {"now": tx.now, "name": name, "purpose": purpose})
+            FROM sessions {where}""", {"now": tx.now, "name": name, "purpose": purpose, **group_params})
         rest_end, lease_end = row["rest_end"], row["lease_end"]
         waiting_workers, _ = line.line_stats(tx)
         return NoSessionAvailable(
-            waiting_count=row["resting"], flood_waiting=row["flood_waiting"], purpose=purpose,
+            waiting_count=row["resting"], flood_waiting=row["flood_waiting"], purpose=purpose, groups=tuple(groups),
             in_use=row["in_use"], total=row["total"], waiting_workers=waiting_workers,
             next_release_in=None if rest_end is None else max(0.0, rest_end - tx.now),
             next_lease_end_in=None if lease_end is None else max(0.0, lease_end - tx.now)), row["free"]
@@ -474,11 +516,14 @@ class Store:
         holder. A lease recorded without a key (taken by an internal caller, or before
         the upgrade that added ownership) is proved by its token alone. Without a token,
         the key must be the lease's. Admin keys (and internal callers, ``key=None``) may
-        end any lease.
+        end any lease. To a key confined to groups, a session outside them that it does not
+        hold is as unknown (None): it learns nothing of it, not even that another key holds it.
         """
         row = tx.row("SELECT id, disabled, lease_token, lease_expires_at, lease_key_id, holder"
                      " FROM sessions WHERE id = :id /*for_update*/", {"id": session_id})
         if row is None or row["lease_token"] is None:
+            return None
+        if key is not None and row["lease_key_id"] != key.id and not self._visible(tx, session_id, key):
             return None
         live = (row["lease_expires_at"] or 0) > tx.now
         privileged = key is None or key.is_admin
@@ -598,7 +643,7 @@ class Store:
             row = self._holder_check(tx, session_id, token, key)
             if row is None or row["lease_token"] != token:
                 exists = tx.row("SELECT disabled FROM sessions WHERE id = :id", {"id": session_id})
-                if exists is None:
+                if exists is None or (row is None and not self._visible(tx, session_id, key)):
                     raise NotFound(f"no session with id {session_id}")
                 raise LeaseMismatch(f"lease token is not the current lease of session {session_id};"
                                     " it was released or taken over")
@@ -645,13 +690,15 @@ class Store:
 
     # -- pool inspection ----------------------------------------------------------------
 
-    def status(self, purpose: str | None = None) -> dict[str, Any]:
+    def status(self, purpose: str | None = None, *, key: KeyInfo | None = None) -> dict[str, Any]:
         """Sessions by state, where ``free`` means leasable by anyone and ``resting_scoped``
         counts sessions that rest for some methods but may be leased for others.
 
         With ``purpose``, ``free_for_purpose`` counts the sessions a lease for it could get.
+        A ``key`` confined to groups counts the sessions of its groups alone.
         """
         purpose = purpose.lower() if purpose else None
+        confined, group_params = _in_groups(key.confined if key is not None else ())
         extra = (f", {_count(f'{_IS_FREE} AND NOT EXISTS ({_RESTING_FOR})')} AS free_for_purpose"
                  if purpose else "")
 
@@ -661,10 +708,10 @@ class Store:
                        {_count(_IS_DISABLED)} AS disabled,
                        {_count(_IS_IN_USE)} AS in_use,
                        {_count(_IS_FLOODWAIT)} AS in_floodwait,
-                       {_count(f"{_IS_FREE} AND EXISTS ({_RESTING})")} AS resting_scoped,
+                       {_count(_IS_RESTING_SCOPED)} AS resting_scoped,
                        MIN(CASE WHEN {_IS_FLOODWAIT} THEN flood_wait_until END) AS next_available
                        {extra}
-                FROM sessions""", {"now": tx.now, "purpose": purpose})
+                FROM sessions WHERE 1 = 1{confined}""", {"now": tx.now, "purpose": purpose, **group_params})
             data = dict(row)
             data["now"] = tx.now
             return data
@@ -678,21 +725,29 @@ class Store:
         "id, name, kind, meta, disabled, disabled_reason, holder, leased_at, lease_expires_at,"
         " flood_wait_until, use_count, flood_count, expired_count, created_at, last_released_at,"
         " (SELECT name FROM api_keys WHERE api_keys.id = sessions.lease_key_id) AS lease_key,"
+        # Who had it last: the holder of its latest lease (the history keeps it after the release).
+        " (SELECT e.holder FROM session_events e WHERE e.session_id = sessions.id AND e.type = 'lease'"
+        " ORDER BY e.id DESC LIMIT 1) AS last_holder,"
         f" {_STATE_SQL} AS state")
 
     @staticmethod
     def _with_rests(tx: Tx, rows: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """Session rows with ``rests``: the methods each one rests for now, soonest end first."""
+        """Session rows with ``rests`` (the methods each one rests for now, soonest end first)
+        and ``groups`` (sorted)."""
         sessions = [_session_row(row) for row in rows]
         by_id = {session["id"]: session for session in sessions}
         for session in sessions:
             session["rests"] = []
+            session["groups"] = []
         if by_id:
             ids = ", ".join(str(int(sid)) for sid in by_id)  # ints from the database: safe to inline
             for rest in tx.rows(f"SELECT session_id, scope, until FROM session_rests"
                                 f" WHERE until > :now AND session_id IN ({ids}) ORDER BY until",
                                 {"now": tx.now}):
                 by_id[rest["session_id"]]["rests"].append({"scope": rest["scope"], "until": rest["until"]})
+            for group in tx.rows(f"SELECT session_id, name FROM session_groups WHERE session_id IN ({ids})"
+                                 " ORDER BY session_id, name"):
+                by_id[group["session_id"]]["groups"].append(group["name"])
         return sessions
 
     def list_sessions(self, *, state: str | None = None, limit: int = 1000, offset: int = 0,
@@ -788,14 +843,15 @@ class Store:
 
     def add_sessions(self, names: Iterable[str], *, kind: str = "unknown",
                      meta: dict | None = None, kinds: dict[str, str] | None = None,
-                     ) -> tuple[list[dict[str, Any]], list[str]]:
-        """Register sessions by name in one transaction.
+                     groups: Iterable[str] = ()) -> tuple[list[dict[str, Any]], list[str]]:
+        """Register sessions by name in one transaction, each in ``groups``.
 
         Returns ``(added, existing)``: the new rows (id and name) and the names that were
-        already registered (left as they were).
+        already registered (left as they were, their groups too).
         """
         meta_json = json.dumps(meta or {}, ensure_ascii=False)
         wanted = list(names)
+        groups = check_groups(groups)
 
         def insert(tx: Tx) -> tuple[list[dict[str, Any]], list[str]]:
             # Many rows per INSERT: one statement per name cost a round trip each, 13 s for
@@ -815,6 +871,8 @@ class Store:
                 for row in tx.rows(f"INSERT INTO sessions (name, kind, meta, created_at) VALUES {values}"
                                    " ON CONFLICT (name) DO NOTHING RETURNING id, name", params):
                     ids[row["name"]] = row["id"]
+            if groups:
+                self._insert_groups(tx, list(ids.values()), groups)
             added: list[dict[str, Any]] = []
             existing: list[str] = []
             for name in wanted:  # in the caller's order; a name given twice is new once
@@ -826,10 +884,30 @@ class Store:
 
         return self.engine.write(insert)
 
+    @staticmethod
+    def _insert_groups(tx: Tx, session_ids: Sequence[int], groups: Sequence[str]) -> None:
+        """Put each of ``session_ids`` in each of ``groups`` (a few hundred rows per INSERT)."""
+        pairs = [(sid, group) for sid in session_ids for group in groups]
+        for start in range(0, len(pairs), _ROWS_PER_INSERT):
+            chunk = pairs[start:start + _ROWS_PER_INSERT]
+            params: dict[str, Any] = {}
+            for number, (sid, group) in enumerate(chunk):
+                params[f"s{number}"], params[f"g{number}"] = sid, group
+            values = ", ".join(f"(:s{number}, :g{number})" for number in range(len(chunk)))
+            tx.run(f"INSERT INTO session_groups (session_id, name) VALUES {values}"
+                   " ON CONFLICT (session_id, name) DO NOTHING", params)
+
     def update_session(self, session_id: int, *, disabled: bool | None = None,
                        reason: str | None = None, clear_flood_wait: bool = False,
-                       meta: dict | None = None, key: KeyInfo | None = None) -> dict[str, Any]:
-        """Enable or disable, clear flood waits (account-wide and scoped), or replace the meta of one session."""
+                       meta: dict | None = None, key: KeyInfo | None = None,
+                       groups: Iterable[str] | None = None) -> dict[str, Any]:
+        """Enable or disable, clear flood waits (account-wide and scoped), or replace the meta
+        or the groups of one session.
+
+        New groups take effect for the next acquire: a lease held now stays its holder's.
+        """
+        new_groups = None if groups is None else check_groups(groups)
+
         def change(tx: Tx) -> None:
             params = {"id": session_id, "reason": reason or "disabled by admin"}
             if tx.row("SELECT 1 AS x FROM sessions WHERE id = :id", params) is None:
@@ -850,8 +928,16 @@ class Store:
             if meta is not None:
                 tx.run("UPDATE sessions SET meta = :meta WHERE id = :id",
                        {"id": session_id, "meta": json.dumps(meta, ensure_ascii=False)})
-            if disabled is False or clear_flood_wait:
-                grants[:] = self._serve_line(tx)  # enabled or rested: maybe free for a waiter
+            if new_groups is not None:
+                old = [row["name"] for row in tx.rows(
+                    "SELECT name FROM session_groups WHERE session_id = :id ORDER BY name", params)]
+                if old != list(new_groups):
+                    tx.run("DELETE FROM session_groups WHERE session_id = :id", params)
+                    self._insert_groups(tx, [session_id], new_groups)
+                    self._event(tx, session_id, "groups", **who, detail={"groups": list(new_groups), "was": old})
+            if disabled is False or clear_flood_wait or new_groups is not None:
+                # enabled, rested, or in a waiting key's groups now: maybe free for a waiter
+                grants[:] = self._serve_line(tx)
 
         grants: list[Grant] = []
         self.engine.write(change)
@@ -883,6 +969,7 @@ class Store:
         ids = [row["id"] for row in tx.rows(f"DELETE FROM sessions WHERE {where} RETURNING id", params)]
         for sid in ids:
             tx.run("DELETE FROM session_rests WHERE session_id = :id", {"id": sid})
+            tx.run("DELETE FROM session_groups WHERE session_id = :id", {"id": sid})
             tx.run("DELETE FROM session_events WHERE session_id = :id", {"id": sid})
         return ids
 
@@ -900,25 +987,31 @@ class Store:
     # -- API keys -----------------------------------------------------------------------
 
     def create_key(self, name: str, scope: str = "client", key: str | None = None, *,
-                   max_leases: int | None = None) -> str:
+                   max_leases: int | None = None, groups: Iterable[str] = ()) -> str:
         """Store a key (a new random one unless ``key`` is given) and return it in clear.
 
         Only its hash is kept: the returned string is the one chance to see it.
         ``max_leases`` caps how many leases the key may hold at once (None: no cap).
+        ``groups`` confines a client key to the sessions of those groups (none: every session).
         """
         if scope not in ("client", "admin"):
             raise ValueError("scope must be 'client' or 'admin'")
         if max_leases is not None and max_leases < 1:
             raise ValueError("max_leases must be at least 1")
+        groups = check_groups(groups)
+        if groups and scope == "admin":
+            raise ValueError("an admin key sees every session: groups are for client keys")
+        stored_groups = json.dumps(list(groups)) if groups else None
         key = key or _KEY_PREFIX + secrets.token_urlsafe(32)
 
         def insert(tx: Tx) -> None:
             taken = tx.row("SELECT 1 AS x FROM api_keys WHERE name = :name AND revoked_at IS NULL", {"name": name})
             if taken:
                 raise Conflict(f"an active key named {name!r} exists; revoke it or pick another name")
-            tx.run("INSERT INTO api_keys (name, key_hash, scope, created_at, max_leases)"
-                   " VALUES (:name, :hash, :scope, :now, :max) ON CONFLICT (key_hash) DO NOTHING",
-                   {"name": name, "hash": hash_key(key), "scope": scope, "now": tx.now, "max": max_leases})
+            tx.run("INSERT INTO api_keys (name, key_hash, scope, created_at, max_leases, groups)"
+                   " VALUES (:name, :hash, :scope, :now, :max, :groups) ON CONFLICT (key_hash) DO NOTHING",
+                   {"name": name, "hash": hash_key(key), "scope": scope, "now": tx.now, "max": max_leases,
+                    "groups": stored_groups})
 
         self.engine.write(insert)
         return key
@@ -933,10 +1026,10 @@ class Store:
             "SELECT COUNT(*) AS n FROM api_keys WHERE revoked_at IS NULL"))["n"]
 
     def list_keys(self) -> list[dict[str, Any]]:
-        """Every key with its limit and the leases it holds now (never the key itself)."""
+        """Every key with its limit, groups and the leases it holds now (never the key itself)."""
         def rows(tx: Tx) -> list[dict[str, Any]]:
-            return [dict(row) for row in tx.rows("""
-                SELECT name, scope, max_leases, created_at, revoked_at,
+            return [{**dict(row), "groups": list(_key_groups(row["groups"]))} for row in tx.rows("""
+                SELECT name, scope, max_leases, groups, created_at, revoked_at,
                        (SELECT COUNT(*) FROM sessions WHERE sessions.lease_key_id = api_keys.id
                         AND sessions.lease_expires_at > :now AND sessions.disabled = 0) AS leases
                 FROM api_keys ORDER BY id""", {"now": tx.now})]
@@ -973,14 +1066,14 @@ class Store:
         return ended
 
     def authenticate(self, key: str) -> KeyInfo | None:
-        """The key's name, scope, id and lease limit, or ``None`` for an unknown or revoked key."""
+        """The key's name, scope, id, lease limit and groups, or ``None`` for an unknown or revoked key."""
         digest = hash_key(key)
         row = self.engine.read(lambda tx: tx.row(
-            "SELECT id, name, scope, key_hash, max_leases FROM api_keys"
+            "SELECT id, name, scope, key_hash, max_leases, groups FROM api_keys"
             " WHERE key_hash = :hash AND revoked_at IS NULL", {"hash": digest}))
         if row is None or not hmac.compare_digest(row["key_hash"], digest):
             return None
-        return KeyInfo(row["name"], row["scope"], row["id"], row["max_leases"])
+        return KeyInfo(row["name"], row["scope"], row["id"], row["max_leases"], _key_groups(row["groups"]))
 
     # -- maintenance --------------------------------------------------------------------
 
@@ -1012,7 +1105,7 @@ class Store:
                        {_count(_IS_DISABLED)} AS disabled,
                        {_count(_IS_IN_USE)} AS in_use,
                        {_count(_IS_FLOODWAIT)} AS in_floodwait,
-                       {_count(f"{_IS_FREE} AND EXISTS ({_RESTING})")} AS resting_scoped,
+                       {_count(_IS_RESTING_SCOPED)} AS resting_scoped,
                        COALESCE(SUM(use_count), 0) AS leases_granted,
                        COALESCE(SUM(expired_count), 0) AS leases_expired,
                        COALESCE(SUM(flood_count), 0) AS flood_waits

@@ -127,6 +127,16 @@ _MIGRATIONS: tuple[tuple[int, str], ...] = (
                                                WHERE r.session_id = sessions.id), 0);
     CREATE INDEX sessions_plain_order ON sessions ((GREATEST(avail_at, rest_until)), id) WHERE disabled = 0;
     """),
+    # 6: groups of sessions, and the groups a client key is confined to (NULL: none).
+    (6, """
+    CREATE TABLE session_groups (
+        session_id BIGINT NOT NULL,
+        name TEXT COLLATE "C" NOT NULL,
+        PRIMARY KEY (session_id, name)
+    );
+    CREATE INDEX session_groups_by_name ON session_groups (name, session_id);
+    ALTER TABLE api_keys ADD COLUMN groups TEXT;
+    """),
 )
 assert _MIGRATIONS[-1][0] == SCHEMA_VERSION, "a schema version without its PostgreSQL migration"
 

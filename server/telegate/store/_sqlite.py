@@ -98,6 +98,16 @@ MIGRATIONS: tuple[str, ...] = (
                                                WHERE r.session_id = sessions.id), 0);
     CREATE INDEX sessions_plain_order ON sessions(MAX(avail_at, rest_until), id) WHERE disabled = 0;
     """,
+    # 5 -> 6: groups of sessions, and the groups a client key is confined to (NULL: none).
+    """
+    CREATE TABLE session_groups (
+        session_id INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        PRIMARY KEY (session_id, name)
+    );
+    CREATE INDEX session_groups_by_name ON session_groups(name, session_id);
+    ALTER TABLE api_keys ADD COLUMN groups TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
