@@ -23,7 +23,7 @@ from ._files import create_private
 from ._sessionfiles import scan_dir
 from ._text import unsafe_detail
 from .settings import SETTINGS, SettingsError, resolve
-from .store import MAX_NAME_LENGTH, STATES, Store, StoreError
+from .store import MAX_NAME_LENGTH, STATES, Store, StoreError, check_groups
 
 __all__ = ["main", "build_parser"]
 
@@ -53,6 +53,14 @@ def _admin_parent() -> argparse.ArgumentParser:
     where.add_argument("--db", metavar="FILE", default=None,
                        help="work on this SQLite database file instead of a server (default: $TELEGATE_DB)")
     return parent
+
+
+def _group_list(text: str) -> list[str]:
+    """``--groups a,b`` (or ``--group a``, repeated): group names, checked."""
+    try:
+        return list(check_groups([part for part in text.split(",") if part.strip()] or [text]))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("groups: ", "", 1)) from None
 
 
 def _positive_int(text: str) -> int:
@@ -92,13 +100,30 @@ def build_parser() -> argparse.ArgumentParser:
                      " blank lines and lines starting with # are skipped")
     add.add_argument("--kind", choices=("telethon", "pyrogram", "unknown"), default="unknown")
     add.add_argument("--meta", metavar="JSON", help='JSON object handed out with each lease, e.g. \'{"proxy": "..."}\'')
+    add.add_argument("--group", metavar="GROUP[,GROUP]", dest="groups", type=_group_list, action="append",
+                     default=[], help="put the new sessions in this group (repeat, or a,b); keys created with"
+                                      " --groups lease only sessions of their groups")
     imp = sub.add_parser("import", parents=[db], help="register every *.session file in a folder",
                          description="Register each *.session file in DIR by its stem; files that are not"
                                      " Telethon or Pyrogram session databases are skipped with a warning.")
     imp.add_argument("dir", metavar="DIR", type=Path)
-    lst = sub.add_parser("list", parents=[db], help="list sessions and their state")
+    imp.add_argument("--group", metavar="GROUP[,GROUP]", dest="groups", type=_group_list, action="append",
+                     default=[], help="put the imported sessions in this group (repeat, or a,b)")
+    lst = sub.add_parser("list", parents=[db], help="list sessions, their state, groups and accounts",
+                         description="One line per session: its state, groups, what its account shows (phone,"
+                                     " username, premium, proxy host, device; never a secret) and who had it"
+                                     " last. A session resting for some methods is resting_scoped, not free:"
+                                     " acquires without a purpose skip it.")
     lst.add_argument("--state", choices=STATES)
-    lst.add_argument("--json", action="store_true", help="one JSON object per line")
+    form = lst.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true",
+                      help='one JSON document: {"sessions": [...], "total": N}')
+    form.add_argument("--jsonl", action="store_true", help="one JSON object per line (JSON lines), for streaming")
+    grp = sub.add_parser("set-groups", parents=[db], help="replace the groups of sessions",
+                         description="Replace the groups of the named sessions (none: --groups '').")
+    grp.add_argument("names", nargs="+", metavar="NAME")
+    grp.add_argument("--groups", metavar="GROUP,GROUP", required=True,
+                     help="the sessions' new groups, comma-separated; '' takes them out of every group")
     rm = sub.add_parser("remove", parents=[db], help="remove sessions by name")
     rm.add_argument("names", nargs="+", metavar="NAME")
     en = sub.add_parser("enable", parents=[db], help="put disabled sessions back in the pool")
@@ -115,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--admin", action="store_true", help="admin scope (manage sessions); default client")
     create.add_argument("--max-leases", metavar="N", type=_positive_int, default=None,
                         help="most leases the key may hold at once (over it: 429 lease_limit); default no limit")
+    create.add_argument("--groups", metavar="GROUP,GROUP", type=_group_list, default=[],
+                        help="confine a client key to the sessions of these groups: it leases, counts and"
+                             " sees only those; default every session")
     ksub.add_parser("list", parents=[db], help="list keys (never the keys themselves)")
     revoke = ksub.add_parser("revoke", parents=[db], help="revoke a key by name")
     revoke.add_argument("name")
@@ -195,7 +223,8 @@ def _sessions(admin: Admin, args: argparse.Namespace, out: TextIO, err: TextIO, 
                 raise CliError(f"--meta is not valid JSON: {exc}") from exc
             if not isinstance(meta, dict):
                 raise CliError('--meta must be a JSON object, like \'{"proxy": "socks5://..."}\'')
-        added, existing = admin.add_sessions(names, kind=args.kind, meta=meta)
+        groups = _flat(args.groups)
+        added, existing = admin.add_sessions(names, kind=args.kind, meta=meta, groups=groups)
         err.write(f"added {added} session(s)" + (f", {existing} already registered" if existing else "")
                   + f" ({admin.where})\n")
         return 0
@@ -206,13 +235,22 @@ def _sessions(admin: Admin, args: argparse.Namespace, out: TextIO, err: TextIO, 
             raise CliError(str(exc)) from exc
         for warning in warnings:
             err.write(f"warning: {warning}\n")
-        added, existing = admin.add_sessions(list(found), kinds=found) if found else (0, 0)
+        added, existing = (admin.add_sessions(list(found), kinds=found, groups=_flat(args.groups))
+                           if found else (0, 0))
         err.write(f"imported {added} session(s) from {args.dir}"
                   + (f", {existing} already registered" if existing else "")
                   + (f", {len(warnings)} file(s) skipped" if warnings else "") + f" ({admin.where})\n")
         return 0
     if args.action == "list":
         return _list_sessions(admin, args, out)
+    if args.action == "set-groups":
+        groups = _group_list(args.groups) if args.groups.strip() else []
+        missing = admin.set_groups(_check_names(args.names), groups)
+        err.write(f"set the groups of {len(set(args.names)) - len(missing)} session(s) to"
+                  f" {', '.join(groups) or 'none'}\n")
+        if missing:
+            raise CliError(f"not registered: {', '.join(missing)}")
+        return 0
     if args.action == "disable" and (unsafe := unsafe_detail("--reason", args.reason)):
         raise CliError(unsafe)
     if args.action == "remove":
@@ -228,28 +266,75 @@ def _sessions(admin: Admin, args: argparse.Namespace, out: TextIO, err: TextIO, 
 
 
 _JSON_FIELDS = ("id", "name", "kind", "state", "holder", "disabled_reason", "use_count", "flood_count", "meta",
-                "lease_expires_at", "flood_wait_until")
+                "lease_expires_at", "flood_wait_until", "rests", "groups", "leased_at", "last_holder",
+                "has_account", "phone", "username", "premium", "device", "proxy_host")
+
+
+def _flat(lists: Sequence[Sequence[str]]) -> list[str]:
+    return list(dict.fromkeys(group for groups in lists for group in groups))
+
+
+def _json_row(row: Mapping[str, object]) -> str:
+    return json.dumps({k: row[k] for k in _JSON_FIELDS}, ensure_ascii=False)
+
+
+def _detail(row: Mapping[str, object]) -> str:
+    """Why the session is not free, in words."""
+    if row["state"] == "in_use":
+        return f"{row['holder'] or '?'} for {row['lease_remaining'] or 0:.0f}s more"
+    if row["state"] == "in_floodwait":
+        return f"flood wait {row['flood_wait_remaining'] or 0:.0f}s more"
+    if row["state"] == "disabled":
+        return str(row["disabled_reason"] or "")
+    if row["state"] == "resting_scoped":
+        return "resting for " + ", ".join(f"{rest['scope']} {rest['remaining'] or 0:.0f}s more"
+                                          for rest in row["rests"])  # type: ignore[union-attr]
+    return ""
+
+
+#: The table's columns: (header, the cell of a row); the last one is not padded.
+_COLUMNS: tuple[tuple[str, object], ...] = (
+    ("ID", lambda r: str(r["id"])),
+    ("NAME", lambda r: r["name"]),
+    ("KIND", lambda r: r["kind"]),
+    ("STATE", lambda r: r["state"]),
+    ("GROUPS", lambda r: ",".join(r["groups"])),
+    ("ACCOUNT", lambda r: "yes" if r["has_account"] else "no"),
+    ("PHONE", lambda r: r["phone"] or ""),
+    ("USERNAME", lambda r: f"@{r['username']}" if r["username"] else ""),
+    ("PREMIUM", lambda r: "" if r["premium"] is None else ("yes" if r["premium"] else "no")),
+    ("PROXY", lambda r: r["proxy_host"] or ""),
+    ("DEVICE", lambda r: r["device"] or ""),
+    ("LAST LEASED", lambda r: (r["leased_at"] or "")[:19].replace("T", " ")),
+    ("BY", lambda r: r["last_holder"] or ""),
+    ("DETAIL", _detail),
+)
+_MAX_WIDTH = 40  # a longer cell overflows its column rather than widen every line
 
 
 def _list_sessions(admin: Admin, args: argparse.Namespace, out: TextIO) -> int:
-    header = False
-    for row in admin.iter_sessions(args.state):
-        if args.json:
-            out.write(json.dumps({k: row[k] for k in _JSON_FIELDS}, ensure_ascii=False) + "\n")
-            continue
-        if not header:
-            out.write(f"{'ID':>6}  {'NAME':<24} {'KIND':<9} {'STATE':<13} DETAIL\n")
-            header = True
-        detail = ""
-        if row["state"] == "in_use":
-            detail = f"{row['holder'] or '?'} for {row['lease_remaining'] or 0:.0f}s more"
-        elif row["state"] == "in_floodwait":
-            detail = f"flood wait {row['flood_wait_remaining'] or 0:.0f}s more"
-        elif row["state"] == "disabled":
-            detail = row["disabled_reason"] or ""
-        out.write(f"{row['id']:>6}  {row['name']:<24} {row['kind']:<9} {row['state']:<13} {detail}\n")
-    if not header and not args.json:
+    rows = admin.iter_sessions(args.state)
+    if args.jsonl:
+        for row in rows:
+            out.write(_json_row(row) + "\n")
+        return 0
+    if args.json:  # one document, written as it streams in
+        out.write('{"sessions": [')
+        total = 0
+        for row in rows:
+            out.write(("," if total else "") + "\n  " + _json_row(row))
+            total += 1
+        out.write(("\n" if total else "") + f'], "total": {total}}}\n')
+        return 0
+    cells = [[cell(row) for _, cell in _COLUMNS] for row in rows]  # type: ignore[operator]
+    if not cells:
         out.write("no sessions" + (f" in state {args.state}" if args.state else "") + "\n")
+        return 0
+    widths = [min(_MAX_WIDTH, max(len(header), *(len(line[n]) for line in cells)))
+              for n, (header, _) in enumerate(_COLUMNS)]
+    for line in [[header for header, _ in _COLUMNS], *cells]:
+        padded = [text.rjust(widths[0]) if n == 0 else text.ljust(widths[n]) for n, text in enumerate(line[:-1])]
+        out.write(("  ".join(padded) + "  " + line[-1]).rstrip() + "\n")
     return 0
 
 
@@ -260,9 +345,12 @@ def _keys(admin: Admin, args: argparse.Namespace, out: TextIO, err: TextIO) -> i
             raise CliError("key name must be 1 to 100 characters")
         if unsafe := unsafe_detail("the key name", name):  # it is the default holder, shown to the admin
             raise CliError(unsafe)
-        key = admin.create_key(name, admin=args.admin, max_leases=args.max_leases)
+        if args.admin and args.groups:
+            raise CliError("an admin key sees every session: --groups is for client keys")
+        key = admin.create_key(name, admin=args.admin, max_leases=args.max_leases, groups=args.groups)
         out.write(key + "\n")
         limit = f", at most {args.max_leases} lease(s) at once" if args.max_leases else ""
+        limit += f", confined to group(s) {', '.join(args.groups)}" if args.groups else ""
         err.write(f"created {'admin' if args.admin else 'client'} key {name!r}{limit} ({admin.where});"
                   " it is shown only once\n")
     elif args.action == "list":
@@ -273,7 +361,9 @@ def _keys(admin: Admin, args: argparse.Namespace, out: TextIO, err: TextIO) -> i
             state = f"revoked {key['revoked_at']}" if key["revoked_at"] else "active"
             limit = f"max {key['max_leases']}" if key.get("max_leases") else "no limit"
             held = f"  {key['leases']} lease(s)" if key.get("leases") is not None else ""
-            out.write(f"{key['name']:<24} {key['scope']:<7} {limit:<10} created {key['created_at']}  {state}{held}\n")
+            groups = ",".join(key.get("groups") or ()) or "all"
+            out.write(f"{key['name']:<24} {key['scope']:<7} {limit:<10} groups {groups:<12} created {key['created_at']}"
+                      f"  {state}{held}\n")
     else:
         ended = admin.revoke_key(args.name, keep_leases=args.keep_leases)
         err.write(f"revoked key {args.name!r}" + (f"; {ended} of its lease(s) ended" if ended else "") + "\n")
@@ -281,9 +371,13 @@ def _keys(admin: Admin, args: argparse.Namespace, out: TextIO, err: TextIO) -> i
 
 
 def _status(admin: Admin, out: TextIO) -> int:
+    """The counts by state; they add up to the total (resting_scoped: free for some methods only)."""
     status = admin.status()
     line = "  ".join(f"{state}: {status[state]}" for state in ("total",) + STATES)
     out.write(line + "\n")
+    if status.get("resting_scoped"):
+        out.write(f"{status['resting_scoped']} session(s) rest for some methods only: leasable with another"
+                  " purpose, skipped by acquires without one (telegate sessions list --state resting_scoped)\n")
     if status["next_available"]:
         out.write(f"next flood wait ends in {status['next_available_in']:.0f}s ({status['next_available']})\n")
     return 0
