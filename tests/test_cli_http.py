@@ -202,7 +202,7 @@ def test_sessions_commands_over_http(live_server, admin_env, tmp_path):
     assert "1 already registered" in run("sessions", "add", "a1", "a4", environ=env)[2]
     code, _, err = run("sessions", "disable", "a1", "ghost", "--reason", "banned", environ=env)
     assert code == 1 and "disabled 1 session(s)" in err and "not registered: ghost" in err
-    rows = {r["name"]: r for r in map(json.loads, run("sessions", "list", "--json", environ=env)[1].splitlines())}
+    rows = {r["name"]: r for r in json.loads(run("sessions", "list", "--json", environ=env)[1])["sessions"]}
     assert (rows["a1"]["state"], rows["a1"]["disabled_reason"], rows["a1"]["meta"]) == ("disabled", "banned",
                                                                                        {"proxy": "p"})
     assert rows["a2"]["kind"] == "telethon" and rows["a4"]["kind"] == "unknown"
@@ -272,7 +272,7 @@ def test_commands_by_name_ask_for_their_names_not_the_whole_list(live_server, ad
     code, _, err = run("sessions", "remove", "n00007", "ghost", "spook", "a,b", environ=admin_env)
     assert (code, err) == (1, "removed 2 session(s)\ntelegate: error: not registered: ghost, spook\n")
     assert _session_lookups(live_server) == 3
-    rows = {row["name"]: row for row in map(json.loads, run("sessions", "list", "--json", environ=admin_env)[1]
+    rows = {row["name"]: row for row in map(json.loads, run("sessions", "list", "--jsonl", environ=admin_env)[1]
                                            .splitlines())}
     assert len(rows) == 12_000 - 1 + 2 and "n00007" not in rows and "a,b" not in rows
     assert [rows[name]["state"] for name in ("n11999", "n11998", "über konto", "x&y=z+1#%")] == [

@@ -55,12 +55,13 @@ def _admin_parent() -> argparse.ArgumentParser:
     return parent
 
 
-def _group_list(text: str) -> list[str]:
-    """``--groups a,b`` (or ``--group a``, repeated): group names, checked."""
+def _group_list(*texts: str, flag: str = "--groups") -> list[str]:
+    """``--groups a,b`` (or ``--group a``, repeated): group names, checked; '' is none."""
+    parts = [part for text in texts for part in text.split(",")]
     try:
-        return list(check_groups([part for part in text.split(",") if part.strip()] or [text]))
+        return list(check_groups([part for part in parts if part.strip()], flag))
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc).replace("groups: ", "", 1)) from None
+        raise CliError(str(exc)) from None
 
 
 def _positive_int(text: str) -> int:
@@ -100,14 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
                      " blank lines and lines starting with # are skipped")
     add.add_argument("--kind", choices=("telethon", "pyrogram", "unknown"), default="unknown")
     add.add_argument("--meta", metavar="JSON", help='JSON object handed out with each lease, e.g. \'{"proxy": "..."}\'')
-    add.add_argument("--group", metavar="GROUP[,GROUP]", dest="groups", type=_group_list, action="append",
+    add.add_argument("--group", metavar="GROUP[,GROUP]", dest="groups", action="append",
                      default=[], help="put the new sessions in this group (repeat, or a,b); keys created with"
                                       " --groups lease only sessions of their groups")
     imp = sub.add_parser("import", parents=[db], help="register every *.session file in a folder",
                          description="Register each *.session file in DIR by its stem; files that are not"
                                      " Telethon or Pyrogram session databases are skipped with a warning.")
     imp.add_argument("dir", metavar="DIR", type=Path)
-    imp.add_argument("--group", metavar="GROUP[,GROUP]", dest="groups", type=_group_list, action="append",
+    imp.add_argument("--group", metavar="GROUP[,GROUP]", dest="groups", action="append",
                      default=[], help="put the imported sessions in this group (repeat, or a,b)")
     lst = sub.add_parser("list", parents=[db], help="list sessions, their state, groups and accounts",
                          description="One line per session: its state, groups, what its account shows (phone,"
@@ -140,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--admin", action="store_true", help="admin scope (manage sessions); default client")
     create.add_argument("--max-leases", metavar="N", type=_positive_int, default=None,
                         help="most leases the key may hold at once (over it: 429 lease_limit); default no limit")
-    create.add_argument("--groups", metavar="GROUP,GROUP", type=_group_list, default=[],
+    create.add_argument("--groups", metavar="GROUP,GROUP", default="",
                         help="confine a client key to the sessions of these groups: it leases, counts and"
                              " sees only those; default every session")
     ksub.add_parser("list", parents=[db], help="list keys (never the keys themselves)")
@@ -223,7 +224,7 @@ def _sessions(admin: Admin, args: argparse.Namespace, out: TextIO, err: TextIO, 
                 raise CliError(f"--meta is not valid JSON: {exc}") from exc
             if not isinstance(meta, dict):
                 raise CliError('--meta must be a JSON object, like \'{"proxy": "socks5://..."}\'')
-        groups = _flat(args.groups)
+        groups = _group_list(*args.groups, flag="--group")
         added, existing = admin.add_sessions(names, kind=args.kind, meta=meta, groups=groups)
         err.write(f"added {added} session(s)" + (f", {existing} already registered" if existing else "")
                   + f" ({admin.where})\n")
@@ -235,8 +236,8 @@ def _sessions(admin: Admin, args: argparse.Namespace, out: TextIO, err: TextIO, 
             raise CliError(str(exc)) from exc
         for warning in warnings:
             err.write(f"warning: {warning}\n")
-        added, existing = (admin.add_sessions(list(found), kinds=found, groups=_flat(args.groups))
-                           if found else (0, 0))
+        groups = _group_list(*args.groups, flag="--group")
+        added, existing = admin.add_sessions(list(found), kinds=found, groups=groups) if found else (0, 0)
         err.write(f"imported {added} session(s) from {args.dir}"
                   + (f", {existing} already registered" if existing else "")
                   + (f", {len(warnings)} file(s) skipped" if warnings else "") + f" ({admin.where})\n")
@@ -244,7 +245,7 @@ def _sessions(admin: Admin, args: argparse.Namespace, out: TextIO, err: TextIO, 
     if args.action == "list":
         return _list_sessions(admin, args, out)
     if args.action == "set-groups":
-        groups = _group_list(args.groups) if args.groups.strip() else []
+        groups = _group_list(args.groups)
         missing = admin.set_groups(_check_names(args.names), groups)
         err.write(f"set the groups of {len(set(args.names)) - len(missing)} session(s) to"
                   f" {', '.join(groups) or 'none'}\n")
@@ -268,10 +269,6 @@ def _sessions(admin: Admin, args: argparse.Namespace, out: TextIO, err: TextIO, 
 _JSON_FIELDS = ("id", "name", "kind", "state", "holder", "disabled_reason", "use_count", "flood_count", "meta",
                 "lease_expires_at", "flood_wait_until", "rests", "groups", "leased_at", "last_holder",
                 "has_account", "phone", "username", "premium", "device", "proxy_host")
-
-
-def _flat(lists: Sequence[Sequence[str]]) -> list[str]:
-    return list(dict.fromkeys(group for groups in lists for group in groups))
 
 
 def _json_row(row: Mapping[str, object]) -> str:
@@ -345,12 +342,13 @@ def _keys(admin: Admin, args: argparse.Namespace, out: TextIO, err: TextIO) -> i
             raise CliError("key name must be 1 to 100 characters")
         if unsafe := unsafe_detail("the key name", name):  # it is the default holder, shown to the admin
             raise CliError(unsafe)
-        if args.admin and args.groups:
+        groups = _group_list(args.groups)
+        if args.admin and groups:
             raise CliError("an admin key sees every session: --groups is for client keys")
-        key = admin.create_key(name, admin=args.admin, max_leases=args.max_leases, groups=args.groups)
+        key = admin.create_key(name, admin=args.admin, max_leases=args.max_leases, groups=groups)
         out.write(key + "\n")
         limit = f", at most {args.max_leases} lease(s) at once" if args.max_leases else ""
-        limit += f", confined to group(s) {', '.join(args.groups)}" if args.groups else ""
+        limit += f", confined to group(s) {', '.join(groups)}" if groups else ""
         err.write(f"created {'admin' if args.admin else 'client'} key {name!r}{limit} ({admin.where});"
                   " it is shown only once\n")
     elif args.action == "list":
