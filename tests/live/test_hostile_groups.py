@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import pytest
 
-from reliability_tools import _raw_rows, pool_rows
+from support.reliability import _raw_rows, pool_rows
 
 SCOPE = "contacts.resolveUsername"
 OUTSIDE = ("out-free", "out-held", "out-admin", "out-rest", "out-scoped", "out-disabled", "out-nogroup")
@@ -52,7 +52,7 @@ def _snapshot(server) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def pool(module_db) -> Pool:
-    from conftest import LiveServer
+    from support import LiveServer
 
     server = LiveServer(module_db, ("--access-log", "false"))
     try:

@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from conftest import eventually
+from support import eventually
 from telegate.cli import main
 from telegate.store import Store
 
