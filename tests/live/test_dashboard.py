@@ -113,7 +113,8 @@ HOSTILE = '<img src=x onerror="document.title=\'pwned\'">'
 def test_sign_in_watch_the_pool_and_act(browser, live_server, tmp_path: Path):
     server = live_server
     names = [f"acc{i:02d}" for i in range(1, 11)]
-    server.add_sessions(*names, kind="telethon")
+    server.add_sessions(*names[:6], kind="telethon", groups=["eu"])
+    server.add_sessions(*names[6:], kind="telethon", groups=["us", "vip"])
     server.add_sessions(HOSTILE)
     for holder in ("worker-1:4242", "worker-2:4243", "worker-3:4244"):
         server.request("POST", "/session", {"ttl": 900, "holder": holder})

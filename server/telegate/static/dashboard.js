@@ -280,7 +280,7 @@
     });
   }
 
-  const COLUMNS = ["id", "name", "state", "groups", "account", "proxy", "device", "holder", "lease", "flood", "last",
+  const COLUMNS = ["id", "name", "state", "groups", "account", "holder", "lease", "flood", "last",
     "reason", "uses", "floods", "expired", "actions"];
 
   function makeRow() {
@@ -318,8 +318,6 @@
     row.classList.toggle("selected", Boolean(view.detail && view.detail.id === String(s.id)));
     fillGroups(cell(row, "groups"), s.groups || []);
     fillAccount(cell(row, "account"), s);
-    setText(cell(row, "proxy"), s.proxy_host || "");  // host and port only: never its user or password
-    setText(cell(row, "device"), s.device || "");
     fillLast(cell(row, "last"), s);
     setText(cell(row, "holder"), s.holder || "");
     cell(row, "lease").dataset.until = s.lease_expires_at || "";
@@ -353,14 +351,16 @@
     fillSpans(node, groups.map((g) => ["group", g]));
   }
 
-  // What the operator may see of the account: phone, username, Premium (never a secret).
+  // What the operator may see of the account, one line each: phone, username, Premium,
+  // the proxy's host and port (never its user or password), device. Never a secret.
   function fillAccount(node, s) {
-    if (!s.has_account && !s.phone && !s.username) {
+    if (!s.has_account && !s.phone && !s.username && !s.proxy_host && !s.device) {
       fillSpans(node, [["none", "no account"]]);
       return;
     }
     fillSpans(node, [["phone", s.phone || ""], ["username", s.username ? "@" + s.username : ""],
-      ["premium", s.premium ? "Premium" : ""], ["none", s.phone || s.username ? "" : "account"]]);
+      ["premium", s.premium ? "Premium" : ""], ["proxy", s.proxy_host ? "via " + s.proxy_host : ""],
+      ["device", s.device || ""], ["none", s.phone || s.username ? "" : "account"]]);
   }
 
   // When it was last handed out, and to whom (kept after the release).
