@@ -13,7 +13,7 @@ import pytest
 
 from support import ROOT, server_env
 from support.cli import run, run_process
-from telegate.store import Store
+from telegate.store import open_store
 
 
 @pytest.fixture
@@ -28,10 +28,10 @@ def test_keys_create_prints_only_the_key(tmp_path, db):
     key = proc.stdout.strip()
     assert re.fullmatch(r"tg_[A-Za-z0-9_-]{43}", key), proc.stdout
     assert "worker1" in proc.stderr
-    with Store(db) as store:
+    with open_store(db) as store:
         assert store.authenticate(key).scope == "client"
     code, out, _ = run("keys", "create", "boss", "--admin", "--db", db)
-    with Store(db) as store:
+    with open_store(db) as store:
         assert store.authenticate(out.strip()).scope == "admin"
 
 
@@ -42,7 +42,7 @@ def test_keys_list_and_revoke(db):
     assert key.strip() not in out
     assert run("keys", "revoke", "w", "--db", db)[0] == 0
     assert "revoked" in run("keys", "list", "--db", db)[1]
-    with Store(db) as store:
+    with open_store(db) as store:
         assert store.authenticate(key.strip()) is None
     code, _, err = run("keys", "revoke", "w", "--db", db)
     assert code == 1 and err.count("\n") == 1 and "no active key named 'w'" in err
@@ -85,7 +85,7 @@ def test_sessions_add_100k_names(tmp_path, db):
     names.write_text("\n".join(f"acc{n:06d}" for n in range(100_000)), encoding="utf-8")
     code, _, err = run("sessions", "add", "--from-file", str(names), "--db", db)
     assert code == 0 and "added 100000" in err
-    with Store(db) as store:
+    with open_store(db) as store:
         assert store.status()["total"] == 100_000
         assert store.acquire(60).session_name == "acc000000"
 
@@ -175,7 +175,7 @@ def test_first_start_creates_and_prints_an_admin_key_once(db):
     first = Serving(db)
     keys = re.findall(r"tg_[A-Za-z0-9_-]{43}", first.output)
     assert len(keys) == 1
-    with Store(db) as store:
+    with open_store(db) as store:
         assert store.authenticate(keys[0]).scope == "admin"
     assert first.interrupt() == 0
     assert "TeleGate stopped" in first.output
@@ -189,7 +189,7 @@ def test_telegate_api_key_registers_that_key(db):
     server = Serving(db, {"TELEGATE_API_KEY": own})
     assert own not in server.output and "tg_" not in server.output
     server.interrupt()
-    with Store(db) as store:
+    with open_store(db) as store:
         assert store.authenticate(own).scope == "admin"
         assert store.count_keys() == 1
 
@@ -203,5 +203,5 @@ def test_serve_registers_sessions_dir(tmp_path, db):
         SQLiteSession(str(folder / name)).close()
     server = Serving(db, None, "--sessions-dir", str(folder))
     server.interrupt()
-    with Store(db) as store:
+    with open_store(db) as store:
         assert store.status()["total"] == 2

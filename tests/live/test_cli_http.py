@@ -28,7 +28,7 @@ from telegate.app import create_app
 from telegate.cli import main
 from telegate.serve import bind_socket, create_server, waitress_options
 from telegate.settings import SETTINGS, Settings
-from telegate.store import Store
+from telegate.store import open_store
 
 
 def telegate(*argv: str, env: dict[str, str], cwd: Path, stdin: str = "") -> subprocess.CompletedProcess:
@@ -100,7 +100,7 @@ def test_commands_from_another_folder_act_on_the_running_server(live_server, adm
     assert "free" in rows["acc2"]
 
     assert list(elsewhere.iterdir()) == [], "no stray database (or anything else) in the working folder"
-    with Store(live_server.db_path) as store:
+    with open_store(live_server.db_path) as store:
         assert [row["name"] for row in store.list_sessions()[0]] == ["acc1", "acc2"]
         assert store.authenticate(key).name == "worker-2"
 
@@ -239,7 +239,7 @@ def test_sessions_import_and_many_names_over_http(live_server, admin_env, tmp_pa
     names.write_text("\n".join(f"n{i:05d}" for i in range(12_000)), encoding="utf-8")  # several requests
     code, _, err = run("sessions", "add", "--from-file", str(names), environ=admin_env)
     assert code == 0 and "added 12000 session(s)" in err, err
-    with Store(live_server.db_path) as store:
+    with open_store(live_server.db_path) as store:
         assert store.status()["total"] == 12_001
         rows, _ = store.list_sessions(limit=1)
         assert (rows[0]["name"], rows[0]["kind"]) == ("tele1", "telethon")
@@ -286,7 +286,7 @@ def test_commands_by_name_ask_for_their_names_not_the_whole_list(live_server, ad
 def server_before_the_name_filter(live_server) -> Iterator[str]:
     """The live server's pool behind a server from before GET /sessions took ``name``: the
     same app under waitress, the ``name`` parameters dropped (Bottle ignores unknown ones)."""
-    store = Store(live_server.db_path)
+    store = open_store(live_server.db_path)
     app = create_app(Settings(db=live_server.db_path), store)
 
     def without_names(environ, start_response):

@@ -14,7 +14,7 @@ import pytest
 
 from support import eventually
 from telegate.cli import main
-from telegate.store import Store
+from telegate.store import open_store
 
 
 def run(*argv: str, environ: dict[str, str] | None = None) -> tuple[int, str, str]:
@@ -136,11 +136,11 @@ def test_a_waiting_confined_key_gets_its_groups_alone(live_server):
 def test_migrate_copies_groups(tmp_path, pg_url):
     from telegate.store._copy import copy_pool
 
-    with Store(tmp_path / "pool.db") as source:
+    with open_store(tmp_path / "pool.db") as source:
         source.add_sessions(["a", "b"], groups=["eu"])
         source.add_sessions(["c"])
         key = source.create_key("eu-worker", groups=["eu"])
-        with Store(pg_url) as target:
+        with open_store(pg_url) as target:
             copied = copy_pool(source, target)
             assert copied["session_groups"] == 2
             info = target.authenticate(key)
@@ -199,7 +199,7 @@ def test_import_puts_sessions_in_groups(tmp_path, fresh_db):
     db = str(fresh_db())
     code, _, err = run("sessions", "import", str(folder), "--group", "farm", "--db", db)
     assert code == 0 and "imported 2" in err, err
-    with Store(db) as store:
+    with open_store(db) as store:
         assert {row["name"]: row["groups"] for row in store.list_sessions()[0]} == {"one": ["farm"], "two": ["farm"]}
 
 

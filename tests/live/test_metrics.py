@@ -5,7 +5,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from support import WsgiCaller
-from telegate import Settings, Store, create_app
+from telegate import Settings, create_app, open_store
 
 
 def scrape(reply) -> dict[tuple[str, tuple], float]:
@@ -85,7 +85,7 @@ def test_pool_counters_agree_across_two_server_processes(server_factory, tmp_pat
 
 
 def test_each_app_has_its_own_registry(tmp_path):
-    with Store(tmp_path / "x.db") as store:
+    with open_store(tmp_path / "x.db") as store:
         for _ in range(3):  # a shared global registry would refuse the second app's metrics
             create_app(Settings(db=tmp_path / "x.db"), store)
     caller = WsgiCaller(tmp_path)

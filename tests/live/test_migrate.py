@@ -14,7 +14,7 @@ import sys
 
 from support import ROOT, LiveServer, server_env
 from telegate.cli import main
-from telegate.store import Store
+from telegate.store import open_store
 
 
 def run(*argv: str) -> tuple[int, str, str]:
@@ -31,7 +31,7 @@ def run_process(*argv: str) -> subprocess.CompletedProcess:
 def sqlite_pool(tmp_path):
     """A pool with one of everything, and the keys in clear (the copy must keep their hashes)."""
     path = tmp_path / "pool.db"
-    with Store(path) as store:
+    with open_store(path) as store:
         store.add_sessions(["free", "resting", "scoped", "banned", "leased"], meta={"proxy": "socks5://p:1"})
         keys = {"worker": store.create_key("worker", "client", max_leases=2),
                 "boss": store.create_key("boss", "admin"),
@@ -54,7 +54,7 @@ def test_migrate_copies_the_pool_with_its_flood_waits_intact(sqlite_pool, pg_url
     assert proc.returncode == 0, proc.stderr
     assert "copied 5 session(s) (1 in flood wait, 1 disabled), 3 key(s), 1 scoped rest(s)" in proc.stderr
     assert proc.stdout == ""
-    with Store(pg_url) as copy:
+    with open_store(pg_url) as copy:
         after = {row["name"]: row for row in copy.list_sessions()[0]}
         assert after.keys() == before.keys()
         for name, row in before.items():
@@ -100,7 +100,7 @@ def test_migrate_refuses_a_database_that_is_not_empty(sqlite_pool, pg_url):
     code, out, err = run("migrate", "--db", str(path), "--to", pg_url)
     assert code == 1 and out == ""
     assert err.count("\n") == 1 and "is not empty (" in err and "5 sessions" in err, err
-    with Store(pg_url) as copy:
+    with open_store(pg_url) as copy:
         assert copy.status()["total"] == 5  # nothing doubled, nothing merged
 
 

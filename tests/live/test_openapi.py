@@ -106,9 +106,9 @@ def test_document_is_valid_openapi_and_served_without_key(server):
 
 
 def test_every_route_of_the_app_is_documented(server):
-    from telegate import Settings, Store, create_app
+    from telegate import Settings, create_app, open_store
 
-    with Store(server.db_path) as store:
+    with open_store(server.db_path) as store:
         app = create_app(Settings(), store)
         routes = {(route.method.lower(), re.sub(r"<(\w+)[^>]*>", r"{\1}", route.rule)) for route in app.routes}
     documented = {(method, path) for path, item in DOC["paths"].items() for method in item if method != "parameters"}

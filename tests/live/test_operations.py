@@ -19,7 +19,7 @@ from telegate import _logging
 from telegate.cli import main
 from telegate.settings import resolve
 from telegate.settings import SETTINGS
-from telegate.store import Store
+from telegate.store import open_store
 
 # One store is enough: logs, ports and SQLite backups: the server around the store, not the store.
 pytestmark = pytest.mark.sqlite_only
@@ -171,7 +171,7 @@ def test_backup_while_the_server_serves(live_server, tmp_path: Path):
     assert proc.returncode == 0, proc.stderr
     assert not failures, failures[:3]
     assert cycles[0] >= 20
-    with Store(target) as copy:
+    with open_store(target) as copy:
         assert copy.integrity_check() == "ok"
         rows, total = copy.list_sessions(limit=1000)
         assert total == 200 and sorted(r["name"] for r in rows) == sorted(names)

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from support import ROOT, STARTUP_DEADLINE, server_env
-from telegate.store import Store
+from telegate.store import open_store
 
 README = ROOT / "README.md"
 BLOCK = re.compile(r"^```(bash|sh|python)\n(.*?)^```", re.M | re.S)
@@ -193,7 +193,7 @@ def test_readme_blocks_run_in_order(tmp_path):
     finally:
         code = serve.stop() if serve is not None else None
     assert code == 0 and "TeleGate stopped" in serve.output, serve.output
-    with Store(clone / "telegate.db") as store:
+    with open_store(clone / "telegate.db") as store:
         names = [row["name"] for row in store.list_sessions()[0]]
         assert names == ["acc1", "acc2", "acc3"]
         assert {row["name"] for row in store.list_keys()} == {"admin", "worker-1"}

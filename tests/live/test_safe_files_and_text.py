@@ -24,7 +24,7 @@ from telegate._files import create_private
 from telegate._sessionfiles import scan_dir
 from telegate._text import escape, find_unsafe, text_pattern, unsafe_detail
 from telegate.app import access_logged
-from telegate.store import Store
+from telegate.store import open_store
 
 posix_only = pytest.mark.skipif(os.name == "nt", reason="POSIX file modes")
 
@@ -98,7 +98,7 @@ def test_sqlite_gives_wal_and_shm_the_database_files_mode(tmp_path, umask_022):
 def test_store_creates_its_database_wal_and_shm_owner_only(tmp_path, umask_022):
     """Needs the SQLite engine to call create_private(path) before sqlite3.connect (issue 8)."""
     path = tmp_path / "pool.db"
-    with Store(path) as store:
+    with open_store(path) as store:
         store.add_sessions(["a"])
         store.acquire(60)
         for suffix in ("", "-wal", "-shm"):
@@ -135,7 +135,7 @@ def test_backup_refuses_an_existing_file_without_force(tmp_path):
 
     code, _, err = run("backup", str(target), "--force", "--db", db)
     assert code == 0, err
-    with Store(target) as copy:
+    with open_store(target) as copy:
         assert copy.integrity_check() == "ok"
         assert copy.status()["total"] == 2
 
@@ -157,7 +157,7 @@ def test_backup_with_force_still_refuses_what_would_break(tmp_path, case):
     assert db.read_bytes() == before
     if case == "a database with a -wal file":
         assert target.read_bytes() == b"live"
-    with Store(db) as store:
+    with open_store(db) as store:
         assert store.status()["total"] == 1
     assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
 
@@ -303,7 +303,7 @@ def test_cli_refuses_control_and_format_characters_in_one_line(tmp_path, argv, w
     assert proc.returncode == 1, proc
     assert proc.stderr.startswith("telegate: error:") and proc.stderr.count("\n") == 1, proc.stderr
     assert words in proc.stderr
-    with Store(db) as store:
+    with open_store(db) as store:
         rows, total = store.list_sessions()
         assert total == 1 and not rows[0]["disabled"]
         assert [k["name"] for k in store.list_keys()] == []
@@ -326,7 +326,7 @@ def test_import_skips_a_fifo_without_opening_it(tmp_path):
     assert "warning: skipped x.session: not a regular file" in proc.stderr
     assert "warning: skipped dir.session: not a regular file" in proc.stderr
     assert "imported 1 session(s)" in proc.stderr
-    with Store(db) as store:
+    with open_store(db) as store:
         assert [r["name"] for r in store.list_sessions()[0]] == ["good"]
 
 

@@ -220,10 +220,10 @@ def test_metrics_show_the_line(live_server):
 def test_a_session_freed_by_time_goes_to_the_ticket_not_a_newcomer(tmp_path):
     """No commit frees a lapsed lease: the next acquire serves the line before itself."""
     from support import FakeClock
-    from telegate.store import NoSessionAvailable, Store, Ticket
+    from telegate.store import NoSessionAvailable, Ticket, open_store
 
     clock = FakeClock()
-    with Store(tmp_path / "line.db", clock=clock) as store:
+    with open_store(tmp_path / "line.db", clock=clock) as store:
         store.add_sessions(["only"])
         lapsing = store.acquire(5)
         granted = []
@@ -245,11 +245,11 @@ def test_a_session_freed_by_time_goes_to_the_ticket_not_a_newcomer(tmp_path):
 def test_tickets_of_a_dead_server_process_are_not_served(tmp_path):
     """A process renews its tickets while it waits; one that stopped (died) gets no leases."""
     from support import FakeClock
-    from telegate.store import NoSessionAvailable, Store, Ticket
-    from telegate.store._line import ALIVE_FOR
+    from telegate.store import NoSessionAvailable, Ticket, open_store
+    from telegate.store import ALIVE_FOR
 
     clock = FakeClock()
-    with Store(tmp_path / "line.db", clock=clock) as store:
+    with open_store(tmp_path / "line.db", clock=clock) as store:
         store.add_sessions(["only"])
         held = store.acquire(600)
         dead = store.acquire(60, wait=60, owner="dead-process")
@@ -304,9 +304,9 @@ def test_parked_requests_leave_no_connections_behind(server_factory):
 
 
 def test_a_key_revoked_while_waiting_gets_nothing(tmp_path):
-    from telegate.store import NoSessionAvailable, Store, Ticket
+    from telegate.store import NoSessionAvailable, Ticket, open_store
 
-    with Store(tmp_path / "line.db") as store:
+    with open_store(tmp_path / "line.db") as store:
         store.add_sessions(["only"])
         held = store.acquire(600)
         key = store.authenticate(store.create_key("w", "client"))

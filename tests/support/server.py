@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import urllib3
 
-from telegate import Store
+from telegate import open_store
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_DEADLINE = 30.0
@@ -57,7 +57,7 @@ class LiveServer:
         self.db_path = db_path
         self.args = args
         self.env = env or server_env()
-        self.store = Store(db_path)
+        self.store = open_store(db_path)
         suffix = "" if not self.store.count_keys() else f"-{os.getpid()}-{id(self)}"
         self.admin_key = self.store.create_key("test-admin" + suffix, "admin")
         self.client_key = self.store.create_key("test-client" + suffix, "client")

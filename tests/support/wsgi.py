@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from telegate import Settings, Store, create_app
+from telegate import Settings, create_app, open_store
 
 from .clock import FakeClock
 from .server import Response
@@ -18,7 +18,7 @@ class WsgiCaller:
     def __init__(self, tmp_path: Path, db: Path | str | None = None, **settings: Any) -> None:
         self.clock = FakeClock()
         db = db or tmp_path / "wsgi.db"
-        self.store = Store(db, clock=self.clock)
+        self.store = open_store(db, clock=self.clock)
         self.settings = Settings(db=db, **settings)
         self.app = create_app(self.settings, self.store)
         self.admin_key = self.store.create_key("admin", "admin")

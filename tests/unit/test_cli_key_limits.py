@@ -6,7 +6,7 @@ import io
 import pytest
 
 from telegate.cli import main
-from telegate.store import LeaseLimit, Store
+from telegate.store import LeaseLimit, open_store
 
 
 def run(*argv: str) -> tuple[int, str, str]:
@@ -21,7 +21,7 @@ def test_limits_leases_and_revocation_offline(tmp_path):
     code, key, err = run("keys", "create", "capped", "--max-leases", "2", "--db", db)
     assert code == 0 and "2 lease" in err
     code, kept, _ = run("keys", "create", "kept", "--db", db)
-    with Store(db) as store:
+    with open_store(db) as store:
         capped_info, kept_info = store.authenticate(key.strip()), store.authenticate(kept.strip())
         assert capped_info.max_leases == 2
         for _ in range(2):
@@ -35,6 +35,6 @@ def test_limits_leases_and_revocation_offline(tmp_path):
     assert "no limit" in lines["kept"] and "1 lease" in lines["kept"]
     assert run("keys", "revoke", "kept", "--keep-leases", "--db", db)[0] == 0
     assert run("keys", "revoke", "capped", "--db", db)[0] == 0
-    with Store(db) as store:
+    with open_store(db) as store:
         states = sorted((row["state"], row["lease_key"]) for row in store.list_sessions()[0])
     assert states == [("free", None), ("free", None), ("free", None), ("in_use", "kept")]

@@ -11,12 +11,12 @@ import threading
 import pytest
 
 from telegate import store as store_mod
-from telegate.store import LeaseMismatch, NoSessionAvailable, NotFound, Store
+from telegate.store import LeaseMismatch, NoSessionAvailable, NotFound, open_store
 
 
 @pytest.fixture
 def store(fresh_db, clock):
-    with Store(fresh_db(), clock=clock) as store:
+    with open_store(fresh_db(), clock=clock) as store:
         yield store
 
 
@@ -140,7 +140,7 @@ def test_keys_are_stored_hashed_and_revocable(store):
 
 
 def test_close_is_idempotent(fresh_db):
-    store = Store(fresh_db())
+    store = open_store(fresh_db())
     store.status()
     store.close()
     store.close()
@@ -149,7 +149,7 @@ def test_close_is_idempotent(fresh_db):
 
 
 def test_threads_each_get_a_connection_and_all_are_closed(tmp_path):
-    store = Store(tmp_path / "x.db")
+    store = open_store(tmp_path / "x.db")
     store.add_sessions([f"s{n}" for n in range(8)])
     leases = []
     threads = [threading.Thread(target=lambda: leases.append(store.acquire(60))) for _ in range(8)]
@@ -172,7 +172,7 @@ def test_upgrade_from_schema_1_keeps_the_pool(tmp_path, clock):
     conn.execute("INSERT INTO sessions (name, created_at) VALUES ('fresh', 0)")
     conn.commit()
     conn.close()
-    with Store(path, clock=clock) as store:
+    with open_store(path, clock=clock) as store:
         assert store.schema_version() == store_mod.SCHEMA_VERSION
         rows = {row["name"]: row for row in store.list_sessions()[0]}
         assert rows["old"]["state"] == "in_floodwait" and rows["old"]["flood_count"] == 3
@@ -187,14 +187,14 @@ def test_newer_schema_is_refused_with_a_clear_error(tmp_path):
     conn.execute(f"PRAGMA user_version = {store_mod.SCHEMA_VERSION + 1}")
     conn.close()
     with pytest.raises(store_mod.DatabaseError, match="newer than this TeleGate"):
-        Store(path)
+        open_store(path)
 
 
 def test_not_a_database_is_a_clear_error(tmp_path):
     path = tmp_path / "junk.db"
     path.write_bytes(b"hello, this is not SQLite" * 100)
     with pytest.raises(store_mod.DatabaseError, match="junk.db"):
-        Store(path)
+        open_store(path)
 
 
 @pytest.mark.sqlite_only
@@ -202,12 +202,12 @@ def test_backup_copies_a_live_database(store, tmp_path):
     store.add_sessions(["a", "b"])
     store.acquire(60)
     store.backup(tmp_path / "copy.db")
-    with Store(tmp_path / "copy.db") as copy:
+    with open_store(tmp_path / "copy.db") as copy:
         assert copy.status()["total"] == 2 and copy.integrity_check() == "ok"
 
 
 def test_on_postgresql_backup_points_to_the_database_tools(pg_url):
-    with Store(pg_url) as store:
+    with open_store(pg_url) as store:
         with pytest.raises(store_mod.DatabaseError, match="pg_dump"):
             store.backup("copy.db")
 
@@ -237,7 +237,7 @@ def test_adding_many_sessions_keeps_the_callers_order_and_reports_the_known_ones
 def test_leases_and_releases_write_their_history_rows_with_the_change(store, clock):
     """On PostgreSQL a lease's and a release's event ride in the statement that changes the
     session (a data-modifying WITH); on SQLite they follow it. Either way: one row each, in order."""
-    from telegate.store._pool import _lease_tag
+    from telegate.store._history import lease_tag as _lease_tag
     store.add_sessions(["a"])
     worker = store.authenticate(store.create_key("worker-1"))
     t0 = clock.now

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from telegate import Store
+from telegate.store import open_store
 from telegate.store import DatabaseError
 from telegate.store._sqlite import _Pending
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.reliability
 
 @pytest.fixture
 def store(tmp_path):
-    with Store(tmp_path / "pool.db") as opened:
+    with open_store(tmp_path / "pool.db") as opened:
         opened.add_sessions(["a", "b", "c"])
         yield opened
 

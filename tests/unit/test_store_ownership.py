@@ -11,14 +11,14 @@ import threading
 import pytest
 
 from telegate.store import (
-    KeyRevoked, LeaseLimit, LeaseMismatch, NoSessionAvailable, NotLeaseHolder, SessionDisabled, Store, Ticket,
+    KeyRevoked, LeaseLimit, LeaseMismatch, NoSessionAvailable, NotLeaseHolder, SessionDisabled, Store, open_store, Ticket,
 )
 
 
 @pytest.fixture
 def store(fresh_db, clock):
     """On both stores: a SQLite file, then a PostgreSQL database (see conftest)."""
-    with Store(fresh_db(), clock=clock) as store:
+    with open_store(fresh_db(), clock=clock) as store:
         store.add_sessions(["a", "b", "c"])
         yield store
 

@@ -257,9 +257,9 @@ def test_counts_and_claims_never_wait_on_rows_other_transactions_lock(fresh_url)
     do, for milliseconds). Nothing here may wait for it: statement_timeout would turn a
     wait into an error after 15 s, so a prompt answer is the proof.
     """
-    from telegate.store import NoSessionAvailable, Store
+    from telegate.store import NoSessionAvailable, open_store
 
-    with Store(fresh_url) as store:
+    with open_store(fresh_url) as store:
         store.add_sessions([f"s{i}" for i in range(3)])
         with psycopg.connect(fresh_url, autocommit=False) as locker:
             locker.execute("SELECT id FROM sessions FOR UPDATE").fetchall()

@@ -12,7 +12,7 @@ import hashlib
 
 import pytest
 
-from telegate.store import KeyInfo, NoSessionAvailable, Store
+from telegate.store import KeyInfo, NoSessionAvailable, Store, open_store
 
 RESOLVE = "contacts.resolveUsername"
 HISTORY = "messages.getHistory"
@@ -21,7 +21,7 @@ SEARCH = "messages.search"
 
 @pytest.fixture
 def store(tmp_path, clock):
-    with Store(tmp_path / "pool.db", clock=clock) as store:
+    with open_store(tmp_path / "pool.db", clock=clock) as store:
         yield store
 
 
