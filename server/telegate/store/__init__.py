@@ -16,6 +16,7 @@ from ._base import (
 )
 from ._line import ALIVE_FOR
 from ._open import URL_SCHEMES, is_database_url, open_engine, open_store
+from ._leases import CONFINED_FRONT
 from ._pool import Store
 from ._sqlite import SCHEMA_VERSION
 
@@ -23,5 +24,5 @@ __all__ = [
     "Store", "open_store", "open_engine", "is_database_url", "URL_SCHEMES", "ALIVE_FOR", "PoolStore", "Engine", "Tx",
     "StoreError", "DatabaseError", "NotFound", "Conflict", "LeaseMismatch", "NotLeaseHolder",
     "SessionDisabled", "LeaseLimit", "KeyRevoked", "NoSessionAvailable", "Lease", "KeyInfo", "Ticket", "Grant", "CommitFeed",
-    "SCHEMA_VERSION", "MAX_NAME_LENGTH", "STATES", "hash_key", "check_groups", "MAX_GROUPS",
+    "SCHEMA_VERSION", "MAX_NAME_LENGTH", "STATES", "hash_key", "check_groups", "MAX_GROUPS", "CONFINED_FRONT",
 ]

@@ -84,13 +84,14 @@ def claim(tx: Tx, engine: Engine, ttl: float, holder: str | None, name: str | No
     key_id = key.id if key is not None else None
     groups = key.confined if key is not None else ()
     target = "name = :name AND " if name is not None else ""
-    confined, group_params = in_groups(groups)
     if purpose:
-        pick = (f"SELECT id, lease_token, lease_key_id, holder FROM sessions"
-                f" WHERE {target}{IS_FREE} AND NOT EXISTS ({RESTING_FOR}){confined} {_CLAIM_ORDER}")
+        where, order = f"{target}{IS_FREE} AND NOT EXISTS ({RESTING_FOR})", _CLAIM_ORDER
     else:
-        pick = (f"SELECT id, lease_token, lease_key_id, holder FROM sessions"
-                f" WHERE {target}{IS_FREE} AND {PLAIN_AVAIL} <= :now{confined} {_PLAIN_ORDER}")
+        where, order = f"{target}{IS_FREE} AND {PLAIN_AVAIL} <= :now", _PLAIN_ORDER
+    confined, group_params = in_groups(groups)
+    pick = [f"SELECT id, lease_token, lease_key_id, holder FROM sessions WHERE {where}{confined} {order}"]
+    if groups:
+        pick.insert(0, _front_pick(where, order, in_groups(groups, probe=True)[0]))
     params: dict[str, Any] = {
         "token": secrets.token_urlsafe(18), "ttl": ttl, "holder": holder, "name": name,
         "key_id": key_id, "request_id": request_id, "purpose": purpose, "now": tx.now, **group_params}
@@ -118,7 +119,7 @@ def claim(tx: Tx, engine: Engine, ttl: float, holder: str | None, name: str | No
                 f"key {key.name!r} already holds {held} lease(s), its limit (max_leases={limit});"
                 " release one first, or ask an admin to raise the limit",
                 limit=limit, held=held)
-    candidate = tx.row(pick, params)
+    candidate = _pick(tx, pick, params)
     picks = 1
     while candidate is None:
         # Count in the same transaction (see _counts.unavailable).
@@ -142,7 +143,7 @@ def claim(tx: Tx, engine: Engine, ttl: float, holder: str | None, name: str | No
             # than reads "nothing in use, nothing resting" as "nothing will free up".
             refused.in_use += free
             return refused
-        candidate = tx.row(pick, params)
+        candidate = _pick(tx, pick, params)
         picks += 1
     params["id"] = candidate["id"]
     if candidate["lease_token"] is not None:
@@ -155,6 +156,34 @@ def claim(tx: Tx, engine: Engine, ttl: float, holder: str | None, name: str | No
     row = history.changed_and_logged(tx, engine.writes_in_with, _CLAIM, params, event, returning=LEASE_COLUMNS)
     assert row is not None  # the row was picked (and locked) in this transaction
     return lease_from(row)
+
+
+#: Free sessions at the front of the claim order that a confined key's claim looks at first.
+CONFINED_FRONT = 64
+
+
+def _front_pick(where: str, order: str, member: str) -> str:
+    """A confined key's first try: its least recently used free session, if it is among the
+    first :data:`CONFINED_FRONT` free sessions in claim order (``member``: the group probe).
+
+    A confined pick takes two bounded steps. This one is cheap when the key's groups are a
+    good share of the pool. When none of the front is its own, the second step goes through
+    its groups' members (as costly as its groups are large), never walking past every idle
+    session of other groups ahead of its own. Both find the same session when this finds one.
+    """
+    order_by = order.replace(" LIMIT 1 /*skip_locked*/", "")
+    front = f"SELECT id FROM sessions WHERE {where} {order_by} LIMIT {CONFINED_FRONT}"
+    return (f"SELECT id, lease_token, lease_key_id, holder FROM sessions"
+            f" WHERE id IN ({front}) AND {where}{member} {order}")
+
+
+def _pick(tx: Tx, pick: list[str], params: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The row of the first of the pick's statements that finds one (see :func:`_front_pick`)."""
+    for statement in pick:
+        row = tx.row(statement, params)
+        if row is not None:
+            return row
+    return None
 
 
 def serve_line(tx: Tx, engine: Engine) -> list[Grant]:
@@ -358,7 +387,7 @@ def visible(tx: Tx, session_id: int, key: KeyInfo | None) -> bool:
     groups = key.confined if key is not None else ()
     if not groups:
         return True
-    confined, params = in_groups(groups)
+    confined, params = in_groups(groups, probe=True)
     return tx.row(f"SELECT 1 AS x FROM sessions WHERE id = :id{confined}", {"id": session_id, **params}) is not None
 
 

@@ -53,15 +53,23 @@ def count(predicate: str) -> str:
     return f"COALESCE(SUM(CASE WHEN {predicate} THEN 1 ELSE 0 END), 0)"
 
 
-def in_groups(groups: Sequence[str]) -> tuple[str, dict[str, str]]:
+def in_groups(groups: Sequence[str], *, probe: bool = False) -> tuple[str, dict[str, str]]:
     """``AND`` the session (a row of ``sessions``) is in one of ``groups``, and its parameters;
-    nothing for no groups (a key confined to none sees every session)."""
+    nothing for no groups (a key confined to none sees every session).
+
+    By default through the groups' members (the index on ``(name, session_id)``, each
+    member looked up by id): as costly as the groups are large, whatever else the pool
+    holds. ``probe``: one look-up in the group index per row instead, for a statement that
+    looks at a few rows only.
+    """
     if not groups:
         return "", {}
     params = {f"grp{number}": group for number, group in enumerate(groups)}
     marks = ", ".join(f":{mark}" for mark in params)
-    return (f" AND EXISTS (SELECT 1 FROM session_groups g WHERE g.session_id = sessions.id"
-            f" AND g.name IN ({marks}))"), params
+    if probe:
+        return (f" AND EXISTS (SELECT 1 FROM session_groups g WHERE g.session_id = sessions.id"
+                f" AND g.name IN ({marks}))"), params
+    return f" AND id IN (SELECT session_id FROM session_groups WHERE name IN ({marks}))", params
 
 
 def key_groups(stored: str | None) -> tuple[str, ...]:
