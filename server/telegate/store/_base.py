@@ -12,6 +12,8 @@ import hashlib
 import re
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, TypeVar
 
+from .._names import MAX_NAME_LENGTH as _MAX_NAME_LENGTH
+
 __all__ = [
     "StoreError", "DatabaseError", "NotFound", "Conflict", "LeaseMismatch", "NotLeaseHolder",
     "SessionDisabled", "LeaseLimit", "KeyRevoked", "NoSessionAvailable", "Lease", "KeyInfo", "Engine", "Tx",
@@ -21,7 +23,7 @@ __all__ = [
 
 T = TypeVar("T")
 
-MAX_NAME_LENGTH = 255
+MAX_NAME_LENGTH = _MAX_NAME_LENGTH  # the name rules live in telegate._names
 #: A session's state, as the admin sees it; ``resting_scoped``: free, but resting for some
 #: methods, so acquires without a purpose (or with one of those methods) skip it.
 STATES = ("free", "in_use", "in_floodwait", "resting_scoped", "disabled")
