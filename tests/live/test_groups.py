@@ -74,6 +74,9 @@ def test_a_confined_key_leases_its_groups_and_the_others_see_all(live_server):
     assert sorted(lease["session_name"] for lease in leased) == ["eu1", "eu2"]
     reply = server.request("POST", "/session", {"ttl": 60}, key=eu)
     assert reply.status == 503 and reply.json["total"] == 2 and reply.json["in_use"] == 2
+    # A wait that runs out in line: its 503 counts the key's groups alone too.
+    reply = server.request("POST", "/session", {"ttl": 60, "wait": 1}, key=eu)
+    assert reply.status == 503 and (reply.json["total"], reply.json["in_use"]) == (2, 2), reply
     assert server.request("POST", "/session", {"ttl": 60}, key=both).json["session_name"] == "us1"
     assert server.request("POST", "/session", {"ttl": 60}, key=both).status == 503
     # A key without groups, and an admin, see every session ("none" is in no group).

@@ -187,7 +187,7 @@ def test_readme_blocks_run_in_order(tmp_path):
         script.write_text("set -euo pipefail\n" + code.replace(URL_PLACEHOLDER, serve.url)
                           .replace(KEY_PLACEHOLDER, serve.admin_key) + "\necho REACHED-THE-END\n", encoding="utf-8")
         again = subprocess.run(["bash", str(script)], cwd=terminal_2, env=env, capture_output=True, text=True,
-                               timeout=BLOCK_TIMEOUT, stdin=subprocess.DEVNULL)
+                               encoding="utf-8", timeout=BLOCK_TIMEOUT, stdin=subprocess.DEVNULL)
         assert again.returncode == 1 and "an active key named 'worker-1' exists" in again.stderr, again
         assert "REACHED-THE-END" not in again.stdout and "STATE" not in again.stdout, again
     finally:

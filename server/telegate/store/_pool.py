@@ -221,7 +221,8 @@ class Store:
                 if row is not None:
                     return lease_from(row)
                 asked = {"name": None, "purpose": None, "key_id": None}  # granted, but that lease is over
-            return counts.unavailable(tx, asked["name"], asked["purpose"], keys.confined_to(tx, asked.get("key_id")))[0]
+            return counts.unavailable(tx, asked["name"], asked["purpose"],
+                                      keys.confined_to(tx, dict(asked).get("key_id")))[0]
 
         outcome = self.engine.write(leave, batch=True)
         if isinstance(outcome, Lease):
