@@ -101,7 +101,7 @@ class TeleGateError(Exception):
         return (_rebuild_error, (type(self), self.args, state))
 
 
-def _rebuild_error(cls: type, args: tuple, state: dict) -> TeleGateError:
+def _rebuild_error(cls: type[TeleGateError], args: tuple, state: dict) -> TeleGateError:
     error = cls.__new__(cls)
     Exception.__init__(error, *args)
     error.__dict__.update(state)
@@ -281,7 +281,7 @@ def _error_from_response(status: int, method: str, url: str, body: Mapping[str, 
     """The one place that turns an HTTP error answer into an exception (``sent``: the request's body)."""
     code = body.get("error") if isinstance(body.get("error"), str) else None
     detail = body.get("detail") if isinstance(body.get("detail"), str) else (text.strip()[:300] or None)
-    common = dict(status=status, method=method, url=url, detail=detail, error=code, body=body)
+    common: dict[str, Any] = dict(status=status, method=method, url=url, detail=detail, error=code, body=body)
     if status == 503 and code == "no_session_available":
         return NoSessionAvailable(
             waiting_count=int(_number(body.get("waiting_count")) or 0),
@@ -304,12 +304,18 @@ def _error_from_response(status: int, method: str, url: str, body: Mapping[str, 
     else:
         message = answer + (f": {detail}" if detail else "") + (f" ({cls.hint})" if cls.hint else "")
     error = cls(message, **common)
-    error.transient = status in _TRANSIENT_STATUSES  # type: ignore[attr-defined]
+    error.transient = status in _TRANSIENT_STATUSES  # type: ignore[attr-defined]  # set on every error this module raises
     if isinstance(error, LeaseLimitReached):
         error.limit = None if _number(body.get("limit")) is None else int(body["limit"])
         error.held = None if _number(body.get("held")) is None else int(body["held"])
         error.retry_after = _retry_after(headers.get("Retry-After"))
     return error
+
+
+def _failure(retry_state: tenacity.RetryCallState) -> Any:
+    """The exception of the attempt tenacity asks about: one of ours, raised by the request
+    (tenacity asks only after an attempt failed, and retries on our exceptions alone)."""
+    return retry_state.outcome.exception() if retry_state.outcome is not None else None
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -537,10 +543,10 @@ class Lease(dict):
         The lease is kept until it is released (the end of the ``with`` block, or
         ``release_session``) so no other worker gets the account while you still use it.
         """
-        seconds = _number(seconds)
-        if seconds is None or seconds < 0:
+        rest = _number(seconds)
+        if rest is None or rest < 0:
             raise ValueError("seconds must be a number >= 0")
-        self.outcome = Outcome(flood_wait=seconds, flood_scope=_checked_method(method)).merge(self.outcome)
+        self.outcome = Outcome(flood_wait=rest, flood_scope=_checked_method(method)).merge(self.outcome)
 
     def report_peer_flood(self, method: str | None = None) -> None:
         """Telegram said PEER_FLOOD: the release rests the account (for ``method`` only, if given)
@@ -682,17 +688,18 @@ class _Patience:
     def plan(self, retry_state: tenacity.RetryCallState) -> float | None:
         number = retry_state.attempt_number
         if number not in self._plans:
-            pause: float | None = self.policy.backoff(number, self.waiting)
+            backoff = self.policy.backoff(number, self.waiting)
+            pause: float | None = backoff
             if not self.waiting:
-                pause = pause if number < self.policy.transient_attempts else None
+                pause = backoff if number < self.policy.transient_attempts else None
             elif self.connect_wait is not None:
                 remaining = self.connect_wait - self.elapsed()
-                pause = min(pause, remaining) if remaining > 0 else None
+                pause = min(backoff, remaining) if remaining > 0 else None
             self._plans[number] = pause
         return self._plans[number]
 
     def retry(self, retry_state: tenacity.RetryCallState) -> bool:
-        return _is_transient(retry_state.outcome.exception())
+        return _is_transient(_failure(retry_state))
 
     def stop(self, retry_state: tenacity.RetryCallState) -> bool:
         return self.plan(retry_state) is None
@@ -701,7 +708,7 @@ class _Patience:
         return self.plan(retry_state) or 0.0
 
     def before_sleep(self, retry_state: tenacity.RetryCallState) -> None:
-        exc = retry_state.outcome.exception()
+        exc = _failure(retry_state)
         pause = self.plan(retry_state) or 0.0
         self.waited += pause
         if isinstance(exc, TeleGateConnectionError):
@@ -759,7 +766,7 @@ class _AutoWait:
         # once per attempt and let both read the same decision.
         number = retry_state.attempt_number
         if number not in self._plans:
-            exc = retry_state.outcome.exception()
+            exc = _failure(retry_state)
             remaining = None if self.max_wait is None else self.max_wait - self.elapsed()
             if isinstance(exc, LeaseLimitReached):
                 wait = self.policy.limit_wait(exc, self.limit_waits, remaining)
@@ -781,7 +788,7 @@ class _AutoWait:
         return self.long_poll is not None and time.monotonic() - self._sent_at < self.long_poll / 2
 
     def retry(self, retry_state: tenacity.RetryCallState) -> bool:
-        return isinstance(retry_state.outcome.exception(), (NoSessionAvailable, LeaseLimitReached))
+        return isinstance(_failure(retry_state), (NoSessionAvailable, LeaseLimitReached))
 
     def stop(self, retry_state: tenacity.RetryCallState) -> bool:
         return self.plan(retry_state) is None
@@ -791,7 +798,7 @@ class _AutoWait:
         return step.sleep if step else 0.0
 
     def before_sleep(self, retry_state: tenacity.RetryCallState) -> None:
-        exc = retry_state.outcome.exception()
+        exc = _failure(retry_state)
         step = self.plan(retry_state) or _Step()
         elapsed = self.elapsed()
         so_far = f" (waited {elapsed:.0f} s so far)" if elapsed >= 1 else ""
@@ -932,10 +939,10 @@ class _Transport:
         except ValueError:
             data = None
         if not 200 <= response.status < 300:
-            error = _error_from_response(response.status, method, url, data if isinstance(data, dict) else {},
-                                         text, response.headers, body)
-            error.server = base_url
-            raise error
+            failure = _error_from_response(response.status, method, url, data if isinstance(data, dict) else {},
+                                           text, response.headers, body)
+            failure.server = base_url
+            raise failure
         if not isinstance(data, dict):
             raise APIError(f"{method} {url} -> {response.status} but the answer is not a JSON object: {text[:200]!r}",
                            status=response.status, method=method, url=url, detail=text[:300])
@@ -955,7 +962,7 @@ def _connection_error(method: str, url: str, exc: BaseException) -> TeleGateConn
         f"{method} {url} failed: {reason} (is the TeleGate server running at this address?)",
         method=method, url=url, detail=_short_reason(reason))
     error.reason = reason
-    error.transient = transient  # type: ignore[attr-defined]
+    error.transient = transient  # type: ignore[attr-defined]  # set on every error this module raises
     return error
 
 

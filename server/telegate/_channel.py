@@ -62,6 +62,8 @@ ON_DISCONNECT = "telegate.on_disconnect"
 
 
 class _Task(WSGITask):
+    channel: Channel
+
     def get_environment(self) -> dict:
         environ = super().get_environment()
         environ[ON_DISCONNECT] = self.channel.on_disconnect
@@ -152,7 +154,7 @@ class Dispatcher(ThreadedTaskDispatcher):
             self._stopping = True
         for hook in self.on_shutdown:
             hook()
-        return super().shutdown(cancel_pending, timeout)
+        return super().shutdown(cancel_pending, timeout)  # type: ignore[arg-type]  # seconds; the stub says int
 
     @property
     def parked_count(self) -> int:
@@ -211,7 +213,7 @@ class Server(TcpWSGIServer):
     def _paced_loop(self) -> None:
         """``wasyncore.loop`` (same poll, same timeout), sleeping after expensive turns."""
         use_poll = self.adj.asyncore_use_poll and hasattr(select, "poll")
-        timeout, socket_map = self.adj.asyncore_loop_timeout, self._map
+        timeout, socket_map = self.adj.asyncore_loop_timeout, self._map  # type: ignore[attr-defined]  # wasyncore's map; not in the stub
         while socket_map:
             spent = _poll_turn(timeout, socket_map, self._clock, use_poll)
             if spent > self.pace_above:
@@ -265,7 +267,7 @@ def _poll_turn(timeout: float, socket_map: dict, clock: Callable[[], float], use
     except InterruptedError:
         return waiting - began
     resumed = clock()
-    for fds, handle in ((readable, wasyncore.read), (writable, wasyncore.write), (either, wasyncore._exception)):
+    for fds, handle in ((readable, wasyncore.read), (writable, wasyncore.write), (either, wasyncore._exception)):  # type: ignore[attr-defined]  # not in the stub
         for fd in fds:
             obj = socket_map.get(fd)
             if obj is not None:

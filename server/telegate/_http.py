@@ -10,7 +10,7 @@ import json
 import math
 import re
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping, overload
 
 from ._text import unsafe_detail
 from .store import check_groups
@@ -112,6 +112,12 @@ class Fields:
             raise bad_request(f"{name} must be {bound} {low:g} and at most {high:g}, got {value:g}")
         return value
 
+    @overload
+    def integer(self, name: str, *, required: Literal[True]) -> int: ...
+
+    @overload
+    def integer(self, name: str, *, required: bool = False) -> int | None: ...
+
     def integer(self, name: str, *, required: bool = False) -> int | None:
         value = self.data.get(name)
         if value is None:
@@ -123,6 +129,12 @@ class Fields:
         if not 0 < value < 2**63:
             raise bad_request(f"{name} must be a positive whole number")
         return value
+
+    @overload
+    def text(self, name: str, *, max_length: int = MAX_TEXT, required: Literal[True]) -> str: ...
+
+    @overload
+    def text(self, name: str, *, max_length: int = MAX_TEXT, required: bool = False) -> str | None: ...
 
     def text(self, name: str, *, max_length: int = MAX_TEXT, required: bool = False) -> str | None:
         value = self.data.get(name)

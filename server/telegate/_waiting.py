@@ -36,7 +36,7 @@ import time
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Callable, Iterable
 
-from .store import ALIVE_FOR, CommitFeed
+from .store import ALIVE_FOR, CommitFeed, PoolStore
 
 __all__ = ["LocalCommitFeed", "WaitRoom", "new_owner"]
 
@@ -92,7 +92,7 @@ class WaitRoom:
     ``park`` is the server's ``parked()`` context (a no-op in process).
     """
 
-    def __init__(self, store: Any, owner: str, feed_factory: Callable[[], CommitFeed], *,
+    def __init__(self, store: PoolStore, owner: str, feed_factory: Callable[[], CommitFeed], *,
                  park: Callable[[], AbstractContextManager] | None = None, clock: Callable[[], float] = time.time,
                  ) -> None:
         self.store = store

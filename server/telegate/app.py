@@ -137,11 +137,11 @@ def _unavailable(exc: store_mod.NoSessionAvailable) -> ApiError:
         detail = "the pool is empty; an admin must add sessions (telegate sessions add NAME)"
     elif exc.in_use or exc.next_release_in is not None:
         counts, kinds = _rests_in_words(exc)
-        hint = ("send purpose to lease one for another method; "
-                if exc.waiting_count > exc.flood_waiting and not exc.purpose else "")
+        advice = ("send purpose to lease one for another method; "
+                  if exc.waiting_count > exc.flood_waiting and not exc.purpose else "")
         detail = (f"no free session: {exc.in_use} in use, {counts}"
                   f" (waiting_count counts sessions {kinds}, not workers waiting);"
-                  f" {hint}retry after the Retry-After seconds")
+                  f" {advice}retry after the Retry-After seconds")
     else:
         detail = "no session can be leased: every session is disabled; an admin must enable one"
     return ApiError(503, "no_session_available", detail, headers=headers, extra={
@@ -252,7 +252,7 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
         room = default_room(store)
     app = bottle.Bottle()
     app.config["catchall"] = True
-    app.default_error_handler = _bottle_error  # type: ignore[method-assign]
+    app.default_error_handler = _bottle_error
     app.install(_ApiPlugin(store))
     clock = store.clock
     metrics = install_metrics(app, settings, store)

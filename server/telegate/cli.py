@@ -393,12 +393,12 @@ def _keys(admin: Admin, args: argparse.Namespace, out: TextIO, err: TextIO) -> i
         keys = admin.list_keys()
         if not keys:
             out.write("no keys\n")
-        for key in keys:
-            state = f"revoked {key['revoked_at']}" if key["revoked_at"] else "active"
-            limit = f"max {key['max_leases']}" if key.get("max_leases") else "no limit"
-            held = f"  {key['leases']} lease(s)" if key.get("leases") is not None else ""
-            groups = ",".join(key.get("groups") or ()) or "all"
-            out.write(f"{key['name']:<24} {key['scope']:<7} {limit:<10} groups {groups:<12} created {key['created_at']}"
+        for row in keys:
+            state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
+            limit = f"max {row['max_leases']}" if row.get("max_leases") else "no limit"
+            held = f"  {row['leases']} lease(s)" if row.get("leases") is not None else ""
+            groups = ",".join(row.get("groups") or ()) or "all"
+            out.write(f"{row['name']:<24} {row['scope']:<7} {limit:<10} groups {groups:<12} created {row['created_at']}"
                       f"  {state}{held}\n")
     else:
         ended = admin.revoke_key(args.name, keep_leases=args.keep_leases)

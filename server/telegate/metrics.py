@@ -29,7 +29,8 @@ __all__ = ["Metrics", "install_metrics"]
 
 #: Flood waits Telegram hands out run from seconds to a day or more.
 FLOOD_WAIT_BUCKETS = (1, 5, 15, 30, 60, 300, 900, 3600, 4 * 3600, 86400, float("inf"))
-#: One acquire is one SQLite transaction: milliseconds, unless the database is contended.
+#: One acquire is one write transaction of the store (SQLite or PostgreSQL): milliseconds,
+#: unless the database is contended.
 ACQUIRE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, float("inf"))
 #: Long-polls wait up to a minute.
 WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 15, 30, 60, float("inf"))

@@ -196,9 +196,9 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
         if room is not None:
             room.close()
         store.close()
-        out.write("TeleGate stopped\n")
-        out.flush()
-        stops.restore()
+        stops.restore()  # also tells a console-close handler that the stop is done
+    out.write("TeleGate stopped\n")
+    out.flush()
     return 0
 
 

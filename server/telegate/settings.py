@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from .store import is_database_url
+
 __all__ = ["SETTINGS", "Setting", "Settings", "SettingsError", "resolve", "env_name"]
 
 
@@ -54,7 +56,7 @@ def _ranged_int(low: int, high: int) -> Callable[[Any], int]:
 def _database(value: Any) -> Path | str:
     """A SQLite file path, or a PostgreSQL URL kept as text (a Path would fold its '//')."""
     text = str(value)
-    if text.startswith(("postgresql://", "postgres://")):
+    if is_database_url(text):
         return text
     if not text.strip():
         raise ValueError("expected a file path or a postgresql:// URL")
@@ -115,24 +117,34 @@ SETTINGS: tuple[Setting, ...] = (
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
 
 
+def _default(name: str) -> Any:
+    return _BY_NAME[name].default
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    db: Path | str = Path("telegate.db")
-    threads: int = 8
-    lease_ttl: int = 300
-    sessions_dir: Path | None = None
-    max_body: int = 1024 * 1024
-    connection_limit: int = 2000
-    max_waiters: int = 1000
-    peer_flood_rest: int = 86400
-    event_retention_days: int = 30
-    synchronous: str = "full"
-    log_level: str = "info"
-    log_format: str = "text"
-    access_log: bool = True
-    metrics_auth: bool = True
+    """Every setting, resolved; the defaults are the table's (:data:`SETTINGS`)."""
+
+    host: str = _default("host")
+    port: int = _default("port")
+    db: Path | str = _default("db")
+    threads: int = _default("threads")
+    lease_ttl: int = _default("lease_ttl")
+    sessions_dir: Path | None = _default("sessions_dir")
+    max_body: int = _default("max_body")
+    connection_limit: int = _default("connection_limit")
+    max_waiters: int = _default("max_waiters")
+    peer_flood_rest: int = _default("peer_flood_rest")
+    event_retention_days: int = _default("event_retention_days")
+    synchronous: str = _default("synchronous")
+    log_level: str = _default("log_level")
+    log_format: str = _default("log_format")
+    access_log: bool = _default("access_log")
+    metrics_auth: bool = _default("metrics_auth")
+
+
+if [field.name for field in dataclasses.fields(Settings)] != [setting.name for setting in SETTINGS]:
+    raise RuntimeError("Settings and SETTINGS name different settings: declare each in both, in one order")
 
 
 def resolve(

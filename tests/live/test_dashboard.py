@@ -388,3 +388,22 @@ def test_the_tiles_add_up_and_the_operator_sees_groups_and_who_had_it(browser, l
     assert top.find_element(By.CSS_SELECTOR, "td.what").text == "groups set us (was eu, vip)"
     wait(browser, lambda d: "groups us" in text(d, "detail-summary"), "summary has no groups")
     assert "last leased to worker-7:99" in text(browser, "detail-summary")
+
+
+def test_names_that_break_the_name_rules_are_marked_with_the_reason(browser, live_server):
+    """Names registered before the session-name rules: twins by case (one file on Windows and
+    macOS) and a Windows device name are marked in the table, the reason in the cell's title."""
+    server = live_server
+    server.add_sessions("acc1", "CON", "fine")
+    server.store.engine.write(lambda tx: tx.run(  # a twin as an older TeleGate let it in
+        "INSERT INTO sessions (name, kind, meta, created_at) VALUES ('ACC1', 'unknown', '{}', 0)"))
+    sign_in(browser, server, server.admin_key)
+    wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#sessions-body tr")) == 4, "table not shown")
+    cells = {row.get_attribute("data-name"): row.find_elements(By.TAG_NAME, "td")[1]
+             for row in browser.find_elements(By.CSS_SELECTOR, "#sessions-body tr")}
+    for name in ("acc1", "ACC1"):
+        assert "name-problem" in cells[name].get_attribute("class")
+        assert "one file on Windows and macOS" in cells[name].get_attribute("title")
+    assert "Windows device name" in cells["CON"].get_attribute("title")
+    assert "name-problem" not in (cells["fine"].get_attribute("class") or "")
+    assert cells["fine"].get_attribute("title") == ""

@@ -1,15 +1,16 @@
 """What every store shares: its errors, its records, and the interfaces between the layers.
 
 Two layers meet here. :class:`Engine` is the plumbing of one database kind (connections,
-transactions, error translation, schema migrations); :class:`PoolStore` is what the HTTP
-app, the CLI and ``serve`` call. The pool's SQL sits between them, written once in
-``_pool.py`` for every engine.
+transactions, error translation, applying the schema files); :class:`PoolStore` is what
+the HTTP app, the CLI, ``serve`` and the waiting room call. The pool's SQL sits between
+them, written once for every engine in the store's parts, which ``_pool.Store`` composes.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import re
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, TypeVar
 
 from .._names import MAX_NAME_LENGTH as _MAX_NAME_LENGTH
@@ -226,7 +227,9 @@ class Engine(Protocol):
 
     def schema_version(self) -> int: ...
 
-    def migrate(self) -> None: ...
+    def migrate(self) -> None:
+        """Bring the schema up to ``SCHEMA_VERSION`` with this dialect's files (``_schema``), in
+        one transaction; refuse (:class:`DatabaseError`) a database newer than this TeleGate."""
 
     def ping(self) -> None: ...
 
@@ -256,9 +259,23 @@ class Engine(Protocol):
 
 
 class PoolStore(Protocol):
-    """The pool, as the HTTP app, the CLI and ``serve`` use it, whatever database holds it."""
+    """The pool, as the HTTP app, the CLI, ``serve`` and the waiting room use it, whatever
+    database holds it: the whole contract (nothing outside the store reaches past it).
 
-    engine: Engine
+    Made by ``open_store(db)``; ``close()`` (or leaving its ``with``) closes it.
+    """
+
+    @property
+    def path(self) -> str:
+        """Where the pool lives: a file path, or a database URL without its password."""
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+
+    def __enter__(self) -> "PoolStore": ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
 
     def now(self) -> float: ...
 
@@ -328,8 +345,31 @@ class PoolStore(Protocol):
 
     def authenticate(self, key: str) -> KeyInfo | None: ...
 
-    def metric_totals(self) -> dict[str, int]: ...
+    def metric_totals(self) -> dict[str, Any]: ...
+
+    def prune_events(self, older_than: float) -> int:
+        """Delete events older than ``older_than`` seconds (and ended scoped rests); how many."""
+
+    # -- the database itself ----------------------------------------------------------
 
     def schema_version(self) -> int: ...
+
+    def ping(self) -> None:
+        """Raise :class:`DatabaseError` unless the database answers."""
+
+    def commit_feed(self) -> CommitFeed:
+        """A new feed of other connections' commits (one per server process, for its waiting room)."""
+
+    def release_connection(self) -> None:
+        """The calling thread will not use the database for a while (it parks, or ends)."""
+
+    def copy_into(self, target: "PoolStore") -> dict[str, int]:
+        """Copy every row into ``target``, an empty pool (``telegate migrate``); rows per table."""
+
+    def backup(self, target: str | Path) -> None:
+        """Copy a SQLite pool to the file ``target`` while it runs; :class:`DatabaseError` elsewhere."""
+
+    def integrity_check(self) -> str:
+        """SQLite's ``PRAGMA integrity_check`` (``ok``); :class:`DatabaseError` elsewhere."""
 
     def close(self) -> None: ...

@@ -4,7 +4,9 @@ Each part is plain functions of a transaction with its invariants written down:
 ``_leases`` (claim, release, renew, who may), ``_line`` (the waiting line),
 ``_catalogue`` (sessions, listings, admin changes), ``_keys`` (API keys), ``_counts``
 (status and metrics) and ``_history`` (each session's events). :class:`Store` runs them
-in the engine's transactions; it knows no engine (``open_store`` picks one).
+in the engine's transactions; it knows no engine (``open_store`` picks one). Its methods
+sit in one class per room (``_Leasing``, ``_Catalogue``, ``_Keys``, on ``_Base``'s engine
+and write path): a new method goes into the room of its part.
 
 The database is the only pool state, so any number of threads and server processes
 sharing one database hand every session to one holder at a time. Acquires that may
@@ -24,14 +26,17 @@ from . import _keys as keys
 from . import _leases as leases
 from . import _line as line
 from ._base import (
-    STATES, DatabaseError, Engine, Grant, KeyInfo, Lease, NoSessionAvailable, NotFound, Ticket, Tx, check_groups,
+    STATES, CommitFeed, DatabaseError, Engine, Grant, KeyInfo, Lease, NoSessionAvailable, NotFound, PoolStore, Ticket, Tx,
+    check_groups,
 )
+from ._copy import copy_pool
 from ._namekeys import fill_name_keys
 from ._sql import IS_FREE, lease_from
 
 __all__ = ["Store"]
 
 T = TypeVar("T")
+_S = TypeVar("_S", bound="_Base")
 
 _KEY_PREFIX = "tg_"
 
@@ -39,13 +44,8 @@ _KEY_PREFIX = "tg_"
 Serve = Callable[[], None]
 
 
-class Store:
-    """The pool of one database, on the ``engine`` given (see ``open_store``).
-
-    Opening migrates the schema. On PostgreSQL, unless a test injects a clock, every time
-    comes from the database's clock, so servers on several hosts agree. ``close()`` may be
-    called any number of times.
-    """
+class _Base:
+    """The engine, the pool's lifecycle, and the one write path that may free sessions."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -75,7 +75,7 @@ class Store:
         """Close every connection; safe to call twice."""
         self.engine.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self: _S) -> _S:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -88,7 +88,7 @@ class Store:
         """Raise :class:`DatabaseError` unless the database answers."""
         self.engine.ping()
 
-    def commit_feed(self) -> Any:
+    def commit_feed(self) -> CommitFeed:
         """A new feed of other connections' commits (``CommitFeed``: one per server process)."""
         return self.engine.commit_feed()
 
@@ -129,6 +129,33 @@ class Store:
             for listener in self.grant_listeners:
                 listener(grants)
         return result, grants
+
+    # -- maintenance --------------------------------------------------------------------
+
+    def integrity_check(self) -> str:
+        return str(self._sqlite_only("integrity_check")())
+
+    def backup(self, target: str | Path) -> None:
+        """Copy the database with SQLite's online backup API; safe while the server runs."""
+        self._sqlite_only("backup")(target)
+
+    def _sqlite_only(self, name: str) -> Callable[..., Any]:
+        method = getattr(self.engine, name, None)
+        if method is None:
+            raise DatabaseError(f"{name} works on SQLite files only; on {self.engine.dialect},"
+                                " use the database's own tools (pg_dump, pg_amcheck)")
+        return method
+
+    def copy_into(self, target: PoolStore) -> dict[str, int]:
+        """Copy every row of this pool into ``target``, an empty pool (``telegate migrate``);
+        rows per table. :class:`Conflict` when ``target`` holds anything already."""
+        if not isinstance(target, _Base):
+            raise TypeError(f"copy_into needs a Store to copy into, not {type(target).__name__}")
+        return copy_pool(self.engine, target.engine, target.path)
+
+
+class _Leasing(_Base):
+    """Leases and the waiting line (``_leases``, ``_line``)."""
 
     # -- leases (_leases.py) ------------------------------------------------------------
 
@@ -267,6 +294,10 @@ class Store:
 
         return self.engine.read(stats)
 
+
+class _Catalogue(_Base):
+    """Sessions, listings, admin changes and counts (``_catalogue``, ``_counts``)."""
+
     # -- the catalogue (_catalogue.py) --------------------------------------------------
 
     def status(self, purpose: str | None = None, *, key: KeyInfo | None = None) -> dict[str, Any]:
@@ -353,6 +384,27 @@ class Store:
 
         return self.engine.write(remove)
 
+    # -- metrics (_counts.py) -----------------------------------------------------------
+
+    def metric_totals(self) -> dict[str, Any]:
+        """Sessions by state, the sums of the per-session counters and the waiting line, in one read (for /metrics).
+
+        The sums cover the sessions registered now: every server process sharing the
+        database sees the same numbers, and removing a session takes its counts with it.
+        """
+        def totals(tx: Tx) -> dict[str, Any]:
+            data = counts.pool_counts(tx, sums=True)
+            waiting, oldest = line.line_stats(tx)
+            data["waiting_workers"] = waiting
+            data["oldest_wait"] = 0.0 if oldest is None else max(0.0, tx.now - oldest)
+            return data
+
+        return self.engine.read(totals)
+
+
+class _Keys(_Base):
+    """API keys (``_keys``)."""
+
     # -- API keys (_keys.py) ------------------------------------------------------------
 
     def create_key(self, name: str, scope: str = "client", key: str | None = None, *,
@@ -402,41 +454,11 @@ class Store:
         """The key's name, scope, id, lease limit and groups, or ``None`` for an unknown or revoked key."""
         return self.engine.read(lambda tx: keys.lookup(tx, key))
 
-    # -- metrics (_counts.py) -----------------------------------------------------------
 
-    def metric_totals(self) -> dict[str, Any]:
-        """Sessions by state, the sums of the per-session counters and the waiting line, in one read (for /metrics).
+class Store(_Leasing, _Catalogue, _Keys):
+    """The pool of one database, on the ``engine`` given (see ``open_store``).
 
-        The sums cover the sessions registered now: every server process sharing the
-        database sees the same numbers, and removing a session takes its counts with it.
-        """
-        def totals(tx: Tx) -> dict[str, Any]:
-            data = counts.pool_counts(tx, sums=True)
-            waiting, oldest = line.line_stats(tx)
-            data["waiting_workers"] = waiting
-            data["oldest_wait"] = 0.0 if oldest is None else max(0.0, tx.now - oldest)
-            return data
-
-        return self.engine.read(totals)
-
-    # -- maintenance --------------------------------------------------------------------
-
-    def integrity_check(self) -> str:
-        return str(self._sqlite_only("integrity_check")())
-
-    def backup(self, target: str | Path) -> None:
-        """Copy the database with SQLite's online backup API; safe while the server runs."""
-        self._sqlite_only("backup")(target)
-
-    def _sqlite_only(self, name: str) -> Callable[..., Any]:
-        method = getattr(self.engine, name, None)
-        if method is None:
-            raise DatabaseError(f"{name} works on SQLite files only; on {self.engine.dialect},"
-                                " use the database's own tools (pg_dump, pg_amcheck)")
-        return method
-
-    def copy_into(self, target: "Store") -> dict[str, int]:
-        """Copy every row of this pool into ``target``, an empty pool (``telegate migrate``);
-        rows per table. :class:`Conflict` when ``target`` holds anything already."""
-        from ._copy import copy_pool
-        return copy_pool(self, target)
+    Opening migrates the schema. On PostgreSQL, unless a test injects a clock, every time
+    comes from the database's clock, so servers on several hosts agree. ``close()`` may be
+    called any number of times.
+    """
