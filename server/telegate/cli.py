@@ -15,7 +15,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Mapping, Sequence, TextIO
+from typing import Any, Mapping, Sequence, TextIO
 
 from . import __version__
 from ._admin_client import DEFAULT_URL, Admin, AdminError, choose
@@ -318,8 +318,8 @@ def _why_not_free(row: Mapping[str, object]) -> str:
     if row["state"] == "disabled":
         return str(row["disabled_reason"] or "")
     if row["state"] == "resting_scoped":
-        return "resting for " + ", ".join(f"{rest['scope']} {rest['remaining'] or 0:.0f}s more"
-                                          for rest in row["rests"])  # type: ignore[union-attr]
+        rests: list[dict[str, Any]] = row["rests"]  # type: ignore[assignment]
+        return "resting for " + ", ".join(f"{rest['scope']} {rest['remaining'] or 0:.0f}s more" for rest in rests)
     return ""
 
 
@@ -397,8 +397,8 @@ def _keys(admin: Admin, args: argparse.Namespace, out: TextIO, err: TextIO) -> i
             state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
             limit = f"max {row['max_leases']}" if row.get("max_leases") else "no limit"
             held = f"  {row['leases']} lease(s)" if row.get("leases") is not None else ""
-            groups = ",".join(row.get("groups") or ()) or "all"
-            out.write(f"{row['name']:<24} {row['scope']:<7} {limit:<10} groups {groups:<12} created {row['created_at']}"
+            confined = ",".join(row.get("groups") or ()) or "all"
+            out.write(f"{row['name']:<24} {row['scope']:<7} {limit:<10} groups {confined:<12} created {row['created_at']}"
                       f"  {state}{held}\n")
     else:
         ended = admin.revoke_key(args.name, keep_leases=args.keep_leases)

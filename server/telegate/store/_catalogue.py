@@ -124,7 +124,8 @@ def update(tx: Tx, session_id: int, *, disabled: bool | None, reason: str | None
         if old != list(groups):
             tx.run("DELETE FROM session_groups WHERE session_id = :id", params)
             _insert_groups(tx, [session_id], groups)
-            history.record(tx, session_id, "groups", **who, detail={"groups": list(groups), "was": old})
+            history.record(tx, session_id, "groups", key_name=key.name if key else None,
+                           detail={"groups": list(groups), "was": old})
     # Enabled, rested, or in a waiting key's groups now: maybe free for a waiter.
     return disabled is False or clear_flood_wait or groups is not None
 
