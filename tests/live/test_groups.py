@@ -137,14 +137,12 @@ def test_a_waiting_confined_key_gets_its_groups_alone(live_server):
 
 
 def test_migrate_copies_groups(tmp_path, pg_url):
-    from telegate.store._copy import copy_pool
-
     with open_store(tmp_path / "pool.db") as source:
         source.add_sessions(["a", "b"], groups=["eu"])
         source.add_sessions(["c"])
         key = source.create_key("eu-worker", groups=["eu"])
         with open_store(pg_url) as target:
-            copied = copy_pool(source, target)
+            copied = source.copy_into(target)
             assert copied["session_groups"] == 2
             info = target.authenticate(key)
             assert info.groups == ("eu",)
