@@ -53,6 +53,7 @@ __all__ = [
     "LeaseLost",
     "NotLeaseHolder",
     "LeaseLimitReached",
+    "WaitLimitReached",
     "ServerError",
     "NoSessionAvailable",
     "ClientClosed",
@@ -179,6 +180,18 @@ class LeaseLimitReached(APIError):
         return f"this API key is at its lease limit: {self.detail or f'{self.held} of {self.limit} held'}"
 
 
+class WaitLimitReached(LeaseLimitReached):
+    """429 ``wait_limit``: this API key already has as many long-polls waiting in line as it
+    may (``limit``: 4 per ``max_leases``, or its admin-set ``--max-waiting``). Handled like
+    :class:`LeaseLimitReached`: under auto_wait, ``get_session()`` waits and asks again.
+    ``held`` is the number of polls of the key waiting now."""
+
+    hint = "fewer workers per key wait at once; or ask the TeleGate admin for a higher --max-waiting"
+
+    def describe(self) -> str:
+        return f"this API key has as many polls waiting in line as it may: {self.detail or self.limit}"
+
+
 class ServerError(APIError):
     """5xx: the server failed (after a few retries for 502/503/504)."""
 
@@ -273,6 +286,7 @@ def _retry_after(value: str | None) -> float | None:
 _CODE_ERRORS: dict[tuple[int, str], type[APIError]] = {
     (409, "not_lease_holder"): NotLeaseHolder,
     (429, "lease_limit"): LeaseLimitReached,
+    (429, "wait_limit"): WaitLimitReached,
 }
 
 
@@ -299,6 +313,8 @@ def _error_from_response(status: int, method: str, url: str, body: Mapping[str, 
         session = (sent or {}).get("session_id")
         message = (f"session {session} is leased by another worker's key; you cannot release, renew or report it "
                    f"({answer}" + (f": {detail})" if detail else ")"))
+    elif cls is WaitLimitReached:
+        message = f"this API key has as many polls waiting as it may: {detail or 'its cap'} ({answer}; {cls.hint})"
     elif cls is LeaseLimitReached:
         message = f"this API key is at its lease limit: {detail or 'it holds as many leases as it may'} ({answer}; {cls.hint})"
     else:
@@ -307,7 +323,8 @@ def _error_from_response(status: int, method: str, url: str, body: Mapping[str, 
     error.transient = status in _TRANSIENT_STATUSES  # type: ignore[attr-defined]  # set on every error this module raises
     if isinstance(error, LeaseLimitReached):
         error.limit = None if _number(body.get("limit")) is None else int(body["limit"])
-        error.held = None if _number(body.get("held")) is None else int(body["held"])
+        held = body.get("held", body.get("waiting"))
+        error.held = None if _number(held) is None else int(held)
         error.retry_after = _retry_after(headers.get("Retry-After"))
     return error
 

@@ -55,6 +55,18 @@ def iso(timestamp: float | None) -> str | None:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def parse_moment(text: str) -> float:
+    """An ISO 8601 time (``2025-06-01T12:00:00Z``; no offset means UTC) as epoch seconds;
+    ValueError naming the expected form."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except (ValueError, AttributeError):
+        raise ValueError(f"expected an ISO 8601 time such as 2025-06-01T12:00:00Z, got {str(text)[:60]!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON; send a finite number")
 

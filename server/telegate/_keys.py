@@ -14,5 +14,5 @@ def key_json(row: Mapping[str, Any]) -> dict[str, Any]:
     """One row of ``store.list_keys()`` as JSON: ``leases`` counts the leases the key holds now;
     ``groups``, the groups a client key is confined to (empty: every session)."""
     return {"name": row["name"], "scope": row["scope"], "max_leases": row["max_leases"],
-            "groups": list(row.get("groups") or ()), "leases": row["leases"],
+            "max_waiting": row.get("max_waiting"), "groups": list(row.get("groups") or ()), "leases": row["leases"],
             "created_at": iso(row["created_at"]), "revoked_at": iso(row["revoked_at"])}

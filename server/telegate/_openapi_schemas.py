@@ -383,6 +383,9 @@ SCHEMAS: dict[str, Any] = {
             "max_leases": {"type": "integer", "minimum": 1, "maximum": MAX_ID, "nullable": True,
                            "description": "Most leases the key may hold at once (more: 429 lease_limit); no limit"
                                           " when left out."},
+            "max_waiting": {"type": "integer", "minimum": 1, "maximum": MAX_ID, "nullable": True,
+                            "description": "Most long-polls the key may park in the waiting line at once (more: 429"
+                                           " wait_limit); left out: 4 per max_leases, or no cap of its own."},
             "groups": {**_GROUPS, "nullable": True,
                        "description": "Confine a client key to the sessions of these groups: it leases, counts"
                                       " and sees only those. Left out: every session."},
@@ -394,6 +397,7 @@ SCHEMAS: dict[str, Any] = {
             "name": {"type": "string"},
             "scope": {"type": "string", "enum": ["client", "admin"]},
             "max_leases": {"type": "integer", "minimum": 1, "nullable": True},
+            "max_waiting": {"type": "integer", "minimum": 1, "nullable": True},
             "groups": {**_GROUPS, "description": "The groups the key is confined to; empty: every session."},
             "key": {"type": "string", "description": "The key itself. Shown in this answer only: keep it."},
         },
@@ -406,10 +410,30 @@ SCHEMAS: dict[str, Any] = {
             "scope": {"type": "string", "enum": ["client", "admin"]},
             "max_leases": {"type": "integer", "minimum": 1, "nullable": True,
                            "description": "Most leases the key may hold at once; null: no limit."},
+            "max_waiting": {"type": "integer", "minimum": 1, "nullable": True,
+                            "description": "Most long-polls the key may park at once; null: 4 per max_leases,"
+                                           " or no cap of its own."},
             "groups": {**_GROUPS, "description": "The groups the key is confined to; empty: every session."},
             "leases": count("Leases the key holds now."),
             "created_at": _time("When the key was created.", nullable=False),
             "revoked_at": _time("When the key was revoked; null while it is active."),
+        },
+    },
+    "UndoReportsRequest": {
+        "type": "object", "additionalProperties": False,
+        "properties": {"since": {"type": "string", "maxLength": 64, "nullable": True,
+                                 "description": "ISO 8601 time (no offset: UTC): only reports from then on."}},
+    },
+    "ReportsUndone": {
+        "type": "object", "additionalProperties": False,
+        "required": ["key", "since", "enabled", "rested", "left_standing", "reports"],
+        "properties": {
+            "key": {"type": "string"},
+            "since": {"type": "string", "nullable": True},
+            "enabled": {"type": "array", "items": {"type": "integer"}, "description": "Sessions enabled again."},
+            "rested": {"type": "array", "items": {"type": "integer"}, "description": "Sessions whose rests were cleared."},
+            "left_standing": count("Reports left standing: someone reported on that session since."),
+            "reports": count("Reports looked at (each is marked undone)."),
         },
     },
     "KeyList": {

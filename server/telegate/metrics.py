@@ -104,6 +104,12 @@ class Metrics:
             f' ("{ACCOUNT_WIDE}": account-wide; after {MAX_SCOPE_LABELS} methods, "{OTHER_SCOPES}"),'
             " counted by this process.", labelnames=["scope"], registry=self.registry)
         self.flood_waits_by_scope.labels(ACCOUNT_WIDE)
+        self.reports_by_key = Counter(
+            "telegate_client_reports", "Pool-changing reports on release (kind: disable, flood_wait, scoped_rest,"
+            " peer_flood) by the API key that sent them, counted by this process: alert on a key that suddenly"
+            f" disables many sessions (after {MAX_SCOPE_LABELS} keys, \"{OTHER_SCOPES}\").",
+            labelnames=["key", "kind"], registry=self.registry)
+        self._report_keys: set[str] = set()
         self._scopes: set[str] = set()
         self._scopes_lock = threading.Lock()
 
@@ -113,6 +119,16 @@ class Metrics:
         if flood_wait:
             self.flood_wait_seconds.observe(flood_wait)
             self.flood_waits_by_scope.labels(self._scope_label(scope)).inc()
+
+    def reported(self, key_name: str, kind: str) -> None:
+        """Key ``key_name`` reported ``kind`` (disable, flood_wait, scoped_rest, peer_flood) on a release."""
+        with self._scopes_lock:
+            if key_name not in self._report_keys:
+                if len(self._report_keys) >= MAX_SCOPE_LABELS:
+                    key_name = OTHER_SCOPES
+                else:
+                    self._report_keys.add(key_name)
+        self.reports_by_key.labels(key_name, kind).inc()
 
     def _scope_label(self, scope: str | None) -> str:
         if scope is None:

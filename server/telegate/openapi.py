@@ -35,7 +35,8 @@ _RESPONSES: dict[str, Any] = {
     "Conflict": _answer("The lease belongs to another API key (not_lease_holder), the lease token is not the current"
                         " lease (lease_mismatch), or the session was disabled during the lease (session_disabled,"
                         " on renew).", _ref("Error")),
-    "LeaseLimit": _answer("The key holds as many leases as its max_leases allows (lease_limit); release one first.",
+    "LeaseLimit": _answer("The key holds as many leases as its max_leases allows (lease_limit); release one first."
+                          " Or (wait_limit, with limit and waiting) it parks as many long-polls as it may.",
                           _ref("Error"), headers=_RETRY_AFTER),
     "BodyTooLarge": _answer("The request body is larger than --max-body.", _ref("Error")),
     "InternalError": _answer("Unexpected server error (logged).", _ref("Error")),
@@ -184,6 +185,20 @@ def build_openapi() -> dict[str, Any]:
                     {"name": "keep_leases", "in": "query", "required": False,
                      "schema": {"type": "boolean", "default": False},
                      "description": "true: let the key's current leases run out instead of ending them."}]),
+        },
+        "/keys/{name}/undo-reports": {
+            "parameters": [{"name": "name", "in": "path", "required": True,
+                            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_NAME},
+                            "description": "The key's name (URL-encoded); revoked keys too."}],
+            "post": _op(
+                "Undo a key's reports",
+                "Every disable and rest the key reported on release (since `since`) is undone, except where"
+                " someone reported on that session since. Admin key.",
+                {"200": _answer("Undone.", _ref("ReportsUndone")),
+                 "404": _answer("No key has that name.", _ref("Error")),
+                 **_errors(400, 401, 403, 413, 500, 503)},
+                tag="admin", operation_id="undoReports",
+                body=_json_body(_ref("UndoReportsRequest"), example={"since": "2025-06-01T12:00:00Z"})),
         },
         "/sessions/{session_id}/events": {
             "parameters": [_ID_PARAM],

@@ -93,6 +93,15 @@ class LeaseLimit(StoreError):
         self.held = held
 
 
+class WaitLimit(StoreError):
+    """The key already parks as many polls in the waiting line as it may (``limit``)."""
+
+    def __init__(self, message: str, *, limit: int, waiting: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.waiting = waiting
+
+
 class KeyRevoked(StoreError):
     """The API key was revoked after it was authenticated, before its request could take effect."""
 
@@ -155,6 +164,7 @@ class KeyInfo:
     scope: str
     id: int | None = None
     max_leases: int | None = None
+    max_waiting: int | None = None  # admin-set cap on polls parked at once (None: the line's rule)
     #: The groups a client key is confined to (leases, counts, meta); empty: every session.
     groups: tuple[str, ...] = ()
 
@@ -333,7 +343,8 @@ class PoolStore(Protocol):
                before: int | None = None) -> list[dict[str, Any]]: ...
 
     def create_key(self, name: str, scope: str = "client", key: str | None = None, *,
-                   max_leases: int | None = None, groups: Iterable[str] = ()) -> str: ...
+                   max_leases: int | None = None, max_waiting: int | None = None,
+                   groups: Iterable[str] = ()) -> str: ...
 
     def has_key(self, key: str) -> bool: ...
 
@@ -342,6 +353,8 @@ class PoolStore(Protocol):
     def list_keys(self) -> list[dict[str, Any]]: ...
 
     def revoke_key(self, name: str, *, end_leases: bool = True) -> int: ...
+
+    def undo_reports(self, name: str, *, since: float | None = None, by: str | None = None) -> dict[str, Any]: ...
 
     def authenticate(self, key: str) -> KeyInfo | None: ...
 

@@ -21,17 +21,17 @@ from ._sql import key_groups
 __all__ = ["insert", "exists", "count_active", "listing", "revoke", "lookup", "confined_to"]
 
 
-def insert(tx: Tx, name: str, key: str, scope: str, max_leases: int | None,
+def insert(tx: Tx, name: str, key: str, scope: str, max_leases: int | None, max_waiting: int | None = None,
            groups: Sequence[str] = ()) -> None:
     """Store ``key`` (its hash) as the active key ``name``, confined to ``groups`` if any;
     :class:`Conflict` if an active key has that name."""
     taken = tx.row("SELECT 1 AS x FROM api_keys WHERE name = :name AND revoked_at IS NULL", {"name": name})
     if taken:
         raise Conflict(f"an active key named {name!r} exists; revoke it or pick another name")
-    tx.run("INSERT INTO api_keys (name, key_hash, scope, created_at, max_leases, groups)"
-           " VALUES (:name, :hash, :scope, :now, :max, :groups) ON CONFLICT (key_hash) DO NOTHING",
+    tx.run("INSERT INTO api_keys (name, key_hash, scope, created_at, max_leases, max_waiting, groups)"
+           " VALUES (:name, :hash, :scope, :now, :max, :waiting, :groups) ON CONFLICT (key_hash) DO NOTHING",
            {"name": name, "hash": hash_key(key), "scope": scope, "now": tx.now, "max": max_leases,
-            "groups": json.dumps(list(groups)) if groups else None})
+            "waiting": max_waiting, "groups": json.dumps(list(groups)) if groups else None})
 
 
 def exists(tx: Tx, key: str) -> bool:
@@ -45,9 +45,9 @@ def count_active(tx: Tx) -> int:
 
 
 def listing(tx: Tx) -> list[dict[str, Any]]:
-    """Every key with its limit, groups and the leases it holds now (never the key itself)."""
+    """Every key with its limits, groups and the leases it holds now (never the key itself)."""
     return [{**dict(row), "groups": list(key_groups(row["groups"]))} for row in tx.rows("""
-        SELECT name, scope, max_leases, groups, created_at, revoked_at,
+        SELECT name, scope, max_leases, max_waiting, groups, created_at, revoked_at,
                (SELECT COUNT(*) FROM sessions WHERE sessions.lease_key_id = api_keys.id
                 AND sessions.lease_expires_at > :now AND sessions.disabled = 0) AS leases
         FROM api_keys ORDER BY id""", {"now": tx.now})]
@@ -76,11 +76,12 @@ def revoke(tx: Tx, name: str, *, end_leases: bool) -> int:
 def lookup(tx: Tx, key: str) -> KeyInfo | None:
     """The active key ``key``: its name, scope, id, lease limit and groups; None if unknown or revoked."""
     digest = hash_key(key)
-    row = tx.row("SELECT id, name, scope, key_hash, max_leases, groups FROM api_keys"
+    row = tx.row("SELECT id, name, scope, key_hash, max_leases, max_waiting, groups FROM api_keys"
                  " WHERE key_hash = :hash AND revoked_at IS NULL", {"hash": digest})
     if row is None or not hmac.compare_digest(row["key_hash"], digest):
         return None
-    return KeyInfo(row["name"], row["scope"], row["id"], row["max_leases"], key_groups(row["groups"]))
+    return KeyInfo(row["name"], row["scope"], row["id"], row["max_leases"], row["max_waiting"],
+                   groups=key_groups(row["groups"]))
 
 
 def confined_to(tx: Tx, key_id: int | None) -> tuple[str, ...]:

@@ -35,6 +35,7 @@ from typing import Any, Mapping
 from . import _counts as counts
 from . import _history as history
 from . import _line as line
+from . import _reports as reports
 from ._base import (
     Engine, Grant, KeyInfo, KeyRevoked, Lease, LeaseLimit, LeaseMismatch, NoSessionAvailable, NotFound,
     NotLeaseHolder, SessionDisabled, Tx,
@@ -187,7 +188,7 @@ def _pick(tx: Tx, pick: list[str], params: Mapping[str, Any]) -> Mapping[str, An
 
 
 def serve_line(tx: Tx, engine: Engine) -> list[Grant]:
-    """Hand what is free to waiting tickets, oldest first, in ``tx``; announce any grant
+    """Hand what is free to waiting tickets, in fair order, in ``tx``; announce any grant
     to the other server processes (the engine's commit feed)."""
     grants = line.serve_line(tx, lambda tx, waiter: _claim_for_waiter(tx, engine, waiter))
     if grants:
@@ -195,24 +196,25 @@ def serve_line(tx: Tx, engine: Engine) -> list[Grant]:
     return grants
 
 
-def _claim_for_waiter(tx: Tx, engine: Engine, waiter: Mapping[str, Any]) -> Lease | None:
+def _claim_for_waiter(tx: Tx, engine: Engine, waiter: Mapping[str, Any]) -> Lease | str:
+    """The claim for a waiting ticket, or why none (see ``_line.Claim``)."""
     key = None
     if waiter["key_id"] is not None:
         row = tx.row("SELECT id, name, scope, max_leases, groups FROM api_keys"
                      " WHERE id = :id AND revoked_at IS NULL", {"id": waiter["key_id"]})
         if row is None:  # revoked while waiting: nothing for it (its wait ends by itself)
-            return None
-        key = KeyInfo(row["name"], row["scope"], row["id"], row["max_leases"], key_groups(row["groups"]))
+            return "key"
+        key = KeyInfo(row["name"], row["scope"], row["id"], row["max_leases"], groups=key_groups(row["groups"]))
         if waiter["request_id"] is not None and not engine.try_turn(tx, row["id"], waiter["request_id"]):
-            return None  # a retry of its request is being served right now: that one gets the lease
+            return "turn"  # a retry of its request is being served right now: that one gets the lease
     try:
         outcome = claim(tx, engine, float(waiter["ttl"]), waiter["holder"], waiter["name"], key,
                         waiter["request_id"], waiter["purpose"])
     except LeaseLimit:  # its key holds all it may: the next release of that key serves it
-        return None
+        return "key"
     except KeyRevoked:  # revoked while waiting: nothing for it (its wait ends by itself)
-        return None
-    return None if isinstance(outcome, NoSessionAvailable) else outcome
+        return "key"
+    return "fit" if isinstance(outcome, NoSessionAvailable) else outcome
 
 
 def holder_check(tx: Tx, session_id: int, token: str | None, key: KeyInfo | None) -> Mapping[str, Any] | None:
@@ -317,6 +319,8 @@ def release(tx: Tx, engine: Engine, session_id: int, token: str | None, key: Key
         history.record(tx, session_id, "flood_wait", **who, detail=detail)
     if disable:
         history.record(tx, session_id, "disable", **who, detail={"reason": disable})
+    if key is not None and key.id is not None and (disable or flood_wait):
+        reports.record(tx, key.id, key.name, session_id, disable=bool(disable), rest=flood_wait, scope=scope)
     return True
 
 

@@ -25,9 +25,10 @@ from . import _counts as counts
 from . import _keys as keys
 from . import _leases as leases
 from . import _line as line
+from . import _reports as reports
 from ._base import (
     STATES, CommitFeed, DatabaseError, Engine, Grant, KeyInfo, Lease, NoSessionAvailable, NotFound, PoolStore, Ticket, Tx,
-    check_groups,
+    WaitLimit, check_groups,
 )
 from ._copy import copy_pool
 from ._namekeys import fill_name_keys
@@ -161,7 +162,8 @@ class _Leasing(_Base):
 
     def acquire(self, ttl: float, holder: str | None = None, name: str | None = None, *,
                 key: KeyInfo | None = None, request_id: str | None = None,
-                purpose: str | None = None, wait: float = 0, owner: str | None = None) -> Lease | Ticket:
+                purpose: str | None = None, wait: float = 0, owner: str | None = None,
+                keep_polls: int = 1000) -> Lease | Ticket:
         """Lease the least recently used free session (or the one called ``name``) to ``key``.
 
         ``request_id`` makes the call idempotent: a repeat from the same key while that
@@ -171,19 +173,35 @@ class _Leasing(_Base):
         When nothing is left: with ``wait`` > 0 (and ``owner``, the name of the server
         process that will wait) the caller joins the line and gets a :class:`Ticket`;
         otherwise :class:`NoSessionAvailable` with the pool's counts. Raises
-        :class:`LeaseLimit` when the key holds its ``max_leases`` already, and
-        :class:`NotFound` when ``name`` is not registered. A key confined to groups leases,
-        counts and finds by name only sessions in its groups: any other is "not registered".
+        :class:`LeaseLimit` when the key holds its ``max_leases`` already,
+        :class:`WaitLimit` when it parks as many polls as it may (``line.park_cap``), and
+        :class:`NotFound` when ``name`` is not registered. ``keep_polls``: how many polls
+        that left the line a key's retries may still take back (at least its cap).
+        A key confined to groups leases, counts and finds by name only sessions in its groups:
+        any other is "not registered".
         """
         purpose = purpose.lower() if purpose else None
 
-        def claim(tx: Tx, serve: Serve) -> Lease | Ticket | NoSessionAvailable:
+        def claim(tx: Tx, serve: Serve) -> Lease | Ticket | NoSessionAvailable | WaitLimit:
             serve()
             outcome = leases.claim(tx, self.engine, ttl, holder, name, key, request_id, purpose)
-            if isinstance(outcome, NoSessionAvailable) and wait > 0 and owner is not None and outcome.total:
+            # Only a request something can free up for parks: one for a disabled session,
+            # or while every session it could take is disabled, is answered now.
+            if isinstance(outcome, NoSessionAvailable) and wait > 0 and owner is not None and outcome.total \
+                    and tx.row("SELECT 1 AS x FROM sessions WHERE disabled = 0"
+                               + (" AND name = :name" if name is not None else "") + " LIMIT 1", {"name": name}):
+                cap = None if key is None or key.is_admin else line.park_cap(key.max_leases, key.max_waiting)
                 ticket = line.enqueue(tx, owner=owner, ttl=ttl, wait=wait, holder=holder, name=name,
                                       key_id=key.id if key is not None else None, purpose=purpose,
-                                      request_id=request_id)
+                                      request_id=request_id, cap=cap, keep=max(cap or 0, keep_polls))
+                if isinstance(ticket, tuple):
+                    limit, waiting = ticket
+                    assert key is not None
+                    return WaitLimit(
+                        f"key {key.name!r} already has {waiting} poll(s) waiting in line, its cap (max_waiting="
+                        f"{limit}{'' if key.max_waiting is not None else ', 4 per max_leases'});"
+                        " wait for one to end, or ask an admin to raise it (telegate keys create --max-waiting)",
+                        limit=limit, waiting=waiting)
                 return Ticket(ticket, line.next_free_at(tx))
             return outcome
 
@@ -194,6 +212,8 @@ class _Leasing(_Base):
         outcome = self._write(claim, batch=True, turn=turn)
         if isinstance(outcome, (Lease, Ticket)):
             return outcome
+        if isinstance(outcome, WaitLimit):
+            raise outcome
         if name is not None and outcome.total == 0:
             raise NotFound(f"no session named {name!r}")
         raise outcome
@@ -408,22 +428,27 @@ class _Keys(_Base):
     # -- API keys (_keys.py) ------------------------------------------------------------
 
     def create_key(self, name: str, scope: str = "client", key: str | None = None, *,
-                   max_leases: int | None = None, groups: Iterable[str] = ()) -> str:
+                   max_leases: int | None = None, max_waiting: int | None = None,
+                   groups: Iterable[str] = ()) -> str:
         """Store a key (a new random one unless ``key`` is given) and return it in clear.
 
         Only its hash is kept: the returned string is the one chance to see it.
-        ``max_leases`` caps how many leases the key may hold at once (None: no cap).
-        ``groups`` confines a client key to the sessions of those groups (none: every session).
+        ``max_leases`` caps how many leases the key may hold at once (None: no cap);
+        ``max_waiting`` how many polls it may park in the waiting line at once (None: the
+        rule of ``_line.park_cap``). ``groups`` confines a client key to the sessions of
+        those groups (none: every session).
         """
         if scope not in ("client", "admin"):
             raise ValueError("scope must be 'client' or 'admin'")
         if max_leases is not None and max_leases < 1:
             raise ValueError("max_leases must be at least 1")
+        if max_waiting is not None and max_waiting < 1:
+            raise ValueError("max_waiting must be at least 1")
         checked = check_groups(groups)
         if checked and scope == "admin":
             raise ValueError("an admin key sees every session: groups are for client keys")
         secret = key or _KEY_PREFIX + secrets.token_urlsafe(32)
-        self.engine.write(lambda tx: keys.insert(tx, name, secret, scope, max_leases, checked))
+        self.engine.write(lambda tx: keys.insert(tx, name, secret, scope, max_leases, max_waiting, checked))
         return secret
 
     def has_key(self, key: str) -> bool:
@@ -449,6 +474,17 @@ class _Keys(_Base):
             return ended
 
         return self._write(revoke)
+
+    def undo_reports(self, name: str, *, since: float | None = None, by: str | None = None) -> dict[str, Any]:
+        """Undo what the key(s) called ``name`` reported on release (disables, rests) at or
+        after ``since``: see ``_reports.undo``. ``by`` names who asked, for the history."""
+        def undo(tx: Tx, serve: Serve) -> dict[str, Any]:
+            done = reports.undo(tx, name, since, by=by)
+            if done["enabled"] or done["rested"]:
+                serve()  # sessions back in the pool go to those waiting
+            return done
+
+        return self._write(undo)
 
     def authenticate(self, key: str) -> KeyInfo | None:
         """The key's name, scope, id, lease limit and groups, or ``None`` for an unknown or revoked key."""
