@@ -18,7 +18,8 @@ from . import _keys
 from . import store as store_mod
 from ._http import (MAX_FLOOD_WAIT, MAX_NAME_FILTERS, MAX_TTL, ApiError, Fields, bad_request, check_text, iso,
                     parse_id, parse_moment, read_json)
-from ._names import BadName, check_name, describe_problem, name_key
+from ._names import BadName, check_name, name_key
+from ._views import session_json
 from .dashboard import install_dashboard
 from .metrics import install_metrics
 from .openapi import install_openapi
@@ -55,52 +56,6 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 def _error_response(error: ApiError) -> bottle.HTTPResponse:
     return _json(error.body(), error.status, error.headers)
-
-
-def _session_json(row: dict[str, Any], now: float) -> dict[str, Any]:
-    flood_until = row["flood_wait_until"]
-    return {
-        "id": row["id"],
-        "name": row["name"],
-        "kind": row["kind"],
-        "state": row["state"],
-        "holder": row["holder"] if row["state"] == "in_use" else None,
-        "leased_at": iso(row["leased_at"]),
-        "lease_expires_at": iso(row["lease_expires_at"]) if row["state"] == "in_use" else None,
-        "flood_wait_until": iso(flood_until) if flood_until and flood_until > now else None,
-        "flood_wait_remaining": round(flood_until - now, 3) if flood_until and flood_until > now else None,
-        "disabled": row["disabled"],
-        "disabled_reason": row["disabled_reason"],
-        "use_count": row["use_count"],
-        "lease_key": row["lease_key"] if row["state"] == "in_use" else None,
-        "rests": [{"scope": rest["scope"], "until": iso(rest["until"]),
-                   "remaining": round(rest["until"] - now, 3)} for rest in row["rests"]],
-        "flood_count": row["flood_count"],
-        "expired_count": row["expired_count"],
-        "created_at": iso(row["created_at"]),
-        "last_released_at": iso(row["last_released_at"]),
-        "name_problem": describe_problem(row.get("name_problem"), row.get("name_clash") or ()),
-        "meta": row["meta"],
-        "groups": row["groups"],
-        # Who had it last (the holder of its latest lease, kept after the release), and when.
-        "last_holder": row.get("last_holder"),
-        # What an operator may see of its account (never a secret: no key, hash or password).
-        **_account_view(row),
-    }
-
-
-#: The account's profile as the admin views show it: plain columns the vault keeps beside
-#: the sealed secrets. A session without an account (or a store without accounts) has none.
-ACCOUNT_VIEW = ("phone", "username", "premium", "device", "proxy_host")
-
-
-def _account_view(row: dict[str, Any]) -> dict[str, Any]:
-    view: dict[str, Any] = {"has_account": bool(row.get("has_account"))}
-    for field in ACCOUNT_VIEW:
-        view[field] = row.get(field)
-    if view["premium"] is not None:
-        view["premium"] = bool(view["premium"])
-    return view
 
 
 def _rests_in_words(exc: store_mod.NoSessionAvailable) -> tuple[str, str]:
@@ -432,7 +387,7 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
         offset = _query_int("offset", 0, 2**62)
         rows, total = store.list_sessions(state=state, limit=limit, offset=offset, names=_query_names())
         now = clock()
-        return _json({"sessions": [_session_json(row, now) for row in rows],
+        return _json({"sessions": [session_json(row, now) for row in rows],
                       "total": total, "limit": limit, "offset": offset})
 
     @route("/sessions", "POST", auth="admin")
@@ -473,7 +428,7 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
 
     @route("/sessions/<session_id>", auth="admin")
     def get_session(session_id: str) -> Any:
-        return _json(_session_json(store.get_session(parse_id(session_id)), clock()))
+        return _json(session_json(store.get_session(parse_id(session_id)), clock()))
 
     @route("/sessions/<session_id>", "PATCH", auth="admin")
     def patch_session(session_id: str) -> Any:
@@ -492,7 +447,7 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
                                    key=caller(), groups=groups)
         log.info("session %d updated by %s: %s", sid, bottle.request.environ.get("telegate.key_name"),
                  ", ".join(sorted(fields.data)))
-        return _json(_session_json(row, clock()))
+        return _json(session_json(row, clock()))
 
     @route("/sessions/<session_id>/events", auth="admin")
     def session_events(session_id: str) -> Any:
