@@ -295,7 +295,8 @@ class PoolStore(Protocol):
 
     def acquire(self, ttl: float, holder: str | None = None, name: str | None = None, *,
                 key: KeyInfo | None = None, request_id: str | None = None,
-                purpose: str | None = None, wait: float = 0, owner: str | None = None) -> Lease | Ticket: ...
+                purpose: str | None = None, wait: float = 0, owner: str | None = None,
+                keep_polls: int = 1000) -> Lease | Ticket: ...
 
     def claimed(self, ticket: int) -> Lease | None: ...
 
