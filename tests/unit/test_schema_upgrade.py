@@ -42,7 +42,7 @@ def _manifest(name: str) -> dict[str, Any]:
 
 def _as_now(row: dict[str, Any], rests: list) -> dict[str, Any]:
     """A session as the earlier code showed it, in today's words: a free session resting for
-    some methods is ``resting_scoped`` since schema 7 (plain acquires skip it)."""
+    some methods is ``resting_scoped`` since issue 16's groups (plain acquires skip it)."""
     shown = {k: row[k] for k in COMPARED}
     if shown["state"] == "free" and rests:
         shown["state"] = "resting_scoped"
