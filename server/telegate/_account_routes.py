@@ -96,7 +96,7 @@ class AccountGate:
     def lease_account(self, lease: store_mod.Lease, key: KeyInfo) -> dict[str, Any]:
         """The leased session's account; a lease whose account cannot be opened is given back."""
         try:
-            account = self.store.lease_account(lease)
+            account = self.store.lease_account(lease, key)
         except Exception:
             self.store.release(lease.session_id, lease.lease_token, key=key)
             raise
@@ -151,9 +151,13 @@ class AccountGate:
             if kind is not None and kind not in ("telethon", "pyrogram", "unknown"):
                 raise bad_request(f"sessions[{number}].kind must be telethon, pyrogram or unknown")
             groups = item.get("groups")
-            if groups is not None and (not isinstance(groups, list)
-                                       or not all(isinstance(group, str) for group in groups)):
-                raise bad_request(f"sessions[{number}].groups must be a list of names")
+            if groups is not None:
+                if not isinstance(groups, list):
+                    raise bad_request(f'sessions[{number}].groups must be a list of group names, like ["eu"]')
+                try:
+                    groups = list(store_mod.check_groups(groups, f"sessions[{number}].groups"))
+                except ValueError as exc:
+                    raise bad_request(str(exc)) from None
             if item.get("account") is not None:
                 self.require_tls(environ)
             checked.append({"name": name, "kind": kind, "meta": one.meta(), "groups": groups,

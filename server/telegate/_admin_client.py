@@ -55,13 +55,14 @@ class Admin(Protocol):
     where: str
 
     def add_sessions(self, names: Sequence[str], *, kind: str = "unknown", meta: dict | None = None,
-                     kinds: Mapping[str, str] | None = None) -> tuple[int, int]: ...
+                     kinds: Mapping[str, str] | None = None, groups: Sequence[str] = ()) -> tuple[int, int]: ...
     def iter_sessions(self, state: str | None = None) -> Iterator[dict[str, Any]]: ...
     def sessions_named(self, names: Sequence[str]) -> dict[str, dict[str, Any]]: ...
+    def set_groups(self, names: Sequence[str], groups: Sequence[str]) -> list[str]: ...
     def set_disabled(self, names: Sequence[str], disabled: bool, reason: str | None = None) -> list[str]: ...
     def remove_sessions(self, names: Sequence[str]) -> list[str]: ...
     def create_key(self, name: str, *, admin: bool = False, max_leases: int | None = None,
-                   max_waiting: int | None = None, accounts: bool = False) -> str: ...
+                   max_waiting: int | None = None, accounts: bool = False, groups: Sequence[str] = ()) -> str: ...
     def put_sessions(self, items: Sequence[Mapping[str, Any]], *, update: bool = False) -> dict[str, list]: ...
     def get_account(self, session_id: int) -> dict[str, Any] | None: ...
     def list_keys(self) -> list[dict[str, Any]]: ...
@@ -77,6 +78,15 @@ def _seconds_until(moment: str | None, now: float) -> float | None:
     return datetime.fromisoformat(moment.replace("Z", "+00:00")).timestamp() - now
 
 
+#: What an operator sees of a session's account (never a secret); absent fields are None.
+ACCOUNT_FIELDS = ("has_account", "phone", "username", "premium", "device", "proxy_host")
+
+
+def _when(value: Any) -> str | None:
+    """A time as ISO text, from the store (epoch seconds) or the API (ISO text already)."""
+    return iso(value) if isinstance(value, (int, float)) else value
+
+
 def _session_view(row: Mapping[str, Any], now: float, *, lease_expires_at: str | None,
                   flood_wait_until: str | None) -> dict[str, Any]:
     """One session as both backends show it (the keys of ``sessions list --json``, plus remaining seconds)."""
@@ -89,6 +99,17 @@ def _session_view(row: Mapping[str, Any], now: float, *, lease_expires_at: str |
     view["flood_wait_until"] = flood_wait_until if resting else None
     view["lease_remaining"] = _seconds_until(view["lease_expires_at"], now)
     view["flood_wait_remaining"] = _seconds_until(view["flood_wait_until"], now)
+    view["rests"] = [{"scope": rest["scope"], "until": _when(rest["until"])} for rest in row.get("rests") or ()]
+    for rest in view["rests"]:
+        rest["remaining"] = _seconds_until(rest["until"], now)
+    view["groups"] = list(row.get("groups") or ())
+    view["leased_at"] = _when(row.get("leased_at"))
+    view["last_holder"] = row.get("last_holder")
+    for field in ACCOUNT_FIELDS:
+        view[field] = row.get(field)
+    view["has_account"] = bool(view["has_account"])
+    if view["premium"] is not None:
+        view["premium"] = bool(view["premium"])
     return view
 
 
@@ -111,9 +132,9 @@ class DatabaseAdmin:
         self.where = f"database {self.store.path}"
 
     def add_sessions(self, names: Sequence[str], *, kind: str = "unknown", meta: dict | None = None,
-                     kinds: Mapping[str, str] | None = None) -> tuple[int, int]:
+                     kinds: Mapping[str, str] | None = None, groups: Sequence[str] = ()) -> tuple[int, int]:
         added, existing = self.store.add_sessions(dict.fromkeys(names), kind=kind, meta=meta,
-                                                  kinds=dict(kinds) if kinds else None)
+                                                  kinds=dict(kinds) if kinds else None, groups=groups)
         return len(added), len(existing)
 
     def sessions_named(self, names: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -124,6 +145,16 @@ class DatabaseAdmin:
             rows, _ = self.store.list_sessions(names=wanted[start:start + _LOOKUP_BATCH_NAMES], limit=_PAGE)
             found.update((row["name"], dict(row)) for row in rows)
         return found
+
+    def set_groups(self, names: Sequence[str], groups: Sequence[str]) -> list[str]:
+        missing = []
+        for name in dict.fromkeys(names):
+            sid = self.store.find_session_id(name)
+            if sid is None:
+                missing.append(name)
+            else:
+                self.store.update_session(sid, groups=groups)
+        return missing
 
     def iter_sessions(self, state: str | None = None) -> Iterator[dict[str, Any]]:
         offset = 0
@@ -145,9 +176,9 @@ class DatabaseAdmin:
         return self.store.remove_sessions_by_name(names)
 
     def create_key(self, name: str, *, admin: bool = False, max_leases: int | None = None,
-                   max_waiting: int | None = None, accounts: bool = False) -> str:
+                   max_waiting: int | None = None, accounts: bool = False, groups: Sequence[str] = ()) -> str:
         return self.store.create_key(name, "admin" if admin else "client", max_leases=max_leases,
-                                     max_waiting=max_waiting, accounts=accounts)
+                                     max_waiting=max_waiting, accounts=accounts, groups=groups)
 
     def put_sessions(self, items: Sequence[Mapping[str, Any]], *, update: bool = False) -> dict[str, list]:
         try:
@@ -277,16 +308,18 @@ class HttpAdmin:
     # -- sessions ---------------------------------------------------------------------------
 
     def add_sessions(self, names: Sequence[str], *, kind: str = "unknown", meta: dict | None = None,
-                     kinds: Mapping[str, str] | None = None) -> tuple[int, int]:
-        groups: dict[str, list[str]] = {}
+                     kinds: Mapping[str, str] | None = None, groups: Sequence[str] = ()) -> tuple[int, int]:
+        by_kind: dict[str, list[str]] = {}
         for name in dict.fromkeys(names):
-            groups.setdefault((kinds or {}).get(name, kind), []).append(name)
+            by_kind.setdefault((kinds or {}).get(name, kind), []).append(name)
         added = existing = 0
-        for group_kind, group in groups.items():
-            for batch in _batches(group):
+        for group_kind, same_kind in by_kind.items():
+            for batch in _batches(same_kind):
                 body: dict[str, Any] = {"names": batch, "kind": group_kind}
                 if meta is not None:
                     body["meta"] = meta
+                if groups:
+                    body["groups"] = list(groups)
                 try:
                     answer = self._call("POST", "/sessions", body, expect=("added", "existing"))
                 except _ServerError as exc:
@@ -342,6 +375,13 @@ class HttpAdmin:
                     break
         return found
 
+    def set_groups(self, names: Sequence[str], groups: Sequence[str]) -> list[str]:
+        ids = self._ids(names)
+        for name in dict.fromkeys(names):
+            if name in ids:
+                self._call("PATCH", f"/sessions/{ids[name]}", {"groups": list(groups)})
+        return [name for name in names if name not in ids]
+
     def set_disabled(self, names: Sequence[str], disabled: bool, reason: str | None = None) -> list[str]:
         ids = self._ids(names)
         body = {"disabled": True, "reason": reason or "disabled by admin"} if disabled else {"disabled": False}
@@ -360,7 +400,7 @@ class HttpAdmin:
     # -- keys ----------------------------------------------------------------------------------
 
     def create_key(self, name: str, *, admin: bool = False, max_leases: int | None = None,
-                   max_waiting: int | None = None, accounts: bool = False) -> str:
+                   max_waiting: int | None = None, accounts: bool = False, groups: Sequence[str] = ()) -> str:
         body: dict[str, Any] = {"name": name, "admin": admin}
         if max_leases is not None:
             body["max_leases"] = max_leases
@@ -368,6 +408,8 @@ class HttpAdmin:
             body["max_waiting"] = max_waiting
         if accounts:
             body["accounts"] = True
+        if groups:
+            body["groups"] = list(groups)
         return str(self._call("POST", "/keys", body, expect=("key",))["key"])
 
     def put_sessions(self, items: Sequence[Mapping[str, Any]], *, update: bool = False) -> dict[str, list]:

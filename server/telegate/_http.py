@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Any, Literal, Mapping, overload
 
 from ._text import unsafe_detail
+from .store import check_groups
 
 __all__ = ["ApiError", "read_json", "Fields", "iso", "MAX_FLOOD_WAIT", "MAX_TTL"]
 
@@ -181,6 +182,18 @@ class Fields:
         if not isinstance(value, bool):
             raise bad_request(f"{name} must be true or false")
         return value
+
+    def groups(self, name: str = "groups") -> tuple[str, ...] | None:
+        """A list of group names, normalised (lower case, sorted, once each); None when absent."""
+        value = self.data.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            raise bad_request(f'{name} must be a list of group names, like ["eu", "premium"]')
+        try:
+            return check_groups(value, name)
+        except ValueError as exc:
+            raise bad_request(str(exc)) from None
 
     def meta(self, name: str = "meta") -> dict | None:
         value = self.data.get(name)

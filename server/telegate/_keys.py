@@ -11,8 +11,9 @@ MAX_KEY_NAME = 100
 
 
 def key_json(row: Mapping[str, Any]) -> dict[str, Any]:
-    """One row of ``store.list_keys()`` as JSON: ``leases`` counts the leases the key holds now."""
+    """One row of ``store.list_keys()`` as JSON: ``leases`` counts the leases the key holds now;
+    ``groups``, the groups a client key is confined to (empty: every session)."""
     return {"name": row["name"], "scope": row["scope"], "max_leases": row["max_leases"],
-            "max_waiting": row.get("max_waiting"), "leases": row["leases"],
+            "max_waiting": row.get("max_waiting"), "groups": list(row.get("groups") or ()), "leases": row["leases"],
             "accounts": bool(row.get("accounts", False)),
             "created_at": iso(row["created_at"]), "revoked_at": iso(row["revoked_at"])}

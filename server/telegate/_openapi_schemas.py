@@ -13,7 +13,7 @@ from ._http import MAX_FLOOD_WAIT, MAX_META_BYTES, MAX_NAME_FILTERS, MAX_TTL
 from .accounts import MAX_ENTITIES_PER_WRITE
 from ._keys import MAX_KEY_NAME
 from ._text import text_pattern
-from .store import MAX_NAME_LENGTH, STATES
+from .store import MAX_GROUPS, MAX_NAME_LENGTH, STATES
 
 __all__ = ["SCHEMAS", "MAX_ID", "TL_METHOD_PATTERN", "ref", "text", "count", "json_body", "answer", "errors"]
 
@@ -69,6 +69,10 @@ _ERROR_RESPONSES = {
     400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
     413: "BodyTooLarge", 431: "HeadTooLarge", 429: "LeaseLimit", 500: "InternalError", 503: "Unavailable",
 }
+
+#: A list of group names (see check_groups): lower case, sorted, each once.
+_GROUPS = {"type": "array", "maxItems": MAX_GROUPS, "uniqueItems": True,
+           "items": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"}}
 
 _META = {
     "type": "object", "additionalProperties": True,
@@ -318,7 +322,8 @@ SCHEMAS: dict[str, Any] = {
         "required": ["id", "name", "kind", "state", "holder", "leased_at", "lease_expires_at", "flood_wait_until",
                      "flood_wait_remaining", "disabled", "disabled_reason", "use_count", "flood_count",
                      "expired_count", "created_at", "last_released_at", "meta", "lease_key", "rests",
-                     "name_problem", "has_account"],
+                     "groups", "last_holder", "has_account", "phone", "username", "premium", "device", "proxy_host",
+                     "name_problem"],
         "properties": {
             "id": {"type": "integer", "minimum": 1},
             "name": {"type": "string"},
@@ -329,7 +334,9 @@ SCHEMAS: dict[str, Any] = {
                                             " the name is fine."},
             "kind": {"type": "string", "enum": ["telethon", "pyrogram", "unknown"]},
             "state": {"type": "string", "enum": list(STATES),
-                      "description": "disabled, else in_use (a lease that has not expired), else in_floodwait, else free."},
+                      "description": "disabled, else in_use (a lease that has not expired), else in_floodwait, else"
+                                     " resting_scoped (resting for some methods: acquires without a purpose skip"
+                                     " it), else free."},
             "holder": {"type": "string", "nullable": True, "description": "Who holds the lease (in_use only)."},
             "lease_key": {"type": "string", "nullable": True,
                           "description": "Name of the API key that holds the lease (in_use only)."},
@@ -352,6 +359,17 @@ SCHEMAS: dict[str, Any] = {
             "last_released_at": _time("When the session was last released."),
             "has_account": {"type": "boolean", "description": "The session holds an account (sealed at rest)."},
             "meta": _META,
+            "groups": {**_GROUPS, "description": "The session's groups (keys confined to groups lease only theirs)."},
+            "last_holder": {"type": "string", "nullable": True,
+                            "description": "Who took its latest lease (the holder, kept after the release);"
+                                           " leased_at says when."},
+            "has_account": {"type": "boolean", "description": "Whether the server keeps this session's account."},
+            "phone": {"type": "string", "nullable": True, "description": "The account's phone number."},
+            "username": {"type": "string", "nullable": True, "description": "The account's username."},
+            "premium": {"type": "boolean", "nullable": True, "description": "Whether the account has Premium."},
+            "device": {"type": "string", "nullable": True, "description": "The account's device model."},
+            "proxy_host": {"type": "string", "nullable": True,
+                           "description": "Host and port of the account's proxy (never its user or password)."},
         },
     },
     "SessionList": {
@@ -383,6 +401,7 @@ SCHEMAS: dict[str, Any] = {
             "kind": {"type": "string", "enum": ["telethon", "pyrogram", "unknown", None], "nullable": True,
                      "description": "Session file format; unknown when left out."},
             "meta": {**_META, "nullable": True},
+            "groups": {**_GROUPS, "nullable": True, "description": "Groups of every session added."},
         },
         "oneOf": [
             {"required": ["name"], "properties": {"name": {"type": "string"}, "names": {"enum": [None]},
@@ -412,7 +431,7 @@ SCHEMAS: dict[str, Any] = {
     "UpdateSessionRequest": {
         "type": "object",
         "additionalProperties": False,
-        "description": 'Send at least one of "disabled", "clear_flood_wait": true, or "meta";'
+        "description": 'Send at least one of "disabled", "clear_flood_wait": true, "meta" or "groups";'
                        ' "reason" only with "disabled": true.',
         "properties": {
             "disabled": {"type": "boolean", "nullable": True,
@@ -421,12 +440,14 @@ SCHEMAS: dict[str, Any] = {
             "clear_flood_wait": {"type": "boolean", "nullable": True,
                                  "description": "true ends a running flood wait now."},
             "meta": {**_META, "nullable": True, "description": "Replaces the session's meta."},
+            "groups": {**_GROUPS, "nullable": True, "description": "Replaces the session's groups ([]: none)."},
         },
         "allOf": [
             {"anyOf": [
                 {"required": ["disabled"], "properties": {"disabled": {"type": "boolean"}}},
                 {"required": ["clear_flood_wait"], "properties": {"clear_flood_wait": {"type": "boolean", "enum": [True]}}},
                 {"required": ["meta"], "properties": {"meta": {"type": "object"}}},
+                {"required": ["groups"], "properties": {"groups": {"type": "array"}}},
             ]},
             {"anyOf": [
                 {"not": {"required": ["reason"]}},
@@ -446,7 +467,7 @@ SCHEMAS: dict[str, Any] = {
                     "at": _time("When it happened.", nullable=False),
                     "type": {"type": "string", "enum": ["lease", "release", "renew", "expired", "flood_wait",
                                                         "disable", "enable", "clear_flood_wait", "account_stored",
-                                                        "account_read"]},
+                                                        "account_read", "groups"]},
                     "account": {"type": "boolean", "description": "lease: the account was handed out with it."},
                     "key": {"type": "string", "nullable": True, "description": "Name of the API key that acted."},
                     "holder": {"type": "string", "nullable": True},
@@ -459,6 +480,8 @@ SCHEMAS: dict[str, Any] = {
                     "count": {"type": "integer", "minimum": 1,
                               "description": "renew: renewals in a row, kept as one event at the latest's time."},
                     "purpose": {"type": "string"},
+                    "groups": {"type": "array", "items": {"type": "string"}, "description": "groups: the new groups."},
+                    "was": {"type": "array", "items": {"type": "string"}, "description": "groups: the groups before."},
                 }}},
             "next_before": {"type": "integer", "nullable": True,
                             "description": "Pass as ?before= for the next (older) page; null on the last page."},
@@ -485,22 +508,27 @@ SCHEMAS: dict[str, Any] = {
                                            " wait_limit); left out: 4 per max_leases, or no cap of its own."},
             "accounts": {"type": "boolean", "nullable": True,
                          "description": 'true: the key may ask for accounts ("account": true on POST /session).'},
+            "groups": {**_GROUPS, "nullable": True,
+                       "description": "Confine a client key to the sessions of these groups: it leases, counts"
+                                      " and sees only those. Left out: every session."},
         },
     },
     "NewKey": {
-        "type": "object", "additionalProperties": False, "required": ["name", "scope", "max_leases", "accounts", "key"],
+        "type": "object", "additionalProperties": False,
+        "required": ["name", "scope", "max_leases", "accounts", "groups", "key"],
         "properties": {
             "name": {"type": "string"},
             "scope": {"type": "string", "enum": ["client", "admin"]},
             "max_leases": {"type": "integer", "minimum": 1, "nullable": True},
             "max_waiting": {"type": "integer", "minimum": 1, "nullable": True},
             "accounts": {"type": "boolean", "description": "The key may receive accounts."},
+            "groups": {**_GROUPS, "description": "The groups the key is confined to; empty: every session."},
             "key": {"type": "string", "description": "The key itself. Shown in this answer only: keep it."},
         },
     },
     "KeyInfo": {
         "type": "object", "additionalProperties": False,
-        "required": ["name", "scope", "max_leases", "accounts", "leases", "created_at", "revoked_at"],
+        "required": ["name", "scope", "max_leases", "accounts", "groups", "leases", "created_at", "revoked_at"],
         "properties": {
             "name": {"type": "string"},
             "scope": {"type": "string", "enum": ["client", "admin"]},
@@ -509,6 +537,7 @@ SCHEMAS: dict[str, Any] = {
             "max_waiting": {"type": "integer", "minimum": 1, "nullable": True,
                             "description": "Most long-polls the key may park at once; null: 4 per max_leases,"
                                            " or no cap of its own."},
+            "groups": {**_GROUPS, "description": "The groups the key is confined to; empty: every session."},
             "leases": count("Leases the key holds now."),
             "accounts": {"type": "boolean", "description": "The key may receive accounts."},
             "created_at": _time("When the key was created.", nullable=False),

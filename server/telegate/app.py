@@ -21,7 +21,8 @@ from . import accounts as accounts_mod
 from . import store as store_mod
 from ._http import (MAX_FLOOD_WAIT, MAX_NAME_FILTERS, MAX_TTL, ApiError, Fields, bad_request, check_text, iso,
                     parse_id, parse_moment, read_json)
-from ._names import BadName, check_name, describe_problem, name_key
+from ._names import BadName, check_name, name_key
+from ._views import session_json
 from .dashboard import install_dashboard
 from .metrics import install_metrics
 from .openapi import install_openapi
@@ -59,34 +60,6 @@ def _error_response(error: ApiError) -> bottle.HTTPResponse:
     return _json(error.body(), error.status, error.headers)
 
 
-def _session_json(row: dict[str, Any], now: float) -> dict[str, Any]:
-    flood_until = row["flood_wait_until"]
-    return {
-        "id": row["id"],
-        "name": row["name"],
-        "kind": row["kind"],
-        "state": row["state"],
-        "holder": row["holder"] if row["state"] == "in_use" else None,
-        "leased_at": iso(row["leased_at"]),
-        "lease_expires_at": iso(row["lease_expires_at"]) if row["state"] == "in_use" else None,
-        "flood_wait_until": iso(flood_until) if flood_until and flood_until > now else None,
-        "flood_wait_remaining": round(flood_until - now, 3) if flood_until and flood_until > now else None,
-        "disabled": row["disabled"],
-        "disabled_reason": row["disabled_reason"],
-        "use_count": row["use_count"],
-        "lease_key": row["lease_key"] if row["state"] == "in_use" else None,
-        "rests": [{"scope": rest["scope"], "until": iso(rest["until"]),
-                   "remaining": round(rest["until"] - now, 3)} for rest in row["rests"]],
-        "flood_count": row["flood_count"],
-        "expired_count": row["expired_count"],
-        "created_at": iso(row["created_at"]),
-        "last_released_at": iso(row["last_released_at"]),
-        "has_account": row.get("has_account", False),
-        "name_problem": describe_problem(row.get("name_problem"), row.get("name_clash") or ()),
-        "meta": row["meta"],
-    }
-
-
 def _rests_in_words(exc: store_mod.NoSessionAvailable) -> tuple[str, str]:
     """What the sessions ``waiting_count`` counts rest for, counted and named: ("2 in flood wait,
     3 resting for contacts.resolveusername", "in flood wait or resting for contacts.resolveusername").
@@ -114,7 +87,12 @@ def _unavailable(exc: store_mod.NoSessionAvailable) -> ApiError:
         headers["Retry-After"] = str(max(1, math.ceil(hint)))
     elif exc.next_release_in is not None:
         headers["Retry-After"] = str(max(1, math.ceil(exc.next_release_in)))
-    if exc.total == 0 and exc.account:
+    if exc.total == 0 and exc.groups:
+        detail = (f"no session is in this key's groups ({', '.join(exc.groups)})"
+                  + (" holding an account" if exc.account else "")
+                  + "; an admin must put sessions in them (telegate sessions add NAME --group GROUP,"
+                  " or PATCH /sessions/ID {\"groups\": [...]})")
+    elif exc.total == 0 and exc.account:
         detail = ("no session holds an account; an admin must import accounts"
                   " (telegate sessions import DIR), or ask without \"account\"")
     elif exc.total == 0:
@@ -379,7 +357,7 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
         purpose = bottle.request.query.get("purpose") or None
         if purpose is not None:
             purpose = Fields({"purpose": purpose}, {"purpose"}).method("purpose")
-        data = store.status(purpose)
+        data = store.status(purpose, key=caller())
         answer = {
             "total": data["total"], "free": data["free"], "in_use": data["in_use"],
             "in_floodwait": data["in_floodwait"], "resting_scoped": data["resting_scoped"],
@@ -427,12 +405,12 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
         offset = _query_int("offset", 0, 2**62)
         rows, total = store.list_sessions(state=state, limit=limit, offset=offset, names=_query_names())
         now = clock()
-        return _json({"sessions": [_session_json(row, now) for row in rows],
+        return _json({"sessions": [session_json(row, now) for row in rows],
                       "total": total, "limit": limit, "offset": offset})
 
     @route("/sessions", "POST", auth="admin")
     def add_sessions() -> Any:
-        fields = body({"names", "name", "meta", "kind", "sessions", "update"})
+        fields = body({"names", "name", "meta", "kind", "groups", "sessions", "update"})
         if "sessions" in fields.data:
             result = gate.put_sessions(fields, bottle.request.environ)
             return _json(result, status=201 if result["added"] else 200)
@@ -465,7 +443,8 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
         kind = fields.text("kind", max_length=20) or "unknown"
         if kind not in ("telethon", "pyrogram", "unknown"):
             raise bad_request("kind must be telethon, pyrogram or unknown")
-        added, existing = store.add_sessions(dict.fromkeys(names), kind=kind, meta=fields.meta())
+        added, existing = store.add_sessions(dict.fromkeys(names), kind=kind, meta=fields.meta(),
+                                             groups=fields.groups() or ())
         if added:
             log.info("added %d session(s)", len(added))
         return _json({"added": added, "existing": existing}, status=201 if added else 200)
@@ -478,25 +457,26 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
 
     @route("/sessions/<session_id>", auth="admin")
     def get_session(session_id: str) -> Any:
-        return _json(_session_json(store.get_session(parse_id(session_id)), clock()))
+        return _json(session_json(store.get_session(parse_id(session_id)), clock()))
 
     @route("/sessions/<session_id>", "PATCH", auth="admin")
     def patch_session(session_id: str) -> Any:
         sid = parse_id(session_id)
-        fields = body({"disabled", "reason", "clear_flood_wait", "meta"})
+        fields = body({"disabled", "reason", "clear_flood_wait", "meta", "groups"})
         disabled = fields.boolean("disabled")
         reason = fields.text("reason", max_length=500)
         clear = fields.boolean("clear_flood_wait")
         meta = fields.meta()
+        groups = fields.groups()
         if reason is not None and disabled is not True:
             raise bad_request('"reason" goes with "disabled": true')
-        if disabled is None and not clear and meta is None:
-            raise bad_request('send at least one of "disabled", "clear_flood_wait" (true) or "meta"')
+        if disabled is None and not clear and meta is None and groups is None:
+            raise bad_request('send at least one of "disabled", "clear_flood_wait" (true), "meta" or "groups"')
         row = store.update_session(sid, disabled=disabled, reason=reason, clear_flood_wait=bool(clear), meta=meta,
-                                   key=caller())
+                                   key=caller(), groups=groups)
         log.info("session %d updated by %s: %s", sid, bottle.request.environ.get("telegate.key_name"),
                  ", ".join(sorted(fields.data)))
-        return _json(_session_json(row, clock()))
+        return _json(session_json(row, clock()))
 
     @route("/sessions/<session_id>/events", auth="admin")
     def session_events(session_id: str) -> Any:
@@ -524,17 +504,22 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
 
     @route("/keys", "POST", auth="admin")
     def create_key() -> Any:
-        fields = body({"name", "admin", "max_leases", "max_waiting", "accounts"})
+        fields = body({"name", "admin", "max_leases", "max_waiting", "accounts", "groups"})
         name = fields.text("name", max_length=_keys.MAX_KEY_NAME, required=True)
         scope = "admin" if fields.boolean("admin") else "client"
         max_leases = fields.integer("max_leases")
         max_waiting = fields.integer("max_waiting")
         accounts = bool(fields.boolean("accounts"))
-        key = store.create_key(name, scope, max_leases=max_leases, max_waiting=max_waiting, accounts=accounts)
-        log.info("%s key %r created by %s", scope, name, caller().name)
+        groups = fields.groups() or ()
+        if groups and scope == "admin":
+            raise bad_request('an admin key sees every session: "groups" are for client keys')
+        key = store.create_key(name, scope, max_leases=max_leases, max_waiting=max_waiting, accounts=accounts,
+                               groups=groups)
+        log.info("%s key %r created by %s%s", scope, name, caller().name,
+                 f", confined to groups {', '.join(groups)}" if groups else "")
         # The key is in this answer only: no cache may keep it.
         return _json({"name": name, "scope": scope, "max_leases": max_leases, "max_waiting": max_waiting,
-                      "accounts": accounts, "key": key}, status=201,
+                      "accounts": accounts, "groups": list(groups), "key": key}, status=201,
                      headers={"Cache-Control": "no-store"})
 
     @route("/keys/<name:path>/undo-reports", "POST", auth="admin")

@@ -15,11 +15,11 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Mapping, Sequence, TextIO
+from typing import Any, Mapping, Sequence, TextIO
 
 from . import __version__
 from ._admin_client import DEFAULT_URL, Admin, AdminError, choose
-from . import _cli_accounts
+from . import _cli_accounts, _cli_list
 from ._files import create_private, replace_retrying
 from ._logging import safe_output
 from ._names import BadName, check_name, name_key
@@ -28,7 +28,7 @@ from ._progress import Progress
 from ._text import mask_secrets, unsafe_detail
 from .accounts import VaultError, master_key_source, new_master_key
 from .settings import SETTINGS, SettingsError, resolve
-from .store import STATES, Store, StoreError, open_store
+from .store import STATES, Store, StoreError, check_groups, open_store
 
 __all__ = ["main", "build_parser"]
 
@@ -58,6 +58,15 @@ def _admin_parent() -> argparse.ArgumentParser:
     where.add_argument("--db", metavar="FILE", default=None,
                        help="work on this SQLite database file instead of a server (default: $TELEGATE_DB)")
     return parent
+
+
+def _group_list(*texts: str, flag: str = "--groups") -> list[str]:
+    """``--groups a,b`` (or ``--group a``, repeated): group names, checked; '' is none."""
+    parts = [part for text in texts for part in text.split(",")]
+    try:
+        return list(check_groups([part for part in parts if part.strip()], flag))
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _positive_int(text: str) -> int:
@@ -97,10 +106,25 @@ def build_parser() -> argparse.ArgumentParser:
                      " blank lines and lines starting with # are skipped")
     add.add_argument("--kind", choices=("telethon", "pyrogram", "unknown"), default="unknown")
     add.add_argument("--meta", metavar="JSON", help='JSON object handed out with each lease, e.g. \'{"proxy": "..."}\'')
+    add.add_argument("--group", metavar="GROUP[,GROUP]", dest="groups", action="append",
+                     default=[], help="put the new sessions in this group (repeat, or a,b); keys created with"
+                                      " --groups lease only sessions of their groups")
     _cli_accounts.add_arguments(sub, [db])
-    lst = sub.add_parser("list", parents=[db], help="list sessions and their state")
+    lst = sub.add_parser("list", parents=[db], help="list sessions, their state, groups and accounts",
+                         description="One line per session: its state, groups, what its account shows (phone,"
+                                     " username, premium, proxy host, device; never a secret) and who had it"
+                                     " last. A session resting for some methods is resting_scoped, not free:"
+                                     " acquires without a purpose skip it.")
     lst.add_argument("--state", choices=STATES)
-    lst.add_argument("--json", action="store_true", help="one JSON object per line")
+    form = lst.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true",
+                      help='one JSON document: {"sessions": [...], "total": N}')
+    form.add_argument("--jsonl", action="store_true", help="one JSON object per line (JSON lines), for streaming")
+    grp = sub.add_parser("set-groups", parents=[db], help="replace the groups of sessions",
+                         description="Replace the groups of the named sessions (none: --groups '').")
+    grp.add_argument("names", nargs="+", metavar="NAME")
+    grp.add_argument("--groups", metavar="GROUP,GROUP", required=True,
+                     help="the sessions' new groups, comma-separated; '' takes them out of every group")
     rm = sub.add_parser("remove", parents=[db], help="remove sessions by name")
     rm.add_argument("names", nargs="+", metavar="NAME")
     en = sub.add_parser("enable", parents=[db], help="put disabled sessions back in the pool")
@@ -123,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--accounts", action="store_true",
                         help="the key may receive accounts with its leases (POST /session {\"account\": true},"
                              " over TLS only); default names only")
+    create.add_argument("--groups", metavar="GROUP,GROUP", default="",
+                        help="confine a client key to the sessions of these groups: it leases, counts and"
+                             " sees only those; default every session")
     ksub.add_parser("list", parents=[db], help="list keys (never the keys themselves)")
     revoke = ksub.add_parser("revoke", parents=[db], help="revoke a key by name")
     revoke.add_argument("name")
@@ -247,7 +274,8 @@ def _sessions(admin: Admin, args: argparse.Namespace, out: TextIO, err: TextIO, 
                 raise CliError(f"--meta is not valid JSON: {exc}") from exc
             if not isinstance(meta, dict):
                 raise CliError('--meta must be a JSON object, like \'{"proxy": "socks5://..."}\'')
-        added, existing = admin.add_sessions(names, kind=args.kind, meta=meta)
+        groups = _group_list(*args.groups, flag="--group")
+        added, existing = admin.add_sessions(names, kind=args.kind, meta=meta, groups=groups)
         err.write(f"added {added} session(s)" + (f", {existing} already registered" if existing else "")
                   + f" ({admin.where})\n")
         return 0
@@ -259,7 +287,15 @@ def _sessions(admin: Admin, args: argparse.Namespace, out: TextIO, err: TextIO, 
         except _cli_accounts.CommandError as exc:
             raise CliError(str(exc)) from None
     if args.action == "list":
-        return _list_sessions(admin, args, out)
+        return _cli_list.list_sessions(admin, args, out)
+    if args.action == "set-groups":
+        groups = _group_list(args.groups)
+        missing = admin.set_groups(_check_names(args.names), groups)
+        err.write(f"set the groups of {len(set(args.names)) - len(missing)} session(s) to"
+                  f" {', '.join(groups) or 'none'}\n")
+        if missing:
+            raise CliError(f"not registered: {', '.join(missing)}")
+        return 0
     if args.action == "disable" and (unsafe := unsafe_detail("--reason", args.reason)):
         raise CliError(unsafe)
     if args.action == "remove":
@@ -274,39 +310,6 @@ def _sessions(admin: Admin, args: argparse.Namespace, out: TextIO, err: TextIO, 
     return 0
 
 
-_JSON_FIELDS = ("id", "name", "kind", "state", "holder", "disabled_reason", "use_count", "flood_count", "meta",
-                "lease_expires_at", "flood_wait_until", "name_problem")
-
-
-def _list_sessions(admin: Admin, args: argparse.Namespace, out: TextIO) -> int:
-    header = False
-    # JSON to an output that is not UTF-8 (a file on a cp1251 console) is kept ASCII (\uXXXX
-    # escapes): the backslashreplace fallback would write \U0001f642, which is not JSON.
-    encoding = (getattr(out, "encoding", None) or "utf-8").lower().replace("-", "").replace("_", "")
-    ascii_only = encoding not in ("utf8", "utf8sig")
-    for row in admin.iter_sessions(args.state):
-        if args.json:
-            out.write(json.dumps({k: row[k] for k in _JSON_FIELDS}, ensure_ascii=ascii_only) + "\n")
-            continue
-        if not header:
-            out.write(f"{'ID':>6}  {'NAME':<24} {'KIND':<9} {'STATE':<13} DETAIL\n")
-            header = True
-        detail = ""
-        if row["state"] == "in_use":
-            detail = f"{row['holder'] or '?'} for {row['lease_remaining'] or 0:.0f}s more"
-        elif row["state"] == "in_floodwait":
-            detail = f"flood wait {row['flood_wait_remaining'] or 0:.0f}s more"
-        elif row["state"] == "disabled":
-            detail = row["disabled_reason"] or ""
-        if row.get("name_problem"):  # a name registered before the rules: flagged until fixed
-            detail = f"{detail}; " if detail else ""
-            detail += f"NAME: {row['name_problem']}"
-        out.write(f"{row['id']:>6}  {row['name']:<24} {row['kind']:<9} {row['state']:<13} {detail}\n")
-    if not header and not args.json:
-        out.write("no sessions" + (f" in state {args.state}" if args.state else "") + "\n")
-    return 0
-
-
 def _keys(admin: Admin, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.action == "create":
         name = args.name.strip()
@@ -314,11 +317,15 @@ def _keys(admin: Admin, args: argparse.Namespace, out: TextIO, err: TextIO) -> i
             raise CliError("key name must be 1 to 100 characters")
         if unsafe := unsafe_detail("the key name", name):  # it is the default holder, shown to the admin
             raise CliError(unsafe)
+        groups = _group_list(args.groups)
+        if args.admin and groups:
+            raise CliError("an admin key sees every session: --groups is for client keys")
         key = admin.create_key(name, admin=args.admin, max_leases=args.max_leases, max_waiting=args.max_waiting,
-                               accounts=args.accounts)
+                               accounts=args.accounts, groups=groups)
         out.write(key + "\n")
         limit = f", at most {args.max_leases} lease(s) at once" if args.max_leases else ""
         limit += ", may receive accounts" if args.accounts else ""
+        limit += f", confined to group(s) {', '.join(groups)}" if groups else ""
         err.write(f"created {'admin' if args.admin else 'client'} key {name!r}{limit} ({admin.where});"
                   " it is shown only once\n")
     elif args.action == "list":
@@ -330,7 +337,9 @@ def _keys(admin: Admin, args: argparse.Namespace, out: TextIO, err: TextIO) -> i
             limit = f"max {row['max_leases']}" if row.get("max_leases") else "no limit"
             held = f"  {row['leases']} lease(s)" if row.get("leases") is not None else ""
             held += "  accounts" if row.get("accounts") else ""
-            out.write(f"{row['name']:<24} {row['scope']:<7} {limit:<10} created {row['created_at']}  {state}{held}\n")
+            confined = ",".join(row.get("groups") or ()) or "all"
+            out.write(f"{row['name']:<24} {row['scope']:<7} {limit:<10} groups {confined:<12} created {row['created_at']}"
+                      f"  {state}{held}\n")
     elif args.action == "undo-reports":
         if args.since is not None:
             try:
@@ -348,9 +357,13 @@ def _keys(admin: Admin, args: argparse.Namespace, out: TextIO, err: TextIO) -> i
 
 
 def _status(admin: Admin, out: TextIO) -> int:
+    """The counts by state; they add up to the total (resting_scoped: free for some methods only)."""
     status = admin.status()
     line = "  ".join(f"{state}: {status[state]}" for state in ("total",) + STATES)
     out.write(line + "\n")
+    if status.get("resting_scoped"):
+        out.write(f"{status['resting_scoped']} session(s) rest for some methods only: leasable with another"
+                  " purpose, skipped by acquires without one (telegate sessions list --state resting_scoped)\n")
     if status["next_available"]:
         out.write(f"next flood wait ends in {status['next_available_in']:.0f}s ({status['next_available']})\n")
     return 0

@@ -54,10 +54,10 @@ class _PoolCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         totals = self.store.metric_totals()
         sessions = GaugeMetricFamily("telegate_sessions", "Registered sessions by state.", labels=["state"])
+        # resting_scoped (free for some methods only) is a state of its own, not in "free":
+        # the states add up to the total.
         for state in STATES:
             sessions.add_metric([state], totals[state])
-        # Free for some methods only (a scoped flood wait); not in "free", so the states add up to the total.
-        sessions.add_metric(["resting_scoped"], totals["resting_scoped"])
         yield sessions
         yield CounterMetricFamily(
             "telegate_leases_granted", "Leases granted (sum of use_count over registered sessions).",

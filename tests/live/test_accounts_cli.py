@@ -333,16 +333,15 @@ def test_groups_pass_through_to_the_server(where, tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
     fx.telethon_session(folder / "g1.session", fx.random_key())
-    code, _, err = run("sessions", "import", str(folder), "--group", "ru,premium", "--group", "ru", *args,
+    code, _, err = run("sessions", "import", str(folder), "--group", "RU,premium", "--group", "ru", *args,
                        environ=env)
-    # A server without groups refuses them in one line; one with groups keeps them.
-    if code == 0:
-        with open_store(db) as store:
-            (row,), _ = store.list_sessions(names=["g1"])
-            assert sorted(row["groups"]) == ["premium", "ru"]
-    else:
-        assert err.startswith("telegate: error: ") and "groups" in err and err.count("\n") == 1
-        assert names_in(db) == {}
+    # The groups are stored with the account, checked and normalised as `sessions add --group` does.
+    assert code == 0, err
+    with open_store(db) as store:
+        (row,), _ = store.list_sessions(names=["g1"])
+        assert row["groups"] == ["premium", "ru"] and row["has_account"]
+    code, _, err = run("sessions", "import", str(folder), "--group", "bad name", *args, environ=env)
+    assert code != 0 and err.startswith("telegate: error: ") and "group name" in err and err.count("\n") == 1
 
 
 @needs_vault

@@ -23,7 +23,7 @@ import urllib3
 from support.accounts import new_account, secrets_of
 from support import ROOT, LiveServer, eventually, server_env
 from telegate.accounts import Vault, key_id_of, new_master_key
-from telegate.store import open_store
+from telegate.store import NotFound, open_store
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -397,3 +397,35 @@ def test_keys_create_with_accounts_on_the_command_line(tmp_path):
         assert store.authenticate(plain.stdout.strip()).accounts is False
     listed = _cli(_env(), "keys", "list", "--db", str(db)).stdout.splitlines()
     assert [line.split()[0] for line in listed if line.rstrip().endswith("accounts")] == ["w1"]
+
+
+def test_a_confined_key_gets_accounts_of_its_groups_alone(fresh_db):
+    """Accounts stored with groups (POST /sessions items) keep them; a key confined to a group
+    is handed out, and may read, its group's accounts alone; the admin's view shows the
+    account's plain columns beside the groups."""
+    server = LiveServer(fresh_db(), env=_env(TELEGATE_MASTER_KEY=new_master_key()))
+    try:
+        eu, us = new_account(), new_account()
+        answer = server.request("POST", "/sessions", {"sessions": [
+            {"name": "eu1", "kind": "telethon", "groups": ["EU"], "account": eu},
+            {"name": "us1", "kind": "telethon", "groups": ["us"], "account": us}]}, key="admin")
+        assert answer.status == 201, answer
+        ids = {row["name"]: row["id"] for row in answer.json["added"]}
+        listed = {row["name"]: row for row in server.request("GET", "/sessions", key="admin").json["sessions"]}
+        assert listed["eu1"]["groups"] == ["eu"] and listed["us1"]["groups"] == ["us"]
+        assert listed["eu1"]["has_account"] and listed["eu1"]["phone"] == eu["phone"]
+        assert listed["us1"]["username"] == us["username"] and listed["us1"]["premium"] is False
+        worker = server.store.create_key(f"eu-{os.urandom(3).hex()}", "client", accounts=True, groups=["eu"])
+        held = server.request("POST", "/session", {"account": True}, key=worker)
+        assert held.status == 200 and held.json["session_id"] == ids["eu1"], held
+        assert held.json["account"]["auth_key"] == eu["auth_key"]
+        # Its group's one account is leased: nothing else is there for it, the us account neither.
+        again = server.request("POST", "/session", {"account": True}, key=worker)
+        assert again.status == 503 and again.json["total"] == 1, again
+        key = server.store.authenticate(worker)
+        assert key is not None and key.groups == ("eu",)
+        with pytest.raises(NotFound):  # to it the us session is not registered: refused before any opening
+            server.store.get_account(ids["us1"], reader=key)
+        # (its own group's account it read above, with its lease; this store holds no master key)
+    finally:
+        server.close()

@@ -67,7 +67,7 @@ def test_sessions_add_list_disable_enable_remove(db):
     assert run("sessions", "disable", "acc1", "--reason", "banned", "--db", db)[0] == 0
     code, out, _ = run("sessions", "list", "--state", "disabled", "--db", db)
     assert "acc1" in out and "banned" in out and "acc2" not in out
-    rows = [json.loads(line) for line in run("sessions", "list", "--json", "--db", db)[1].splitlines()]
+    rows = json.loads(run("sessions", "list", "--json", "--db", db)[1])["sessions"]  # one document
     assert [(r["name"], r["state"], r["meta"]) for r in rows] == [("acc1", "disabled", {"proxy": "p1"}),
                                                                  ("acc2", "free", {"proxy": "p1"})]
     assert run("sessions", "enable", "acc1", "--db", db)[0] == 0
@@ -115,7 +115,7 @@ def test_sessions_import_tells_telethon_from_pyrogram(tmp_path, db):
     assert code == 0
     assert "warning: skipped junk.session" in err
     assert "imported 2 session(s)" in err
-    rows = {r["name"]: r["kind"] for r in map(json.loads, run("sessions", "list", "--json", "--db", db)[1].splitlines())}
+    rows = {r["name"]: r["kind"] for r in map(json.loads, run("sessions", "list", "--jsonl", "--db", db)[1].splitlines())}
     assert rows == {"tele1": "telethon", "pyro1": "pyrogram"}
 
 

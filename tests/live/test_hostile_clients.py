@@ -211,7 +211,7 @@ def test_the_pool_is_as_it_was_set_up(pool):
     """The fixture's state is what the cases assume (else 'nothing changed' proves little)."""
     sessions = {row["name"]: row for row in pool.server.request("GET", "/sessions", key="admin").json["sessions"]}
     assert {name: row["state"] for name, row in sessions.items()} == {
-        "alpha": "in_use", "beta": "in_floodwait", "gamma": "free", "delta": "disabled",
+        "alpha": "in_use", "beta": "in_floodwait", "gamma": "resting_scoped", "delta": "disabled",
         "epsilon": "free", "zeta": "in_use", "eta": "in_use"}
     assert sessions["alpha"]["lease_key"] == "test-client" and sessions["zeta"]["lease_key"] == "test-admin"
     assert [rest["scope"] for rest in sessions["gamma"]["rests"]] == [SCOPE.lower()]

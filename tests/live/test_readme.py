@@ -181,6 +181,16 @@ def test_readme_blocks_run_in_order(tmp_path):
         assert '"in_floodwait":1' in everything, "the flood wait shows in /status"
         assert "working with acc" in everything and "\nTrue\n" in everything, "the SDK block leased and released"
         assert list(terminal_2.iterdir()) == [], "the second terminal's folder got no database"
+        # Run again, the block that makes the worker key stops at the error (keys create exits 1
+        # on an existing name), rather than go on with an empty WORKER_KEY.
+        (number, code), = [(n, c) for n, (_, c) in enumerate(blocks, 1) if "keys create worker-1" in c]
+        script = tmp_path / f"block{number}-again.sh"
+        script.write_text("set -euo pipefail\n" + code.replace(URL_PLACEHOLDER, serve.url)
+                          .replace(KEY_PLACEHOLDER, serve.admin_key) + "\necho REACHED-THE-END\n", encoding="utf-8")
+        again = subprocess.run(["bash", str(script)], cwd=terminal_2, env=env, capture_output=True, text=True,
+                               encoding="utf-8", timeout=BLOCK_TIMEOUT, stdin=subprocess.DEVNULL)
+        assert again.returncode == 1 and "an active key named 'worker-1' exists" in again.stderr, again
+        assert "REACHED-THE-END" not in again.stdout and "STATE" not in again.stdout, again
     finally:
         code = serve.stop() if serve is not None else None
     assert code == 0 and "TeleGate stopped" in serve.output, serve.output

@@ -133,7 +133,7 @@ def test_session_json_lists_rests_with_remaining_seconds(leased):
                               "flood_wait": 600, "flood_scope": RESOLVE})
     wsgi.clock.advance(100)
     session = wsgi("GET", f"/sessions/{lease['session_id']}", key="admin").json
-    assert session["state"] == "free" and session["flood_wait_until"] is None
+    assert session["state"] == "resting_scoped" and session["flood_wait_until"] is None
     assert session["rests"] == [{"scope": "contacts.resolveusername", "until": "2027-01-15T08:10:00.000Z",
                                  "remaining": 500.0}]
     wsgi.clock.advance(500)

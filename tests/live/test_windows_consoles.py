@@ -46,7 +46,7 @@ def test_sessions_list_redirected_to_a_file_on_a_cp1251_console(tmp_path):
     with listing.open("wb") as out:
         done = telegate("sessions", "list", "--json", "--db", str(db), env=cp1251_env(), stdout=out)
     assert done.returncode == 0
-    names = [json.loads(line)["name"] for line in listing.read_bytes().decode("cp1251").splitlines()]
+    names = [row["name"] for row in json.loads(listing.read_bytes().decode("cp1251"))["sessions"]]
     assert names == [EMOJI, "Акк"]  # still JSON: \\ud83d\\ude42 escapes, not \\U0001f642
 
 

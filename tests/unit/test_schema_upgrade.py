@@ -40,13 +40,22 @@ def _manifest(name: str) -> dict[str, Any]:
     return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
 
 
+def _as_now(row: dict[str, Any], rests: list) -> dict[str, Any]:
+    """A session as the earlier code showed it, in today's words: a free session resting for
+    some methods is ``resting_scoped`` since issue 16's groups (plain acquires skip it)."""
+    shown = {k: row[k] for k in COMPARED}
+    if shown["state"] == "free" and rests:
+        shown["state"] = "resting_scoped"
+    return shown
+
+
 def _check_upgraded(db: Path | str, seen: dict[str, Any]) -> None:
     later = seen["now"] + 100.0
     with open_store(db, clock=lambda: later) as store:
         assert store.schema_version() == SCHEMA_VERSION
         sessions = store.list_sessions()[0]
         assert [{k: row[k] for k in COMPARED} for row in sessions] == \
-            [{k: row[k] for k in COMPARED} for row in seen["sessions"]]
+            [_as_now(row, seen["rests"][row["name"]]) for row in seen["sessions"]]
         assert {row["name"]: row["rests"] for row in sessions} == seen["rests"]
         events = {row["name"]: len(store.events(row["id"])) for row in sessions}
         assert events == (seen["events"] or {name: 0 for name in events})

@@ -8,8 +8,11 @@
 (function () {
   const KEY_STORAGE = "telegate.apiKey";
   const REFRESH_MS = 2000;
-  const STATES = ["free", "in_use", "in_floodwait", "disabled"];
-  const STATE_LABELS = { free: "free", in_use: "in use", in_floodwait: "flood wait", disabled: "disabled" };
+  // The states add up to the total: resting_scoped is free for some methods only, and an
+  // acquire without a purpose skips it, so it is never shown as free.
+  const STATES = ["free", "in_use", "in_floodwait", "resting_scoped", "disabled"];
+  const STATE_LABELS = { free: "free", in_use: "in use", in_floodwait: "flood wait",
+    resting_scoped: "resting (some methods)", disabled: "disabled" };
 
   const view = {
     offset: 0,
@@ -277,7 +280,8 @@
     });
   }
 
-  const COLUMNS = ["id", "name", "state", "holder", "lease", "flood", "reason", "uses", "floods", "expired", "actions"];
+  const COLUMNS = ["id", "name", "state", "groups", "account", "holder", "lease", "flood", "last",
+    "reason", "uses", "floods", "expired", "actions"];
 
   function makeRow() {
     const row = document.createElement("tr");
@@ -316,6 +320,9 @@
     setText(badge, STATE_LABELS[s.state] || s.state);
     fillRestNote(stateCell, s);
     row.classList.toggle("selected", Boolean(view.detail && view.detail.id === String(s.id)));
+    fillGroups(cell(row, "groups"), s.groups || []);
+    fillAccount(cell(row, "account"), s);
+    fillLast(cell(row, "last"), s);
     setText(cell(row, "holder"), s.holder || "");
     cell(row, "lease").dataset.until = s.lease_expires_at || "";
     cell(row, "lease").title = s.lease_expires_at || "";
@@ -327,6 +334,43 @@
     setText(cell(row, "expired"), s.expired_count);
     fillCountdowns(row);
     fillActions(cell(row, "actions"), s);
+  }
+
+  // Fill a cell with one <span class=cls> per text (empty texts left out); rebuilt only on change.
+  function fillSpans(node, parts) {
+    const shown = parts.filter((p) => p[1]);
+    const signature = JSON.stringify(shown);
+    if (node.dataset.signature === signature) return;
+    node.dataset.signature = signature;
+    node.textContent = "";
+    shown.forEach(([cls, text]) => {
+      const span = document.createElement("span");
+      span.className = cls;
+      setText(span, text);
+      node.appendChild(span);
+    });
+  }
+
+  function fillGroups(node, groups) {
+    fillSpans(node, groups.map((g) => ["group", g]));
+  }
+
+  // What the operator may see of the account, one line each: phone, username, Premium,
+  // the proxy's host and port (never its user or password), device. Never a secret.
+  function fillAccount(node, s) {
+    if (!s.has_account && !s.phone && !s.username && !s.proxy_host && !s.device) {
+      fillSpans(node, [["none", "no account"]]);
+      return;
+    }
+    fillSpans(node, [["phone", s.phone || ""], ["username", s.username ? "@" + s.username : ""],
+      ["premium", s.premium ? "Premium" : ""], ["proxy", s.proxy_host ? "via " + s.proxy_host : ""],
+      ["device", s.device || ""], ["none", s.phone || s.username ? "" : "account"]]);
+  }
+
+  // When it was last handed out, and to whom (kept after the release).
+  function fillLast(node, s) {
+    node.title = s.leased_at || "";
+    fillSpans(node, [["at", s.leased_at ? when(s.leased_at) : ""], ["by", s.last_holder ? "to " + s.last_holder : ""]]);
   }
 
   // A session free for most methods but resting for some (scoped flood waits).
@@ -481,6 +525,7 @@
   const EVENT_LABELS = {
     lease: "leased", release: "released", renew: "renewed", expired: "lease expired",
     flood_wait: "flood wait", disable: "disabled", enable: "enabled", clear_flood_wait: "rests cleared",
+    groups: "groups set",
   };
 
   function openDetail(id, name) {
@@ -578,6 +623,8 @@
     if (s.state === "in_use" && s.holder) summary += ` by ${s.holder}`;
     if (s.disabled_reason) summary += `: ${s.disabled_reason}`;
     summary += ` \u00b7 ${s.use_count} lease(s), ${s.flood_count} flood wait(s)`;
+    if (s.groups && s.groups.length) summary += ` \u00b7 groups ${s.groups.join(", ")}`;
+    if (s.last_holder) summary += ` \u00b7 last leased to ${s.last_holder}`;
     setText($("detail-summary"), summary);
     fillActions($("detail-actions"), s);
 
@@ -678,6 +725,8 @@
       if (e.ttl) parts.push(`ttl ${duration(e.ttl)}`);
     } else if (e.type === "expired") {
       parts.push("not renewed; taken over");
+    } else if (e.type === "groups") {
+      parts.push(`${(e.groups || []).join(", ") || "none"} (was ${(e.was || []).join(", ") || "none"})`);
     } else if (e.reason) {
       parts.push(e.reason);
     }

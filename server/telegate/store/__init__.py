@@ -12,10 +12,11 @@ from __future__ import annotations
 from ._base import (
     MAX_NAME_LENGTH, STATES, CommitFeed, Conflict, DatabaseError, Engine, Grant, KeyInfo, KeyRevoked, Lease, LeaseLimit,
     LeaseMismatch, NoSessionAvailable, NotFound, NotLeaseHolder, PoolStore, SessionDisabled,
-    StoreError, Ticket, Tx, WaitLimit, hash_key,
+    StoreError, Ticket, Tx, WaitLimit, check_groups, hash_key, MAX_GROUPS,
 )
 from ._line import ALIVE_FOR
 from ._open import URL_SCHEMES, is_database_url, open_engine, open_store
+from ._leases import CONFINED_FRONT
 from ._pool import Store
 from ._schema import SCHEMA_VERSION
 
@@ -23,5 +24,5 @@ __all__ = [
     "Store", "open_store", "open_engine", "is_database_url", "URL_SCHEMES", "ALIVE_FOR", "PoolStore", "Engine", "Tx",
     "StoreError", "DatabaseError", "NotFound", "Conflict", "LeaseMismatch", "NotLeaseHolder",
     "SessionDisabled", "LeaseLimit", "WaitLimit", "KeyRevoked", "NoSessionAvailable", "Lease", "KeyInfo", "Ticket", "Grant", "CommitFeed",
-    "SCHEMA_VERSION", "MAX_NAME_LENGTH", "STATES", "hash_key",
+    "SCHEMA_VERSION", "MAX_NAME_LENGTH", "STATES", "hash_key", "check_groups", "MAX_GROUPS", "CONFINED_FRONT",
 ]

@@ -18,9 +18,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 from . import _catalogue as catalogue
 from . import _history as history
+from . import _leases as leases
 from ..accounts import AccountError, Vault, check_account, merge_state, profile_of
 from ..accounts._account import dumps
-from ._base import DatabaseError, Engine, KeyInfo, Lease, NotFound, Tx
+from ._base import DatabaseError, Engine, KeyInfo, Lease, NotFound, Tx, check_groups
 from ._namekeys import key_of
 from ._sql import padded
 
@@ -165,7 +166,8 @@ class AccountsPart:
         checked (:func:`telegate.accounts.check_account`) and sealed under a data key of its
         own. Names already registered are left as they are (``existing``), unless
         ``update``: then their kind, their meta (when given) and their account (when
-        given) are replaced (``updated``). Returns ``{"added": [{"id", "name"}],
+        given) are replaced (``updated``), and their groups when given. New sessions go in
+        their item's groups, as :meth:`add_sessions` puts them. Returns ``{"added": [{"id", "name"}],
         "updated": [...], "existing": [...]}`` in the caller's order; a name given twice
         counts once. Raises :class:`~telegate.accounts.AccountError` (nothing stored) for
         an invalid account, and a vault error when no master key can seal it.
@@ -174,8 +176,11 @@ class AccountsPart:
         for number, item in enumerate(items):
             entry = {"name": item["name"], "kind": item.get("kind"),
                      "meta": item.get("meta"), "account": None}
-            if item.get("groups"):
-                raise AccountError(f"sessions[{number}].groups: this server keeps no groups yet; leave it out")
+            if item.get("groups") is not None:
+                try:
+                    entry["groups"] = check_groups(item["groups"], f"sessions[{number}].groups")
+                except ValueError as exc:
+                    raise AccountError(str(exc)) from None
             if item.get("account") is not None:
                 entry["account"] = check_account(item["account"], f"sessions[{number}].account")
             wanted.setdefault(entry["name"], entry)
@@ -202,10 +207,14 @@ class AccountsPart:
                         continue
                     sid = inserted["id"]
                     added.append({"id": sid, "name": name})
+                    if entry.get("groups"):  # as add_sessions puts new sessions in their groups
+                        catalogue.insert_groups(tx, [sid], entry["groups"])
                 elif update:
                     tx.run("UPDATE sessions SET kind = COALESCE(:kind, kind),"
                            " meta = CASE WHEN :keep = 1 THEN meta ELSE :meta END WHERE id = :id",
                            {"id": sid, "kind": entry["kind"], "meta": meta, "keep": int(entry["meta"] is None)})
+                    if entry.get("groups") is not None:  # given: replaced, like the kind and meta
+                        catalogue.set_groups(tx, sid, entry["groups"], None)
                     updated.append({"id": sid, "name": name})
                 else:
                     existing.append(name)
@@ -234,25 +243,30 @@ class AccountsPart:
         key that sealed it is missing or the row is damaged. ``reader`` (an admin reading
         it through the API) is recorded in the session's history.
         """
+        account = self._open(session_id, reader)
+        if account is not None and reader is not None:
+            self.engine.write(lambda tx: history.record(tx, session_id, "account_read", key_name=reader.name))
+        return account
+
+    def _open(self, session_id: int, key: KeyInfo | None) -> dict[str, Any] | None:
+        """The account of ``session_id`` opened, as ``key`` may see it: to a key confined to
+        groups, a session outside them is not registered (:class:`NotFound`)."""
         def read(tx: Tx) -> Mapping[str, Any] | None:
-            if tx.row("SELECT 1 AS x FROM sessions WHERE id = :id", {"id": session_id}) is None:
+            if tx.row("SELECT 1 AS x FROM sessions WHERE id = :id", {"id": session_id}) is None \
+                    or not leases.visible(tx, session_id, key):
                 raise NotFound(f"no session with id {session_id}")
             return sealed_row(tx, session_id)
 
         row = self.engine.read(read)
-        if row is None:
-            return None
-        account, _ = open_row(self.vault, row)
-        if reader is not None:
-            self.engine.write(lambda tx: history.record(tx, session_id, "account_read", key_name=reader.name))
-        return account
+        return None if row is None else open_row(self.vault, row)[0]
 
-    def lease_account(self, lease: Lease) -> dict[str, Any] | None:
-        """The account of a lease taken with ``account=True``: opened from the row its claim read,
-        else (a lease granted to a waiting request) read now. None when it holds none."""
+    def lease_account(self, lease: Lease, key: KeyInfo | None = None) -> dict[str, Any] | None:
+        """The account of a lease taken with ``account=True``: opened from the row its claim read
+        (the claim kept to ``key``'s groups), else (a lease granted to a waiting request) read
+        now, as ``key`` may see it. None when it holds none."""
         if lease.sealed is not None:
             return open_row(self.vault, lease.sealed)[0]
-        return self.get_account(lease.session_id)
+        return self._open(lease.session_id, key)
 
     def account_key_ids(self) -> dict[str, int]:
         """How many stored accounts each master key id wraps (none: no account stored)."""

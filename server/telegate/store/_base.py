@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, TypeVar
 
@@ -18,12 +19,41 @@ __all__ = [
     "StoreError", "DatabaseError", "NotFound", "Conflict", "LeaseMismatch", "NotLeaseHolder",
     "SessionDisabled", "LeaseLimit", "KeyRevoked", "NoSessionAvailable", "Lease", "KeyInfo", "Engine", "Tx",
     "PoolStore", "STATES", "MAX_NAME_LENGTH", "hash_key", "Ticket", "Grant", "CommitFeed",
+    "MAX_GROUPS", "MAX_GROUP_LENGTH", "check_groups",
 ]
 
 T = TypeVar("T")
 
 MAX_NAME_LENGTH = _MAX_NAME_LENGTH  # the name rules live in telegate._names
-STATES = ("free", "in_use", "in_floodwait", "disabled")
+#: A session's state, as the admin sees it; ``resting_scoped``: free, but resting for some
+#: methods, so acquires without a purpose (or with one of those methods) skip it.
+STATES = ("free", "in_use", "in_floodwait", "resting_scoped", "disabled")
+
+#: Groups per session and per key, and a group name's length.
+MAX_GROUPS = 32
+MAX_GROUP_LENGTH = 64
+_GROUP = re.compile(r"[a-z0-9][a-z0-9_.-]*")
+
+
+def check_groups(values: Iterable[Any], what: str = "groups") -> tuple[str, ...]:
+    """Group names as stored: lower case, sorted, each once; ValueError naming the rule broken.
+
+    A group name is 1 to 64 letters, digits, ``_``, ``.`` or ``-``, starting with a letter
+    or digit (so ``--groups a,b`` splits unambiguously and a name never needs escaping).
+    """
+    names = set()
+    for value in values:
+        if not isinstance(value, str):
+            raise ValueError(f"{what} must be a list of group names (strings)")
+        name = value.strip().lower()
+        if not (0 < len(name) <= MAX_GROUP_LENGTH and _GROUP.fullmatch(name)):
+            shown = value[:MAX_GROUP_LENGTH + 1].encode("ascii", "backslashreplace").decode()
+            raise ValueError(f"{what}: {shown!r} is not a group name; use 1 to {MAX_GROUP_LENGTH} letters,"
+                             " digits, '_', '.' or '-', starting with a letter or digit")
+        names.add(name)
+    if len(names) > MAX_GROUPS:
+        raise ValueError(f"{what}: at most {MAX_GROUPS} groups, got {len(names)}")
+    return tuple(sorted(names))
 
 
 class StoreError(Exception):
@@ -81,8 +111,10 @@ class NoSessionAvailable(StoreError):
 
     def __init__(self, *, waiting_count: int, in_use: int, next_release_in: float | None,
                  next_lease_end_in: float | None, total: int, waiting_workers: int = 0,
-                 flood_waiting: int | None = None, purpose: str | None = None, account: bool = False) -> None:
+                 flood_waiting: int | None = None, purpose: str | None = None, account: bool = False,
+                 groups: tuple[str, ...] = ()) -> None:
         super().__init__("no session is available")
+        self.groups = groups  # the asking key's groups: every count covers those sessions alone
         self.waiting_workers = waiting_workers  # long-polls waiting in line now (every server)
         # waiting_count (the seed's name) counts every session resting for this caller:
         # account-wide flood waits, and scoped rests for the caller's ``purpose`` (for any
@@ -139,10 +171,17 @@ class KeyInfo:
     max_waiting: int | None = None  # admin-set cap on polls parked at once (None: the line's rule)
     #: Created with ``--accounts``: may ask for a session's account with its lease.
     accounts: bool = False
+    #: The groups a client key is confined to (leases, counts, meta); empty: every session.
+    groups: tuple[str, ...] = ()
 
     @property
     def is_admin(self) -> bool:
         return self.scope == "admin"
+
+    @property
+    def confined(self) -> tuple[str, ...]:
+        """The groups this key's view is confined to; empty for admins and unconfined keys."""
+        return () if self.is_admin else self.groups
 
 
 def hash_key(key: str) -> str:
@@ -285,7 +324,7 @@ class PoolStore(Protocol):
     def renew(self, session_id: int, token: str, ttl: float, *, key: KeyInfo | None = None,
               state: Mapping[str, Any] | None = None) -> float: ...
 
-    def status(self, purpose: str | None = None) -> dict[str, Any]: ...
+    def status(self, purpose: str | None = None, *, key: KeyInfo | None = None) -> dict[str, Any]: ...
 
     def list_sessions(self, *, state: str | None = None, limit: int = 1000, offset: int = 0,
                       names: Sequence[str] | None = None) -> tuple[list[dict[str, Any]], int]: ...
@@ -295,11 +334,12 @@ class PoolStore(Protocol):
     def find_session_id(self, name: str) -> int | None: ...
 
     def add_sessions(self, names: Iterable[str], *, kind: str = "unknown", meta: dict | None = None,
-                     kinds: dict[str, str] | None = None) -> tuple[list[dict[str, Any]], list[str]]: ...
+                     kinds: dict[str, str] | None = None,
+                     groups: Iterable[str] = ()) -> tuple[list[dict[str, Any]], list[str]]: ...
 
     def update_session(self, session_id: int, *, disabled: bool | None = None, reason: str | None = None,
                        clear_flood_wait: bool = False, meta: dict | None = None,
-                       key: KeyInfo | None = None) -> dict[str, Any]: ...
+                       key: KeyInfo | None = None, groups: Iterable[str] | None = None) -> dict[str, Any]: ...
 
     def set_disabled_by_name(self, names: Sequence[str], disabled: bool,
                              reason: str | None = None) -> list[str]: ...
@@ -313,7 +353,7 @@ class PoolStore(Protocol):
 
     def create_key(self, name: str, scope: str = "client", key: str | None = None, *,
                    max_leases: int | None = None, max_waiting: int | None = None,
-                   accounts: bool = False) -> str: ...
+                   accounts: bool = False, groups: Iterable[str] = ()) -> str: ...
 
     # Accounts (sealed at rest by ``vault``; see telegate.accounts).
 
@@ -324,7 +364,7 @@ class PoolStore(Protocol):
 
     def get_account(self, session_id: int, *, reader: KeyInfo | None = None) -> dict[str, Any] | None: ...
 
-    def lease_account(self, lease: Lease) -> dict[str, Any] | None: ...
+    def lease_account(self, lease: Lease, key: KeyInfo | None = None) -> dict[str, Any] | None: ...
 
     def account_key_ids(self) -> dict[str, int]: ...
 

@@ -5,7 +5,7 @@ Plain functions of a transaction. Invariants:
 * A name is registered once (``UNIQUE``), and once regardless of case (``name_key``, see
   ``_namekeys.py``); adding names that exist changes nothing of them.
 * Removing a session removes its rests and its history with it, in one transaction.
-* Every admin change (disable, enable, clearing a flood wait) leaves its event.
+* Every admin change (disable, enable, clearing a flood wait, new groups) leaves its event.
 * A change that may make a session leasable (enabling it, clearing its rests) is
   reported to the caller (``True`` from :func:`update`), which serves the waiting line
   in the same transaction.
@@ -31,19 +31,27 @@ NAMES_PER_QUERY = 512
 #: Sessions added per INSERT by :func:`add` (three parameters each).
 ROWS_PER_INSERT = 256
 
+#: What the admin views show of a session's account: plain columns of ``accounts``
+#: (``_accounts.py``) beside its sealed secrets.
+PROFILE_COLUMNS = ("phone", "username", "premium", "device", "proxy_host")
+
 _SESSION_COLUMNS = (
     "id, name, kind, meta, disabled, disabled_reason, holder, leased_at, lease_expires_at,"
     " flood_wait_until, use_count, flood_count, expired_count, created_at, last_released_at, has_account,"
     " (SELECT name FROM api_keys WHERE api_keys.id = sessions.lease_key_id) AS lease_key,"
+    # Who had it last: the holder of its latest lease (the history keeps it after the release).
+    " (SELECT e.holder FROM session_events e WHERE e.session_id = sessions.id AND e.type = 'lease'"
+    " ORDER BY e.id DESC LIMIT 1) AS last_holder,"
     f" {STATE_SQL} AS state")
 
 
 # -- changes ------------------------------------------------------------------------------
 
 def add(tx: Tx, names: Iterable[str], *, kind: str, meta: dict | None,
-        kinds: Mapping[str, str] | None) -> tuple[list[dict[str, Any]], list[str]]:
-    """Register sessions by name: ``(added, existing)``, the new rows (id and name) in the
-    caller's order, and the names that were already registered (left as they were)."""
+        kinds: Mapping[str, str] | None, groups: Sequence[str] = ()) -> tuple[list[dict[str, Any]], list[str]]:
+    """Register sessions by name, each in ``groups``: ``(added, existing)``, the new rows (id
+    and name) in the caller's order, and the names that were already registered (left as
+    they were, their groups too)."""
     wanted = list(names)
     meta_json = json.dumps(meta or {}, ensure_ascii=False)
     # Many rows per INSERT: one statement per name cost a round trip each, 13 s for
@@ -64,6 +72,8 @@ def add(tx: Tx, names: Iterable[str], *, kind: str, meta: dict | None,
         for row in tx.rows(f"INSERT INTO sessions (name, name_key, kind, meta, created_at) VALUES {values}"
                            " ON CONFLICT DO NOTHING RETURNING id, name", params):
             ids[row["name"]] = row["id"]
+    if groups:
+        insert_groups(tx, list(ids.values()), groups)
     added: list[dict[str, Any]] = []
     existing: list[str] = []
     for name in wanted:  # in the caller's order; a name given twice is new once
@@ -74,10 +84,37 @@ def add(tx: Tx, names: Iterable[str], *, kind: str, meta: dict | None,
     return added, existing
 
 
+def set_groups(tx: Tx, session_id: int, groups: Sequence[str], who: str | None) -> None:
+    """Replace the groups (checked, sorted) of session ``session_id``; a change leaves a
+    ``groups`` event naming ``who`` made it."""
+    params = {"id": session_id}
+    old = [row["name"] for row in tx.rows(
+        "SELECT name FROM session_groups WHERE session_id = :id ORDER BY name", params)]
+    if old != list(groups):
+        tx.run("DELETE FROM session_groups WHERE session_id = :id", params)
+        insert_groups(tx, [session_id], groups)
+        history.record(tx, session_id, "groups", key_name=who, detail={"groups": list(groups), "was": old})
+
+
+def insert_groups(tx: Tx, session_ids: Sequence[int], groups: Sequence[str]) -> None:
+    """Put each of ``session_ids`` in each of ``groups`` (a few hundred rows per INSERT)."""
+    pairs = [(sid, group) for sid in session_ids for group in groups]
+    for start in range(0, len(pairs), ROWS_PER_INSERT):
+        chunk = pairs[start:start + ROWS_PER_INSERT]
+        params: dict[str, Any] = {}
+        for number, (sid, group) in enumerate(chunk):
+            params[f"s{number}"], params[f"g{number}"] = sid, group
+        values = ", ".join(f"(:s{number}, :g{number})" for number in range(len(chunk)))
+        tx.run(f"INSERT INTO session_groups (session_id, name) VALUES {values}"
+               " ON CONFLICT (session_id, name) DO NOTHING", params)
+
+
 def update(tx: Tx, session_id: int, *, disabled: bool | None, reason: str | None, clear_flood_wait: bool,
-           meta: dict | None, key: KeyInfo | None) -> bool:
-    """Enable or disable, clear flood waits (account-wide and scoped), or replace the meta of
-    one session; True when the change may have made it leasable (serve the line)."""
+           meta: dict | None, key: KeyInfo | None, groups: Sequence[str] | None = None) -> bool:
+    """Enable or disable, clear flood waits (account-wide and scoped), or replace the meta or
+    the groups (checked, sorted) of one session; True when the change may have made it
+    leasable to someone waiting (serve the line). New groups take effect for the next
+    claim: a lease held now stays its holder's."""
     params = {"id": session_id, "reason": reason or "disabled by admin"}
     if tx.row("SELECT 1 AS x FROM sessions WHERE id = :id", params) is None:
         raise NotFound(f"no session with id {session_id}")
@@ -97,7 +134,10 @@ def update(tx: Tx, session_id: int, *, disabled: bool | None, reason: str | None
     if meta is not None:
         tx.run("UPDATE sessions SET meta = :meta WHERE id = :id",
                {"id": session_id, "meta": json.dumps(meta, ensure_ascii=False)})
-    return disabled is False or clear_flood_wait
+    if groups is not None:
+        set_groups(tx, session_id, groups, who)
+    # Enabled, rested, or in a waiting key's groups now: maybe free for a waiter.
+    return disabled is False or clear_flood_wait or groups is not None
 
 
 def set_disabled_by_name(tx: Tx, names: Sequence[str], disabled: bool, reason: str | None) -> list[str]:
@@ -123,6 +163,7 @@ def forget(tx: Tx, where: str, params: Mapping[str, Any]) -> list[int]:
     for sid in ids:
         tx.run("DELETE FROM accounts WHERE session_id = :id", {"id": sid})
         tx.run("DELETE FROM session_rests WHERE session_id = :id", {"id": sid})
+        tx.run("DELETE FROM session_groups WHERE session_id = :id", {"id": sid})
         tx.run("DELETE FROM session_events WHERE session_id = :id", {"id": sid})
     if ids:
         fill_name_keys(tx)  # a name that shared a file with a removed one is unique now
@@ -143,8 +184,9 @@ def prune(tx: Tx, older_than: float) -> int:
 
 def _with_rests(tx: Tx, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Session rows with ``rests`` (the methods each one rests for now, soonest end first),
-    ``name_clash`` (the other sessions whose names mean the same file, see ``_namekeys.py``)
-    and ``name_problem`` (the name rule a name registered before the rules breaks, or None)."""
+    ``groups`` (sorted), ``name_clash`` (the other sessions whose names mean the same file, see
+    ``_namekeys.py``) and ``name_problem`` (the name rule a name registered before the rules
+    breaks, or None)."""
     sessions = [session_row(row) for row in rows]
     by_id = {session["id"]: session for session in sessions}
     clashes = name_clashes(tx) if sessions else {}
@@ -152,12 +194,21 @@ def _with_rests(tx: Tx, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
         session["rests"] = []
         session["name_clash"] = clashes.get(session["name"], [])
         session["name_problem"] = name_problem(session["name"])
+        session["groups"] = []
+        session.update(dict.fromkeys(PROFILE_COLUMNS))
     if by_id:
         ids = ", ".join(str(int(sid)) for sid in by_id)  # ints from the database: safe to inline
         for rest in tx.rows(f"SELECT session_id, scope, until FROM session_rests"
                             f" WHERE until > :now AND session_id IN ({ids}) ORDER BY until",
                             {"now": tx.now}):
             by_id[rest["session_id"]]["rests"].append({"scope": rest["scope"], "until": rest["until"]})
+        for group in tx.rows(f"SELECT session_id, name FROM session_groups WHERE session_id IN ({ids})"
+                             " ORDER BY session_id, name"):
+            by_id[group["session_id"]]["groups"].append(group["name"])
+        # The account's plain profile columns (never a secret), beside the sealed account.
+        for account in tx.rows(f"SELECT session_id, {', '.join(PROFILE_COLUMNS)} FROM accounts"
+                               f" WHERE session_id IN ({ids})"):
+            by_id[account["session_id"]].update({column: account[column] for column in PROFILE_COLUMNS})
     return sessions
 
 

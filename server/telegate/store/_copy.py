@@ -1,9 +1,9 @@
 """Copy a whole pool from one store into another, empty one (``telegate migrate``).
 
 Row for row, ids included: sessions with their leases, flood waits (account-wide and
-scoped), disabled flags and reasons, meta and counters; accounts as sealed
+scoped), disabled flags and reasons, meta, groups and counters; accounts as sealed
 (ciphertext only: the ids they are bound to stay the same); keys with their hashes, scopes,
-limits and revocations; and each session's event history. Both stores are at the same
+limits, groups and revocations; and each session's event history. Both stores are at the same
 schema version (opening a store migrates it), so the columns match. Everything goes in
 one write transaction: the target gets the whole pool or nothing.
 """
@@ -18,7 +18,7 @@ __all__ = ["copy_pool", "TABLES"]
 
 #: Every table of the pool, in an order that keeps references valid (keys before the
 #: sessions whose leases name them; sessions before their rests and events).
-TABLES = ("api_keys", "sessions", "session_rests", "session_events", "accounts")
+TABLES = ("api_keys", "sessions", "session_rests", "session_events", "accounts", "session_groups")
 
 #: Rows per INSERT: few statements for a 100,000-session pool, far below any parameter limit.
 _CHUNK = 500
@@ -62,7 +62,8 @@ def _count(tx: Tx, table: str) -> int:
 
 
 def _all_rows(tx: Tx, table: str) -> list[dict[str, Any]]:
-    order = {"session_rests": "session_id, scope", "accounts": "session_id"}.get(table, "id")
+    order = {"session_rests": "session_id, scope", "accounts": "session_id",
+             "session_groups": "session_id, name"}.get(table, "id")
     return [dict(row) for row in tx.rows(f"SELECT * FROM {table} ORDER BY {order}")]
 
 

@@ -12,16 +12,19 @@ Invariants:
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from . import _line as line
 from ._base import NoSessionAvailable, Tx
-from ._sql import IS_DISABLED, IS_FLOODWAIT, IS_FREE, IS_IN_USE, RESTING, RESTING_FOR, count
+from ._sql import (
+    IS_DISABLED, IS_FLOODWAIT, IS_FREE, IS_IN_USE, IS_RESTING_SCOPED, RESTING, RESTING_FOR, count, in_groups,
+)
 
 __all__ = ["pool_counts", "unavailable"]
 
 
-def pool_counts(tx: Tx, *, purpose: str | None = None, sums: bool = False) -> dict[str, Any]:
+def pool_counts(tx: Tx, *, purpose: str | None = None, sums: bool = False,
+                groups: Sequence[str] = ()) -> dict[str, Any]:
     """Sessions by state (``total``, ``disabled``, ``in_use``, ``in_floodwait``, ``resting_scoped``,
     ``free``) and ``next_available`` (the soonest end of a flood wait), in one statement.
 
@@ -30,7 +33,9 @@ def pool_counts(tx: Tx, *, purpose: str | None = None, sums: bool = False) -> di
     ``free_for_purpose`` counts the sessions a lease for it could get. With ``sums``, the
     per-session counters summed over the sessions registered now (``leases_granted``,
     ``leases_expired``, ``flood_waits``): every server sharing the database sees the same.
+    With ``groups`` (a confined key's), only the sessions in those groups count.
     """
+    confined, group_params = in_groups(groups)
     extra = ""
     if purpose:
         extra += f", {count(f'{IS_FREE} AND NOT EXISTS ({RESTING_FOR})')} AS free_for_purpose"
@@ -42,10 +47,10 @@ def pool_counts(tx: Tx, *, purpose: str | None = None, sums: bool = False) -> di
                {count(IS_DISABLED)} AS disabled,
                {count(IS_IN_USE)} AS in_use,
                {count(IS_FLOODWAIT)} AS in_floodwait,
-               {count(f"{IS_FREE} AND EXISTS ({RESTING})")} AS resting_scoped,
+               {count(IS_RESTING_SCOPED)} AS resting_scoped,
                MIN(CASE WHEN {IS_FLOODWAIT} THEN flood_wait_until END) AS next_available
                {extra}
-        FROM sessions""", {"now": tx.now, "purpose": purpose})
+        FROM sessions WHERE 1 = 1{confined}""", {"now": tx.now, "purpose": purpose, **group_params})
     assert row is not None  # an aggregate without GROUP BY always answers
     data = dict(row)
     data["free"] = (data["total"] - data["disabled"] - data["in_use"] - data["in_floodwait"]
@@ -54,20 +59,21 @@ def pool_counts(tx: Tx, *, purpose: str | None = None, sums: bool = False) -> di
 
 
 def unavailable(tx: Tx, name: str | None, purpose: str | None,
-                account: bool = False) -> tuple[NoSessionAvailable, int]:
+                account: bool = False, groups: Sequence[str] = ()) -> tuple[NoSessionAvailable, int]:
     """The counts a caller that found nothing needs: what is busy, what rests, and until when;
     and how many sessions that caller could lease right now (see ``_leases.claim``).
 
     A session rests for this caller when it is in an account-wide flood wait, or (not
     leased, not disabled) rests for the caller's purpose, or for any method when the
     caller gave none. ``name``: only the session so named; ``account``: only sessions holding
-    an account (the caller asked for one).
+    an account (the caller asked for one). ``groups`` (a confined key's): only the sessions in
+    those groups count, so to that key the others do not exist.
     """
     resting = RESTING_FOR if purpose else RESTING
     scoped_end = resting.replace("SELECT 1", "SELECT MAX(r.until)")
-    where = " AND ".join(filter(None, ("name = :name" if name is not None else "",
-                                       "has_account = 1" if account else "")))
-    where = f"WHERE {where}" if where else ""
+    confined, group_params = in_groups(groups)
+    where = ("WHERE 1 = 1" + (" AND name = :name" if name is not None else "")
+             + (" AND has_account = 1" if account else "") + confined)
     row = tx.row(f"""
         SELECT COUNT(*) AS total,
                {count(IS_IN_USE)} AS in_use,
@@ -78,12 +84,13 @@ def unavailable(tx: Tx, name: str | None, purpose: str | None,
                    AS rest_end,
                MIN(CASE WHEN {IS_IN_USE} THEN lease_expires_at END) AS lease_end,
                {count(f"{IS_FREE} AND NOT EXISTS ({resting})")} AS free
-        FROM sessions {where}""", {"now": tx.now, "name": name, "purpose": purpose})
+        FROM sessions {where}""", {"now": tx.now, "name": name, "purpose": purpose, **group_params})
     assert row is not None  # an aggregate without GROUP BY always answers
     rest_end, lease_end = row["rest_end"], row["lease_end"]
     waiting_workers, _ = line.line_stats(tx)
     return NoSessionAvailable(
         waiting_count=row["resting"], flood_waiting=row["flood_waiting"], purpose=purpose, account=account,
+        groups=tuple(groups),
         in_use=row["in_use"], total=row["total"], waiting_workers=waiting_workers,
         next_release_in=None if rest_end is None else max(0.0, rest_end - tx.now),
         next_lease_end_in=None if lease_end is None else max(0.0, lease_end - tx.now)), row["free"]

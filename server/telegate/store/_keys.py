@@ -11,24 +11,28 @@ Invariants:
 from __future__ import annotations
 
 import hmac
-from typing import Any
+import json
+from typing import Any, Sequence
 
 from . import _history as history
 from ._base import Conflict, KeyInfo, NotFound, Tx, hash_key
+from ._sql import key_groups
 
-__all__ = ["insert", "exists", "count_active", "listing", "revoke", "lookup"]
+__all__ = ["insert", "exists", "count_active", "listing", "revoke", "lookup", "confined_to"]
 
 
 def insert(tx: Tx, name: str, key: str, scope: str, max_leases: int | None, max_waiting: int | None = None,
-           accounts: bool = False) -> None:
-    """Store ``key`` (its hash) as the active key ``name``; :class:`Conflict` if one is."""
+           accounts: bool = False, groups: Sequence[str] = ()) -> None:
+    """Store ``key`` (its hash) as the active key ``name``, confined to ``groups`` if any;
+    :class:`Conflict` if an active key has that name."""
     taken = tx.row("SELECT 1 AS x FROM api_keys WHERE name = :name AND revoked_at IS NULL", {"name": name})
     if taken:
         raise Conflict(f"an active key named {name!r} exists; revoke it or pick another name")
-    tx.run("INSERT INTO api_keys (name, key_hash, scope, created_at, max_leases, max_waiting, accounts)"
-           " VALUES (:name, :hash, :scope, :now, :max, :waiting, :accounts) ON CONFLICT (key_hash) DO NOTHING",
+    tx.run("INSERT INTO api_keys (name, key_hash, scope, created_at, max_leases, max_waiting, accounts, groups)"
+           " VALUES (:name, :hash, :scope, :now, :max, :waiting, :accounts, :groups) ON CONFLICT (key_hash) DO NOTHING",
            {"name": name, "hash": hash_key(key), "scope": scope, "now": tx.now, "max": max_leases,
-            "waiting": max_waiting, "accounts": int(accounts)})
+            "waiting": max_waiting, "accounts": int(accounts),
+            "groups": json.dumps(list(groups)) if groups else None})
 
 
 def exists(tx: Tx, key: str) -> bool:
@@ -42,9 +46,9 @@ def count_active(tx: Tx) -> int:
 
 
 def listing(tx: Tx) -> list[dict[str, Any]]:
-    """Every key with its limit and the leases it holds now (never the key itself)."""
-    return [dict(row) for row in tx.rows("""
-        SELECT name, scope, max_leases, max_waiting, accounts, created_at, revoked_at,
+    """Every key with its limits, groups and the leases it holds now (never the key itself)."""
+    return [{**dict(row), "groups": list(key_groups(row["groups"]))} for row in tx.rows("""
+        SELECT name, scope, max_leases, max_waiting, accounts, groups, created_at, revoked_at,
                (SELECT COUNT(*) FROM sessions WHERE sessions.lease_key_id = api_keys.id
                 AND sessions.lease_expires_at > :now AND sessions.disabled = 0) AS leases
         FROM api_keys ORDER BY id""", {"now": tx.now})]
@@ -71,11 +75,19 @@ def revoke(tx: Tx, name: str, *, end_leases: bool) -> int:
 
 
 def lookup(tx: Tx, key: str) -> KeyInfo | None:
-    """The active key ``key``: its name, scope, id and lease limit; None if unknown or revoked."""
+    """The active key ``key``: its name, scope, id, lease limit and groups; None if unknown or revoked."""
     digest = hash_key(key)
-    row = tx.row("SELECT id, name, scope, key_hash, max_leases, max_waiting, accounts FROM api_keys"
+    row = tx.row("SELECT id, name, scope, key_hash, max_leases, max_waiting, accounts, groups FROM api_keys"
                  " WHERE key_hash = :hash AND revoked_at IS NULL", {"hash": digest})
     if row is None or not hmac.compare_digest(row["key_hash"], digest):
         return None
     return KeyInfo(row["name"], row["scope"], row["id"], row["max_leases"], row["max_waiting"],
-                   accounts=bool(row["accounts"]))
+                   accounts=bool(row["accounts"]), groups=key_groups(row["groups"]))
+
+
+def confined_to(tx: Tx, key_id: int | None) -> tuple[str, ...]:
+    """The groups the key ``key_id`` is confined to (none for admins, unknown ids and None)."""
+    if key_id is None:
+        return ()
+    row = tx.row("SELECT scope, groups FROM api_keys WHERE id = :id", {"id": key_id})
+    return () if row is None or row["scope"] == "admin" else key_groups(row["groups"])

@@ -14,6 +14,8 @@ Invariants:
   change to it is made under the row's lock in a write transaction.
 * A lease belongs to the API key that took it (``lease_key_id``): only that key (with or
   without the token) or an admin key may end, renew or report it (:func:`holder_check`).
+* A key confined to groups (``KeyInfo.groups``) claims, counts and finds by name or id only
+  the sessions of its groups (and the leases it holds): to it, the others do not exist.
 * Never a lost release: a release that landed but whose answer was lost is answered the
   same when retried (:func:`released_before`); an unknown id or a session nobody holds
   changes nothing.
@@ -38,9 +40,9 @@ from ._base import (
     Engine, Grant, KeyInfo, KeyRevoked, Lease, LeaseLimit, LeaseMismatch, NoSessionAvailable, NotFound,
     NotLeaseHolder, SessionDisabled, Tx,
 )
-from ._sql import IS_FREE, LEASE_COLUMNS, PLAIN_AVAIL, RESTING_FOR, lease_from
+from ._sql import IS_FREE, LEASE_COLUMNS, PLAIN_AVAIL, RESTING_FOR, in_groups, key_groups, lease_from
 
-__all__ = ["claim", "serve_line", "release", "renew", "holder_check", "leases_held", "key_name"]
+__all__ = ["claim", "serve_line", "release", "renew", "holder_check", "leases_held", "key_name", "visible"]
 
 _CLAIM_ORDER = "ORDER BY avail_at, id LIMIT 1 /*skip_locked*/"
 # A claim without a purpose may not take a session resting for any method: it walks
@@ -79,22 +81,26 @@ def claim(tx: Tx, engine: Engine, ttl: float, holder: str | None, name: str | No
     ``request_id`` (with ``key``): while that key's lease taken with it lives, the same
     lease again. ``purpose`` (lower case): skip sessions resting for that method; without
     it, sessions resting for any method are skipped. ``account``: only sessions holding an
-    account (``has_account``), and the lease's event says it was handed out with it.
+    account (``has_account``), and the lease's event says it was handed out with it. A key
+    confined to groups claims and counts the sessions of its groups alone.
     Raises :class:`KeyRevoked` and :class:`LeaseLimit`.
     """
     key_id = key.id if key is not None else None
+    groups = key.confined if key is not None else ()
     target = "name = :name AND " if name is not None else ""
     if account:
         target += "has_account = 1 AND "
     if purpose:
-        pick = (f"SELECT id, lease_token, lease_key_id, holder FROM sessions"
-                f" WHERE {target}{IS_FREE} AND NOT EXISTS ({RESTING_FOR}) {_CLAIM_ORDER}")
+        where, order = f"{target}{IS_FREE} AND NOT EXISTS ({RESTING_FOR})", _CLAIM_ORDER
     else:
-        pick = (f"SELECT id, lease_token, lease_key_id, holder FROM sessions"
-                f" WHERE {target}{IS_FREE} AND {PLAIN_AVAIL} <= :now {_PLAIN_ORDER}")
+        where, order = f"{target}{IS_FREE} AND {PLAIN_AVAIL} <= :now", _PLAIN_ORDER
+    confined, group_params = in_groups(groups)
+    pick = [f"SELECT id, lease_token, lease_key_id, holder FROM sessions WHERE {where}{confined} {order}"]
+    if groups:
+        pick.insert(0, _front_pick(where, order, in_groups(groups, probe=True)[0]))
     params: dict[str, Any] = {
         "token": secrets.token_urlsafe(18), "ttl": ttl, "holder": holder, "name": name,
-        "key_id": key_id, "request_id": request_id, "purpose": purpose, "now": tx.now}
+        "key_id": key_id, "request_id": request_id, "purpose": purpose, "now": tx.now, **group_params}
     limit = None
     if key is not None:
         # The key was authenticated in an earlier read: a revocation that committed
@@ -119,7 +125,7 @@ def claim(tx: Tx, engine: Engine, ttl: float, holder: str | None, name: str | No
                 f"key {key.name!r} already holds {held} lease(s), its limit (max_leases={limit});"
                 " release one first, or ask an admin to raise the limit",
                 limit=limit, held=held)
-    candidate = tx.row(pick, params)
+    candidate = _pick(tx, pick, params)
     picks = 1
     while candidate is None:
         # Count in the same transaction (see _counts.unavailable).
@@ -134,7 +140,7 @@ def claim(tx: Tx, engine: Engine, ttl: float, holder: str | None, name: str | No
         # it then passes over, and deadlock with another) rather than answer 503
         # "nothing in use" to a busy pool. SQLite serialises writers, so there the
         # count never finds one free.
-        refused, free = counts.unavailable(tx, name, purpose, account)
+        refused, free = counts.unavailable(tx, name, purpose, account, groups)
         if not free:
             return refused
         if picks > 1:
@@ -143,7 +149,7 @@ def claim(tx: Tx, engine: Engine, ttl: float, holder: str | None, name: str | No
             # than reads "nothing in use, nothing resting" as "nothing will free up".
             refused.in_use += free
             return refused
-        candidate = tx.row(pick, params)
+        candidate = _pick(tx, pick, params)
         picks += 1
     params["id"] = candidate["id"]
     if candidate["lease_token"] is not None:
@@ -159,6 +165,34 @@ def claim(tx: Tx, engine: Engine, ttl: float, holder: str | None, name: str | No
     return lease_from(row)
 
 
+#: Free sessions at the front of the claim order that a confined key's claim looks at first.
+CONFINED_FRONT = 64
+
+
+def _front_pick(where: str, order: str, member: str) -> str:
+    """A confined key's first try: its least recently used free session, if it is among the
+    first :data:`CONFINED_FRONT` free sessions in claim order (``member``: the group probe).
+
+    A confined pick takes two bounded steps. This one is cheap when the key's groups are a
+    good share of the pool. When none of the front is its own, the second step goes through
+    its groups' members (as costly as its groups are large), never walking past every idle
+    session of other groups ahead of its own. Both find the same session when this finds one.
+    """
+    order_by = order.replace(" LIMIT 1 /*skip_locked*/", "")
+    front = f"SELECT id FROM sessions WHERE {where} {order_by} LIMIT {CONFINED_FRONT}"
+    return (f"SELECT id, lease_token, lease_key_id, holder FROM sessions"
+            f" WHERE id IN ({front}) AND {where}{member} {order}")
+
+
+def _pick(tx: Tx, pick: list[str], params: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The row of the first of the pick's statements that finds one (see :func:`_front_pick`)."""
+    for statement in pick:
+        row = tx.row(statement, params)
+        if row is not None:
+            return row
+    return None
+
+
 def serve_line(tx: Tx, engine: Engine) -> list[Grant]:
     """Hand what is free to waiting tickets, in fair order, in ``tx``; announce any grant
     to the other server processes (the engine's commit feed)."""
@@ -172,11 +206,12 @@ def _claim_for_waiter(tx: Tx, engine: Engine, waiter: Mapping[str, Any]) -> Leas
     """The claim for a waiting ticket, or why none (see ``_line.Claim``)."""
     key = None
     if waiter["key_id"] is not None:
-        row = tx.row("SELECT id, name, scope, max_leases, accounts FROM api_keys"
+        row = tx.row("SELECT id, name, scope, max_leases, accounts, groups FROM api_keys"
                      " WHERE id = :id AND revoked_at IS NULL", {"id": waiter["key_id"]})
         if row is None:  # revoked while waiting: nothing for it (its wait ends by itself)
             return "key"
-        key = KeyInfo(row["name"], row["scope"], row["id"], row["max_leases"], accounts=bool(row["accounts"]))
+        key = KeyInfo(row["name"], row["scope"], row["id"], row["max_leases"], accounts=bool(row["accounts"]),
+                      groups=key_groups(row["groups"]))
         if waiter["request_id"] is not None and not engine.try_turn(tx, row["id"], waiter["request_id"]):
             return "turn"  # a retry of its request is being served right now: that one gets the lease
     try:
@@ -202,11 +237,14 @@ def holder_check(tx: Tx, session_id: int, token: str | None, key: KeyInfo | None
     holder. A lease recorded without a key (taken by an internal caller, or before
     the upgrade that added ownership) is proved by its token alone. Without a token,
     the key must be the lease's. Admin keys (and internal callers, ``key=None``) may
-    end any lease.
+    end any lease. To a key confined to groups, a session outside them that it does not
+    hold is as unknown (None): it learns nothing of it, not even that another key holds it.
     """
     row = tx.row("SELECT id, disabled, lease_token, lease_expires_at, lease_key_id, holder"
                  " FROM sessions WHERE id = :id /*for_update*/", {"id": session_id})
     if row is None or row["lease_token"] is None:
+        return None
+    if key is not None and row["lease_key_id"] != key.id and not visible(tx, session_id, key):
         return None
     live = (row["lease_expires_at"] or 0) > tx.now
     privileged = key is None or key.is_admin
@@ -315,7 +353,7 @@ def renew(tx: Tx, session_id: int, token: str, ttl: float, key: KeyInfo | None,
     row = holder_check(tx, session_id, token, key)
     if row is None or row["lease_token"] != token:
         exists = tx.row("SELECT disabled FROM sessions WHERE id = :id", {"id": session_id})
-        if exists is None:
+        if exists is None or (row is None and not visible(tx, session_id, key)):
             raise NotFound(f"no session with id {session_id}")
         raise LeaseMismatch(f"lease token is not the current lease of session {session_id};"
                             " it was released or taken over")
@@ -376,6 +414,15 @@ def leases_held(tx: Tx, key_id: int | None) -> int:
     row = tx.row("SELECT COUNT(*) AS n FROM sessions WHERE lease_key_id = :key_id"
                  " AND lease_expires_at > :now AND disabled = 0", {"key_id": key_id, "now": tx.now})
     return int(row["n"]) if row else 0
+
+
+def visible(tx: Tx, session_id: int, key: KeyInfo | None) -> bool:
+    """Whether ``key`` may see session ``session_id`` (always, unless it is confined to groups)."""
+    groups = key.confined if key is not None else ()
+    if not groups:
+        return True
+    confined, params = in_groups(groups, probe=True)
+    return tx.row(f"SELECT 1 AS x FROM sessions WHERE id = :id{confined}", {"id": session_id, **params}) is not None
 
 
 def key_name(tx: Tx, key_id: int | None) -> str | None:

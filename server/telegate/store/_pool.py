@@ -34,7 +34,7 @@ from . import _line as line
 from . import _reports as reports
 from ._base import (
     STATES, CommitFeed, DatabaseError, Engine, Grant, KeyInfo, Lease, NoSessionAvailable, NotFound, PoolStore, Ticket, Tx,
-    WaitLimit,
+    WaitLimit, check_groups,
 )
 from ._copy import copy_pool
 from ._namekeys import fill_name_keys, key_of
@@ -190,7 +190,8 @@ class _Leasing(_Base):
         :class:`NotFound` when ``name`` is not registered. ``keep_polls``: how many polls
         that left the line a key's retries may still take back (at least its cap).
         ``account``: only sessions that hold an account (read it with :meth:`lease_account`);
-        the lease's event says so.
+        the lease's event says so. A key confined to groups leases, counts and finds by name
+        only sessions in its groups: any other is "not registered".
         """
         purpose = purpose.lower() if purpose else None
 
@@ -310,8 +311,9 @@ class _Leasing(_Base):
                 row = line.claimed(tx, ticket)
                 if row is not None:
                     return lease_from(row)
-                asked = {"name": None, "purpose": None, "account": 0}  # granted, but that lease is over already
-            refused, free = counts.unavailable(tx, asked["name"], asked["purpose"], bool(asked["account"]))
+                asked = {"name": None, "purpose": None, "account": 0, "key_id": None}  # granted, lease over
+            refused, free = counts.unavailable(tx, asked["name"], asked["purpose"], bool(asked["account"]),
+                                               keys.confined_to(tx, dict(asked).get("key_id")))
             # Sessions free at this instant, whose turn went to tickets ahead of this one or that
             # a serving pass has not reached yet, are about to be leased: count them as in use,
             # so the caller polls again rather than reads "nothing in use, nothing resting" as
@@ -368,15 +370,17 @@ class _Catalogue(_Base):
 
     # -- the catalogue (_catalogue.py) --------------------------------------------------
 
-    def status(self, purpose: str | None = None) -> dict[str, Any]:
+    def status(self, purpose: str | None = None, *, key: KeyInfo | None = None) -> dict[str, Any]:
         """Sessions by state (see ``_counts.pool_counts``) and the database's ``now``.
 
         With ``purpose``, ``free_for_purpose`` counts the sessions a lease for it could get.
+        A ``key`` confined to groups counts the sessions of its groups alone.
         """
         purpose = purpose.lower() if purpose else None
+        groups = key.confined if key is not None else ()
 
         def count(tx: Tx) -> dict[str, Any]:
-            return {**counts.pool_counts(tx, purpose=purpose), "now": tx.now}
+            return {**counts.pool_counts(tx, purpose=purpose, groups=groups), "now": tx.now}
 
         return self.engine.read(count)
 
@@ -407,23 +411,29 @@ class _Catalogue(_Base):
 
     def add_sessions(self, names: Iterable[str], *, kind: str = "unknown",
                      meta: dict | None = None, kinds: Mapping[str, str] | None = None,
-                     ) -> tuple[list[dict[str, Any]], list[str]]:
-        """Register sessions by name in one transaction.
+                     groups: Iterable[str] = ()) -> tuple[list[dict[str, Any]], list[str]]:
+        """Register sessions by name in one transaction, each in ``groups``.
 
         Returns ``(added, existing)``: the new rows (id and name) and the names that were
-        already registered (left as they were).
+        already registered (left as they were, their groups too). ValueError for a bad group.
         """
         wanted = list(names)
-        return self.engine.write(lambda tx: catalogue.add(tx, wanted, kind=kind, meta=meta, kinds=kinds))
+        checked = check_groups(groups)
+        return self.engine.write(lambda tx: catalogue.add(tx, wanted, kind=kind, meta=meta, kinds=kinds,
+                                                          groups=checked))
 
     def update_session(self, session_id: int, *, disabled: bool | None = None,
                        reason: str | None = None, clear_flood_wait: bool = False,
-                       meta: dict | None = None, key: KeyInfo | None = None) -> dict[str, Any]:
-        """Enable or disable, clear flood waits (account-wide and scoped), or replace the meta of one session."""
+                       meta: dict | None = None, key: KeyInfo | None = None,
+                       groups: Iterable[str] | None = None) -> dict[str, Any]:
+        """Enable or disable, clear flood waits (account-wide and scoped), or replace the meta
+        or the groups of one session (ValueError for a bad group)."""
+        checked = None if groups is None else check_groups(groups)
+
         def change(tx: Tx, serve: Serve) -> None:
             if catalogue.update(tx, session_id, disabled=disabled, reason=reason,
-                                clear_flood_wait=clear_flood_wait, meta=meta, key=key):
-                serve()  # enabled or rested: maybe free for a waiter
+                                clear_flood_wait=clear_flood_wait, meta=meta, key=key, groups=checked):
+                serve()  # enabled, rested or regrouped: maybe free for a waiter
 
         self._write(change)
         return self.get_session(session_id)
@@ -468,14 +478,16 @@ class _Keys(_Base):
     # -- API keys (_keys.py) ------------------------------------------------------------
 
     def create_key(self, name: str, scope: str = "client", key: str | None = None, *,
-                   max_leases: int | None = None, max_waiting: int | None = None, accounts: bool = False) -> str:
+                   max_leases: int | None = None, max_waiting: int | None = None, accounts: bool = False,
+                   groups: Iterable[str] = ()) -> str:
         """Store a key (a new random one unless ``key`` is given) and return it in clear.
 
         Only its hash is kept: the returned string is the one chance to see it.
         ``max_leases`` caps how many leases the key may hold at once (None: no cap);
         ``max_waiting`` how many polls it may park in the waiting line at once (None: the
         rule of ``_line.park_cap``); ``accounts``: the key may ask for a session's account
-        with its lease.
+        with its lease. ``groups`` confines a client key to the sessions of those groups
+        (none: every session).
         """
         if scope not in ("client", "admin"):
             raise ValueError("scope must be 'client' or 'admin'")
@@ -483,8 +495,12 @@ class _Keys(_Base):
             raise ValueError("max_leases must be at least 1")
         if max_waiting is not None and max_waiting < 1:
             raise ValueError("max_waiting must be at least 1")
+        checked = check_groups(groups)
+        if checked and scope == "admin":
+            raise ValueError("an admin key sees every session: groups are for client keys")
         secret = key or _KEY_PREFIX + secrets.token_urlsafe(32)
-        self.engine.write(lambda tx: keys.insert(tx, name, secret, scope, max_leases, max_waiting, accounts))
+        self.engine.write(lambda tx: keys.insert(tx, name, secret, scope, max_leases, max_waiting, accounts,
+                                                 checked))
         return secret
 
     def has_key(self, key: str) -> bool:
@@ -523,7 +539,7 @@ class _Keys(_Base):
         return self._write(undo)
 
     def authenticate(self, key: str) -> KeyInfo | None:
-        """The key's name, scope, id and lease limit, or ``None`` for an unknown or revoked key."""
+        """The key's name, scope, id, lease limit and groups, or ``None`` for an unknown or revoked key."""
         return self.engine.read(lambda tx: keys.lookup(tx, key))
 
 

@@ -5,19 +5,20 @@ used by every part (``_leases``, ``_catalogue``, ``_keys``, ``_counts``, ``_hist
 
 A session's state, in the order the predicates below check it (a NULL time counts as
 "long ago"): disabled; in use (a lease that has not run out); in flood wait (an
-account-wide rest); free. ``avail_at`` is the moment a session can next be handed out
+account-wide rest); resting for some methods (scoped rests: plain acquires skip it); free. ``avail_at`` is the moment a session can next be handed out
 (lease end, flood-wait end, or its last release); ``rest_until`` the end of its latest
 scoped rest (rests only lengthen, so it is the max of ``session_rests.until``).
 """
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping, TypeVar
+from typing import Any, Mapping, Sequence, TypeVar
 
 from ._base import Lease
 
-__all__ = ["IS_DISABLED", "IS_IN_USE", "IS_FLOODWAIT", "IS_FREE", "STATE_SQL", "RESTING", "RESTING_FOR",
-           "PLAIN_AVAIL", "count", "padded", "session_row", "lease_from", "LEASE_COLUMNS"]
+__all__ = ["IS_DISABLED", "IS_IN_USE", "IS_FLOODWAIT", "IS_FREE", "IS_RESTING_SCOPED", "STATE_SQL", "RESTING",
+           "RESTING_FOR", "PLAIN_AVAIL", "count", "padded", "session_row", "lease_from", "LEASE_COLUMNS",
+           "in_groups", "key_groups"]
 
 T = TypeVar("T")
 
@@ -30,13 +31,16 @@ IS_FREE = (
     "disabled = 0 AND avail_at <= :now AND COALESCE(lease_expires_at, 0) <= :now"
     " AND COALESCE(flood_wait_until, 0) <= :now"
 )
-STATE_SQL = (
-    f"CASE WHEN {IS_DISABLED} THEN 'disabled' WHEN {IS_IN_USE} THEN 'in_use'"
-    f" WHEN {IS_FLOODWAIT} THEN 'in_floodwait' ELSE 'free' END"
-)
 #: A scoped rest that is still running; ``RESTING_FOR`` narrows it to the method ``:purpose``.
 RESTING = "SELECT 1 FROM session_rests r WHERE r.session_id = sessions.id AND r.until > :now"
 RESTING_FOR = RESTING + " AND r.scope = :purpose"
+#: Free of leases and flood waits, but resting for some methods: plain acquires skip it, so
+#: the admin's view must not call it free (issue 18, M1).
+IS_RESTING_SCOPED = f"{IS_FREE} AND EXISTS ({RESTING})"
+STATE_SQL = (
+    f"CASE WHEN {IS_DISABLED} THEN 'disabled' WHEN {IS_IN_USE} THEN 'in_use'"
+    f" WHEN {IS_FLOODWAIT} THEN 'in_floodwait' WHEN {IS_RESTING_SCOPED} THEN 'resting_scoped' ELSE 'free' END"
+)
 #: When a session can next be leased without a purpose (past every scoped rest too).
 PLAIN_AVAIL = "GREATEST(avail_at, rest_until)"
 
@@ -47,6 +51,30 @@ LEASE_COLUMNS = "id, name, lease_token, lease_expires_at, kind, meta"
 def count(predicate: str) -> str:
     """An aggregate counting the rows where ``predicate`` holds (0 over no rows)."""
     return f"COALESCE(SUM(CASE WHEN {predicate} THEN 1 ELSE 0 END), 0)"
+
+
+def in_groups(groups: Sequence[str], *, probe: bool = False) -> tuple[str, dict[str, str]]:
+    """``AND`` the session (a row of ``sessions``) is in one of ``groups``, and its parameters;
+    nothing for no groups (a key confined to none sees every session).
+
+    By default through the groups' members (the index on ``(name, session_id)``, each
+    member looked up by id): as costly as the groups are large, whatever else the pool
+    holds. ``probe``: one look-up in the group index per row instead, for a statement that
+    looks at a few rows only.
+    """
+    if not groups:
+        return "", {}
+    params = {f"grp{number}": group for number, group in enumerate(groups)}
+    marks = ", ".join(f":{mark}" for mark in params)
+    if probe:
+        return (f" AND EXISTS (SELECT 1 FROM session_groups g WHERE g.session_id = sessions.id"
+                f" AND g.name IN ({marks}))"), params
+    return f" AND id IN (SELECT session_id FROM session_groups WHERE name IN ({marks}))", params
+
+
+def key_groups(stored: str | None) -> tuple[str, ...]:
+    """A key's groups from its ``api_keys.groups`` column (a JSON list; NULL for none)."""
+    return tuple(json.loads(stored)) if stored else ()
 
 
 def padded(group: list[T]) -> list[T]:
