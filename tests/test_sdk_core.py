@@ -10,6 +10,7 @@ import ast
 import asyncio
 import logging
 import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -94,7 +95,11 @@ def test_block_outcome_classifies_merges_and_says_so(core, caplog):
 def test_acquire_body_and_wait_state(core):
     call = core._acquire_call(ttl=120, name="acc1", auto_wait=False, max_wait=None)
     request_id = call.body.pop("request_id")
-    assert call.body == {"ttl": 120, "holder": "me:1", "name": "acc1"} and call.waiting is None
+    assert call.body == {"ttl": 120, "holder": "me:1", "name": "acc1", "host": core.host} and call.waiting is None
+    assert core.host == socket.gethostname()  # the machine's name, unless host= says otherwise
+    assert core._acquire_call(None, None, None, None, kind="pyrogram").body["kind"] == "pyrogram"
+    with pytest.raises(ValueError, match="telethon, pyrogram"):
+        core._acquire_call(None, None, None, None, kind="Telethon")
     assert re.fullmatch(r"[0-9a-f]{32}", request_id)  # the contract: 1..64 of [A-Za-z0-9._:-]
     assert core._acquire_call(None, None, None, None).body["request_id"] != request_id
     assert core._acquire_call(None, None, None, 5).waiting.max_wait == 5

@@ -194,14 +194,16 @@ class NoSessionAvailable(TeleGateError):
     ``retry_after``: the ``Retry-After`` header in seconds, if any; ``waited``: seconds
     this client waited before giving up (0 without auto_wait); ``purpose``: the TL method
     the lease was asked for, if any (then ``waiting_count`` counts the sessions resting
-    for that method or for all).
+    for that method or for all); ``kind``: the kind asked for, if any (then every count
+    is of that kind).
     """
 
     def __init__(self, message: str = "", *, waiting_count: int = 0, next_release_in: float | None = None,
                  in_use: int = 0, next_lease_end_in: float | None = None, total: int | None = None,
                  retry_after: float | None = None, waiting_workers: int | None = None, status: int | None = 503, method: str | None = None,
                  url: str | None = None, detail: str | None = None, error: str | None = "no_session_available",
-                 body: Mapping[str, Any] | None = None, purpose: str | None = None) -> None:
+                 body: Mapping[str, Any] | None = None, purpose: str | None = None, kind: str | None = None) -> None:
+        self.kind = kind
         self.waiting_count = waiting_count
         self.next_release_in = next_release_in
         self.in_use = in_use
@@ -220,6 +222,8 @@ class NoSessionAvailable(TeleGateError):
         return bool(self.in_use) or self.next_release_in is not None
 
     def describe(self) -> str:
+        if self.kind and self.total == 0:
+            return f"no {self.kind} session is registered in this pool (kind={self.kind!r}); nothing to wait for"
         if self.purpose:
             parts = [f"no free session for {self.purpose}: {self.waiting_count} in flood wait (for it or account-wide)"]
         else:
@@ -291,7 +295,8 @@ def _error_from_response(status: int, method: str, url: str, body: Mapping[str, 
             total=None if _number(body.get("total")) is None else int(body["total"]),
             waiting_workers=None if _number(body.get("waiting_workers")) is None else int(body["waiting_workers"]),
             retry_after=_retry_after(headers.get("Retry-After")),
-            purpose=(sent or {}).get("purpose") if isinstance((sent or {}).get("purpose"), str) else None, **common)
+            purpose=(sent or {}).get("purpose") if isinstance((sent or {}).get("purpose"), str) else None,
+            kind=(sent or {}).get("kind") if isinstance((sent or {}).get("kind"), str) else None, **common)
     cls = _CODE_ERRORS.get((status, code or "")) or _STATUS_ERRORS.get(status) or (
         ServerError if status >= 500 else APIError)
     answer = f"{method} {url} -> {status}" + (f" {code}" if code else "")
@@ -824,6 +829,22 @@ class _AutoWait:
 # --------------------------------------------------------------------------------------
 
 
+def default_host() -> str:
+    """This machine's name, sent with each acquire: the server keeps an account on the host
+    that used it last, and moves one without a proxy to another host only after a grace."""
+    return socket.gethostname()[:200]
+
+
+#: The kinds ``get_session(kind=...)`` may ask for: the library that opens the session.
+KINDS = ("telethon", "pyrogram")
+
+
+def _checked_kind(kind: str | None) -> str | None:
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)} (or None for any), got {kind!r}")
+    return kind
+
+
 def default_holder() -> str:
     """``host:pid``, so the server (and its admin) can tell who holds a session."""
     return f"{socket.gethostname()}:{os.getpid()}"[:200]
@@ -1015,7 +1036,7 @@ class _ClientCore:
     def __init__(self, base_url: str | Sequence[str], api_key: str, auto_wait: bool, *, ttl: float | None,
                  max_wait: float | None, holder: str | None, keepalive: bool, log_waits: bool,
                  timeout: float | urllib3.Timeout, retry_policy: RetryPolicy | None, sleep: Callable[[float], Any],
-                 pool_maxsize: int, connect_wait: float | None) -> None:
+                 pool_maxsize: int, connect_wait: float | None, host: str | None = None) -> None:
         if connect_wait is not None and (_number(connect_wait) is None or connect_wait < 0):
             raise ValueError("connect_wait must be a number of seconds >= 0, or None to wait for ever")
         self._transport = _Transport(base_url, api_key, timeout=timeout, pool_maxsize=pool_maxsize)
@@ -1023,6 +1044,8 @@ class _ClientCore:
         self.ttl = ttl
         self.max_wait = max_wait
         self.holder = holder if holder is not None else default_holder()
+        #: The machine name sent with each acquire ("" sends none).
+        self.host = host if host is not None else default_host()
         self.keepalive = keepalive
         self.log_waits = log_waits
         self.retry_policy = retry_policy or RetryPolicy()
@@ -1072,11 +1095,17 @@ class _ClientCore:
     # -- acquire --------------------------------------------------------------------------
 
     def _acquire_call(self, ttl: float | None, name: str | None, auto_wait: bool | None,
-                      max_wait: Any, purpose: str | None = None) -> _AcquireCall:
+                      max_wait: Any, purpose: str | None = None, kind: str | None = None,
+                      extra: Mapping[str, Any] | None = None) -> _AcquireCall:
         ttl = self.ttl if ttl is None else ttl
         body = _acquire_body(ttl, name, self.holder)
         if purpose is not None:
             body["purpose"] = _checked_method(purpose)
+        if _checked_kind(kind) is not None:
+            body["kind"] = kind
+        if self.host:
+            body["host"] = self.host
+        body.update(extra or {})
         # One per call, the same on every retry of it: a POST /session whose answer was
         # lost (a read timeout, a dropped connection, a failover) is sent again safely,
         # and the server hands back the lease it already granted instead of a second one.
@@ -1320,10 +1349,10 @@ class TelegramSessionManagerClient(_ClientCore):
                  max_wait: float | None = None, holder: str | None = None, keepalive: bool = True,
                  log_waits: bool = True, timeout: float | urllib3.Timeout = 30.0,
                  retry_policy: RetryPolicy | None = None, sleep: Callable[[float], Any] = time.sleep,
-                 pool_maxsize: int = 32, connect_wait: float | None = 300.0) -> None:
+                 pool_maxsize: int = 32, connect_wait: float | None = 300.0, host: str | None = None) -> None:
         super().__init__(base_url, api_key, auto_wait, ttl=ttl, max_wait=max_wait, holder=holder,
                          keepalive=keepalive, log_waits=log_waits, timeout=timeout, retry_policy=retry_policy,
-                         sleep=sleep, pool_maxsize=pool_maxsize, connect_wait=connect_wait)
+                         sleep=sleep, pool_maxsize=pool_maxsize, connect_wait=connect_wait, host=host)
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
         self._keepalive_thread: threading.Thread | None = None
@@ -1350,16 +1379,19 @@ class TelegramSessionManagerClient(_ClientCore):
     # -- the seed's API -----------------------------------------------------------------
 
     def get_session(self, ttl: float | None = None, name: str | None = None, *, purpose: str | None = None,
-                    auto_wait: bool | None = None, max_wait: Any = _MISSING) -> Lease:
+                    auto_wait: bool | None = None, max_wait: Any = _MISSING, kind: str | None = None,
+                    _extra: Mapping[str, Any] | None = None) -> Lease:
         """Lease a free session; returns a dict with ``session_id`` and ``session_name`` (a :class:`Lease`).
 
         ``name`` leases that particular session. ``purpose``: the TL method you will call
         (``"messages.getHistory"``); sessions resting for that method are skipped, those
         resting only for others are not. With auto_wait (the default) waits until one is
         free, logging each wait; raises :class:`NoSessionAvailable` when nothing can free
-        up or ``max_wait`` is used up. Release it with ``release_session``.
+        up or ``max_wait`` is used up. ``kind`` (``"telethon"`` or ``"pyrogram"``) leases only
+        sessions of that kind (a kind no session has is answered at once). Release it with
+        ``release_session``.
         """
-        call = self._acquire_call(ttl, name, auto_wait, max_wait, purpose)
+        call = self._acquire_call(ttl, name, auto_wait, max_wait, purpose, kind, _extra)
         if call.waiting is None:
             data = self._request("POST", "/session", call.body, wait_out=False)
         else:
@@ -1403,7 +1435,7 @@ class TelegramSessionManagerClient(_ClientCore):
 
     @contextlib.contextmanager
     def session(self, ttl: float | None = None, name: str | None = None, *, purpose: str | None = None,
-                auto_wait: bool | None = None, max_wait: Any = _MISSING) -> Iterator[Lease]:
+                auto_wait: bool | None = None, max_wait: Any = _MISSING, kind: str | None = None) -> Iterator[Lease]:
         """``with client.session() as s:`` lease a session for the block; it is released on every exit.
 
         An exception raised in the block still propagates, and tells the release what
@@ -1411,10 +1443,10 @@ class TelegramSessionManagerClient(_ClientCore):
         that hit it (account-wide when it can't be told); PEER_FLOOD rests it for the
         server's peer-flood rest; a dead-account error disables it (see
         :func:`classify_exception`). ``s.report_flood_wait()``, ``s.report_peer_flood()``
-        and ``s.report_dead()`` do the same without an exception. ``purpose``: as for
-        :meth:`get_session`.
+        and ``s.report_dead()`` do the same without an exception. ``purpose`` and ``kind``: as
+        for :meth:`get_session`.
         """
-        lease = self.get_session(ttl, name, purpose=purpose, auto_wait=auto_wait, max_wait=max_wait)
+        lease = self.get_session(ttl, name, purpose=purpose, auto_wait=auto_wait, max_wait=max_wait, kind=kind)
         try:
             yield lease
         except BaseException as exc:

@@ -132,6 +132,12 @@ _SCHEMAS: dict[str, Any] = {
                                           " the same key, while that lease lives, returns the same lease."},
             "purpose": _method("What the lease is for: sessions resting for this method (or account-wide) are"
                                " skipped. Without it, only sessions resting for nothing are leased."),
+            "kind": {"type": "string", "enum": ["telethon", "pyrogram"], "nullable": True,
+                     "description": "Lease only sessions of this kind (a worker that opens .session files with"
+                                    " one library). No session of that kind: 503 at once, total 0."},
+            "host": _text(200, "The worker's machine. An account without a proxy that another host used"
+                               " is leased to this one only --handover-grace seconds after that lease ended"
+                               " (its last host may take it back at once)."),
         },
     },
     "Lease": {

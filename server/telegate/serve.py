@@ -153,7 +153,7 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    store = Store(settings.db, synchronous=settings.synchronous)
+    store = Store(settings.db, synchronous=settings.synchronous, handover_grace=settings.handover_grace)
     server = room = None
     housekeeping = None
     try:

@@ -103,6 +103,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("peer_flood_rest", _ranged_int(1, 366 * 86400), 86400,
             "Seconds a session rests after PEER_FLOOD (Telegram's spam limit names no wait), for the method that hit it.",
             "SECONDS"),
+    Setting("handover_grace", _ranged_int(0, 3600), 15,
+            "Seconds after its lease ends before an account without a proxy is leased to another host than the one"
+            " that used it last (Telegram must see the old connection closed first); 0 turns it off.", "SECONDS"),
     Setting("event_retention_days", _ranged_int(1, 3650), 30, "Days each session's history (GET /sessions/ID/events) is kept.",
             "DAYS"),
     Setting("synchronous", _choice("full", "normal"), "full", "SQLite synchronous mode: full survives power loss, normal only process crashes.", "MODE"),
@@ -127,6 +130,7 @@ class Settings:
     connection_limit: int = 2000
     max_waiters: int = 1000
     peer_flood_rest: int = 86400
+    handover_grace: int = 15
     event_retention_days: int = 30
     synchronous: str = "full"
     log_level: str = "info"

@@ -35,7 +35,8 @@ from typing import Any, Callable, Mapping
 from ._base import Grant, Lease, Tx
 
 __all__ = ["ALIVE_FOR", "enqueue", "serve_line", "claimed", "leave", "keep_alive", "line_stats",
-           "granted_for", "next_free_at", "WAITERS_DDL_SQLITE", "WAITERS_DDL_POSTGRES", "NOTIFY_CHANNEL"]
+           "granted_for", "next_free_at", "WAITERS_DDL_SQLITE", "WAITERS_DDL_POSTGRES", "HOSTS_DDL_SQLITE",
+           "HOSTS_DDL_POSTGRES", "NOTIFY_CHANNEL"]
 
 #: Seconds a ticket stays servable without its server process renewing it (it renews
 #: every third of that while it has requests waiting).
@@ -98,6 +99,24 @@ WAITERS_DDL_POSTGRES = """
     CREATE INDEX waiters_owner ON waiters (owner, id)
 """
 
+#: Schema version 6, one step (easy to renumber): the kind a waiter asked for and the host it
+#: runs on; per session, the host that used it last and whether the account is bound to a
+#: proxy (then Telegram always sees the proxy's address, and it may move between hosts
+#: at once).
+HOSTS_DDL_SQLITE = """
+    ALTER TABLE sessions ADD COLUMN last_host TEXT;
+    ALTER TABLE sessions ADD COLUMN proxy_bound INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE waiters ADD COLUMN kind TEXT;
+    ALTER TABLE waiters ADD COLUMN host TEXT
+"""
+
+HOSTS_DDL_POSTGRES = """
+    ALTER TABLE sessions ADD COLUMN last_host TEXT COLLATE "C";
+    ALTER TABLE sessions ADD COLUMN proxy_bound INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE waiters ADD COLUMN kind TEXT;
+    ALTER TABLE waiters ADD COLUMN host TEXT COLLATE "C"
+"""
+
 #: ``claim(tx, waiter)``: the store's own claim for a waiter row (its name, purpose, key,
 #: holder, ttl): the lease, or None when nothing fits that waiter now.
 Claim = Callable[[Tx, Mapping[str, Any]], "Lease | None"]
@@ -106,7 +125,8 @@ _WAITING = "session_id IS NULL AND deadline > :now AND alive_until > :now"
 
 
 def enqueue(tx: Tx, *, owner: str, ttl: float, wait: float, holder: str | None = None, name: str | None = None,
-            key_id: int | None = None, purpose: str | None = None, request_id: str | None = None) -> int:
+            key_id: int | None = None, purpose: str | None = None, request_id: str | None = None,
+            kind: str | None = None, host: str | None = None) -> int:
     """Add a ticket at the end of the line, waiting ``wait`` seconds at most; returns it.
 
     A request that polls again (the same ``request_id`` of the same key: its last long-poll
@@ -119,21 +139,24 @@ def enqueue(tx: Tx, *, owner: str, ttl: float, wait: float, holder: str | None =
     if request_id is not None and key_id is not None:
         again = tx.row("""
             UPDATE waiters SET owner = :owner, ttl = :ttl, holder = :holder, name = :name, purpose = :purpose,
-                               deadline = :deadline, alive_until = :alive
+                               kind = :kind, host = :host, deadline = :deadline, alive_until = :alive
             WHERE id = (SELECT id FROM waiters WHERE key_id = :key_id AND request_id = :request_id
                           AND session_id IS NULL AND (deadline <= :now OR alive_until <= :now)
                         ORDER BY id LIMIT 1)
             RETURNING id""",
             {"owner": owner, "ttl": ttl, "holder": holder, "name": name, "purpose": purpose, "key_id": key_id,
-             "request_id": request_id, "now": tx.now, "deadline": tx.now + wait, "alive": tx.now + ALIVE_FOR})
+             "request_id": request_id, "now": tx.now, "deadline": tx.now + wait, "alive": tx.now + ALIVE_FOR,
+             "kind": kind, "host": host})
         if again is not None:
             return int(again["id"])
     row = tx.row("""
-        INSERT INTO waiters (owner, ttl, holder, name, key_id, purpose, request_id, created_at, deadline, alive_until)
-        VALUES (:owner, :ttl, :holder, :name, :key_id, :purpose, :request_id, :now, :deadline, :alive)
+        INSERT INTO waiters (owner, ttl, holder, name, key_id, purpose, request_id, created_at, deadline, alive_until,
+                             kind, host)
+        VALUES (:owner, :ttl, :holder, :name, :key_id, :purpose, :request_id, :now, :deadline, :alive, :kind, :host)
         RETURNING id""",
         {"owner": owner, "ttl": ttl, "holder": holder, "name": name, "key_id": key_id, "purpose": purpose,
-         "request_id": request_id, "now": tx.now, "deadline": tx.now + wait, "alive": tx.now + ALIVE_FOR})
+         "request_id": request_id, "now": tx.now, "deadline": tx.now + wait, "alive": tx.now + ALIVE_FOR,
+         "kind": kind, "host": host})
     assert row is not None
     return int(row["id"])
 
@@ -148,7 +171,7 @@ def serve_line(tx: Tx, claim: Claim) -> list[Grant]:
     # Locked (PostgreSQL): a ticket whose request is leaving the line right now (``leave``
     # holds its row) is passed over rather than granted a lease nobody would answer with;
     # one another transaction is serving is passed over too. SQLite runs one writer at a time.
-    waiting = tx.rows("SELECT id, owner, ttl, holder, name, key_id, purpose, request_id FROM waiters"
+    waiting = tx.rows("SELECT id, owner, ttl, holder, name, key_id, purpose, request_id, kind, host FROM waiters"
                       f" WHERE {_WAITING} ORDER BY id LIMIT :limit /*skip_locked*/",
                       {"now": tx.now, "limit": PASS_LIMIT})
     if not waiting:
@@ -163,7 +186,7 @@ def serve_line(tx: Tx, claim: Claim) -> list[Grant]:
     for waiter in waiting:
         if left <= 0:
             break
-        unrestricted = waiter["name"] is None and waiter["purpose"] is None
+        unrestricted = all(waiter[field] is None for field in ("name", "purpose", "kind", "host"))
         if unrestricted and not any_fits:
             continue
         lease = claim(tx, waiter)
@@ -203,7 +226,8 @@ def leave(tx: Tx, ticket: int) -> Mapping[str, Any] | None:
     None when a lease was granted to it first (see :func:`claimed`)."""
     # Locked (PostgreSQL): a grant being committed to this ticket right now is waited for and
     # then seen, instead of the ticket being deleted under it (an orphan lease until its TTL).
-    row = tx.row("SELECT name, purpose, session_id, request_id, key_id FROM waiters WHERE id = :id /*for_update*/",
+    row = tx.row("SELECT name, purpose, kind, host, session_id, request_id, key_id FROM waiters"
+                 " WHERE id = :id /*for_update*/",
                  {"id": ticket})
     if row is not None and row["session_id"] is not None:
         return None
@@ -213,7 +237,7 @@ def leave(tx: Tx, ticket: int) -> Mapping[str, Any] | None:
         tx.run("UPDATE waiters SET deadline = :now WHERE id = :id", {"id": ticket, "now": tx.now})
     else:
         tx.run("DELETE FROM waiters WHERE id = :id", {"id": ticket})
-    return row or {"name": None, "purpose": None, "session_id": None}
+    return row or {"name": None, "purpose": None, "kind": None, "host": None, "session_id": None}
 
 
 def keep_alive(tx: Tx, owner: str) -> int:
@@ -236,8 +260,17 @@ def granted_for(tx: Tx, owner: str, first: int) -> list[int]:
     return [int(r["id"]) for r in rows]
 
 
-def next_free_at(tx: Tx) -> float | None:
-    """When the next session frees up by time alone (a lease or flood wait ends), if any does."""
+def next_free_at(tx: Tx, grace: float = 0.0) -> float | None:
+    """When the next session frees up by time alone (a lease or flood wait ends, or, with a
+    handover ``grace``, an account becomes free for another host), if any does."""
     row = tx.row("SELECT MIN(avail_at) AS at FROM sessions WHERE disabled = 0 AND avail_at > :now",
                  {"now": tx.now})
-    return None if row is None or row["at"] is None else float(row["at"])
+    at = None if row is None or row["at"] is None else float(row["at"])
+    if grace > 0:
+        handover = tx.row("SELECT MIN(avail_at) AS at FROM sessions WHERE disabled = 0 AND last_host IS NOT NULL"
+                          " AND proxy_bound = 0 AND avail_at <= :now AND avail_at > :since",
+                          {"now": tx.now, "since": tx.now - grace})
+        if handover is not None and handover["at"] is not None:
+            ends = float(handover["at"]) + grace
+            at = ends if at is None else min(at, ends)
+    return at

@@ -61,6 +61,13 @@ _RESTING_FOR = _RESTING + " AND r.scope = :purpose"
 # When a session can next be leased without a purpose: rest_until is the end of its
 # latest scoped rest (rests only ever lengthen, so it is the max of session_rests.until).
 _PLAIN_AVAIL = "GREATEST(avail_at, rest_until)"
+# A claim from ``:host`` may take this session: the host used it last, or nobody known
+# did, or its account has a proxy (Telegram sees the proxy's address wherever it runs
+# from), or its last lease ended ``:grace`` seconds ago.
+_HANDOVER_OK = ("(last_host IS NULL OR last_host = :host OR proxy_bound = 1"
+                " OR avail_at <= :now - :grace)")
+_HANDING_OVER = ("last_host IS NOT NULL AND last_host <> :host AND proxy_bound = 0"
+                 " AND avail_at > :now - :grace")
 #: Names looked up per statement by ``list_sessions(names=...)``: a power of two, under the
 #: 999 parameters a statement may have in SQLite before 3.32 (which some Pythons still ship).
 _NAMES_PER_QUERY = 512
@@ -117,7 +124,7 @@ class Store:
 
     def __init__(self, db: str | Path, *, clock: Callable[[], float] = time.time,
                  synchronous: str = "full", busy_timeout: float = 30.0,
-                 engine: Engine | None = None) -> None:
+                 engine: Engine | None = None, handover_grace: float = 15.0) -> None:
         if engine is None:
             if is_database_url(db):
                 from ._postgres import PostgresEngine
@@ -128,6 +135,10 @@ class Store:
                 engine = SQLiteEngine(db, clock=clock, synchronous=synchronous, busy_timeout=busy_timeout)
         self.engine = engine
         self.clock = engine.now
+        #: Seconds after its release before an account without a proxy goes to another host
+        #: than the one that used it last (``--handover-grace``): Telegram must see the old
+        #: connection closed first, or it may answer AUTH_KEY_DUPLICATED for good.
+        self.handover_grace = float(handover_grace)
         #: Called after each commit that granted sessions to waiting tickets, with the grants.
         self.grant_listeners: list[Callable[[list[Grant]], None]] = []
         engine.migrate()
@@ -169,14 +180,15 @@ class Store:
         UPDATE sessions
         SET lease_token = :token, lease_expires_at = :now + :ttl, avail_at = :now + :ttl,
             leased_at = :now, holder = :holder, lease_key_id = :key_id, request_id = :request_id,
-            use_count = use_count + 1,
+            last_host = :host, use_count = use_count + 1,
             expired_count = expired_count + CASE WHEN lease_token IS NULL THEN 0 ELSE 1 END
         WHERE id = :id"""
     _CLAIMED = "id, name, lease_token, lease_expires_at, kind, meta"
 
     def acquire(self, ttl: float, holder: str | None = None, name: str | None = None, *,
                 key: KeyInfo | None = None, request_id: str | None = None,
-                purpose: str | None = None, wait: float = 0, owner: str | None = None) -> Lease | Ticket:
+                purpose: str | None = None, wait: float = 0, owner: str | None = None,
+                kind: str | None = None, host: str | None = None) -> Lease | Ticket:
         """Lease the least recently used free session (or the one called ``name``) to ``key``.
 
         ``request_id`` makes the call idempotent: a repeat from the same key while that
@@ -188,18 +200,23 @@ class Store:
         otherwise :class:`NoSessionAvailable` with the pool's counts. Raises
         :class:`LeaseLimit` when the key holds its ``max_leases`` already, and
         :class:`NotFound` when ``name`` is not registered.
+
+        ``kind`` ("telethon", "pyrogram") leases only sessions of that kind. ``host`` (the
+        worker's machine) prefers the sessions that host used last, and takes an account
+        without a proxy that another host used only :attr:`handover_grace` seconds after
+        that host's lease ended. Without ``host`` (old clients) neither applies.
         """
         purpose = purpose.lower() if purpose else None
         grants: list[Grant] = []
 
         def claim(tx: Tx) -> Lease | Ticket | NoSessionAvailable:
             grants[:] = self._serve_line(tx)
-            outcome = self._claim(tx, ttl, holder, name, key, request_id, purpose)
+            outcome = self._claim(tx, ttl, holder, name, key, request_id, purpose, kind, host)
             if isinstance(outcome, NoSessionAvailable) and wait > 0 and owner is not None and outcome.total:
                 ticket = line.enqueue(tx, owner=owner, ttl=ttl, wait=wait, holder=holder, name=name,
                                       key_id=key.id if key is not None else None, purpose=purpose,
-                                      request_id=request_id)
-                return Ticket(ticket, line.next_free_at(tx))
+                                      request_id=request_id, kind=kind, host=host)
+                return Ticket(ticket, line.next_free_at(tx, self.handover_grace))
             return outcome
 
         # The request's turn first, holding nothing yet: a retry of this request that
@@ -210,24 +227,28 @@ class Store:
         self._granted(grants)
         if isinstance(outcome, (Lease, Ticket)):
             return outcome
-        if name is not None and outcome.total == 0:
+        if name is not None and kind is None and outcome.total == 0:
             raise NotFound(f"no session named {name!r}")
         raise outcome
 
     def _claim(self, tx: Tx, ttl: float, holder: str | None, name: str | None,
-               key: KeyInfo | None, request_id: str | None, purpose: str | None) -> Lease | NoSessionAvailable:
+               key: KeyInfo | None, request_id: str | None, purpose: str | None,
+               kind: str | None = None, host: str | None = None) -> Lease | NoSessionAvailable:
         """The claim of one acquire (or of a waiting ticket), in ``tx``."""
         key_id = key.id if key is not None else None
-        target = "name = :name AND " if name is not None else ""
-        if purpose:
-            pick = (f"SELECT id, lease_token, lease_key_id, holder FROM sessions"
-                    f" WHERE {target}{_IS_FREE} AND NOT EXISTS ({_RESTING_FOR}) {self._CLAIM_ORDER}")
-        else:
-            pick = (f"SELECT id, lease_token, lease_key_id, holder FROM sessions"
-                    f" WHERE {target}{_IS_FREE} AND {_PLAIN_AVAIL} <= :now {self._PLAIN_ORDER}")
+        target = ("name = :name AND " if name is not None else "") + ("kind = :kind AND " if kind is not None else "")
+        rested = f"NOT EXISTS ({_RESTING_FOR})" if purpose else f"{_PLAIN_AVAIL} <= :now"
+        columns = "SELECT id, lease_token, lease_key_id, holder FROM sessions"
+        # With a host, an account another host used goes to this one only after the handover
+        # grace (the least recently used first still: the grace reserves an account for its
+        # last host, it does not bind hosts to accounts, so rotation stays even).
+        handover = f" AND {_HANDOVER_OK}" if host is not None else ""
+        pick = (f"{columns} WHERE {target}{_IS_FREE} AND {rested}{handover} "
+                + (self._CLAIM_ORDER if purpose else self._PLAIN_ORDER))
         params: dict[str, Any] = {
             "token": secrets.token_urlsafe(18), "ttl": ttl, "holder": holder, "name": name,
-            "key_id": key_id, "request_id": request_id, "purpose": purpose, "now": tx.now}
+            "key_id": key_id, "request_id": request_id, "purpose": purpose, "now": tx.now,
+            "kind": kind, "host": host, "grace": self.handover_grace}
         now = tx.now
         limit = None
         if key_id is not None:
@@ -270,7 +291,7 @@ class Store:
             # it then passes over, and deadlock with another) rather than answer 503
             # "nothing in use" to a busy pool. SQLite serialises writers, so there the
             # count never finds one free.
-            unavailable, free = self._counts(tx, name, purpose)
+            unavailable, free = self._counts(tx, name, purpose, kind, host)
             if not free:
                 return unavailable
             if picks > 1:
@@ -312,7 +333,7 @@ class Store:
                 return None  # a retry of its request is being served right now: that one gets the lease
         try:
             outcome = self._claim(tx, float(waiter["ttl"]), waiter["holder"], waiter["name"], key,
-                                  waiter["request_id"], waiter["purpose"])
+                                  waiter["request_id"], waiter["purpose"], waiter["kind"], waiter["host"])
         except LeaseLimit:  # its key holds all it may: the next release of that key serves it
             return None
         except KeyRevoked:  # revoked while waiting: nothing for it (its wait ends by itself)
@@ -338,8 +359,8 @@ class Store:
                 row = line.claimed(tx, ticket)
                 if row is not None:
                     return _lease(row)
-                asked = {"name": None, "purpose": None}  # granted, but that lease is over already
-            return self._unavailable(tx, asked["name"], asked["purpose"])
+                asked = {"name": None, "purpose": None, "kind": None, "host": None}  # granted, but over already
+            return self._unavailable(tx, asked["name"], asked["purpose"], asked["kind"], asked["host"])
 
         outcome = self.engine.write(leave, batch=True)
         if isinstance(outcome, Lease):
@@ -363,14 +384,14 @@ class Store:
         def look(tx: Tx) -> tuple[bool, float | None]:
             waiting, _ = line.line_stats(tx)
             free = waiting and tx.row(f"SELECT 1 AS free FROM sessions WHERE {_IS_FREE} LIMIT 1", {"now": tx.now})
-            return bool(free), line.next_free_at(tx)
+            return bool(free), line.next_free_at(tx, self.handover_grace)
 
         worth_it, next_free = self.engine.read(look)
         if not worth_it:
             return [], next_free
 
         def serve(tx: Tx) -> tuple[list[Grant], float | None]:
-            return self._serve_line(tx), line.next_free_at(tx)
+            return self._serve_line(tx), line.next_free_at(tx, self.handover_grace)
 
         grants, next_free = self.engine.write(serve, batch=True)
         self._granted(grants)
@@ -425,25 +446,31 @@ class Store:
         tx.run(_EVENT, event)
         return row
 
-    @classmethod
-    def _unavailable(cls, tx: Tx, name: str | None, purpose: str | None) -> NoSessionAvailable:
-        return cls._counts(tx, name, purpose)[0]
+    def _unavailable(self, tx: Tx, name: str | None, purpose: str | None, kind: str | None = None,
+                     host: str | None = None) -> NoSessionAvailable:
+        return self._counts(tx, name, purpose, kind, host)[0]
 
-    @staticmethod
-    def _counts(tx: Tx, name: str | None, purpose: str | None) -> tuple[NoSessionAvailable, int]:
+    def _counts(self, tx: Tx, name: str | None, purpose: str | None, kind: str | None = None,
+                host: str | None = None) -> tuple[NoSessionAvailable, int]:
         """The counts a caller that found nothing needs: what is busy, what rests, and until when;
         and how many sessions that caller could lease right now (see the claim).
 
         A session rests for this caller when it is in an account-wide flood wait, or (not
         leased, not disabled) rests for the caller's purpose, or for any method when the
-        caller gave none.
+        caller gave none. Only sessions of ``kind`` count when it is given (none of that kind:
+        ``total`` 0, answered at once). For a ``host``, an account another host released
+        less than the handover grace ago counts as in use until the grace ends.
         """
         resting = _RESTING_FOR if purpose else _RESTING
         scoped_end = resting.replace("SELECT 1", "SELECT MAX(r.until)")
-        where = "WHERE name = :name" if name is not None else ""
+        filters = (["name = :name"] if name is not None else []) + (["kind = :kind"] if kind is not None else [])
+        where = "WHERE " + " AND ".join(filters) if filters else ""
+        handing_over = f"{_IS_FREE} AND {_HANDING_OVER}" if host is not None else "1 = 0"
         row = tx.row(f"""
             SELECT COUNT(*) AS total,
                    {_count(_IS_IN_USE)} AS in_use,
+                   {_count(f"{handing_over} AND NOT EXISTS ({resting})")} AS handing_over,
+                   MIN(CASE WHEN {handing_over} THEN avail_at + :grace END) AS handover_end,
                    {_count(f"{_IS_FLOODWAIT} OR ({_IS_FREE} AND EXISTS ({resting}))")} AS resting,
                    {_count(_IS_FLOODWAIT)} AS flood_waiting,
                    MIN(CASE WHEN {_IS_FLOODWAIT} OR ({_IS_FREE} AND EXISTS ({resting}))
@@ -451,14 +478,18 @@ class Store:
                        AS rest_end,
                    MIN(CASE WHEN {_IS_IN_USE} THEN lease_expires_at END) AS lease_end,
                    {_count(f"{_IS_FREE} AND NOT EXISTS ({resting})")} AS free
-            FROM sessions {where}""", {"now": tx.now, "name": name, "purpose": purpose})
+            FROM sessions {where}""", {"now": tx.now, "name": name, "purpose": purpose, "kind": kind,
+                                       "host": host, "grace": self.handover_grace})
         rest_end, lease_end = row["rest_end"], row["lease_end"]
+        if row["handover_end"] is not None:
+            lease_end = row["handover_end"] if lease_end is None else min(lease_end, row["handover_end"])
         waiting_workers, _ = line.line_stats(tx)
         return NoSessionAvailable(
             waiting_count=row["resting"], flood_waiting=row["flood_waiting"], purpose=purpose,
-            in_use=row["in_use"], total=row["total"], waiting_workers=waiting_workers,
+            in_use=row["in_use"] + row["handing_over"], total=row["total"], waiting_workers=waiting_workers,
             next_release_in=None if rest_end is None else max(0.0, rest_end - tx.now),
-            next_lease_end_in=None if lease_end is None else max(0.0, lease_end - tx.now)), row["free"]
+            next_lease_end_in=None if lease_end is None else max(0.0, lease_end - tx.now),
+            kind=kind), row["free"] - row["handing_over"]
 
     def _holder_check(self, tx: Tx, session_id: int, token: str | None, key: KeyInfo | None,
                       ) -> Mapping[str, Any] | None:

@@ -35,7 +35,7 @@ from typing import Any, Callable, Mapping, TypeVar
 from urllib.parse import quote
 
 from ._base import DatabaseError, StoreError
-from ._line import WAITERS_DDL_POSTGRES
+from ._line import HOSTS_DDL_POSTGRES, WAITERS_DDL_POSTGRES
 from ._pg_feed import PostgresCommitFeed, announce
 from ._sqlite import SCHEMA_VERSION  # one schema version for both engines
 
@@ -127,6 +127,8 @@ _MIGRATIONS: tuple[tuple[int, str], ...] = (
                                                WHERE r.session_id = sessions.id), 0);
     CREATE INDEX sessions_plain_order ON sessions ((GREATEST(avail_at, rest_until)), id) WHERE disabled = 0;
     """),
+    # 6: leasing by kind, and the host that used each session last (ready clients).
+    (6, HOSTS_DDL_POSTGRES),
 )
 assert _MIGRATIONS[-1][0] == SCHEMA_VERSION, "a schema version without its PostgreSQL migration"
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 from .._files import create_private
 from ._base import DatabaseError, StoreError
-from ._line import WAITERS_DDL_SQLITE
+from ._line import HOSTS_DDL_SQLITE, WAITERS_DDL_SQLITE
 
 __all__ = ["SQLiteEngine", "SQLiteCommitFeed", "MIGRATIONS", "SCHEMA_VERSION"]
 
@@ -98,6 +98,8 @@ MIGRATIONS: tuple[str, ...] = (
                                                WHERE r.session_id = sessions.id), 0);
     CREATE INDEX sessions_plain_order ON sessions(MAX(avail_at, rest_until), id) WHERE disabled = 0;
     """,
+    # 5 -> 6: leasing by kind, and the host that used each session last (ready clients).
+    HOSTS_DDL_SQLITE,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
