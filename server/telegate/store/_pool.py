@@ -857,6 +857,18 @@ class Store:
 
         return self.engine.write(insert)
 
+    def set_proxy_bound(self, session_id: int, bound: bool) -> None:
+        """Say whether the session's account connects through a proxy of its own (the vault
+        sets it when it stores an account): such an account may move between hosts at once,
+        since Telegram always sees the proxy's address; one without waits out the handover
+        grace (see :meth:`acquire`)."""
+        def change(tx: Tx) -> None:
+            if not tx.run("UPDATE sessions SET proxy_bound = :bound WHERE id = :id",
+                          {"id": session_id, "bound": 1 if bound else 0}):
+                raise NotFound(f"no session with id {session_id}")
+
+        self.engine.write(change)
+
     def update_session(self, session_id: int, *, disabled: bool | None = None,
                        reason: str | None = None, clear_flood_wait: bool = False,
                        meta: dict | None = None, key: KeyInfo | None = None) -> dict[str, Any]:
