@@ -37,6 +37,7 @@ from .client import (
     RetryPolicy,
     TeleGateError,
     _ClientCore,
+    _ready,
     _report,
 )
 
@@ -151,7 +152,14 @@ class AsyncTelegramSessionManagerClient(_ClientCore):
                        wait_out: bool | None = None) -> bool:
         body = self._release_begin(lease, session_id, report)
         try:
-            await self._request("POST", "/release", body, wait_out=wait_out)
+            try:
+                await self._request("POST", "/release", body, wait_out=wait_out)
+            except TeleGateError as exc:
+                plain = self._state_refused(body, exc)
+                if plain is None:
+                    raise
+                body = plain
+                await self._request("POST", "/release", body, wait_out=wait_out)
         except BaseException as exc:
             self._release_failed(lease, exc)
             raise
@@ -176,6 +184,20 @@ class AsyncTelegramSessionManagerClient(_ClientCore):
             raise
         else:
             await self._finish_shielded(lease, None)
+
+    def telethon(self, purpose: str | None = None, connect: bool = True, *, sessions_dir: Any = None,
+                 ttl: float | None = None, name: str | None = None, max_wait: Any = _MISSING,
+                 **kwargs: Any) -> contextlib.AbstractAsyncContextManager[Any]:
+        """``async with client.telethon() as tg:`` (see ``TelegramSessionManagerClient.telethon``)."""
+        return _ready().async_block(self, "telethon", purpose, connect, sessions_dir,
+                                    {"ttl": ttl, "name": name, "max_wait": max_wait}, kwargs)
+
+    def pyrogram(self, purpose: str | None = None, connect: bool = True, *, sessions_dir: Any = None,
+                 ttl: float | None = None, name: str | None = None, max_wait: Any = _MISSING,
+                 **kwargs: Any) -> contextlib.AbstractAsyncContextManager[Any]:
+        """``async with client.pyrogram() as app:`` (see ``TelegramSessionManagerClient.telethon``)."""
+        return _ready().async_block(self, "pyrogram", purpose, connect, sessions_dir,
+                                    {"ttl": ttl, "name": name, "max_wait": max_wait}, kwargs)
 
     async def _finish_shielded(self, lease: Lease, exc: BaseException | None) -> None:
         # A task cancelled while in the block still releases: the release runs shielded,

@@ -514,6 +514,7 @@ class Lease(dict):
         self.released = False
         self.renewals = 0
         self.outcome: Outcome | None = None
+        self._state: dict | None = None  # what a ready client changed in the account: written back on release
         self._releasing = False  # a release is in flight
         self._abandoned = False  # the release failed at the end of a block: stop renewing, keep the token
         requested = _number(self.get("ttl"))
@@ -1147,7 +1148,19 @@ class _ClientCore:
             body["flood_scope"] = report.flood_scope
         if report.disable is not None:
             body["disable"] = report.disable[:500]  # the server's limit; a long reason must not block disabling
+        if lease is not None and lease._state and lease.lease_token:
+            body["state"] = lease._state  # fenced by the token: a stale lease writes nothing
         return body
+
+    @staticmethod
+    def _state_refused(body: Mapping[str, Any], exc: BaseException) -> dict[str, Any] | None:
+        """The release body without its state, when the server refused the state (400/413):
+        the release itself must still happen. None when the refusal was not about the state."""
+        if "state" not in body or not isinstance(exc, APIError) or exc.status not in (400, 413):
+            return None
+        log.error("TeleGate: the server refused the state written back for session %s (%s); releasing it"
+                  " without", body.get("session_id"), exc.detail or exc)
+        return {key: value for key, value in body.items() if key != "state"}
 
     def _release_failed(self, lease: Lease | None, exc: BaseException) -> None:
         if lease is not None:
@@ -1308,6 +1321,18 @@ class _ClientCore:
         return self._request("GET", "/healthz")
 
 
+def _ready() -> Any:
+    """The ready-client module, imported when first used (it needs Telethon or kurigram)."""
+    try:
+        from . import ready  # type: ignore[import-not-found]
+    except ImportError as exc:
+        if __package__:
+            raise
+        raise ImportError("ready clients (client.telethon(), client.pyrogram()) need the telegram_session_manager"
+                          " package, not client.py copied alone: pip install telegram-session-manager-client") from exc
+    return ready
+
+
 def _report(flood_wait: float | None, disable: str | None, flood_scope: str | None, peer_flood: bool) -> Outcome:
     """What a caller of ``release_session`` reports, checked."""
     if flood_scope is not None and flood_wait is None and not peer_flood:
@@ -1425,7 +1450,14 @@ class TelegramSessionManagerClient(_ClientCore):
                  wait_out: bool | None = None) -> bool:
         body = self._release_begin(lease, session_id, report)
         try:
-            self._request("POST", "/release", body, wait_out=wait_out)
+            try:
+                self._request("POST", "/release", body, wait_out=wait_out)
+            except TeleGateError as exc:
+                plain = self._state_refused(body, exc)
+                if plain is None:
+                    raise
+                body = plain
+                self._request("POST", "/release", body, wait_out=wait_out)
         except BaseException as exc:
             self._release_failed(lease, exc)
             raise
@@ -1454,6 +1486,32 @@ class TelegramSessionManagerClient(_ClientCore):
             raise
         else:
             self._finish(lease, None)
+
+    def telethon(self, purpose: str | None = None, connect: bool = True, *, sessions_dir: Any = None,
+                 ttl: float | None = None, name: str | None = None, max_wait: Any = _MISSING,
+                 **kwargs: Any) -> contextlib.AbstractContextManager[Any]:
+        """``with client.telethon() as tg:`` a Telethon ``TelegramClient`` of a leased account, connected.
+
+        The lease asks for the account (``"account": true``; the key needs ``--accounts``),
+        and the client is built in memory from it: auth key and DC, entity cache, update
+        state, api_id/api_hash, device fingerprint and proxy (python-socks; an account with
+        a proxy never connects directly). ``kwargs`` go to ``TelegramClient`` and override
+        those. ``connect=False`` builds it without connecting. With ``sessions_dir`` (or
+        ``TELEGATE_SESSIONS_DIR``) it leases a Telethon session instead and opens
+        ``sessions_dir/<name>.session`` (a missing file is an error; nothing is created).
+        At the end: disconnect, write back what changed (account mode), report a flood
+        wait with its method, PEER_FLOOD or a dead account as ``session()`` does, release.
+        Needs ``telegram_session_manager.ready`` (the package, not client.py alone).
+        """
+        return _ready().sync_block(self, "telethon", purpose, connect, sessions_dir,
+                                   {"ttl": ttl, "name": name, "max_wait": max_wait}, kwargs)
+
+    def pyrogram(self, purpose: str | None = None, connect: bool = True, *, sessions_dir: Any = None,
+                 ttl: float | None = None, name: str | None = None, max_wait: Any = _MISSING,
+                 **kwargs: Any) -> contextlib.AbstractContextManager[Any]:
+        """``with client.pyrogram() as app:`` a kurigram ``Client`` of a leased account (see :meth:`telethon`)."""
+        return _ready().sync_block(self, "pyrogram", purpose, connect, sessions_dir,
+                                   {"ttl": ttl, "name": name, "max_wait": max_wait}, kwargs)
 
     def _finish(self, lease: Lease, exc: BaseException | None) -> None:
         """Release at the end of a ``with`` block; never raises (the lease expires by TTL anyway)."""
