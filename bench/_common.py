@@ -59,8 +59,8 @@ def server_env(tree: Path | None = None) -> dict[str, str]:
 
 _MAKE_POOL = """
 import sys
-from telegate import Store
-with Store(sys.argv[1]) as store:
+from telegate.store import open_store
+with open_store(sys.argv[1]) as store:
     print(store.create_key("bench", "client"))
     store.add_sessions(f"acc{i:06d}" for i in range(int(sys.argv[2])))
 """
@@ -69,8 +69,8 @@ with Store(sys.argv[1]) as store:
 def _make_pool(db: Path, sessions: int, tree: Path | None) -> str:
     """A pool of ``sessions`` and a client key; another tree's pool is made by that tree's code (its schema)."""
     if tree is None:
-        from telegate import Store
-        with Store(db) as store:
+        from telegate.store import open_store
+        with open_store(db) as store:
             key = store.create_key("bench", "client")
             if sessions:
                 store.add_sessions(f"acc{i:06d}" for i in range(sessions))

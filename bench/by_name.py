@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as c  # noqa: E402
 from postgres import DEFAULT_PG, Databases, pg_reachable  # noqa: E402
 
-from telegate import Store  # noqa: E402  (_common put the checkout's server/ on the path)
+from telegate.store import open_store  # noqa: E402  (_common put the checkout's server/ on the path)
 from telegate._admin_client import HttpAdmin  # noqa: E402
 
 
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                                            extra=("--access-log", args.access_log))
                 else:
                     raise SystemExit(f"--stores: unknown store {store!r} (sqlite, postgresql)")
-                with Store(server.db) as pool:
+                with open_store(server.db) as pool:
                     admin_key = pool.create_key("bench-admin", "admin")
                 results = measure(server, admin_key, names, rounds)
                 paging, by_name = results["paging"], results["by name"]

@@ -60,7 +60,7 @@ class Databases:
         import psycopg
         from psycopg.conninfo import conninfo_to_dict
 
-        from telegate import Store
+        from telegate.store import open_store
 
         name = f"{self.prefix}_{len(self.names)}"
         self.admin.execute(f'CREATE DATABASE "{name}"')
@@ -69,7 +69,7 @@ class Databases:
         user = info.get("user", "")
         auth = f"{user}:{info['password']}@" if info.get("password") else (f"{user}@" if user else "")
         url = f"postgresql://{auth}{info.get('host', '127.0.0.1')}:{info.get('port', 5432)}/{name}"
-        with Store(url) as store:
+        with open_store(url) as store:
             key = store.create_key("bench", "client")
         with psycopg.connect(url, autocommit=True) as conn:  # bulk: one statement for 100k rows
             conn.execute("INSERT INTO sessions (name, created_at) SELECT 'acc' || lpad(n::text, 6, '0'),"

@@ -46,8 +46,8 @@ SLICE = 0.05
 
 def make_pool(path: Path, sessions: int, resting: int, scope: str | None = RESOLVE, synchronous: str = "full"):
     """A store of ``sessions`` sessions, the first ``resting`` resting for a day (for ``scope``, or account-wide)."""
-    from telegate import Store
-    store = Store(path, synchronous=synchronous)
+    from telegate.store import open_store
+    store = open_store(path, synchronous=synchronous)
     if not store.status()["total"]:
         store.add_sessions(f"acc{i:06d}" for i in range(sessions))
     for number in range(resting):

@@ -43,8 +43,8 @@ def timed(loop_once: Callable[[], None], seconds: float) -> float:
 
 
 def bare_sql(path: Path, sessions: int) -> Callable[[], None]:
-    from telegate import Store
-    Store(path).add_sessions(f"acc{i:06d}" for i in range(sessions))  # TeleGate's schema and indexes
+    from telegate.store import open_store
+    open_store(path).add_sessions(f"acc{i:06d}" for i in range(sessions))  # TeleGate's schema and indexes
     conn = sqlite3.connect(str(path), isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
@@ -63,8 +63,8 @@ def bare_sql(path: Path, sessions: int) -> Callable[[], None]:
 
 
 def telegate_store(path: Path, sessions: int, synchronous: str = "full"):
-    from telegate import Store
-    store = Store(path, synchronous=synchronous)
+    from telegate.store import open_store
+    store = open_store(path, synchronous=synchronous)
     store.add_sessions(f"acc{i:06d}" for i in range(sessions))
 
     def once() -> None:

@@ -56,9 +56,10 @@ def load(name: str, tree: Path, where: Path, sync: str, pg: str | None = None):
     """A cycle function over a fresh pool of ``tree``'s store."""
     package = f"telegate_{name}"
     shutil.copytree(tree / "server" / "telegate", where / "packages" / package)
-    store_cls = importlib.import_module(f"{package}.store").Store
-    store = store_cls(where / f"{name}.db", synchronous=sync) if pg is None else \
-        store_cls(_fresh_database(pg, name))
+    module = importlib.import_module(f"{package}.store")
+    opener = getattr(module, "open_store", None) or module.Store  # trees before open_store: Store(db)
+    store = opener(where / f"{name}.db", synchronous=sync) if pg is None else \
+        opener(_fresh_database(pg, name))
     store.add_sessions(f"acc{i:06d}" for i in range(64))
     key = store.create_key("bench", "client")
     keyed = "key" in inspect.signature(store.acquire).parameters

@@ -24,7 +24,7 @@ import urllib3
 
 from . import _keys
 from ._http import iso
-from .store import STATES, Store, is_database_url
+from .store import STATES, is_database_url, open_store
 
 __all__ = ["Admin", "AdminError", "HttpAdmin", "DatabaseAdmin", "choose", "DEFAULT_URL"]
 
@@ -94,7 +94,7 @@ class DatabaseAdmin:
         if not create and isinstance(target, Path) and not target.exists():
             raise AdminError(f"database {target} does not exist; pass --db or set TELEGATE_DB"
                              " (telegate serve, sessions add or keys create makes a new one)")
-        self.store = Store(target)
+        self.store = open_store(target)
         self.where = f"database {self.store.path}"
 
     def add_sessions(self, names: Sequence[str], *, kind: str = "unknown", meta: dict | None = None,

@@ -5,7 +5,7 @@ it is created mode 0600 rather than the usual 0644. Creating it ourselves before
 does is enough: SQLite's unix VFS gives every file it makes beside a database (the
 ``-wal``, ``-shm`` and ``-journal`` files) the database file's own permission bits
 (``robust_open()`` with the mode from ``findCreateFileMode()``, and the ``-shm`` open, in
-``os_unix.c``; tests/test_hygiene.py checks it). An empty file is a valid empty SQLite database.
+``os_unix.c``; tests/live/test_safe_files_and_text.py checks it). An empty file is a valid empty SQLite database.
 """
 from __future__ import annotations
 

@@ -36,8 +36,7 @@ import time
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Callable, Iterable
 
-from .store import CommitFeed
-from .store._line import ALIVE_FOR
+from .store import ALIVE_FOR, CommitFeed
 
 __all__ = ["LocalCommitFeed", "WaitRoom", "new_owner"]
 
@@ -135,7 +134,7 @@ class WaitRoom:
             self._ensure_watcher()
         try:
             # A local grant needs no database; anything else opens a connection again.
-            self.store.engine.release_connection()
+            self.store.release_connection()
             with self._park():
                 while True:
                     if parked.gone:

@@ -499,7 +499,7 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
 def default_room(store: PoolStore, *, park: Callable | None = None) -> WaitRoom:
     """A :class:`WaitRoom` for ``store``: woken by this process's grants at once, and by
     other processes' through the engine's commit feed."""
-    room = WaitRoom(store, new_owner(), store.engine.commit_feed, park=park, clock=store.clock)
+    room = WaitRoom(store, new_owner(), store.commit_feed, park=park, clock=store.clock)
     store.grant_listeners.append(room.granted)
     return room
 

@@ -23,7 +23,7 @@ from ._files import create_private
 from ._sessionfiles import scan_dir
 from ._text import unsafe_detail
 from .settings import SETTINGS, SettingsError, resolve
-from .store import MAX_NAME_LENGTH, STATES, Store, StoreError
+from .store import MAX_NAME_LENGTH, STATES, Store, StoreError, open_store
 
 __all__ = ["main", "build_parser"]
 
@@ -142,7 +142,7 @@ def _open(args: argparse.Namespace) -> Store:
     settings = resolve({"db": args.db})
     if isinstance(settings.db, Path) and not settings.db.exists():
         raise CliError(f"database {settings.db} does not exist; pass --db or set TELEGATE_DB")
-    return Store(settings.db)
+    return open_store(settings.db)
 
 
 def _admin(args: argparse.Namespace, environ: Mapping[str, str]) -> Admin:
@@ -330,14 +330,13 @@ def _backup(args: argparse.Namespace, err: TextIO) -> int:
 def _migrate(args: argparse.Namespace, err: TextIO) -> int:
     """Copy the SQLite pool --db into the empty PostgreSQL database --to."""
     from .store import is_database_url
-    from .store._copy import copy_pool
 
     if not is_database_url(args.to):
         raise CliError(f"--to must be a postgresql:// URL (the empty database to copy into), not {args.to!r}")
     if not isinstance(resolve({"db": args.db}).db, Path):
         raise CliError("--db names the SQLite file to copy from; the PostgreSQL database goes in --to")
-    with _open(args) as source, Store(args.to) as target:
-        copied = copy_pool(source, target)
+    with _open(args) as source, open_store(args.to) as target:
+        copied = source.copy_into(target)
         status = target.status()
     err.write(f"copied {copied['sessions']} session(s) ({status['in_floodwait']} in flood wait,"
               f" {status['disabled']} disabled), {copied['api_keys']} key(s), {copied['session_rests']}"

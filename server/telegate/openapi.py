@@ -1,7 +1,7 @@
 """The OpenAPI 3.0 document of the HTTP API, served at ``GET /openapi.json`` without a key.
 
 Built from the same limits the routes enforce (``_http.py``, ``store.py``), and kept
-true by ``tests/test_openapi.py``, which checks live answers against it. A field sent
+true by ``tests/live/test_openapi.py``, which checks live answers against it. A field sent
 as ``null`` counts as not sent, so optional fields are ``nullable``.
 """
 from __future__ import annotations

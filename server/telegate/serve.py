@@ -15,7 +15,7 @@ from ._channel import Dispatcher, create_server
 from ._sessionfiles import scan_dir
 from .app import access_logged, create_app, default_room
 from .settings import Settings, SettingsError
-from .store import PoolStore, Store
+from .store import PoolStore, open_store
 
 __all__ = ["serve", "bind_socket", "PortInUse", "ensure_key", "waitress_options", "create_server",
            "MIN_ENV_KEY_LENGTH"]
@@ -153,7 +153,7 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    store = Store(settings.db, synchronous=settings.synchronous, handover_grace=settings.handover_grace)
+    store = open_store(settings.db, synchronous=settings.synchronous, handover_grace=settings.handover_grace)
     server = room = None
     housekeeping = None
     try:
@@ -173,7 +173,7 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
         dispatcher = Dispatcher(settings.threads)
         room = default_room(store, park=dispatcher.parked)
         dispatcher.on_shutdown.append(room.close)
-        dispatcher.on_thread_exit.append(store.engine.release_connection)
+        dispatcher.on_thread_exit.append(store.release_connection)
         server = create_server(access_logged(create_app(settings, store, room=room)), sock,
                                dispatcher=dispatcher, **waitress_options(settings))
         host, port = sock.getsockname()[:2]

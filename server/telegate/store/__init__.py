@@ -1,10 +1,11 @@
-"""The pool store: one interface (:class:`PoolStore`), the pool's SQL written once (:class:`Store`),
-and one engine per database kind (SQLite files, PostgreSQL URLs).
+"""The pool store: one interface (:class:`PoolStore`), the pool's SQL written once in parts
+composed by :class:`Store`, and one engine per database kind (SQLite files, PostgreSQL URLs).
 
-``Store(db)`` opens the pool at ``db``: a file path is a SQLite database (the default,
+``open_store(db)`` opens the pool at ``db``: a file path is a SQLite database (the default,
 nothing to install), a ``postgresql://`` URL a PostgreSQL one (several servers can share
-it). Every SQL statement about the pool lives in ``_pool.py``; connections, transactions
-and error translation live in the engines.
+it). The pool's SQL lives in the parts (``_leases``, ``_line``, ``_catalogue``, ``_keys``,
+``_counts``, ``_history``); connections, transactions, error translation and applying the
+schema live in the engines. Nothing outside this package imports its private modules.
 """
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from ._base import (
     LeaseMismatch, NoSessionAvailable, NotFound, NotLeaseHolder, PoolStore, SessionDisabled,
     StoreError, Ticket, Tx, hash_key,
 )
-from ._pool import Store, is_database_url, open_store
+from ._line import ALIVE_FOR
+from ._open import URL_SCHEMES, is_database_url, open_engine, open_store
+from ._pool import Store
 from ._sqlite import SCHEMA_VERSION
 
 __all__ = [
-    "Store", "open_store", "is_database_url", "PoolStore", "Engine", "Tx",
+    "Store", "open_store", "open_engine", "is_database_url", "URL_SCHEMES", "ALIVE_FOR", "PoolStore", "Engine", "Tx",
     "StoreError", "DatabaseError", "NotFound", "Conflict", "LeaseMismatch", "NotLeaseHolder",
     "SessionDisabled", "LeaseLimit", "KeyRevoked", "NoSessionAvailable", "Lease", "KeyInfo", "Ticket", "Grant", "CommitFeed",
     "SCHEMA_VERSION", "MAX_NAME_LENGTH", "STATES", "hash_key",
