@@ -26,6 +26,7 @@ import math
 import os
 import re
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -953,6 +954,10 @@ class _Transport:
             data = json.loads(text) if text.strip() else {}
         except ValueError:
             data = None
+        if response.status == 400 and url.startswith("http://") and "https" in text[:300].lower():
+            # A TLS server's own answer to plain HTTP ("Client sent an HTTP request to an HTTPS server").
+            fix = f"the server at {base_url} speaks TLS (https): use https://{base_url[len('http://'):]}"
+            raise TeleGateConnectionError(f"{method} {url} failed: {fix}", method=method, url=url, detail=fix)
         if not 200 <= response.status < 300:
             error = _error_from_response(response.status, method, url, data if isinstance(data, dict) else {},
                                          text, response.headers, body)
@@ -967,12 +972,63 @@ class _Transport:
         self.pool.clear()
 
 
+#: Seconds a probe of the other scheme may take (see :func:`scheme_mismatch`).
+PROBE_TIMEOUT = 2.0
+
+
+def _speaks(host: str, port: int, tls: bool) -> bool:
+    """Whether ``host:port`` completes a TLS handshake (``tls``) or answers plain HTTP."""
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT) as sock:
+            if tls:
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE  # only asks "is this TLS at all?"; nothing is sent
+                with context.wrap_socket(sock, server_hostname=host):
+                    return True
+            sock.sendall(b"HEAD /healthz HTTP/1.0\r\nHost: " + host.encode("idna") + b"\r\n\r\n")
+            return sock.recv(5) == b"HTTP/"
+    except (OSError, ValueError, UnicodeError):
+        return False
+
+
+def scheme_mismatch(url: str, reason: BaseException) -> str | None:
+    """What to tell a user whose request to ``url`` failed with ``reason`` because the server
+    speaks the other scheme (https:// to a plain-HTTP server, or http:// to a TLS one); None
+    when that is not it. One quick probe of the other scheme, made only after such a failure.
+    """
+    parsed = urllib3.util.parse_url(url)
+    if not parsed.host or isinstance(reason, urllib3.exceptions.NewConnectionError):
+        return None  # nothing listens there (refused, unreachable): not a question of scheme
+    host = parsed.host.strip("[]")
+    if parsed.scheme == "https":
+        port = parsed.port or 443
+        if isinstance(reason, (urllib3.exceptions.SSLError, urllib3.exceptions.TimeoutError,
+                               urllib3.exceptions.ProtocolError, ConnectionError, socket.timeout, ssl.SSLError)) \
+                and _speaks(host, port, tls=False):
+            return (f"the server at {parsed.host}:{port} speaks plain HTTP, not TLS: use "
+                    f"http://{parsed.host}:{port} (or put a TLS proxy in front of it; see docs/TLS.md)")
+        return None
+    port = parsed.port or 80
+    if isinstance(reason, (urllib3.exceptions.ProtocolError, ConnectionError)) and _speaks(host, port, tls=True):
+        return f"the server at {parsed.host}:{port} speaks TLS (https): use https://{parsed.host}:{port}"
+    return None
+
+
 def _connection_error(method: str, url: str, exc: BaseException) -> TeleGateConnectionError:
     reason = getattr(exc, "reason", None) or exc  # MaxRetryError wraps the real reason
     transient = isinstance(reason, (urllib3.exceptions.TimeoutError, urllib3.exceptions.NewConnectionError,
                                     urllib3.exceptions.ProtocolError, ConnectionError, socket.timeout))
     if isinstance(reason, urllib3.exceptions.SSLError):
         transient = False
+    mismatch = scheme_mismatch(url, reason)
+    if mismatch is not None:
+        # Said at once, never retried: waiting would only end in "timed out" or "reset".
+        error = TeleGateConnectionError(f"{method} {url} failed: {mismatch}", method=method, url=url,
+                                        detail=mismatch)
+        error.reason = reason
+        error.transient = False  # type: ignore[attr-defined]
+        return error
     error = TeleGateConnectionError(
         f"{method} {url} failed: {reason} (is the TeleGate server running at this address?)",
         method=method, url=url, detail=_short_reason(reason))
