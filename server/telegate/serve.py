@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 #: reconnects at once after a restart must fit, since the loop accepts one per turn.
 BACKLOG = 2048
 
-#: TELEGATE_API_KEY becomes an admin key: "admin" or a short word is guessed in minutes.
+#: TELEGATE_ADMIN_KEY becomes an admin key: "admin" or a short word is guessed in minutes.
 #: Keys TeleGate makes itself are 46 characters (tg_ + 32 random bytes).
 MIN_ENV_KEY_LENGTH = 32
 
@@ -106,8 +106,12 @@ def _connection_limit(wanted: int) -> int:
 
 
 def ensure_key(store: PoolStore, environ: Mapping[str, str], out: TextIO) -> None:
-    """Make sure the server can be used: register TELEGATE_API_KEY, or create a first admin key."""
-    env_key = _env_key(environ)
+    """Make sure the server can be used: register TELEGATE_ADMIN_KEY (the CLI's name for it; the
+    old TELEGATE_API_KEY still works, with a warning), or create a first admin key."""
+    env_key, variable = _env_key(environ)
+    if env_key and variable == "TELEGATE_API_KEY":
+        log.warning("registering TELEGATE_API_KEY as an admin key is deprecated: that variable is the"
+                    " workers' key; set TELEGATE_ADMIN_KEY (the CLI's name for the admin key) instead")
     if env_key:
         if not store.has_key(env_key):
             name = "env-admin"
@@ -116,7 +120,7 @@ def ensure_key(store: PoolStore, environ: Mapping[str, str], out: TextIO) -> Non
                 suffix += 1
                 name = f"env-admin-{suffix}"
             store.create_key(name, "admin", key=env_key)
-            log.info("registered TELEGATE_API_KEY as admin key %r", name)
+            log.info("registered %s as admin key %r", variable, name)
         return
     if store.count_keys() == 0:
         key = store.create_key("admin", "admin")
@@ -125,14 +129,24 @@ def ensure_key(store: PoolStore, environ: Mapping[str, str], out: TextIO) -> Non
         out.flush()
 
 
-def _env_key(environ: Mapping[str, str]) -> str:
-    """TELEGATE_API_KEY, stripped; SettingsError (one line, exit 1) when it is too short to be safe."""
-    env_key = environ.get("TELEGATE_API_KEY", "").strip()
+def _env_key(environ: Mapping[str, str]) -> tuple[str, str]:
+    """The admin key to register and the variable it came from: TELEGATE_ADMIN_KEY, else (deprecated)
+    TELEGATE_API_KEY; SettingsError (one line, exit 1) when it is too short to be safe.
+
+    TELEGATE_API_KEY is the workers' key in the SDK's examples (the seed's ``api_key``): a
+    machine that runs both a worker and the server must not turn it into an admin key by
+    accident, so TELEGATE_ADMIN_KEY, when set, is the only one read.
+    """
+    variable = "TELEGATE_ADMIN_KEY"
+    env_key = environ.get(variable, "").strip()
+    if not env_key:
+        variable = "TELEGATE_API_KEY"
+        env_key = environ.get(variable, "").strip()
     if env_key and len(env_key) < MIN_ENV_KEY_LENGTH:
         raise SettingsError(
-            f"TELEGATE_API_KEY is {len(env_key)} characters; an admin key needs at least {MIN_ENV_KEY_LENGTH}"
+            f"{variable} is {len(env_key)} characters; an admin key needs at least {MIN_ENV_KEY_LENGTH}"
             " (make one with: python -c \"import secrets; print(secrets.token_urlsafe(32))\")")
-    return env_key
+    return env_key, variable
 
 
 def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: TextIO | None = None) -> int:
