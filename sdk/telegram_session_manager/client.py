@@ -607,8 +607,10 @@ class RetryPolicy:
       it is shortened to the time left, or, when only a flood wait can free a session
       and it ends too late, the client gives up at once.
 
-    A 429 ``lease_limit`` (this key holds all the leases it may) is slept out: its
-    ``Retry-After``, else ``poll_min`` doubling up to ``poll_max``.
+    A 429 ``lease_limit`` (this key holds all the leases it may) is waited out with a
+    long-poll that the server holds until one of the key's leases ends (said once); a
+    server that answers it at once is paced by its ``Retry-After``, else ``poll_min``
+    doubling up to ``poll_max``.
     """
 
     transient_attempts: int = 4
@@ -631,6 +633,20 @@ class RetryPolicy:
         """The pause after failed attempt number ``attempt`` (1, 2, ...) of one request."""
         cap = self.connect_backoff_max if waiting else self.transient_backoff_max
         return min(cap, self.transient_backoff * 2 ** (attempt - 1))
+
+    def limit_step(self, exc: LeaseLimitReached, waits: int, remaining: float | None,
+                   answered_early: bool) -> _Step | None:
+        """The next try after a 429 lease_limit: a long-poll, which the server holds in its
+        waiting line until one of the key's leases ends (it serves the waiter then); after a
+        server that answered the last long-poll at once (an older one), a paced sleep first.
+        None (give up) when ``max_wait`` is used up."""
+        if remaining is not None and remaining < _LEAST_WAIT:
+            return None
+        hold = self.long_poll if remaining is None else min(self.long_poll, remaining)
+        if not answered_early:
+            return _Step(long_poll=round(hold, 3))
+        wait = self.limit_wait(exc, waits, remaining)
+        return None if wait is None else _Step(sleep=wait, long_poll=round(hold, 3))
 
     def limit_wait(self, exc: LeaseLimitReached, waits: int, remaining: float | None) -> float | None:
         """The sleep after a 429 lease_limit (``waits`` of them so far this call), or None to give up."""
@@ -769,8 +785,7 @@ class _AutoWait:
             exc = retry_state.outcome.exception()
             remaining = None if self.max_wait is None else self.max_wait - self.elapsed()
             if isinstance(exc, LeaseLimitReached):
-                wait = self.policy.limit_wait(exc, self.limit_waits, remaining)
-                step = None if wait is None else _Step(sleep=wait)
+                step = self.policy.limit_step(exc, self.limit_waits, remaining, self._answered_early())
                 self.limit_waits += 1
             else:
                 step = self.policy.next_step(exc, remaining)
@@ -805,7 +820,11 @@ class _AutoWait:
         self.slept += step.sleep
         self.long_poll = step.long_poll
         if isinstance(exc, LeaseLimitReached):
-            what = f"waiting {step.sleep:g} s for one of this key's leases to end"
+            if self.limit_waits > 1:  # said once per call: the wait goes on until one ends
+                log.debug("TeleGate: still at this key's lease limit; waiting on%s", so_far)
+                return
+            what = "waiting for one of this key's leases to end" + (
+                f" (up to max_wait={self.max_wait:g} s)" if self.max_wait is not None else "")
         elif step.long_poll is not None:
             what = (f"waiting {step.sleep:g} s, then " if step.sleep else "waiting ") + (
                 f"up to {step.long_poll:g} s for a session to be released") + (

@@ -39,7 +39,7 @@ from ._base import (
 )
 from ._sql import ANY, IS_FREE, LEASE_COLUMNS, PLAIN_AVAIL, RESTING_FOR, Fit, lease_from
 
-__all__ = ["claim", "serve_line", "release", "renew", "holder_check", "leases_held", "key_name"]
+__all__ = ["claim", "serve_line", "release", "renew", "holder_check", "leases_held", "at_limit", "key_name"]
 
 _CLAIM_ORDER = "ORDER BY avail_at, id LIMIT 1 /*skip_locked*/"
 # A claim without a purpose may not take a session resting for any method: it walks
@@ -340,6 +340,19 @@ def _renewed(tx: Tx, session_id: int, ttl: float, *, holder: str | None, key_nam
            " WHERE id = :eid",
            {"at": tx.now, "key": key_name, "holder": holder, "eid": last["id"],
             "detail": json.dumps({"ttl": ttl, "count": count}, separators=(",", ":"))})
+
+
+def at_limit(tx: Tx, key_id: int) -> LeaseLimit | None:
+    """A :class:`LeaseLimit` to raise when the key ``key_id`` holds its ``max_leases`` already."""
+    row = tx.row("SELECT name, max_leases FROM api_keys WHERE id = :id", {"id": key_id})
+    if row is None or row["max_leases"] is None:
+        return None
+    held = leases_held(tx, key_id)
+    if held < row["max_leases"]:
+        return None
+    return LeaseLimit(f"key {row['name']!r} still holds {held} lease(s), its limit (max_leases="
+                         f"{row['max_leases']}); release one first, or ask an admin to raise the limit",
+                         limit=row["max_leases"], held=held)
 
 
 def leases_held(tx: Tx, key_id: int | None) -> int:

@@ -237,7 +237,7 @@ def leave(tx: Tx, ticket: int) -> Mapping[str, Any] | None:
         tx.run("UPDATE waiters SET deadline = :now WHERE id = :id", {"id": ticket, "now": tx.now})
     else:
         tx.run("DELETE FROM waiters WHERE id = :id", {"id": ticket})
-    return row or {"name": None, "purpose": None, "kind": None, "host": None, "session_id": None}
+    return row or {"name": None, "purpose": None, "kind": None, "host": None, "session_id": None, "key_id": None}
 
 
 def keep_alive(tx: Tx, owner: str) -> int:

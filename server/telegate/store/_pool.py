@@ -24,7 +24,7 @@ from . import _keys as keys
 from . import _leases as leases
 from . import _line as line
 from ._base import (
-    STATES, DatabaseError, Engine, Grant, KeyInfo, Lease, NoSessionAvailable, NotFound, Ticket, Tx,
+    STATES, DatabaseError, Engine, Grant, KeyInfo, Lease, LeaseLimit, NoSessionAvailable, NotFound, Ticket, Tx,
 )
 from ._sql import IS_FREE, Fit, lease_from
 
@@ -157,8 +157,18 @@ class Store:
 
         def claim(tx: Tx, serve: Serve) -> Lease | Ticket | NoSessionAvailable:
             serve()
-            outcome = leases.claim(tx, self.engine, ttl, holder, name, key, request_id, purpose, fit)
-            if isinstance(outcome, NoSessionAvailable) and wait > 0 and owner is not None and outcome.total:
+            try:
+                outcome: Lease | NoSessionAvailable | LeaseLimit = leases.claim(
+                    tx, self.engine, ttl, holder, name, key, request_id, purpose, fit)
+            except LeaseLimit as limit:
+                if not (wait > 0 and owner is not None):
+                    raise
+                # A long-poll at its key's limit waits in line too: the release of one of
+                # the key's leases serves it (the line skips it until then), instead of the
+                # worker polling every second.
+                outcome = limit
+            if isinstance(outcome, (NoSessionAvailable, LeaseLimit)) and wait > 0 and owner is not None and (
+                    isinstance(outcome, LeaseLimit) or outcome.total):
                 ticket = line.enqueue(tx, owner=owner, ttl=ttl, wait=wait, holder=holder, name=name,
                                       key_id=key.id if key is not None else None, purpose=purpose,
                                       request_id=request_id, kind=kind, host=host)
@@ -172,6 +182,8 @@ class Store:
         outcome = self._write(claim, batch=True, turn=turn)
         if isinstance(outcome, (Lease, Ticket)):
             return outcome
+        if isinstance(outcome, LeaseLimit):
+            raise outcome
         if name is not None and kind is None and outcome.total == 0:
             raise NotFound(f"no session named {name!r}")
         raise outcome
@@ -219,13 +231,17 @@ class Store:
     def leave_line(self, ticket: int) -> Lease:
         """End ``ticket``'s wait: its lease if one was granted just before, else out of the line
         and :class:`NoSessionAvailable` with the pool's counts (taken in that transaction)."""
-        def leave(tx: Tx) -> Lease | NoSessionAvailable:
+        def leave(tx: Tx) -> Lease | NoSessionAvailable | LeaseLimit:
             asked = line.leave(tx, ticket)
             if asked is None:
                 row = line.claimed(tx, ticket)
                 if row is not None:
                     return lease_from(row)
                 asked = {"name": None, "purpose": None, "kind": None, "host": None}  # granted, but over already
+            elif asked["key_id"] is not None:
+                limit = leases.at_limit(tx, asked["key_id"])
+                if limit is not None:
+                    return limit  # still at its key's limit: say that, not "no session"
             fit = Fit(asked["kind"], asked["host"], self.handover_grace)
             return counts.unavailable(tx, asked["name"], asked["purpose"], fit)[0]
 
