@@ -98,6 +98,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    import signal
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    from telegate._stop import StopHandlers
+    StopHandlers()  # stopped like serve: SIGTERM, SIGINT, Ctrl-Break
     sys.exit(main())

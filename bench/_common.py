@@ -38,6 +38,8 @@ for _path in (ROOT / "server", ROOT / "sdk"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
+from telegate._stop import new_group_flags, request_stop  # noqa: E402 (needs the path above)
+
 STARTUP_DEADLINE = 30.0
 _LISTENING = re.compile(r"listening on (http://\S+)")
 
@@ -113,7 +115,7 @@ class Server:
             raise ValueError(f"unknown server kind {kind!r}")
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env=server_env(tree), cwd=ROOT)
+                                     env=server_env(tree), cwd=ROOT, creationflags=new_group_flags())
         deadline = time.monotonic() + STARTUP_DEADLINE
         while True:
             match = _LISTENING.search(self.log_path.read_text())
@@ -156,7 +158,7 @@ class Server:
 
     def close(self) -> None:
         if self.proc.poll() is None:
-            self.proc.terminate()
+            request_stop(self.proc)
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:

@@ -1,6 +1,6 @@
 """An asyncio worker pool: N coroutines share one AsyncTelegramSessionManagerClient.
 
-    python examples/async_pool.py --url http://localhost:8000 --key KEY --workers 8 --jobs 32
+    python examples/async_pool.py --url http://127.0.0.1:8000 --key KEY --workers 8 --jobs 32
 
 Each job is ``async with client.session() as s: ...``; a worker that finds no free
 session waits (logged, with asyncio.sleep, so the other workers keep running).
@@ -15,6 +15,11 @@ import random
 import sys
 
 from telegram_session_manager import AsyncTelegramSessionManagerClient
+
+# A console that cannot show a character (an emoji session name on a cp1251 Windows console, or
+# output piped to a file there) gets an escape like \U0001f642 instead of a crash.
+if hasattr(sys.stdout, "reconfigure"):
+    sys.stdout.reconfigure(errors="backslashreplace")
 
 
 async def worker(number: int, client: AsyncTelegramSessionManagerClient, jobs: asyncio.Queue,
@@ -49,7 +54,7 @@ async def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="an asyncio pool of TeleGate workers")
-    parser.add_argument("--url", default=os.environ.get("TELEGATE_URL", "http://localhost:8000"))
+    parser.add_argument("--url", default=os.environ.get("TELEGATE_URL", "http://127.0.0.1:8000"))
     parser.add_argument("--key", default=os.environ.get("TELEGATE_API_KEY"))
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--jobs", type=int, default=32)

@@ -1,6 +1,6 @@
 """auto_wait=False: handle NoSessionAvailable yourself (your own retry logic).
 
-    python examples/no_wait.py --url http://localhost:8000 --key KEY --attempts 3
+    python examples/no_wait.py --url http://127.0.0.1:8000 --key KEY --attempts 3
 
 Tries up to --attempts times; between tries it waits what the exception says. Exits 0
 with a session used and released, 2 when it gave up.
@@ -14,10 +14,15 @@ import time
 
 from telegram_session_manager import NoSessionAvailable, TelegramSessionManagerClient
 
+# A console that cannot show a character (an emoji session name on a cp1251 Windows console, or
+# output piped to a file there) gets an escape like \U0001f642 instead of a crash.
+if hasattr(sys.stdout, "reconfigure"):
+    sys.stdout.reconfigure(errors="backslashreplace")
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="lease a session without auto_wait")
-    parser.add_argument("--url", default=os.environ.get("TELEGATE_URL", "http://localhost:8000"))
+    parser.add_argument("--url", default=os.environ.get("TELEGATE_URL", "http://127.0.0.1:8000"))
     parser.add_argument("--key", default=os.environ.get("TELEGATE_API_KEY"))
     parser.add_argument("--attempts", type=int, default=3)
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """Watch the pool: one line of counts every --interval seconds (Ctrl-C to stop).
 
-    python examples/status_monitor.py --url http://localhost:8000 --key KEY [--sessions]
+    python examples/status_monitor.py --url http://127.0.0.1:8000 --key KEY [--sessions]
 
 With an admin key, --sessions also lists the sessions that are not free (who holds
 them, flood waits, why disabled).
@@ -13,6 +13,11 @@ import sys
 import time
 
 from telegram_session_manager import PermissionDenied, TelegramSessionManagerClient, TeleGateError
+
+# A console that cannot show a character (an emoji session name on a cp1251 Windows console, or
+# output piped to a file there) gets an escape like \U0001f642 instead of a crash.
+if hasattr(sys.stdout, "reconfigure"):
+    sys.stdout.reconfigure(errors="backslashreplace")
 
 
 def show(client: TelegramSessionManagerClient, sessions: bool) -> bool:
@@ -41,7 +46,7 @@ def show(client: TelegramSessionManagerClient, sessions: bool) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="print the TeleGate pool status periodically")
-    parser.add_argument("--url", default=os.environ.get("TELEGATE_URL", "http://localhost:8000"))
+    parser.add_argument("--url", default=os.environ.get("TELEGATE_URL", "http://127.0.0.1:8000"))
     parser.add_argument("--key", default=os.environ.get("TELEGATE_API_KEY"))
     parser.add_argument("--interval", type=float, default=5.0)
     parser.add_argument("--count", type=int, default=0, help="stop after this many lines (0: run until Ctrl-C)")

@@ -1,7 +1,7 @@
 """A Telethon worker: lease an account from TeleGate, use it, give it back.
 
     pip install telethon
-    python examples/telethon_worker.py --url http://localhost:8000 --key KEY \
+    python examples/telethon_worker.py --url http://127.0.0.1:8000 --key KEY \
         --api-id 12345 --api-hash 0123456789abcdef --sessions-dir ./sessions
 
 ``flood_sleep_threshold=0`` makes Telethon raise every FloodWaitError instead of
@@ -21,6 +21,11 @@ import sys
 from telethon import TelegramClient, errors
 
 from telegram_session_manager import AsyncTelegramSessionManagerClient, NoSessionAvailable
+
+# A console that cannot show a character (an emoji session name on a cp1251 Windows console, or
+# output piped to a file there) gets an escape like \U0001f642 instead of a crash.
+if hasattr(sys.stdout, "reconfigure"):
+    sys.stdout.reconfigure(errors="backslashreplace")
 
 
 async def one_job(tm: AsyncTelegramSessionManagerClient, args: argparse.Namespace) -> None:
@@ -50,7 +55,7 @@ async def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="a Telethon worker leasing accounts from TeleGate")
-    parser.add_argument("--url", default=os.environ.get("TELEGATE_URL", "http://localhost:8000"))
+    parser.add_argument("--url", default=os.environ.get("TELEGATE_URL", "http://127.0.0.1:8000"))
     parser.add_argument("--key", default=os.environ.get("TELEGATE_API_KEY"))
     parser.add_argument("--api-id", type=int, default=int(os.environ.get("TELEGRAM_API_ID", "0")))
     parser.add_argument("--api-hash", default=os.environ.get("TELEGRAM_API_HASH"))

@@ -1,6 +1,6 @@
 """A pool of worker threads sharing one client: each job leases a session, works, releases.
 
-    python examples/thread_pool.py --url http://localhost:8000 --key KEY --threads 16 --jobs 64
+    python examples/thread_pool.py --url http://127.0.0.1:8000 --key KEY --threads 16 --jobs 64
 
 More threads than sessions is fine: a thread that finds nothing free waits (and says
 so) until another releases. No two threads ever hold the same session.
@@ -18,10 +18,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 from telegram_session_manager import TelegramSessionManagerClient
 
+# A console that cannot show a character (an emoji session name on a cp1251 Windows console, or
+# output piped to a file there) gets an escape like \U0001f642 instead of a crash.
+if hasattr(sys.stdout, "reconfigure"):
+    sys.stdout.reconfigure(errors="backslashreplace")
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="a thread pool of TeleGate workers")
-    parser.add_argument("--url", default=os.environ.get("TELEGATE_URL", "http://localhost:8000"))
+    parser.add_argument("--url", default=os.environ.get("TELEGATE_URL", "http://127.0.0.1:8000"))
     parser.add_argument("--key", default=os.environ.get("TELEGATE_API_KEY"))
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--jobs", type=int, default=64)

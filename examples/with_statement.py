@@ -1,6 +1,6 @@
 """The with-statement: a session for the block, released on every exit.
 
-    python examples/with_statement.py --url http://localhost:8000 --key KEY [--flood 30]
+    python examples/with_statement.py --url http://127.0.0.1:8000 --key KEY [--flood 30]
 
 Inside the block the session is yours (a background thread renews the lease). If
 Telegram asks the account to wait, report it (or just let Telethon's FloodWaitError /
@@ -16,10 +16,15 @@ import sys
 
 from telegram_session_manager import TelegramSessionManagerClient
 
+# A console that cannot show a character (an emoji session name on a cp1251 Windows console, or
+# output piped to a file there) gets an escape like \U0001f642 instead of a crash.
+if hasattr(sys.stdout, "reconfigure"):
+    sys.stdout.reconfigure(errors="backslashreplace")
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="lease one session with a with-statement")
-    parser.add_argument("--url", default=os.environ.get("TELEGATE_URL", "http://localhost:8000"))
+    parser.add_argument("--url", default=os.environ.get("TELEGATE_URL", "http://127.0.0.1:8000"))
     parser.add_argument("--key", default=os.environ.get("TELEGATE_API_KEY"))
     parser.add_argument("--ttl", type=float, default=60, help="lease TTL in seconds (renewed while held)")
     parser.add_argument("--max-wait", type=float, default=None, help="give up after waiting this long")

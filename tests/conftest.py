@@ -36,6 +36,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "sqlite_only: run on the SQLite store alone (store-independent,"
                                        " or about the SQLite file)")
+    config.addinivalue_line("markers", "server_per_test: live_server starts a server of the test's own"
+                                       " (the default: one per module, reset between tests)")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -102,9 +104,36 @@ def module_db(request: pytest.FixtureRequest, db_kind: str, tmp_path_factory: py
     return request.getfixturevalue("pg_databases").create()
 
 
+@pytest.fixture(scope="module")
+def module_server(request: pytest.FixtureRequest, db_kind: str,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One server for the module's tests (per store), on a database of its own kept as it was at start."""
+    if db_kind == "sqlite":
+        db: Path | str = tmp_path_factory.mktemp("module_server") / "telegate.db"
+    else:
+        db = request.getfixturevalue("pg_databases").create()
+    server = LiveServer(db)
+    try:
+        server.keep_state()
+        yield server
+    finally:
+        server.close()
+
+
 @pytest.fixture
-def live_server(fresh_db: Any) -> Iterator[LiveServer]:
-    server = LiveServer(fresh_db())
+def live_server(request: pytest.FixtureRequest, db_kind: str) -> Iterator[LiveServer]:
+    """A running server on an empty pool, with an admin and a client key.
+
+    The module's server, reset for this test (see ``LiveServer.reset``: the database as
+    it was at start, a server the last test killed started again). A test or module
+    marked ``server_per_test`` gets a server process of its own instead.
+    """
+    if not request.node.get_closest_marker("server_per_test"):
+        server = request.getfixturevalue("module_server")
+        server.reset()
+        yield server
+        return
+    server = LiveServer(request.getfixturevalue("fresh_db")())
     try:
         yield server
     finally:

@@ -6,7 +6,7 @@ it can be copied into a project as ``client.py`` and imported as
 
 Quick use::
 
-    client = TelegramSessionManagerClient("http://localhost:8000", "MY_API_KEY")
+    client = TelegramSessionManagerClient("http://127.0.0.1:8000", "MY_API_KEY")
     with client.session() as s:            # waits for a free account if needed
         run_worker(s.session_name)         # a FloodWait/dead-account error raised here
                                            # is reported to TeleGate, then re-raised
@@ -873,7 +873,7 @@ def default_holder() -> str:
 
 def _server_url(url: Any) -> str:
     if not isinstance(url, str) or not url.strip():
-        raise ValueError("base_url must be the server URL, like http://localhost:8000 (or a list of them)")
+        raise ValueError("base_url must be the server URL, like http://127.0.0.1:8000 (or a list of them)")
     parsed = urllib3.util.parse_url(url.strip())
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise ValueError(f"base_url must start with http:// or https://, got {url!r}")
@@ -893,7 +893,7 @@ class _Transport:
                  timeout: float | urllib3.Timeout = 30.0, pool_maxsize: int = 32) -> None:
         urls = [base_url] if isinstance(base_url, str) else list(base_url) if base_url is not None else []
         if not urls:
-            raise ValueError("base_url must be the server URL, like http://localhost:8000 (or a list of them)")
+            raise ValueError("base_url must be the server URL, like http://127.0.0.1:8000 (or a list of them)")
         self.base_urls = tuple(_server_url(url) for url in urls)
         self._current = 0
         self._switch = threading.Lock()

@@ -24,6 +24,7 @@ import urllib3
 
 from . import _keys
 from ._http import iso
+from ._names import describe_problem
 from .store import STATES, is_database_url, open_store
 
 __all__ = ["Admin", "AdminError", "HttpAdmin", "DatabaseAdmin", "choose", "DEFAULT_URL"]
@@ -75,6 +76,7 @@ def _session_view(row: Mapping[str, Any], now: float, *, lease_expires_at: str |
     in_use, resting = row["state"] == "in_use", row["state"] == "in_floodwait"
     view = {key: row[key] for key in ("id", "name", "kind", "state", "disabled_reason", "use_count",
                                       "flood_count", "meta")}
+    view["name_problem"] = row.get("name_problem")
     view["holder"] = row["holder"] if in_use else None
     view["lease_expires_at"] = lease_expires_at if in_use else None
     view["flood_wait_until"] = flood_wait_until if resting else None
@@ -109,6 +111,7 @@ class DatabaseAdmin:
             rows, total = self.store.list_sessions(state=state, limit=_PAGE, offset=offset)
             now = self.store.clock()
             for row in rows:
+                row["name_problem"] = describe_problem(row["name_problem"], row["name_clash"])
                 yield _session_view(row, now, lease_expires_at=iso(row["lease_expires_at"]),
                                     flood_wait_until=iso(row["flood_wait_until"]))
             offset += len(rows)

@@ -201,17 +201,22 @@ class Server(TcpWSGIServer):
     than turns, each turn handles a few events and the loop takes most of the GIL from
     the threads that answer requests; slower answers mean fewer events per turn, so more
     turns per request: a slide we measured to 60 cycles/s at 1,000 workers. So after a
-    turn that cost more than :attr:`pace_above` seconds of CPU the loop sleeps
+    turn that cost more than :attr:`pace_above` seconds the loop sleeps
     :attr:`pace_factor` times that (at most :attr:`pace_most`), GIL released: it then
     takes at most a quarter of the time, and each turn serves the events of the pause
     at once. With few connections turns are cheap and nothing changes.
+
+    A turn's cost is its wall time on ``perf_counter`` less the time spent waiting in
+    ``select``/``poll`` (:func:`_poll_turn`). ``thread_time`` would be simpler, but on
+    Windows it moves in 15.6 ms steps (the scheduler's tick): nearly every turn would read
+    0 and a few 15.6 ms, so the pacing would be all or nothing.
     """
 
     channel_class = Channel
     pace_above = 0.0002
     pace_factor = 3.0
     pace_most = 0.005
-    _cpu_clock = staticmethod(time.thread_time)
+    _clock = staticmethod(time.perf_counter)
     _sleep = staticmethod(time.sleep)
 
     def run(self) -> None:
@@ -222,14 +227,67 @@ class Server(TcpWSGIServer):
 
     def _paced_loop(self) -> None:
         """``wasyncore.loop`` (same poll, same timeout), sleeping after expensive turns."""
-        poll = wasyncore.poll2 if self.adj.asyncore_use_poll and hasattr(select, "poll") else wasyncore.poll
+        use_poll = self.adj.asyncore_use_poll and hasattr(select, "poll")
         timeout, socket_map = self.adj.asyncore_loop_timeout, self._map
         while socket_map:
-            began = self._cpu_clock()
-            poll(timeout, socket_map)
-            spent = self._cpu_clock() - began
+            spent = _poll_turn(timeout, socket_map, self._clock, use_poll)
             if spent > self.pace_above:
                 self._sleep(min(spent * self.pace_factor, self.pace_most))
+
+
+def _poll_turn(timeout: float, socket_map: dict, clock: Callable[[], float], use_poll: bool) -> float:
+    """One turn of ``wasyncore.poll2`` (``poll``) or ``wasyncore.poll`` (``select``); returns its work time.
+
+    The same steps as waitress's functions (ask each channel what it waits for, wait,
+    handle the events), timed by ``clock`` except for the wait itself.
+    """
+    began = clock()
+    items = list(socket_map.items())
+    if use_poll:
+        pollster = select.poll()
+        for fd, obj in items:
+            flags = 0
+            if obj.readable():
+                flags |= select.POLLIN | select.POLLPRI
+            if obj.writable() and not obj.accepting:  # accepting sockets are never writable
+                flags |= select.POLLOUT
+            if flags:
+                pollster.register(fd, flags)
+        waiting = clock()
+        try:
+            events = pollster.poll(None if timeout is None else int(timeout * 1000))
+        except InterruptedError:
+            events = []
+        resumed = clock()
+        for fd, flags in events:
+            obj = socket_map.get(fd)
+            if obj is not None:
+                wasyncore.readwrite(obj, flags)
+        return clock() - resumed + (waiting - began)
+    readable, writable, either = [], [], []
+    for fd, obj in items:
+        is_r, is_w = obj.readable(), obj.writable()
+        if is_r:
+            readable.append(fd)
+        if is_w and not obj.accepting:
+            writable.append(fd)
+        if is_r or is_w:
+            either.append(fd)
+    waiting = clock()
+    if not either:
+        time.sleep(timeout)
+        return waiting - began
+    try:
+        readable, writable, either = select.select(readable, writable, either, timeout)
+    except InterruptedError:
+        return waiting - began
+    resumed = clock()
+    for fds, handle in ((readable, wasyncore.read), (writable, wasyncore.write), (either, wasyncore._exception)):
+        for fd in fds:
+            obj = socket_map.get(fd)
+            if obj is not None:
+                handle(obj)
+    return clock() - resumed + (waiting - began)
 
 
 def create_server(app: Callable, sock: socket.socket, *, dispatcher: Dispatcher | None = None,

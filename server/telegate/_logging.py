@@ -5,8 +5,25 @@ import json
 import logging
 import sys
 from datetime import datetime, timezone
+from typing import Any
 
-__all__ = ["configure"]
+__all__ = ["configure", "safe_output", "JsonLines"]
+
+
+def safe_output(stream: Any) -> None:
+    """Let ``stream`` write any text: what its encoding can't show becomes a ``\\x``/``\\u`` escape.
+
+    For output that is not a terminal (a pipe, a file, a service's log): a Windows console
+    redirected to a file writes in its ANSI code page (cp1251, cp1252...), where an emoji or
+    another script raises UnicodeEncodeError. A terminal is left alone (Python writes the
+    Windows console in UTF-16; a POSIX terminal's locale is the user's choice).
+    """
+    reconfigure = getattr(stream, "reconfigure", None)
+    try:
+        if reconfigure is not None and not stream.isatty():
+            reconfigure(errors="backslashreplace")
+    except (OSError, ValueError):  # closed, or detached: nothing to write to anyway
+        pass
 
 
 class JsonFormatter(logging.Formatter):
@@ -19,10 +36,14 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        # ASCII only: under NSSM stderr is a file in the ANSI code page (cp1251 on a Russian
+        # Windows), where a name like "🙂 bot" can't be written as is; \ud83d\ude42 escapes
+        # read back as the same JSON string everywhere.
+        return json.dumps(entry, ensure_ascii=True)
 
 
 def configure(level: str = "info", fmt: str = "text", access_log: bool = True) -> None:
+    safe_output(sys.stderr)  # a text log line never fails on a character the file's code page lacks
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
@@ -34,3 +55,30 @@ def configure(level: str = "info", fmt: str = "text", access_log: bool = True) -
         logger.setLevel(level.upper())
         logger.propagate = False
     logging.getLogger("telegate.access").disabled = not access_log
+
+
+class JsonLines:
+    """A text stream that writes each line given to it as a JSON log line (for ``serve``'s own lines).
+
+    With ``--log-format json`` everything ``serve`` writes to stderr is JSON, so a log
+    collector (or NSSM's log file) never meets a line it can't parse: the "listening"
+    and "stopped" lines, and the first start's admin key, go through here.
+    """
+
+    def __init__(self, stream: Any, logger: str = "telegate.serve") -> None:
+        self.stream = stream
+        self.logger = logger
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        self._partial += text
+        *lines, self._partial = self._partial.split("\n")
+        for line in lines:
+            if line.strip():
+                entry = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "level": "info",
+                         "logger": self.logger, "message": line.strip()}
+                self.stream.write(json.dumps(entry, ensure_ascii=True) + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()

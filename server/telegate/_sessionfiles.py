@@ -4,11 +4,13 @@ from __future__ import annotations
 import logging
 import sqlite3
 import stat
-from pathlib import Path
+from pathlib import Path, PurePath, PureWindowsPath
+from urllib.parse import quote
 
-from ._text import escape, unsafe_detail
+from ._names import BadName, check_name, name_key
+from ._text import escape
 
-__all__ = ["session_kind", "scan_dir"]
+__all__ = ["session_kind", "scan_dir", "sqlite_uri"]
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +22,7 @@ def session_kind(path: Path) -> str | None:
     ``sessions``. The file is opened read-only, so a worker using it is not disturbed.
     """
     try:
-        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=1.0)
+        conn = sqlite3.connect(sqlite_uri(path.resolve(), mode="ro"), uri=True, timeout=1.0)
     except sqlite3.Error:
         return None
     try:
@@ -38,6 +40,25 @@ def session_kind(path: Path) -> str | None:
     return None
 
 
+def sqlite_uri(path: PurePath, **query: str) -> str:
+    """A ``file:`` URI that SQLite opens, for an absolute ``path`` of this system or of Windows.
+
+    ``Path.as_uri()`` gives a network path (``\\\\srv\\share\\a.session``, also what a mapped
+    drive resolves to) as ``file://srv/share/a.session``, whose host SQLite refuses: it
+    wants an empty host and the whole UNC path, ``file:////srv/share/a.session``. Drive
+    paths become ``file:///C:/x``; ``?``, ``#`` and ``%`` in names are percent-encoded.
+    """
+    text = str(path)
+    if isinstance(path, PureWindowsPath):
+        text = text.replace("\\", "/")
+        if not text.startswith("/"):
+            text = "/" + text  # C:/x -> /C:/x
+    uri = "file://" + quote(text, safe="/:")
+    if query:
+        uri += "?" + "&".join(f"{key}={quote(value, safe='')}" for key, value in query.items())
+    return uri
+
+
 def _is_utf8(name: str) -> bool:
     try:
         name.encode("utf-8")  # undecodable bytes in a POSIX file name arrive as lone surrogates
@@ -49,21 +70,32 @@ def _is_utf8(name: str) -> bool:
 def scan_dir(folder: Path) -> tuple[dict[str, str], list[str]]:
     """Every ``*.session`` file in ``folder`` by stem -> kind, and warnings for files skipped.
 
-    Skipped: names with control or format characters (they would reach the admin's
-    screen), anything that is not a regular file (a FIFO would hang the import; it is
+    Skipped: names that break a rule of :mod:`telegate._names` (a name differing only in
+    case from an earlier file's, too), anything that is not a regular file (a FIFO would hang the import; it is
     never opened), and files that are not Telethon or Pyrogram session databases.
     """
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder")
     found: dict[str, str] = {}
     warnings: list[str] = []
+    keys: dict[str, str] = {}
     for path in sorted(folder.glob("*.session")):
         shown = escape(path.name)
-        unsafe = unsafe_detail("the name", path.stem)
-        if not unsafe and not _is_utf8(path.stem):
+        unsafe = None
+        if not _is_utf8(path.stem):
             unsafe = "the name is not valid UTF-8"
+        else:
+            try:
+                check_name(path.stem, "the name")
+            except BadName as exc:
+                unsafe = str(exc)
         if unsafe:
             warnings.append(f"skipped {shown}: {unsafe}")
+            continue
+        twin = keys.setdefault(name_key(path.stem), path.stem)
+        if twin != path.stem:
+            warnings.append(f"skipped {shown}: its name differs only in case from {escape(twin)}.session, one"
+                            " file on Windows and macOS (name rule: case)")
             continue
         try:
             mode = path.stat().st_mode  # follows a symlink: a link to a regular file is fine

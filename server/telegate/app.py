@@ -18,6 +18,7 @@ from . import _keys
 from . import store as store_mod
 from ._http import (MAX_FLOOD_WAIT, MAX_NAME_FILTERS, MAX_TTL, ApiError, Fields, bad_request, check_text, iso,
                     parse_id, read_json)
+from ._names import BadName, check_name, describe_problem, name_key
 from .dashboard import install_dashboard
 from .metrics import install_metrics
 from .openapi import install_openapi
@@ -78,6 +79,7 @@ def _session_json(row: dict[str, Any], now: float) -> dict[str, Any]:
         "expired_count": row["expired_count"],
         "created_at": iso(row["created_at"]),
         "last_released_at": iso(row["last_released_at"]),
+        "name_problem": describe_problem(row.get("name_problem"), row.get("name_clash") or ()),
         "meta": row["meta"],
     }
 
@@ -414,10 +416,20 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
             raise bad_request("names must be a non-empty list of strings")
         if len(names) > 100_000:
             raise bad_request("at most 100000 names per request")
+        keys: dict[str, int] = {}
         for index, name in enumerate(names):
             if not isinstance(name, str):
                 raise bad_request(f"names[{index}] must be a string")
-            check_text(f"names[{index}]", name, store_mod.MAX_NAME_LENGTH)
+            field = "name" if single is not None else f"names[{index}]"
+            check_text(field, name, store_mod.MAX_NAME_LENGTH)
+            try:
+                check_name(name, field)
+            except BadName as exc:
+                raise bad_request(str(exc)) from None
+            first = keys.setdefault(name_key(name), index)
+            if names[first] != name:
+                raise bad_request(f"names[{first}] {names[first]!r} and names[{index}] {name!r} differ only in case:"
+                                  " one file on Windows and macOS; send one of them (name rule: case)")
         kind = fields.text("kind", max_length=20) or "unknown"
         if kind not in ("telethon", "pyrogram", "unknown"):
             raise bad_request("kind must be telethon, pyrogram or unknown")

@@ -19,11 +19,13 @@ from typing import Mapping, Sequence, TextIO
 
 from . import __version__
 from ._admin_client import DEFAULT_URL, Admin, AdminError, choose
-from ._files import create_private
+from ._files import create_private, replace_retrying
+from ._logging import safe_output
+from ._names import BadName, check_name, name_key
 from ._sessionfiles import scan_dir
 from ._text import unsafe_detail
 from .settings import SETTINGS, SettingsError, resolve
-from .store import MAX_NAME_LENGTH, STATES, Store, StoreError, open_store
+from .store import STATES, Store, StoreError, open_store
 
 __all__ = ["main", "build_parser"]
 
@@ -152,27 +154,52 @@ def _admin(args: argparse.Namespace, environ: Mapping[str, str]) -> Admin:
 
 
 def _check_names(names: Sequence[str]) -> list[str]:
+    """The names to add, blank lines and ``#`` comments dropped; the first broken rule is an error."""
     clean = []
+    keys: dict[str, tuple[int, str]] = {}
     for number, name in enumerate(names, 1):
         name = name.strip()
         if not name or name.startswith("#"):
             continue
-        if len(name) > MAX_NAME_LENGTH:
-            raise CliError(f"name {number} is over {MAX_NAME_LENGTH} characters: {name[:40]!r}")
-        unsafe = unsafe_detail(f"name {number} {name[:40]!r}", name)
-        if unsafe:
-            raise CliError(unsafe)
+        try:
+            check_name(name, f"name {number}")
+        except BadName as exc:
+            raise CliError(str(exc)) from None
+        first_number, first = keys.setdefault(name_key(name), (number, name))
+        if first != name:
+            raise CliError(f"names {first_number} {first!r} and {number} {name!r} differ only in case: one file on"
+                           " Windows and macOS; keep one of them (name rule: case)")
         clean.append(name)
     return clean
+
+
+def _read_stdin(stdin: TextIO) -> str:
+    """Standard input as UTF-8 (a BOM dropped), whatever the console's code page.
+
+    Python decodes a pipe with the locale's encoding, cp1251 on a Russian Windows, so
+    ``Get-Content names.txt | telegate sessions add --from-file -`` would garble every
+    Cyrillic name; PowerShell 5.1 also sends a BOM first. So the bytes are read and
+    decoded here.
+    """
+    raw = getattr(stdin, "buffer", None)
+    if raw is not None:
+        try:
+            return raw.read().decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise CliError("standard input is not UTF-8 text (in PowerShell set"
+                           " $OutputEncoding = [Text.UTF8Encoding]::new() first)") from None
+    text = stdin.read()  # already text (a test's StringIO): only the BOM to drop
+    return text[1:] if text.startswith("\ufeff") else text
 
 
 def _read_names(source: str, stdin: TextIO) -> list[str]:
     # Split on newlines only: splitlines() would also cut at \x0c, \x1c or U+2028, quietly
     # turning one bad name into two; _check_names refuses it instead.
     if source == "-":
-        return stdin.read().split("\n")
+        return _read_stdin(stdin).split("\n")
     try:
-        return Path(source).read_text(encoding="utf-8").split("\n")
+        # utf-8-sig: Notepad and PowerShell 5.1 begin a file with a BOM, which must not stick to the first name.
+        return Path(source).read_text(encoding="utf-8-sig").split("\n")
     except OSError as exc:
         raise CliError(f"cannot read {source}: {exc.strerror or exc}") from exc
     except UnicodeDecodeError:
@@ -228,14 +255,18 @@ def _sessions(admin: Admin, args: argparse.Namespace, out: TextIO, err: TextIO, 
 
 
 _JSON_FIELDS = ("id", "name", "kind", "state", "holder", "disabled_reason", "use_count", "flood_count", "meta",
-                "lease_expires_at", "flood_wait_until")
+                "lease_expires_at", "flood_wait_until", "name_problem")
 
 
 def _list_sessions(admin: Admin, args: argparse.Namespace, out: TextIO) -> int:
     header = False
+    # JSON to an output that is not UTF-8 (a file on a cp1251 console) is kept ASCII (\uXXXX
+    # escapes): the backslashreplace fallback would write \U0001f642, which is not JSON.
+    encoding = (getattr(out, "encoding", None) or "utf-8").lower().replace("-", "").replace("_", "")
+    ascii_only = encoding not in ("utf8", "utf8sig")
     for row in admin.iter_sessions(args.state):
         if args.json:
-            out.write(json.dumps({k: row[k] for k in _JSON_FIELDS}, ensure_ascii=False) + "\n")
+            out.write(json.dumps({k: row[k] for k in _JSON_FIELDS}, ensure_ascii=ascii_only) + "\n")
             continue
         if not header:
             out.write(f"{'ID':>6}  {'NAME':<24} {'KIND':<9} {'STATE':<13} DETAIL\n")
@@ -247,6 +278,9 @@ def _list_sessions(admin: Admin, args: argparse.Namespace, out: TextIO) -> int:
             detail = f"flood wait {row['flood_wait_remaining'] or 0:.0f}s more"
         elif row["state"] == "disabled":
             detail = row["disabled_reason"] or ""
+        if row.get("name_problem"):  # a name registered before the rules: flagged until fixed
+            detail = f"{detail}; " if detail else ""
+            detail += f"NAME: {row['name_problem']}"
         out.write(f"{row['id']:>6}  {row['name']:<24} {row['kind']:<9} {row['state']:<13} {detail}\n")
     if not header and not args.json:
         out.write("no sessions" + (f" in state {args.state}" if args.state else "") + "\n")
@@ -317,11 +351,20 @@ def _backup(args: argparse.Namespace, err: TextIO) -> int:
         create_private(temporary)
         try:
             store.backup(temporary)
-            os.replace(temporary, target)
+            try:
+                replace_retrying(temporary, target)
+            except PermissionError as exc:
+                raise CliError(f"cannot replace {target}: another program keeps it open or it is read-only"
+                               f" ({exc.strerror or exc}); close that program (or pick another file) and run"
+                               " backup again") from exc
         except BaseException:
             for leftover in (temporary, Path(f"{temporary}-journal")):
-                if os.path.lexists(leftover):
-                    os.unlink(leftover)
+                try:  # a failed cleanup is reported, and never hides why the backup failed
+                    if os.path.lexists(leftover):
+                        os.unlink(leftover)
+                except OSError as exc:
+                    err.write(f"telegate: warning: could not remove {leftover} ({exc.strerror or exc});"
+                              " delete it by hand\n")
             raise
     err.write(f"backed up {store.path} to {target}\n")
     return 0
@@ -347,7 +390,13 @@ def _migrate(args: argparse.Namespace, err: TextIO) -> int:
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None,
          stdin: TextIO | None = None, environ: Mapping[str, str] | None = None) -> int:
-    out, err, stdin = out or sys.stdout, err or sys.stderr, stdin or sys.stdin
+    if out is None:
+        out = sys.stdout
+        safe_output(out)  # `sessions list > file` on a cp1251 console: escapes, not a traceback
+    if err is None:
+        err = sys.stderr
+        safe_output(err)
+    stdin = stdin or sys.stdin
     environ = os.environ if environ is None else environ
     parser = build_parser()
     args = parser.parse_args(argv)

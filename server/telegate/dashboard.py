@@ -29,12 +29,19 @@ _SECURITY_HEADERS = {
 }
 
 
+#: The page's own file types, stated: ``mimetypes`` reads them from the Windows registry,
+#: where an installed editor often leaves ``.js`` as ``text/plain``, and under ``nosniff``
+#: a browser refuses to run a script served as that (a blank dashboard).
+_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml",
+          ".png": "image/png", ".ico": "image/x-icon"}
+
+
 def install_dashboard(app: bottle.Bottle) -> None:
     """Serve ``/`` (the page) and ``/static/<file>`` without a key."""
 
     def static(filename: str) -> Any:
-        response = bottle.static_file(filename, root=str(STATIC_DIR), headers=dict(_SECURITY_HEADERS))
-        return response
+        mimetype = _TYPES.get(Path(filename).suffix.lower(), "auto")
+        return bottle.static_file(filename, root=str(STATIC_DIR), mimetype=mimetype, headers=dict(_SECURITY_HEADERS))
 
     @app.route("/", "GET", auth=None)
     def index() -> Any:

@@ -223,10 +223,16 @@ _SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
         "required": ["id", "name", "kind", "state", "holder", "leased_at", "lease_expires_at", "flood_wait_until",
                      "flood_wait_remaining", "disabled", "disabled_reason", "use_count", "flood_count",
-                     "expired_count", "created_at", "last_released_at", "meta", "lease_key", "rests"],
+                     "expired_count", "created_at", "last_released_at", "meta", "lease_key", "rests",
+                     "name_problem"],
         "properties": {
             "id": {"type": "integer", "minimum": 1},
             "name": {"type": "string"},
+            "name_problem": {"type": "string", "nullable": True,
+                             "description": "Why this name, registered before the session-name rules, needs"
+                                            " fixing: it differs only in case from another session's (one file on"
+                                            " Windows and macOS), or Windows can't hold it as a file. Null when"
+                                            " the name is fine."},
             "kind": {"type": "string", "enum": ["telethon", "pyrogram", "unknown"]},
             "state": {"type": "string", "enum": list(STATES),
                       "description": "disabled, else in_use (a lease that has not expired), else in_floodwait, else free."},

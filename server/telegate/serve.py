@@ -4,15 +4,17 @@ from __future__ import annotations
 import logging
 import os
 import select
-import signal
 import socket
 import sys
 import threading
+from pathlib import Path
 from typing import Mapping, TextIO
 
 from . import _logging
+from ._files import restrict
 from ._channel import Dispatcher, create_server
 from ._sessionfiles import scan_dir
+from ._stop import StopHandlers
 from .app import access_logged, create_app, default_room
 from .settings import Settings, SettingsError
 from .store import PoolStore, open_store
@@ -150,11 +152,13 @@ def _env_key(environ: Mapping[str, str]) -> tuple[str, str]:
 
 
 def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: TextIO | None = None) -> int:
-    """Serve until Ctrl-C or SIGTERM; returns the exit status (0 after a clean stop)."""
+    """Serve until Ctrl-C, SIGTERM, Ctrl-Break or the console closing (telegate._stop); returns 0 after a clean stop."""
     environ = os.environ if environ is None else environ
     out = out or sys.stderr
     _env_key(environ)  # refuse a weak key before anything is opened or created
     _logging.configure(settings.log_level, settings.log_format, settings.access_log)
+    if settings.log_format == "json":
+        out = _logging.JsonLines(out)  # type: ignore[assignment]  # every line on stderr is then JSON
     # waitress warns "Task queue depth is N" for every request that waits for a free
     # thread: with more clients than --threads that is nearly every request, one log
     # line each, written by the one thread that does all the socket I/O. Queueing is
@@ -164,10 +168,10 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
     # skip collecting them for every record (the logging HOWTO's "Optimization").
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    stops = StopHandlers()  # SIGTERM, Ctrl-Break, the console closing: all stop like Ctrl-C
     store = open_store(settings.db, synchronous=settings.synchronous, handover_grace=settings.handover_grace)
+    if isinstance(settings.db, Path):
+        restrict(settings.db)  # Windows: a database made by an older TeleGate or copied in has its folder's ACL
     server = room = None
     housekeeping = None
     try:
@@ -195,7 +199,7 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
         out.write(f"TeleGate listening on http://{shown}:{port} (database {settings.db},"
                   f" {settings.threads} threads)\n")
         out.flush()
-        server.run()  # returns on Ctrl-C / SIGTERM: waitress catches KeyboardInterrupt itself
+        server.run()  # returns on Ctrl-C and the rest: waitress catches KeyboardInterrupt itself
     except KeyboardInterrupt:  # Ctrl-C before or after waitress's loop: still a clean stop
         pass
     finally:
@@ -206,10 +210,9 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
         if room is not None:
             room.close()
         store.close()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-    out.write("TeleGate stopped\n")
-    out.flush()
+        out.write("TeleGate stopped\n")
+        out.flush()
+        stops.restore()
     return 0
 
 
@@ -266,6 +269,3 @@ class _Housekeeping:
             if self._stopped.wait(self.INTERVAL):
                 return
 
-
-def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt

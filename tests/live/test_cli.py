@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import pytest
 
 from support import ROOT, server_env
 from support.cli import run, run_process
+from telegate._stop import new_group_flags, request_stop
 from telegate.store import open_store
 
 
@@ -103,7 +103,7 @@ def test_sessions_import_tells_telethon_from_pyrogram(tmp_path, db):
         conn.executescript(PYROGRAM_SCHEMA)
     conn.close()
     (folder / "junk.session").write_bytes(b"this is not sqlite")
-    (folder / "notes.txt").write_text("ignored")
+    (folder / "notes.txt").write_text("ignored", encoding="utf-8")
     code, _, err = run("sessions", "import", str(folder), "--db", db)
     assert code == 0
     assert "warning: skipped junk.session" in err
@@ -144,8 +144,8 @@ class Serving:
 
     def __init__(self, db: str, env: dict | None = None, *args: str) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "telegate", "serve", "--port", "0", "--db", db, *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env={**server_env(), **(env or {})}, cwd=ROOT)
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8",
+                                     env={**server_env(), **(env or {})}, cwd=ROOT, creationflags=new_group_flags())
         self.lines: list[str] = []
         self.ready = threading.Event()
         self.reader = threading.Thread(target=self._drain, daemon=True)
@@ -165,7 +165,7 @@ class Serving:
         return "".join(self.lines)
 
     def interrupt(self) -> int:
-        self.proc.send_signal(signal.SIGINT)
+        request_stop(self.proc)
         code = self.proc.wait(15)
         self.reader.join(5)
         return code

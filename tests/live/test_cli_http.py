@@ -34,7 +34,7 @@ from telegate.store import open_store
 def telegate(*argv: str, env: dict[str, str], cwd: Path, stdin: str = "") -> subprocess.CompletedProcess:
     """The command as a user runs it: its own process, its own working folder."""
     return subprocess.run([sys.executable, "-m", "telegate", *argv], input=stdin, capture_output=True,
-                          text=True, env={**server_env(), **env}, cwd=cwd, timeout=60)
+                          text=True, env={**server_env(), **env}, cwd=cwd, timeout=60, encoding="utf-8")
 
 
 def run(*argv: str, environ: dict[str, str]) -> tuple[int, str, str]:
@@ -207,7 +207,7 @@ def test_sessions_commands_over_http(live_server, admin_env, tmp_path):
                                                                                        {"proxy": "p"})
     assert rows["a2"]["kind"] == "telethon" and rows["a4"]["kind"] == "unknown"
     assert set(rows["a1"]) == {"id", "name", "kind", "state", "holder", "disabled_reason", "use_count",
-                               "flood_count", "meta", "lease_expires_at", "flood_wait_until"}
+                               "flood_count", "meta", "lease_expires_at", "flood_wait_until", "name_problem"}
     code, out, _ = run("sessions", "list", "--state", "disabled", environ=env)
     assert "a1" in out and "banned" in out and "a2" not in out
     assert run("sessions", "enable", "a1", environ=env)[0] == 0

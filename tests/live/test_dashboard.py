@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 # One store is enough: the browser UI over the API; the API itself runs on both stores.
-pytestmark = pytest.mark.sqlite_only
+# A server per test: the browser keeps the signed-in key per origin (sessionStorage), and every test
+# starts signed out.
+pytestmark = [pytest.mark.sqlite_only, pytest.mark.server_per_test]
 
 CHROMIUM = os.environ.get("TELEGATE_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("TELEGATE_CHROMEDRIVER", "/usr/bin/chromedriver")

@@ -24,7 +24,7 @@ def run(*argv: str) -> tuple[int, str, str]:
 
 def run_process(*argv: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "telegate", *argv], capture_output=True, text=True,
-                          env=server_env(), cwd=ROOT, timeout=120)
+                          env=server_env(), cwd=ROOT, timeout=120, encoding="utf-8")
 
 
 @pytest.fixture

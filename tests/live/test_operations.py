@@ -123,7 +123,8 @@ def test_operations_doc_has_every_setting_with_its_default():
 def test_second_server_on_a_taken_port_exits_with_one_line(live_server):
     proc = subprocess.run(
         [sys.executable, "-m", "telegate", "serve", "--port", str(live_server.port), "--db", str(live_server.db_path)],
-        capture_output=True, text=True, env=server_env(), cwd=ROOT, timeout=60, stdin=subprocess.DEVNULL)
+        capture_output=True, text=True, encoding="utf-8", env=server_env(), cwd=ROOT, timeout=60,
+        stdin=subprocess.DEVNULL)
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
@@ -163,7 +164,7 @@ def test_backup_while_the_server_serves(live_server, tmp_path: Path):
             time.sleep(0.01)
         target = tmp_path / "backup.db"
         proc = subprocess.run([sys.executable, "-m", "telegate", "backup", str(target), "--db", str(live_server.db_path)],
-                              capture_output=True, text=True, env=server_env(), cwd=ROOT, timeout=60)
+                              capture_output=True, text=True, env=server_env(), cwd=ROOT, timeout=60, encoding="utf-8")
     finally:
         stop.set()
         for thread in threads:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import signal
 import subprocess
 import sys
 import threading
@@ -30,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from support import ROOT, STARTUP_DEADLINE, server_env
+from telegate._stop import new_group_flags, request_stop
 from telegate.store import open_store
 
 README = ROOT / "README.md"
@@ -60,7 +60,7 @@ class Serve:
     def __init__(self, command: str, cwd: Path, env: dict[str, str]) -> None:
         self.proc = subprocess.Popen([*shlex.split(command), "--port", "0"], cwd=cwd, env=env,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True)
+                                     text=True, encoding="utf-8", creationflags=new_group_flags())
         self.lines: list[str] = []
         self.url = ""
         ready = threading.Event()
@@ -90,7 +90,7 @@ class Serve:
     def stop(self) -> int | None:
         """Ctrl-C, as the README says."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            request_stop(self.proc)
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
@@ -166,7 +166,7 @@ def test_readme_blocks_run_in_order(tmp_path):
                                   encoding="utf-8")
                 argv = ["bash", str(script)]
             proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=BLOCK_TIMEOUT,
-                                  stdin=subprocess.DEVNULL)
+                                  stdin=subprocess.DEVNULL, encoding="utf-8")
             _check(what, proc)
             outputs.append(proc.stdout)
             if language != "python":

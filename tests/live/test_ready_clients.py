@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import secrets
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -191,23 +193,14 @@ def telethon_file(folder: Path, name: str) -> bytes:
 
 
 def pyrogram_file(folder: Path, name: str) -> bytes:
-    from pyrogram.storage import SQLiteStorage
+    """A kurigram .session file as kurigram writes one (its own schema)."""
+    from pyrogram.storage.sqlite_storage import SCHEMA, SQLiteStorage
 
     key = os.urandom(256)
-
-    async def write():
-        storage = SQLiteStorage(name, workdir=folder)
-        await storage.open()
-        await storage.dc_id(2)
-        await storage.auth_key(key)
-        await storage.user_id(123)
-        await storage.is_bot(False)
-        await storage.test_mode(False)
-        await storage.api_id(2040)
-        await storage.save()
-        await storage.close()
-
-    asyncio.run(write())
+    with contextlib.closing(sqlite3.connect(folder / f"{name}.session")) as conn, conn:
+        conn.executescript(SCHEMA)
+        conn.execute("INSERT INTO version VALUES (?)", (SQLiteStorage.VERSION,))
+        conn.execute("INSERT INTO sessions VALUES (2, '149.154.167.51', 443, 2040, 0, ?, 0, 123, 0)", (key,))
     return key
 
 
@@ -246,16 +239,9 @@ def test_file_mode_takes_sessions_dir_from_the_environment(live_server, client, 
     key = pyrogram_file(folder, "p1")
     monkeypatch.setenv("TELEGATE_SESSIONS_DIR", str(folder))
     with client.pyrogram(connect=False, **APP) as app:
-        assert Path(app.storage.database) == folder / "p1.session"
-
-        async def read():
-            await app.storage.open()
-            try:
-                return await app.storage.auth_key()
-            finally:
-                await app.storage.close()
-
-        assert asyncio.run(read()) == key
+        assert Path(app.storage.database) == folder / "p1.session"  # kurigram opens it on connect
+        with contextlib.closing(sqlite3.connect(app.storage.database)) as conn:
+            assert conn.execute("SELECT auth_key FROM sessions").fetchone()[0] == key
 
 
 @pytest.mark.parametrize("library", ["telethon", "pyrogram"])
@@ -350,7 +336,7 @@ def test_client_py_copied_alone_says_ready_clients_need_the_package(tmp_path):
     code = ("from client import TelegramSessionManagerClient as C\n"
             "c = C('http://127.0.0.1:9', 'k', keepalive=False)\n"
             "try:\n    c.telethon()\nexcept ImportError as e:\n    print(e)\n")
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, encoding="utf-8",
                           env={**os.environ, "PYTHONPATH": ""})
     assert done.returncode == 0, done.stderr
     assert "need the telegram_session_manager package" in done.stdout

@@ -38,7 +38,8 @@ def test_sigkilled_sdk_worker_loses_its_session_within_ttl_plus_one_second(live_
 
     (sid,) = live_server.add_sessions("only")
     proc = subprocess.Popen([sys.executable, "-c", WORKER, live_server.url, live_server.client_key, str(TTL)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=server_env(), cwd=ROOT)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+                            env=server_env(), cwd=ROOT)
     try:
         line = proc.stdout.readline()  # blocks until the worker holds the session (or dies)
         assert line, f"worker died: {proc.stderr.read()}"

@@ -339,7 +339,8 @@ def test_import_skips_names_with_control_or_format_characters(tmp_path):
     found, warnings = scan_dir(folder)
     assert found == {"good": "telethon"}
     assert len(warnings) == 3 and all(w.isprintable() for w in warnings), warnings
-    assert any(re.match(r"skipped evil\\u202eexe\.session: the name must not contain control or format characters"
+    assert any(re.match(r"skipped evil\\u202eexe\.session: the name 'evil\\u202eexe' must not contain control or"
+                        r" format characters"
                         r" \(U\+202E RIGHT-TO-LEFT OVERRIDE at position 5\)", w) for w in warnings), warnings
     db = str(tmp_path / "pool.db")
     code, _, err = run("sessions", "import", str(folder), "--db", db)

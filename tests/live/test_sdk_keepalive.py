@@ -141,9 +141,9 @@ time.sleep(600)
 def test_a_worker_killed_with_sigkill_gives_its_session_back_within_the_ttl(live_server, tmp_path):
     [sid] = live_server.add_sessions("acc1")
     script = tmp_path / "worker.py"
-    script.write_text(WORKER)
+    script.write_text(WORKER, encoding="utf-8")
     worker = subprocess.Popen([sys.executable, str(script), live_server.url, live_server.client_key],
-                              stdout=subprocess.PIPE, text=True, env=sdk_env())
+                              stdout=subprocess.PIPE, text=True, env=sdk_env(), encoding="utf-8")
     try:
         assert int(worker.stdout.readline()) == sid
         assert live_server.store.get_session(sid)["state"] == "in_use"

@@ -130,9 +130,10 @@ def test_a_waiting_worker_survives_a_server_restart_and_says_so(live_server, oth
     live_server.add_sessions("acc1")
     held = other.get_session()
     script = tmp_path / "waiter.py"
-    script.write_text(WAITER)
+    script.write_text(WAITER, encoding="utf-8")
     worker = subprocess.Popen([sys.executable, str(script), live_server.url, live_server.client_key],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=sdk_env())
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+                              env=sdk_env())
     stderr: list[str] = []
     drain = threading.Thread(target=lambda: stderr.extend(worker.stderr), daemon=True)
     drain.start()
@@ -182,9 +183,9 @@ client.get_session()
 
 def run_short(tmp_path, url: str, key: str, connect_wait: float = 300) -> subprocess.CompletedProcess:
     script = tmp_path / "short.py"
-    script.write_text(SHORT)
+    script.write_text(SHORT, encoding="utf-8")
     return subprocess.run([sys.executable, str(script), url, key, str(connect_wait)], capture_output=True,
-                          text=True, env=sdk_env(), timeout=60)
+                          text=True, env=sdk_env(), timeout=60, encoding="utf-8")
 
 
 def test_a_wrong_api_key_is_one_clear_line_after_a_short_traceback(live_server, tmp_path):

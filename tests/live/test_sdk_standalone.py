@@ -52,11 +52,11 @@ def test_client_py_copied_alone_into_an_empty_folder_works(live_server, tmp_path
     project = tmp_path / "project"
     project.mkdir()
     shutil.copy(CLIENT_PY, project / "client.py")
-    (project / "worker.py").write_text(SCRIPT)
+    (project / "worker.py").write_text(SCRIPT, encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",) and not k.startswith("TELEGATE_")}
     env.update(TELEGATE_URL=live_server.url, TELEGATE_API_KEY=live_server.client_key)
     done = subprocess.run([sys.executable, "worker.py"], cwd=project, env=env, capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, encoding="utf-8")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[:3] == ["got acc1", "busy 1 0 None", "status 1"]
@@ -66,7 +66,7 @@ def test_client_py_copied_alone_into_an_empty_folder_works(live_server, tmp_path
 def test_client_py_imports_only_the_stdlib_urllib3_and_tenacity():
     if not hasattr(sys, "stdlib_module_names"):
         pytest.skip("needs Python 3.10+ to list the standard library")
-    tree = ast.parse(CLIENT_PY.read_text())
+    tree = ast.parse(CLIENT_PY.read_text(encoding="utf-8"))
     imported = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

@@ -202,6 +202,7 @@ def test_bad_wait_is_refused(wsgi, wait):
     assert "wait" in reply.json["detail"]
 
 
+@pytest.mark.server_per_test  # the wait histogram is the server process's own: counted from its start
 def test_metrics_show_the_line(live_server):
     live_server.add_sessions("only")
     held = acquire(live_server)

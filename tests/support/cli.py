@@ -20,4 +20,4 @@ def run(*argv: str, stdin: str = "") -> tuple[int, str, str]:
 def run_process(*argv: str, env: dict | None = None, cwd: Path | None = None, stdin: str = "",
                 ) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "telegate", *argv], input=stdin, capture_output=True,
-                          text=True, env={**server_env(), **(env or {})}, cwd=cwd or ROOT, timeout=60)
+                          text=True, env={**server_env(), **(env or {})}, cwd=cwd or ROOT, timeout=60, encoding="utf-8")

@@ -20,6 +20,9 @@ import pytest
 import urllib3
 
 from telegate import open_store
+from telegate._stop import new_group_flags, request_stop
+
+from . import dbstate
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTUP_DEADLINE = 30.0
@@ -63,6 +66,7 @@ class LiveServer:
         self.client_key = self.store.create_key("test-client" + suffix, "client")
         self.port = 0
         self.url = ""
+        self._resets = 0
         self.proc: subprocess.Popen | None = None
         self.output: list[str] = []
         self.http = urllib3.PoolManager(maxsize=32, retries=False, timeout=urllib3.Timeout(30))
@@ -76,7 +80,8 @@ class LiveServer:
         self.output = []
         ready = threading.Event()
         self.proc = proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                            stderr=subprocess.STDOUT, text=True, env=self.env, cwd=ROOT)
+                                            stderr=subprocess.STDOUT, text=True, encoding="utf-8", env=self.env,
+                                            cwd=ROOT, creationflags=new_group_flags())
 
         def drain() -> None:
             for line in proc.stdout:  # type: ignore[union-attr]
@@ -108,8 +113,9 @@ class LiveServer:
             self.proc.wait(10)
 
     def stop(self) -> None:
+        """Ctrl-C (Ctrl-Break on Windows): the server's clean stop."""
         if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
+            request_stop(self.proc)
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
@@ -123,6 +129,40 @@ class LiveServer:
         self.stop()
         self.http.clear()
         self.store.close()
+
+    # -- one server for a module's tests -------------------------------------------------
+
+    def keep_state(self) -> None:
+        """Remember the database as it is now (just started: schema and the two keys), for :meth:`reset`."""
+        self._clean = dbstate.snapshot(self.db_path)
+
+    def reset(self) -> None:
+        """Make this server what a fresh one on a fresh database would be, for the next test.
+
+        A server the last test killed or stopped is started again (on a new port). The
+        database gets back exactly the content :meth:`keep_state` saw (every table emptied,
+        ids restarting where they did). The output starts after a request the server logs
+        now: every line of an earlier test's requests came before it, so none can be read
+        as this test's.
+        """
+        if self.proc is None or self.proc.poll() is not None:
+            self.port = 0
+            self.start()
+        dbstate.restore(self.db_path, self._clean)
+        self._resets += 1
+        marker = f"/_test_reset_{os.getpid()}_{self._resets}"
+        reply = self.request("GET", marker, key=None)
+        assert reply.status < 500, reply
+        deadline = time.monotonic() + STARTUP_DEADLINE
+        while True:
+            lines = list(self.output)
+            at = next((n for n, line in enumerate(lines) if marker in line), None)
+            if at is not None:
+                self.output = lines[at + 1:]
+                return
+            if time.monotonic() > deadline:
+                pytest.fail(f"the server did not log {marker}:\n{self.log}")
+            time.sleep(0.005)
 
     # -- helpers ------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import configparser
+import fnmatch
 
 from support import ROOT
 
@@ -18,6 +19,29 @@ def test_setup_cfg_lists_every_package():
             relative = init.parent.relative_to(folder).parts
             on_disk.add(".".join((name, *relative)))
     assert on_disk - listed == set(), "add these to [options] packages in setup.cfg"
+
+
+def test_setup_cfg_ships_every_data_file():
+    """The schema's SQL files and the dashboard's static files go into the wheel too."""
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg", encoding="utf-8")
+    patterns = {package.strip(): value.split() for package, value in config["options.package_data"].items()}
+    server = ROOT / "server"
+    unshipped = []
+    for path in (server / "telegate").rglob("*"):
+        if not path.is_file() or path.suffix in {".py", ".pyc"} or "__pycache__" in path.parts:
+            continue
+        relative = path.relative_to(server)
+        shipped = False
+        for cut in range(1, len(relative.parts)):
+            package = ".".join(relative.parts[:cut])
+            rest = "/".join(relative.parts[cut:])
+            if any(fnmatch.fnmatchcase(rest, pattern) for pattern in patterns.get(package, [])):
+                shipped = True
+        if not shipped:
+            unshipped.append(str(relative))
+    assert (server / "telegate" / "store" / "schema" / "sqlite" / "0001.sql").is_file()
+    assert unshipped == [], "add these to [options.package_data] in setup.cfg"
 
 
 # -- the client alone, and everything, each in a fresh venv --------------------------------------
@@ -41,7 +65,7 @@ def fresh_venv(where: Path) -> Path:
 
 def pip(python: Path, *args: str, cwd: Path = ROOT) -> str:
     done = subprocess.run([str(python), "-m", "pip", "--disable-pip-version-check", *args], cwd=cwd,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, encoding="utf-8")
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
@@ -77,7 +101,7 @@ def source_copy(where: Path) -> Path:
 
 
 def run(python: Path, code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(python), "-c", code], capture_output=True, text=True, cwd=Path("/"))
+    return subprocess.run([str(python), "-c", code], capture_output=True, text=True, encoding="utf-8", cwd=Path("/"))
 
 
 @pytest.mark.slow

@@ -62,3 +62,53 @@ def test_status_reports_next_available_as_iso_time(wsgi):
     status = wsgi("GET", "/status").json
     assert status["next_available"] == "2027-01-15T08:01:00.000Z"
     assert status["server_time"] == "2027-01-15T08:00:00.000Z"
+
+
+# -- leases and flood waits running out (on the clock the test moves; moved from test_server_api.py,
+#    where they waited out real 1 s TTLs: lapsing leases on the real clock are in the reliability suite)
+
+
+def test_flood_wait_shows_in_status_and_ends(wsgi):
+    wsgi.store.add_sessions(["a"])
+    got = lease(wsgi)
+    sid = got["session_id"]
+    wsgi("POST", "/release", {"session_id": sid, "lease_token": got["lease_token"], "flood_wait": 1})
+    status = wsgi("GET", "/status").json
+    assert status["in_floodwait"] == 1 and status["free"] == 0
+    assert status["next_available"] is not None
+    wsgi.clock.advance(0.5)
+    assert wsgi("POST", "/session").status == 503
+    wsgi.clock.advance(0.5)
+    assert wsgi("POST", "/session").status == 200, "flood wait of 1 s never ended"
+    assert wsgi("GET", "/status").json["next_available"] is None
+
+
+def test_stale_token_gets_409_and_changes_nothing(wsgi):
+    wsgi.store.add_sessions(["a"])
+    old = lease(wsgi, ttl=1)
+    sid = old["session_id"]
+    assert wsgi("POST", "/session").status == 503
+    wsgi.clock.advance(1)  # the 1 s lease lapses; the next claim takes it over
+    new = lease(wsgi)
+    assert new["session_id"] == sid and new["lease_token"] != old["lease_token"]
+    for path, body in [("/release", {"session_id": sid, "lease_token": old["lease_token"], "flood_wait": 99}),
+                       ("/renew", {"session_id": sid, "lease_token": old["lease_token"]})]:
+        reply = wsgi("POST", path, body)
+        assert reply.status == 409
+        assert reply.json["error"] == "lease_mismatch"
+    detail = wsgi("GET", f"/sessions/{sid}", key="admin").json
+    assert detail["state"] == "in_use"
+    assert detail["flood_wait_until"] is None
+    assert detail["expired_count"] == 1
+    assert wsgi("POST", "/renew", {"session_id": sid, "lease_token": new["lease_token"]}).status == 200
+
+
+def test_holder_that_never_renews_loses_lease_after_ttl(wsgi):
+    wsgi.store.add_sessions(["a"])
+    sid = lease(wsgi, ttl=1)["session_id"]
+    assert wsgi("POST", "/session").status == 503
+    wsgi.clock.advance(0.999)  # not a moment before the TTL
+    assert wsgi("POST", "/session").status == 503
+    wsgi.clock.advance(0.001)
+    reply = wsgi("POST", "/session")
+    assert reply.status == 200 and reply.json["session_id"] == sid

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -166,7 +167,8 @@ def test_threads_each_get_a_connection_and_all_are_closed(tmp_path):
 def test_upgrade_from_schema_1_keeps_the_pool(tmp_path, clock):
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)
-    conn.executescript(store_mod._sqlite.MIGRATIONS[0] + "; PRAGMA user_version = 1;")
+    schema_1 = Path(store_mod.__file__).with_name("schema") / "sqlite" / "0001.sql"  # no release wrote version 1
+    conn.executescript(schema_1.read_text(encoding="utf-8") + "; PRAGMA user_version = 1;")
     conn.execute("INSERT INTO sessions (name, created_at, flood_wait_until, flood_count) VALUES ('old', 0, ?, 3)",
                  (clock.now + 50,))
     conn.execute("INSERT INTO sessions (name, created_at) VALUES ('fresh', 0)")

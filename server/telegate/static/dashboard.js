@@ -301,7 +301,11 @@
     row.dataset.name = s.name;
     row.dataset.state = s.state;
     setText(cell(row, "id"), s.id);
-    setText(cell(row, "name"), s.name);
+    const nameCell = cell(row, "name");
+    setText(nameCell, s.name);
+    // A name registered before the name rules (one file with another on Windows, or no file there).
+    nameCell.classList.toggle("name-problem", Boolean(s.name_problem));
+    nameCell.title = s.name_problem || "";
     const stateCell = cell(row, "state");
     let badge = stateCell.firstChild;
     if (!badge) {

@@ -17,7 +17,7 @@ from ._base import (
 from ._line import ALIVE_FOR
 from ._open import URL_SCHEMES, is_database_url, open_engine, open_store
 from ._pool import Store
-from ._sqlite import SCHEMA_VERSION
+from ._schema import SCHEMA_VERSION
 
 __all__ = [
     "Store", "open_store", "open_engine", "is_database_url", "URL_SCHEMES", "ALIVE_FOR", "PoolStore", "Engine", "Tx",

@@ -11,6 +11,8 @@ import dataclasses
 import hashlib
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, TypeVar
 
+from .._names import MAX_NAME_LENGTH as _MAX_NAME_LENGTH
+
 __all__ = [
     "StoreError", "DatabaseError", "NotFound", "Conflict", "LeaseMismatch", "NotLeaseHolder",
     "SessionDisabled", "LeaseLimit", "KeyRevoked", "NoSessionAvailable", "Lease", "KeyInfo", "Engine", "Tx",
@@ -19,7 +21,7 @@ __all__ = [
 
 T = TypeVar("T")
 
-MAX_NAME_LENGTH = 255
+MAX_NAME_LENGTH = _MAX_NAME_LENGTH  # the name rules live in telegate._names
 STATES = ("free", "in_use", "in_floodwait", "disabled")
 
 

@@ -2,7 +2,8 @@
 
 Plain functions of a transaction. Invariants:
 
-* A name is registered once (``UNIQUE``); adding names that exist changes nothing of them.
+* A name is registered once (``UNIQUE``), and once regardless of case (``name_key``, see
+  ``_namekeys.py``); adding names that exist changes nothing of them.
 * Removing a session removes its rests and its history with it, in one transaction.
 * Every admin change (disable, enable, clearing a flood wait) leaves its event.
 * A change that may make a session leasable (enabling it, clearing its rests) is
@@ -16,6 +17,8 @@ import json
 from typing import Any, Iterable, Mapping, Sequence
 
 from . import _history as history
+from .._names import name_problem
+from ._namekeys import fill_name_keys, key_of, name_clashes
 from ._base import KeyInfo, NotFound, Tx
 from ._sql import STATE_SQL, padded, session_row
 
@@ -25,7 +28,7 @@ __all__ = ["add", "update", "set_proxy_bound", "set_disabled_by_name", "forget",
 #: Names looked up per statement by :func:`named`: a power of two, under the 999
 #: parameters a statement may have in SQLite before 3.32 (which some Pythons still ship).
 NAMES_PER_QUERY = 512
-#: Sessions added per INSERT by :func:`add` (two parameters each).
+#: Sessions added per INSERT by :func:`add` (three parameters each).
 ROWS_PER_INSERT = 256
 
 _SESSION_COLUMNS = (
@@ -53,10 +56,13 @@ def add(tx: Tx, names: Iterable[str], *, kind: str, meta: dict | None,
         params: dict[str, Any] = {"meta": meta_json, "now": tx.now}
         for number, name in enumerate(group):
             params[f"n{number}"] = name
+            params[f"f{number}"] = key_of(name)
             params[f"k{number}"] = (kinds or {}).get(name, kind)
-        values = ", ".join(f"(:n{number}, :k{number}, :meta, :now)" for number in range(len(group)))
-        for row in tx.rows(f"INSERT INTO sessions (name, kind, meta, created_at) VALUES {values}"
-                           " ON CONFLICT (name) DO NOTHING RETURNING id, name", params):
+        values = ", ".join(f"(:n{number}, :f{number}, :k{number}, :meta, :now)" for number in range(len(group)))
+        # No conflict target: a name registered already, or one differing only in case
+        # (its name_key taken), is skipped alike.
+        for row in tx.rows(f"INSERT INTO sessions (name, name_key, kind, meta, created_at) VALUES {values}"
+                           " ON CONFLICT DO NOTHING RETURNING id, name", params):
             ids[row["name"]] = row["id"]
     added: list[dict[str, Any]] = []
     existing: list[str] = []
@@ -123,6 +129,8 @@ def forget(tx: Tx, where: str, params: Mapping[str, Any]) -> list[int]:
     for sid in ids:
         tx.run("DELETE FROM session_rests WHERE session_id = :id", {"id": sid})
         tx.run("DELETE FROM session_events WHERE session_id = :id", {"id": sid})
+    if ids:
+        fill_name_keys(tx)  # a name that shared a file with a removed one is unique now
     return ids
 
 
@@ -139,11 +147,16 @@ def prune(tx: Tx, older_than: float) -> int:
 # -- listings -----------------------------------------------------------------------------
 
 def _with_rests(tx: Tx, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Session rows with ``rests``: the methods each one rests for now, soonest end first."""
+    """Session rows with ``rests`` (the methods each one rests for now, soonest end first),
+    ``name_clash`` (the other sessions whose names mean the same file, see ``_namekeys.py``)
+    and ``name_problem`` (the name rule a name registered before the rules breaks, or None)."""
     sessions = [session_row(row) for row in rows]
     by_id = {session["id"]: session for session in sessions}
+    clashes = name_clashes(tx) if sessions else {}
     for session in sessions:
         session["rests"] = []
+        session["name_clash"] = clashes.get(session["name"], [])
+        session["name_problem"] = name_problem(session["name"])
     if by_id:
         ids = ", ".join(str(int(sid)) for sid in by_id)  # ints from the database: safe to inline
         for rest in tx.rows(f"SELECT session_id, scope, until FROM session_rests"

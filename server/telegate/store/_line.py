@@ -35,8 +35,7 @@ from typing import Any, Callable, Mapping
 from ._base import Grant, Lease, Tx
 
 __all__ = ["ALIVE_FOR", "enqueue", "serve_line", "claimed", "leave", "keep_alive", "line_stats",
-           "granted_for", "next_free_at", "WAITERS_DDL_SQLITE", "WAITERS_DDL_POSTGRES", "HOSTS_DDL_SQLITE",
-           "HOSTS_DDL_POSTGRES", "NOTIFY_CHANNEL"]
+           "granted_for", "next_free_at", "NOTIFY_CHANNEL"]
 
 #: Seconds a ticket stays servable without its server process renewing it (it renews
 #: every third of that while it has requests waiting).
@@ -54,68 +53,7 @@ STALE_AFTER = 120.0
 #: The LISTEN/NOTIFY channel a PostgreSQL engine announces grants on.
 NOTIFY_CHANNEL = "telegate_line"
 
-#: The line's table (schema version 4). ``id`` is the ticket: never reused (AUTOINCREMENT),
-#: so an old ticket can never mean a new waiter (only the same request, polling again).
-#: ``session_id`` and ``lease_token`` are the lease granted to it.
-WAITERS_DDL_SQLITE = """
-    CREATE TABLE waiters (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        owner TEXT NOT NULL,
-        ttl REAL NOT NULL,
-        holder TEXT,
-        name TEXT,
-        key_id INTEGER,
-        purpose TEXT,
-        request_id TEXT,
-        created_at REAL NOT NULL,
-        deadline REAL NOT NULL,
-        alive_until REAL NOT NULL,
-        session_id INTEGER,
-        lease_token TEXT,
-        granted_at REAL
-    );
-    CREATE INDEX waiters_line ON waiters(id) WHERE session_id IS NULL;
-    CREATE INDEX waiters_owner ON waiters(owner, id)
-"""
-
-WAITERS_DDL_POSTGRES = """
-    CREATE TABLE waiters (
-        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        owner TEXT NOT NULL,
-        ttl DOUBLE PRECISION NOT NULL,
-        holder TEXT,
-        name TEXT COLLATE "C",
-        key_id BIGINT,
-        purpose TEXT COLLATE "C",
-        request_id TEXT,
-        created_at DOUBLE PRECISION NOT NULL,
-        deadline DOUBLE PRECISION NOT NULL,
-        alive_until DOUBLE PRECISION NOT NULL,
-        session_id BIGINT,
-        lease_token TEXT,
-        granted_at DOUBLE PRECISION
-    );
-    CREATE INDEX waiters_line ON waiters (id) WHERE session_id IS NULL;
-    CREATE INDEX waiters_owner ON waiters (owner, id)
-"""
-
-#: Schema version 6, one step (easy to renumber): the kind a waiter asked for and the host it
-#: runs on; per session, the host that used it last and whether the account is bound to a
-#: proxy (then Telegram always sees the proxy's address, and it may move between hosts
-#: at once).
-HOSTS_DDL_SQLITE = """
-    ALTER TABLE sessions ADD COLUMN last_host TEXT;
-    ALTER TABLE sessions ADD COLUMN proxy_bound INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE waiters ADD COLUMN kind TEXT;
-    ALTER TABLE waiters ADD COLUMN host TEXT
-"""
-
-HOSTS_DDL_POSTGRES = """
-    ALTER TABLE sessions ADD COLUMN last_host TEXT COLLATE "C";
-    ALTER TABLE sessions ADD COLUMN proxy_bound INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE waiters ADD COLUMN kind TEXT;
-    ALTER TABLE waiters ADD COLUMN host TEXT COLLATE "C"
-"""
+# The line's table is ``waiters`` (schema version 4: ``schema/*/0004.sql``).
 
 #: ``claim(tx, waiter)``: the store's own claim for a waiter row (its name, purpose, key,
 #: holder, ttl): the lease, or None when nothing fits that waiter now.

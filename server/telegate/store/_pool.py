@@ -26,6 +26,7 @@ from . import _line as line
 from ._base import (
     STATES, DatabaseError, Engine, Grant, KeyInfo, Lease, LeaseLimit, NoSessionAvailable, NotFound, Ticket, Tx,
 )
+from ._namekeys import fill_name_keys
 from ._sql import IS_FREE, Fit, lease_from
 
 __all__ = ["Store"]
@@ -55,6 +56,10 @@ class Store:
         #: Called after each commit that granted sessions to waiting tickets, with the grants.
         self.grant_listeners: list[Callable[[list[Grant]], None]] = []
         engine.migrate()
+        # Names registered before they were unique regardless of case get their keys (a
+        # read finds none to fill once they have them; see _namekeys.py).
+        if engine.read(lambda tx: tx.row("SELECT 1 AS x FROM sessions WHERE name_key IS NULL LIMIT 1")):
+            engine.write(fill_name_keys)
 
     @property
     def path(self) -> str:

@@ -1,8 +1,8 @@
 """The SQLite engine: one file, connections per thread, writes serialised and group-committed.
 
 WAL mode, ``BEGIN IMMEDIATE`` for every write, and a busy timeout, so any number of
-threads and server processes can share one file. Nothing here knows the pool's tables
-but the migrations: the pool's SQL lives in ``_pool.py``.
+threads and server processes can share one file. Nothing here knows the pool's tables:
+the pool's SQL lives in the store's parts, its schema in ``schema/sqlite/``.
 """
 from __future__ import annotations
 
@@ -16,92 +16,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, TypeVar
 
-from .._files import create_private
+from .._files import create_private, precreate_companions
 from ._base import DatabaseError, StoreError
-from ._line import HOSTS_DDL_SQLITE, WAITERS_DDL_SQLITE
+from ._schema import SCHEMA_VERSION, migrations, statements
 
-__all__ = ["SQLiteEngine", "SQLiteCommitFeed", "MIGRATIONS", "SCHEMA_VERSION"]
+__all__ = ["SQLiteEngine", "SQLiteCommitFeed"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-# Each entry upgrades the schema by one version; entry i takes version i to i + 1.
-# Never edit a shipped entry: append a new one, so existing files upgrade in place.
-MIGRATIONS: tuple[str, ...] = (
-    # 0 -> 1: the pool and the keys.
-    """
-    CREATE TABLE sessions (
-        id INTEGER PRIMARY KEY,
-        name TEXT NOT NULL UNIQUE,
-        kind TEXT NOT NULL DEFAULT 'unknown',
-        meta TEXT NOT NULL DEFAULT '{}',
-        disabled INTEGER NOT NULL DEFAULT 0,
-        disabled_reason TEXT,
-        lease_token TEXT,
-        lease_expires_at REAL,
-        leased_at REAL,
-        holder TEXT,
-        flood_wait_until REAL,
-        use_count INTEGER NOT NULL DEFAULT 0,
-        flood_count INTEGER NOT NULL DEFAULT 0,
-        created_at REAL NOT NULL,
-        last_released_at REAL
-    );
-    CREATE TABLE api_keys (
-        id INTEGER PRIMARY KEY,
-        name TEXT NOT NULL,
-        key_hash TEXT NOT NULL UNIQUE,
-        scope TEXT NOT NULL CHECK (scope IN ('client', 'admin')),
-        created_at REAL NOT NULL,
-        revoked_at REAL
-    );
-    CREATE UNIQUE INDEX api_keys_active_name ON api_keys(name) WHERE revoked_at IS NULL;
-    """,
-    # 1 -> 2: O(log n) claims on large pools, and expired-lease accounting.
-    """
-    ALTER TABLE sessions ADD COLUMN avail_at REAL NOT NULL DEFAULT 0;
-    ALTER TABLE sessions ADD COLUMN expired_count INTEGER NOT NULL DEFAULT 0;
-    UPDATE sessions SET avail_at = MAX(COALESCE(lease_expires_at, 0), COALESCE(flood_wait_until, 0),
-                                       COALESCE(last_released_at, 0));
-    CREATE INDEX sessions_claim_order ON sessions(avail_at, id) WHERE disabled = 0;
-    """,
-    # 2 -> 3: leases owned by keys, idempotent acquire, per-key limits, scoped rests, history.
-    """
-    ALTER TABLE sessions ADD COLUMN lease_key_id INTEGER;
-    ALTER TABLE sessions ADD COLUMN request_id TEXT;
-    CREATE INDEX sessions_lease_key ON sessions(lease_key_id) WHERE lease_key_id IS NOT NULL;
-    ALTER TABLE api_keys ADD COLUMN max_leases INTEGER;
-    CREATE TABLE session_rests (
-        session_id INTEGER NOT NULL,
-        scope TEXT NOT NULL,
-        until REAL NOT NULL,
-        PRIMARY KEY (session_id, scope)
-    );
-    CREATE TABLE session_events (
-        id INTEGER PRIMARY KEY,
-        session_id INTEGER NOT NULL,
-        at REAL NOT NULL,
-        type TEXT NOT NULL,
-        key_name TEXT,
-        holder TEXT,
-        detail TEXT NOT NULL DEFAULT '{}'
-    );
-    CREATE INDEX session_events_by_session ON session_events(session_id, id);
-    CREATE INDEX session_events_by_time ON session_events(at);
-    """,
-    # 3 -> 4: the waiting line of long-polling acquires (_line.py).
-    WAITERS_DDL_SQLITE,
-    # 4 -> 5: claims without a purpose skip scoped rests through an index, not row by row.
-    """
-    ALTER TABLE sessions ADD COLUMN rest_until REAL NOT NULL DEFAULT 0;
-    UPDATE sessions SET rest_until = COALESCE((SELECT MAX(until) FROM session_rests r
-                                               WHERE r.session_id = sessions.id), 0);
-    CREATE INDEX sessions_plain_order ON sessions(MAX(avail_at, rest_until), id) WHERE disabled = 0;
-    """,
-    # 5 -> 6: leasing by kind, and the host that used each session last (ready clients).
-    HOSTS_DDL_SQLITE,
-)
-SCHEMA_VERSION = len(MIGRATIONS)
 
 #: How often a commit feed looks at ``data_version`` while requests wait: a grant made by
 #: another process wakes its waiter within this (plus a read).
@@ -199,6 +121,7 @@ class SQLiteEngine:
             # SQLite gives the -wal and -shm files the database file's mode: a file made
             # private here keeps key hashes and meta (proxy passwords) private in all three.
             create_private(self.path)
+            precreate_companions(self.path)  # Windows: -wal and -shm private too
             conn = sqlite3.connect(str(self.path), timeout=self._busy_timeout,
                                    isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
@@ -374,11 +297,12 @@ class SQLiteEngine:
                     raise DatabaseError(
                         f"{self.path} has schema version {version}, newer than this TeleGate"
                         f" understands ({SCHEMA_VERSION}); upgrade TeleGate")
-                for target in range(version + 1, SCHEMA_VERSION + 1):
+                for target, sql in migrations(self.dialect):
+                    if target <= version:
+                        continue
                     # executescript would COMMIT our transaction: run statement by statement.
-                    for statement in MIGRATIONS[target - 1].split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
+                    for statement in statements(sql):
+                        conn.execute(statement)
                     conn.execute(f"PRAGMA user_version = {target}")
                     log.info("database %s upgraded to schema version %d", self.path, target)
         except DatabaseError as exc:
