@@ -27,6 +27,7 @@ from telethon.tl import functions as tl_functions
 from telethon.tl.types import PeerUser, RpcError, User
 
 from support import ROOT
+from support.sessions import pyrogram_file, telethon_file
 from telegram_session_manager import AsyncTelegramSessionManagerClient, TelegramSessionManagerClient
 from telegram_session_manager import ready
 from telegram_session_manager.ready import ReadyClientError
@@ -178,30 +179,6 @@ def test_a_dc_move_goes_back_with_the_new_key():
 
 
 # -- file mode and the end of a block, against a live server ------------------------------
-
-
-def telethon_file(folder: Path, name: str) -> bytes:
-    key = os.urandom(256)
-    session = SQLiteSession(str(folder / name))  # writes NAME.session
-    session.set_dc(2, "149.154.167.51", 443)
-    session.auth_key = AuthKey(key)
-    session.process_entities(type("Result", (), {"users": [User(id=777, access_hash=5, username="friend")],
-                                                  "chats": []})())
-    session.save()
-    session.close()
-    return key
-
-
-def pyrogram_file(folder: Path, name: str) -> bytes:
-    """A kurigram .session file as kurigram writes one (its own schema)."""
-    from pyrogram.storage.sqlite_storage import SCHEMA, SQLiteStorage
-
-    key = os.urandom(256)
-    with contextlib.closing(sqlite3.connect(folder / f"{name}.session")) as conn, conn:
-        conn.executescript(SCHEMA)
-        conn.execute("INSERT INTO version VALUES (?)", (SQLiteStorage.VERSION,))
-        conn.execute("INSERT INTO sessions VALUES (2, '149.154.167.51', 443, 2040, 0, ?, 0, 123, 0)", (key,))
-    return key
 
 
 @pytest.fixture
