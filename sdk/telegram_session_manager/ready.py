@@ -212,7 +212,7 @@ def _account_session(account: Mapping[str, Any]) -> Any:
     session.auth_key = AuthKey(_auth_key(account))
     state = account.get("state") or {}
     session._entities = {(int(e["id"]), int(e.get("hash") or 0), e.get("username"), e.get("phone"), e.get("name"))
-                         for e in state.get("entities") or () if isinstance(e, Mapping) and "id" in e}
+                         for e in state.get("entities") or () if isinstance(e, dict) and "id" in e}
     update = state.get("update_state")
     if isinstance(update, Mapping):
         session.set_update_state(0, State(
@@ -314,7 +314,7 @@ def _account_storage_class() -> type:
                 raise ReadyClientError("the lease's account has no usable dc_id/server_address; an admin must"
                                        " re-import it") from None
             state = account.get("state") or {}
-            entities = [e for e in state.get("entities") or () if isinstance(e, Mapping) and "id" in e]
+            entities = [e for e in state.get("entities") or () if isinstance(e, dict) and "id" in e]
             conn.executemany("REPLACE INTO peers (id, access_hash, type, phone_number) VALUES (?, ?, ?, ?)",
                              [(int(e["id"]), int(e.get("hash") or 0), _peer_type(int(e["id"]), e.get("type")),
                                e.get("phone")) for e in entities])
@@ -386,27 +386,33 @@ def pyrogram_state(client: Any) -> dict[str, Any]:
 # What changed: the write-back body
 # --------------------------------------------------------------------------------------
 
-_ENTITY_FIELDS = ("hash", "username", "phone", "name")
+def _seen(entity: Mapping[str, Any], name: Any) -> tuple:
+    return entity.get("hash"), entity.get("username"), entity.get("phone"), name
 
 
 def state_changes(account: Mapping[str, Any], now: Mapping[str, Any]) -> dict[str, Any] | None:
     """The ``state`` to send with the release: entities new or changed since the lease,
-    the update state and the DC when they changed; None when nothing did."""
-    before = {int(e["id"]): e for e in (account.get("state") or {}).get("entities") or ()
-              if isinstance(e, Mapping) and "id" in e}
+    the update state and the DC when they changed; None when nothing did.
+
+    Plain dicts and tuples compared (no ABC checks): a lease of an account with thousands
+    of cached entities reads and compares them all at the end of every block.
+    """
+    before = {e["id"]: e for e in (account.get("state") or {}).get("entities") or ()
+              if isinstance(e, dict) and "id" in e}
     changed = []
     for entity in now["entities"]:
-        old = before.get(int(entity["id"]))
+        old = before.get(entity["id"])
+        name = entity.get("name")
+        kind = entity.get("type")
         if old is not None:
-            if entity.get("name") is None and old.get("name") is not None:
-                entity = {**entity, "name": old["name"]}  # kurigram keeps no names: keep the one we had
-            if entity.get("type") is None or (old.get("type") and entity["type"] in ("user", "channel", "group")):
-                entity = {**entity, "type": old.get("type") or entity.get("type")}
-            if all(old.get(field) == entity.get(field) for field in _ENTITY_FIELDS):
+            if name is None:
+                name = old.get("name")  # kurigram keeps no names: keep the one we had
+            if old.get("type") is not None and kind in (None, "user", "channel", "group"):
+                kind = old["type"]  # told by the id alone: the stored type ("bot", "supergroup") is finer
+            if _seen(entity, name) == _seen(old, old.get("name")):
                 continue
-        changed.append({"id": entity["id"], "hash": entity.get("hash"), "type": entity.get("type"),
-                        "username": entity.get("username"), "phone": entity.get("phone"),
-                        "name": entity.get("name")})
+        changed.append({"id": entity["id"], "hash": entity.get("hash"), "type": kind,
+                        "username": entity.get("username"), "phone": entity.get("phone"), "name": name})
     state: dict[str, Any] = {}
     if changed:
         state["entities"] = changed
