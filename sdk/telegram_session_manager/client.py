@@ -54,6 +54,7 @@ __all__ = [
     "LeaseLost",
     "NotLeaseHolder",
     "LeaseLimitReached",
+    "WaitLimitReached",
     "ServerError",
     "NoSessionAvailable",
     "ClientClosed",
@@ -102,7 +103,7 @@ class TeleGateError(Exception):
         return (_rebuild_error, (type(self), self.args, state))
 
 
-def _rebuild_error(cls: type, args: tuple, state: dict) -> TeleGateError:
+def _rebuild_error(cls: type[TeleGateError], args: tuple, state: dict) -> TeleGateError:
     error = cls.__new__(cls)
     Exception.__init__(error, *args)
     error.__dict__.update(state)
@@ -178,6 +179,18 @@ class LeaseLimitReached(APIError):
 
     def describe(self) -> str:
         return f"this API key is at its lease limit: {self.detail or f'{self.held} of {self.limit} held'}"
+
+
+class WaitLimitReached(LeaseLimitReached):
+    """429 ``wait_limit``: this API key already has as many long-polls waiting in line as it
+    may (``limit``: 4 per ``max_leases``, or its admin-set ``--max-waiting``). Handled like
+    :class:`LeaseLimitReached`: under auto_wait, ``get_session()`` waits and asks again.
+    ``held`` is the number of polls of the key waiting now."""
+
+    hint = "fewer workers per key wait at once; or ask the TeleGate admin for a higher --max-waiting"
+
+    def describe(self) -> str:
+        return f"this API key has as many polls waiting in line as it may: {self.detail or self.limit}"
 
 
 class ServerError(APIError):
@@ -278,6 +291,7 @@ def _retry_after(value: str | None) -> float | None:
 _CODE_ERRORS: dict[tuple[int, str], type[APIError]] = {
     (409, "not_lease_holder"): NotLeaseHolder,
     (429, "lease_limit"): LeaseLimitReached,
+    (429, "wait_limit"): WaitLimitReached,
 }
 
 
@@ -286,7 +300,7 @@ def _error_from_response(status: int, method: str, url: str, body: Mapping[str, 
     """The one place that turns an HTTP error answer into an exception (``sent``: the request's body)."""
     code = body.get("error") if isinstance(body.get("error"), str) else None
     detail = body.get("detail") if isinstance(body.get("detail"), str) else (text.strip()[:300] or None)
-    common = dict(status=status, method=method, url=url, detail=detail, error=code, body=body)
+    common: dict[str, Any] = dict(status=status, method=method, url=url, detail=detail, error=code, body=body)
     if status == 503 and code == "no_session_available":
         return NoSessionAvailable(
             waiting_count=int(_number(body.get("waiting_count")) or 0),
@@ -305,17 +319,26 @@ def _error_from_response(status: int, method: str, url: str, body: Mapping[str, 
         session = (sent or {}).get("session_id")
         message = (f"session {session} is leased by another worker's key; you cannot release, renew or report it "
                    f"({answer}" + (f": {detail})" if detail else ")"))
+    elif cls is WaitLimitReached:
+        message = f"this API key has as many polls waiting as it may: {detail or 'its cap'} ({answer}; {cls.hint})"
     elif cls is LeaseLimitReached:
         message = f"this API key is at its lease limit: {detail or 'it holds as many leases as it may'} ({answer}; {cls.hint})"
     else:
         message = answer + (f": {detail}" if detail else "") + (f" ({cls.hint})" if cls.hint else "")
     error = cls(message, **common)
-    error.transient = status in _TRANSIENT_STATUSES  # type: ignore[attr-defined]
+    error.transient = status in _TRANSIENT_STATUSES  # type: ignore[attr-defined]  # set on every error this module raises
     if isinstance(error, LeaseLimitReached):
         error.limit = None if _number(body.get("limit")) is None else int(body["limit"])
-        error.held = None if _number(body.get("held")) is None else int(body["held"])
+        held = body.get("held", body.get("waiting"))
+        error.held = None if _number(held) is None else int(held)
         error.retry_after = _retry_after(headers.get("Retry-After"))
     return error
+
+
+def _failure(retry_state: tenacity.RetryCallState) -> Any:
+    """The exception of the attempt tenacity asks about: one of ours, raised by the request
+    (tenacity asks only after an attempt failed, and retries on our exceptions alone)."""
+    return retry_state.outcome.exception() if retry_state.outcome is not None else None
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -544,10 +567,10 @@ class Lease(dict):
         The lease is kept until it is released (the end of the ``with`` block, or
         ``release_session``) so no other worker gets the account while you still use it.
         """
-        seconds = _number(seconds)
-        if seconds is None or seconds < 0:
+        rest = _number(seconds)
+        if rest is None or rest < 0:
             raise ValueError("seconds must be a number >= 0")
-        self.outcome = Outcome(flood_wait=seconds, flood_scope=_checked_method(method)).merge(self.outcome)
+        self.outcome = Outcome(flood_wait=rest, flood_scope=_checked_method(method)).merge(self.outcome)
 
     def report_peer_flood(self, method: str | None = None) -> None:
         """Telegram said PEER_FLOOD: the release rests the account (for ``method`` only, if given)
@@ -642,6 +665,9 @@ class RetryPolicy:
         None (give up) when ``max_wait`` is used up."""
         if remaining is not None and remaining < _LEAST_WAIT:
             return None
+        if isinstance(exc, WaitLimitReached):  # the key parks all the polls it may: a long-poll would not park
+            wait = self.limit_wait(exc, waits, remaining)
+            return None if wait is None else _Step(sleep=wait)
         hold = self.long_poll if remaining is None else min(self.long_poll, remaining)
         if not answered_early:
             return _Step(long_poll=round(hold, 3))
@@ -705,17 +731,18 @@ class _Patience:
     def plan(self, retry_state: tenacity.RetryCallState) -> float | None:
         number = retry_state.attempt_number
         if number not in self._plans:
-            pause: float | None = self.policy.backoff(number, self.waiting)
+            backoff = self.policy.backoff(number, self.waiting)
+            pause: float | None = backoff
             if not self.waiting:
-                pause = pause if number < self.policy.transient_attempts else None
+                pause = backoff if number < self.policy.transient_attempts else None
             elif self.connect_wait is not None:
                 remaining = self.connect_wait - self.elapsed()
-                pause = min(pause, remaining) if remaining > 0 else None
+                pause = min(backoff, remaining) if remaining > 0 else None
             self._plans[number] = pause
         return self._plans[number]
 
     def retry(self, retry_state: tenacity.RetryCallState) -> bool:
-        return _is_transient(retry_state.outcome.exception())
+        return _is_transient(_failure(retry_state))
 
     def stop(self, retry_state: tenacity.RetryCallState) -> bool:
         return self.plan(retry_state) is None
@@ -724,7 +751,7 @@ class _Patience:
         return self.plan(retry_state) or 0.0
 
     def before_sleep(self, retry_state: tenacity.RetryCallState) -> None:
-        exc = retry_state.outcome.exception()
+        exc = _failure(retry_state)
         pause = self.plan(retry_state) or 0.0
         self.waited += pause
         if isinstance(exc, TeleGateConnectionError):
@@ -782,7 +809,7 @@ class _AutoWait:
         # once per attempt and let both read the same decision.
         number = retry_state.attempt_number
         if number not in self._plans:
-            exc = retry_state.outcome.exception()
+            exc = _failure(retry_state)
             remaining = None if self.max_wait is None else self.max_wait - self.elapsed()
             if isinstance(exc, LeaseLimitReached):
                 step = self.policy.limit_step(exc, self.limit_waits, remaining, self._answered_early())
@@ -803,7 +830,7 @@ class _AutoWait:
         return self.long_poll is not None and time.monotonic() - self._sent_at < self.long_poll / 2
 
     def retry(self, retry_state: tenacity.RetryCallState) -> bool:
-        return isinstance(retry_state.outcome.exception(), (NoSessionAvailable, LeaseLimitReached))
+        return isinstance(_failure(retry_state), (NoSessionAvailable, LeaseLimitReached))
 
     def stop(self, retry_state: tenacity.RetryCallState) -> bool:
         return self.plan(retry_state) is None
@@ -813,7 +840,7 @@ class _AutoWait:
         return step.sleep if step else 0.0
 
     def before_sleep(self, retry_state: tenacity.RetryCallState) -> None:
-        exc = retry_state.outcome.exception()
+        exc = _failure(retry_state)
         step = self.plan(retry_state) or _Step()
         elapsed = self.elapsed()
         so_far = f" (waited {elapsed:.0f} s so far)" if elapsed >= 1 else ""
@@ -978,10 +1005,10 @@ class _Transport:
             fix = f"the server at {base_url} speaks TLS (https): use https://{base_url[len('http://'):]}"
             raise TeleGateConnectionError(f"{method} {url} failed: {fix}", method=method, url=url, detail=fix)
         if not 200 <= response.status < 300:
-            error = _error_from_response(response.status, method, url, data if isinstance(data, dict) else {},
-                                         text, response.headers, body)
-            error.server = base_url
-            raise error
+            failure = _error_from_response(response.status, method, url, data if isinstance(data, dict) else {},
+                                           text, response.headers, body)
+            failure.server = base_url
+            raise failure
         if not isinstance(data, dict):
             raise APIError(f"{method} {url} -> {response.status} but the answer is not a JSON object: {text[:200]!r}",
                            status=response.status, method=method, url=url, detail=text[:300])
@@ -1052,7 +1079,7 @@ def _connection_error(method: str, url: str, exc: BaseException) -> TeleGateConn
         f"{method} {url} failed: {reason} (is the TeleGate server running at this address?)",
         method=method, url=url, detail=_short_reason(reason))
     error.reason = reason
-    error.transient = transient  # type: ignore[attr-defined]
+    error.transient = transient  # type: ignore[attr-defined]  # set on every error this module raises
     return error
 
 

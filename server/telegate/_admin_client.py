@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Mapping, NoReturn, Protocol, Sequenc
 import urllib3
 
 from . import _keys
-from ._http import iso
+from ._http import iso, parse_moment
 from ._names import describe_problem
 from .store import STATES, is_database_url, open_store
 
@@ -57,9 +57,11 @@ class Admin(Protocol):
     def iter_sessions(self, state: str | None = None) -> Iterator[dict[str, Any]]: ...
     def set_disabled(self, names: Sequence[str], disabled: bool, reason: str | None = None) -> list[str]: ...
     def remove_sessions(self, names: Sequence[str]) -> list[str]: ...
-    def create_key(self, name: str, *, admin: bool = False, max_leases: int | None = None) -> str: ...
+    def create_key(self, name: str, *, admin: bool = False, max_leases: int | None = None,
+                   max_waiting: int | None = None) -> str: ...
     def list_keys(self) -> list[dict[str, Any]]: ...
     def revoke_key(self, name: str, *, keep_leases: bool = False) -> int: ...
+    def undo_reports(self, name: str, *, since: str | None = None) -> dict[str, Any]: ...
     def status(self) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
@@ -124,14 +126,20 @@ class DatabaseAdmin:
     def remove_sessions(self, names: Sequence[str]) -> list[str]:
         return self.store.remove_sessions_by_name(names)
 
-    def create_key(self, name: str, *, admin: bool = False, max_leases: int | None = None) -> str:
-        return self.store.create_key(name, "admin" if admin else "client", max_leases=max_leases)
+    def create_key(self, name: str, *, admin: bool = False, max_leases: int | None = None,
+                   max_waiting: int | None = None) -> str:
+        return self.store.create_key(name, "admin" if admin else "client", max_leases=max_leases,
+                                     max_waiting=max_waiting)
 
     def list_keys(self) -> list[dict[str, Any]]:
         return [_keys.key_json(row) for row in self.store.list_keys()]
 
     def revoke_key(self, name: str, *, keep_leases: bool = False) -> int:
         return self.store.revoke_key(name, end_leases=not keep_leases)
+
+    def undo_reports(self, name: str, *, since: str | None = None) -> dict[str, Any]:
+        moment = None if since is None else parse_moment(since)
+        return self.store.undo_reports(name, since=moment, by="cli")
 
     def status(self) -> dict[str, Any]:
         data = self.store.status()
@@ -331,10 +339,13 @@ class HttpAdmin:
 
     # -- keys ----------------------------------------------------------------------------------
 
-    def create_key(self, name: str, *, admin: bool = False, max_leases: int | None = None) -> str:
+    def create_key(self, name: str, *, admin: bool = False, max_leases: int | None = None,
+                   max_waiting: int | None = None) -> str:
         body: dict[str, Any] = {"name": name, "admin": admin}
         if max_leases is not None:
             body["max_leases"] = max_leases
+        if max_waiting is not None:
+            body["max_waiting"] = max_waiting
         return str(self._call("POST", "/keys", body, expect=("key",))["key"])
 
     def list_keys(self) -> list[dict[str, Any]]:
@@ -344,6 +355,10 @@ class HttpAdmin:
         path = "/keys/" + urllib.parse.quote(name, safe="")
         answer = self._call("DELETE", path + ("?keep_leases=true" if keep_leases else ""))
         return int(answer.get("leases_ended") or 0)
+
+    def undo_reports(self, name: str, *, since: str | None = None) -> dict[str, Any]:
+        path = "/keys/" + urllib.parse.quote(name, safe="") + "/undo-reports"
+        return dict(self._call("POST", path, {} if since is None else {"since": since}, expect=("enabled",)))
 
     def status(self) -> dict[str, Any]:
         data = self._call("GET", "/status", expect=("total", "server_time") + STATES)

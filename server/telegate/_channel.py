@@ -37,9 +37,18 @@ waitress's class), so other waitress servers in the same process are untouched.
 The same server paces its loop when a turn gets expensive (many connections: see
 :class:`Server`), and runs its tasks on a :class:`Dispatcher` that lets a request park (a
 long-poll waiting for a session) without taking a thread from everyone else.
+
+Hostile networks (issue 18): the server closes a connection at once when its address
+already holds ``connections_per_ip`` of them (a trusted proxy's address excepted), and
+closes one whose request head is not complete ``header_timeout`` seconds after it began
+(or after the connection opened): idle or dribbling sockets cannot fill the connection
+limit and keep everyone else out. A request carrying both ``Content-Length`` and
+``Transfer-Encoding`` is refused (400, connection closed): a proxy in front could read
+its body one way and we the other (request smuggling).
 """
 from __future__ import annotations
 
+import logging
 import select
 import socket
 import threading
@@ -49,9 +58,12 @@ from typing import Any, Callable, Iterator
 
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
+from waitress.parser import HTTPRequestParser, ParsingError
 from waitress.server import TcpWSGIServer
 from waitress import wasyncore
 from waitress.task import ThreadedTaskDispatcher, WSGITask
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Channel", "Dispatcher", "Server", "create_server", "ON_DISCONNECT"]
 
@@ -62,6 +74,8 @@ ON_DISCONNECT = "telegate.on_disconnect"
 
 
 class _Task(WSGITask):
+    channel: Channel
+
     def get_environment(self) -> dict:
         environ = super().get_environment()
         environ[ON_DISCONNECT] = self.channel.on_disconnect
@@ -69,12 +83,59 @@ class _Task(WSGITask):
 
 
 
+class _Parser(HTTPRequestParser):
+    """waitress's request parser, refusing a request framed two ways (RFC 9112 6.3: a
+    server MAY reject it, and must close the connection after it)."""
+
+    def parse_header(self, header_plus: bytes) -> None:
+        super().parse_header(header_plus)
+        # HTTP/1.1: waitress has popped Transfer-Encoding and set ``chunked``; HTTP/1.0
+        # leaves the header in place (and would use Content-Length).
+        if "CONTENT_LENGTH" in self.headers and (self.chunked or "TRANSFER_ENCODING" in self.headers):
+            self.connection_close = True
+            raise ParsingError("a request may carry Content-Length or Transfer-Encoding, not both")
+
+
 class Channel(HTTPChannel):
     """waitress's HTTP channel that is writable only when a write can make progress,
-    and tells a long request (a long-poll) when its client has gone."""
+    tells a long request (a long-poll) when its client has gone, counts its address's
+    connections, and times its request heads."""
 
     task_class = _Task
+    parser_class = _Parser
     _disconnect_hooks: list[Callable[[], None]] | None = None
+    _counted: str | None = None  # the address whose count this channel holds
+
+    def __init__(self, server: Any, sock: socket.socket, addr: Any, adj: Adjustments, map: Any = None) -> None:
+        #: When the request head in progress began (monotonic), None while none is: a
+        #: new connection owes one from the moment it opened.
+        self.head_since: float | None = time.monotonic()
+        super().__init__(server, sock, addr, adj, map)
+        counts = getattr(server, "per_address", None)
+        if counts is not None and isinstance(addr, tuple) and getattr(self, "_fileno", None) is not None:
+            self._counted = addr[0]
+            counts[self._counted] = counts.get(self._counted, 0) + 1
+
+    def received(self, data: bytes) -> bool:
+        before = self.request
+        result = super().received(data)
+        request = self.request
+        if request is None or request.headers_finished:
+            self.head_since = None
+        elif request is not before and self.head_since is None:
+            self.head_since = time.monotonic()
+        return result
+
+    def del_channel(self, map: Any = None) -> None:
+        super().del_channel(map)
+        counted, self._counted = self._counted, None
+        if counted is not None:
+            counts: dict[str, int] = getattr(self.server, "per_address")
+            left = counts.get(counted, 1) - 1
+            if left > 0:
+                counts[counted] = left
+            else:
+                counts.pop(counted, None)
 
     def on_disconnect(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback`` (from the loop thread: keep it short) when this connection closes."""
@@ -169,7 +230,7 @@ class Dispatcher(ThreadedTaskDispatcher):
             self._stopping = True
         for hook in self.on_shutdown:
             hook()
-        return super().shutdown(cancel_pending, timeout)
+        return super().shutdown(cancel_pending, timeout)  # type: ignore[arg-type]  # seconds; the stub says int
 
     @property
     def parked_count(self) -> int:
@@ -218,6 +279,57 @@ class Server(TcpWSGIServer):
     pace_most = 0.005
     _clock = staticmethod(time.perf_counter)
     _sleep = staticmethod(time.sleep)
+    #: Most connections from one address (0: no limit); addresses in ``unlimited`` have none.
+    connections_per_ip = 0
+    unlimited: frozenset[str] = frozenset()
+    #: Seconds a request head may take (None: no deadline); checked every ``head_check`` s.
+    header_timeout: float | None = None
+    head_check = 0.25
+    _refused_logged = 0.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        #: Open connections by client address (the loop thread's alone).
+        self.per_address: dict[str, int] = {}
+        super().__init__(*args, **kwargs)
+
+    def handle_accept(self) -> None:
+        """waitress's accept, closing at once a connection whose address holds its share."""
+        try:
+            accepted = self.accept()
+            if accepted is None:
+                return
+            conn, addr = accepted
+        except OSError:
+            if self.adj.log_socket_errors:
+                self.logger.warning("server accept() threw an exception", exc_info=True)
+            return
+        limit = self.connections_per_ip
+        if limit and isinstance(addr, tuple) and addr[0] not in self.unlimited \
+                and self.per_address.get(addr[0], 0) >= limit:
+            conn.close()
+            now = time.monotonic()
+            if now - self._refused_logged > 10:  # one line per 10 s, however many come
+                self._refused_logged = now
+                log.warning("closed a connection from %s: it holds %d, its limit (--connections-per-ip)",
+                            addr[0], limit)
+            return
+        try:
+            self.set_socket_options(conn)
+        except OSError:
+            conn.close()
+            return
+        self.channel_class(self, conn, self.fix_addr(addr), self.adj, map=self._map)  # type: ignore[attr-defined]
+
+    def _close_slow_heads(self) -> None:
+        """Close the connections whose request head is overdue (none of them has a request running)."""
+        cutoff = time.monotonic() - self.header_timeout  # type: ignore[operator]
+        channels: dict[int, Any] = self.active_channels  # type: ignore[assignment]
+        for channel in list(channels.values()):
+            since = getattr(channel, "head_since", None)
+            if since is not None and since < cutoff and not channel.requests:
+                log.info("closed a connection from %s: no complete request head within %g s (--header-timeout)",
+                         channel.addr[0] if isinstance(channel.addr, tuple) else channel.addr, self.header_timeout)
+                channel.handle_close()
 
     def run(self) -> None:
         try:
@@ -228,9 +340,18 @@ class Server(TcpWSGIServer):
     def _paced_loop(self) -> None:
         """``wasyncore.loop`` (same poll, same timeout), sleeping after expensive turns."""
         use_poll = self.adj.asyncore_use_poll and hasattr(select, "poll")
-        timeout, socket_map = self.adj.asyncore_loop_timeout, self._map
+        timeout: float = self.adj.asyncore_loop_timeout
+        socket_map = self._map  # type: ignore[attr-defined]  # wasyncore's map; not in the stub
+        if self.header_timeout is not None:
+            timeout = min(timeout, self.head_check)
+        next_check = 0.0
         while socket_map:
             spent = _poll_turn(timeout, socket_map, self._clock, use_poll)
+            if self.header_timeout is not None:
+                now = time.monotonic()
+                if now >= next_check:
+                    next_check = now + self.head_check
+                    self._close_slow_heads()
             if spent > self.pace_above:
                 self._sleep(min(spent * self.pace_factor, self.pace_most))
 
@@ -282,7 +403,7 @@ def _poll_turn(timeout: float, socket_map: dict, clock: Callable[[], float], use
     except InterruptedError:
         return waiting - began
     resumed = clock()
-    for fds, handle in ((readable, wasyncore.read), (writable, wasyncore.write), (either, wasyncore._exception)):
+    for fds, handle in ((readable, wasyncore.read), (writable, wasyncore.write), (either, wasyncore._exception)):  # type: ignore[attr-defined]  # not in the stub
         for fd in fds:
             obj = socket_map.get(fd)
             if obj is not None:
@@ -291,14 +412,22 @@ def _poll_turn(timeout: float, socket_map: dict, clock: Callable[[], float], use
 
 
 def create_server(app: Callable, sock: socket.socket, *, dispatcher: Dispatcher | None = None,
-                  **options: Any) -> Server:
+                  connections_per_ip: int = 0, header_timeout: float | None = None, **options: Any) -> Server:
     """A :class:`Server` on the listening socket ``sock``, like ``waitress.create_server(app, sockets=[sock])``.
 
     ``dispatcher`` is the thread pool to run requests on (made of ``threads`` threads
     when not given); pass one when the app needs its :meth:`Dispatcher.parked`.
+    ``connections_per_ip`` (0: none) and ``header_timeout`` (None: none) are the limits
+    of the module's docstring; a ``trusted_proxy`` address (not ``*``) has no per-address limit.
     """
     adj = Adjustments(sockets=[sock], **options)
     if dispatcher is None:
         dispatcher = Dispatcher(adj.threads)
-    return Server(app, {}, True, sock, dispatcher=dispatcher, adj=adj, bind_socket=False,
-                  sockinfo=(sock.family, sock.type, sock.proto, sock.getsockname()))
+    server = Server(app, {}, True, sock, dispatcher=dispatcher, adj=adj, bind_socket=False,
+                    sockinfo=(sock.family, sock.type, sock.proto, sock.getsockname()))
+    server.connections_per_ip = connections_per_ip
+    server.header_timeout = header_timeout
+    proxy = options.get("trusted_proxy")
+    if proxy and proxy != "*":
+        server.unlimited = frozenset({proxy})
+    return server

@@ -18,6 +18,7 @@ docs/WINDOWS.md gives the commands that lock down the whole folder.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -54,6 +55,12 @@ def current_user_sid(run: Callable[..., Any] = subprocess.run) -> str | None:
     return found.group(0) if done.returncode == 0 and found else None
 
 
+@functools.lru_cache(maxsize=4)
+def _sid_of_this_process(run: Callable[..., Any]) -> str | None:
+    """:func:`current_user_sid`, asked once per process (a file made later needs the same answer)."""
+    return current_user_sid(run)
+
+
 def icacls_command(path: str | Path, owner_sid: str, *, folder: bool = False) -> list[str]:
     """The ``icacls`` that leaves ``path`` to ``owner_sid``, SYSTEM and Administrators alone (full control).
 
@@ -84,7 +91,7 @@ def restrict(path: str | Path, *, folder: bool = False, platform: str = sys.plat
     """
     if platform != "win32":
         return True
-    sid = current_user_sid(run)
+    sid = _sid_of_this_process(run)
     command = icacls_command(path, sid or "%USERSID%", folder=folder)
     reason = "could not read this account's SID (whoami /user)" if sid is None else ""
     if sid is not None:

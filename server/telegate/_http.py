@@ -10,7 +10,7 @@ import json
 import math
 import re
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping, overload
 
 from ._text import unsafe_detail
 
@@ -52,6 +52,18 @@ def iso(timestamp: float | None) -> str | None:
         return None
     moment = datetime.fromtimestamp(timestamp, timezone.utc)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_moment(text: str) -> float:
+    """An ISO 8601 time (``2025-06-01T12:00:00Z``; no offset means UTC) as epoch seconds;
+    ValueError naming the expected form."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except (ValueError, AttributeError):
+        raise ValueError(f"expected an ISO 8601 time such as 2025-06-01T12:00:00Z, got {str(text)[:60]!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
 
 
 def _reject_constant(name: str) -> Any:
@@ -111,6 +123,12 @@ class Fields:
             raise bad_request(f"{name} must be {bound} {low:g} and at most {high:g}, got {value:g}")
         return value
 
+    @overload
+    def integer(self, name: str, *, required: Literal[True]) -> int: ...
+
+    @overload
+    def integer(self, name: str, *, required: bool = False) -> int | None: ...
+
     def integer(self, name: str, *, required: bool = False) -> int | None:
         value = self.data.get(name)
         if value is None:
@@ -122,6 +140,12 @@ class Fields:
         if not 0 < value < 2**63:
             raise bad_request(f"{name} must be a positive whole number")
         return value
+
+    @overload
+    def text(self, name: str, *, max_length: int = MAX_TEXT, required: Literal[True]) -> str: ...
+
+    @overload
+    def text(self, name: str, *, max_length: int = MAX_TEXT, required: bool = False) -> str | None: ...
 
     def text(self, name: str, *, max_length: int = MAX_TEXT, required: bool = False) -> str | None:
         value = self.data.get(name)

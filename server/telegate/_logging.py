@@ -7,6 +7,8 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
+from ._text import mask_secrets
+
 __all__ = ["configure", "safe_output", "JsonLines"]
 
 
@@ -26,6 +28,13 @@ def safe_output(stream: Any) -> None:
         pass
 
 
+class TextFormatter(logging.Formatter):
+    """Plain lines; a database password in any message (a driver's, say) is masked."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_secrets(super().format(record))
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -39,7 +48,7 @@ class JsonFormatter(logging.Formatter):
         # ASCII only: under NSSM stderr is a file in the ANSI code page (cp1251 on a Russian
         # Windows), where a name like "🙂 bot" can't be written as is; \ud83d\ude42 escapes
         # read back as the same JSON string everywhere.
-        return json.dumps(entry, ensure_ascii=True)
+        return mask_secrets(json.dumps(entry, ensure_ascii=True))
 
 
 def configure(level: str = "info", fmt: str = "text", access_log: bool = True) -> None:
@@ -48,7 +57,7 @@ def configure(level: str = "info", fmt: str = "text", access_log: bool = True) -
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     for name in ("telegate", "waitress"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]

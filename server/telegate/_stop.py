@@ -93,9 +93,9 @@ class StopHandlers:
         import ctypes
         from ctypes import wintypes
 
-        handler_type = ctypes.WINFUNCTYPE(wintypes.BOOL, wintypes.DWORD)
+        handler_type = ctypes.WINFUNCTYPE(wintypes.BOOL, wintypes.DWORD)  # type: ignore[attr-defined]  # Windows only
         self._console_handler = handler_type(lambda event: bool(self.on_console_event(event)))
-        if not ctypes.windll.kernel32.SetConsoleCtrlHandler(self._console_handler, True):
+        if not ctypes.windll.kernel32.SetConsoleCtrlHandler(self._console_handler, True):  # type: ignore[attr-defined]  # Windows only
             log.warning("could not watch for the console closing (SetConsoleCtrlHandler failed); closing the"
                         " window will end the server abruptly: stop it with Ctrl-C or Ctrl-Break")
             self._console_handler = None
@@ -112,7 +112,7 @@ class StopHandlers:
         if self._console_handler is not None:  # pragma: no cover - Windows only
             import ctypes
 
-            ctypes.windll.kernel32.SetConsoleCtrlHandler(self._console_handler, False)
+            ctypes.windll.kernel32.SetConsoleCtrlHandler(self._console_handler, False)  # type: ignore[attr-defined]  # Windows only
             self._console_handler = None
 
 

@@ -11,9 +11,22 @@ is escaped instead.
 from __future__ import annotations
 
 import functools
+import re
 import unicodedata
 
-__all__ = ["UNSAFE_CATEGORIES", "find_unsafe", "unsafe_detail", "escape", "text_pattern"]
+__all__ = ["UNSAFE_CATEGORIES", "find_unsafe", "unsafe_detail", "escape", "text_pattern", "mask_secrets"]
+
+# user:password@ in a URL (any scheme), and password=... in a libpq key/value string.
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@\s]*):[^@\s/?#]*@")
+_KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE)
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with the passwords of database URLs (``postgresql://u:SECRET@h``) and of
+    ``password=SECRET`` parameters replaced by ``***``: for banners, logs and errors."""
+    if "@" not in text and "assword" not in text and "ASSWORD" not in text:
+        return text  # the fast path: nearly every log line
+    return _KV_PASSWORD.sub(r"\g<head>***", _URL_PASSWORD.sub(r"\g<head>:***@", text))
 
 UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
 _ESCAPED_CATEGORIES = UNSAFE_CATEGORIES | {"Cs"}  # lone surrogates: refused elsewhere as invalid text

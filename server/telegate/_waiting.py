@@ -36,9 +36,9 @@ import time
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Callable, Iterable
 
-from .store import ALIVE_FOR, CommitFeed
+from .store import ALIVE_FOR, CommitFeed, NoSessionAvailable, PoolStore
 
-__all__ = ["LocalCommitFeed", "WaitRoom", "new_owner"]
+__all__ = ["LocalCommitFeed", "WaitRoom", "Place", "LineFull", "new_owner"]
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +70,30 @@ class LocalCommitFeed:
         self._wake.set()
 
 
-class _Parked:
-    __slots__ = ("ticket", "event", "lease", "gone")
+class LineFull(Exception):
+    """This poll's place went to a key holding fewer places (the line is full): poll again."""
 
-    def __init__(self, ticket: int) -> None:
+
+class Place:
+    """A place in this process's line, held by one key's request from admission to answer."""
+
+    __slots__ = ("key", "parked", "evicted")
+
+    def __init__(self, key: Any) -> None:
+        self.key = key
+        self.parked: _Parked | None = None
+        self.evicted = False
+
+
+class _Parked:
+    __slots__ = ("ticket", "event", "lease", "gone", "place")
+
+    def __init__(self, ticket: int, place: Place | None = None) -> None:
         self.ticket = ticket
         self.event = threading.Event()
         self.lease: Any = None  # handed over with a grant made by this process
         self.gone = False  # the worker hung up
+        self.place = place
 
     def hung_up(self) -> None:
         self.gone = True
@@ -92,7 +108,7 @@ class WaitRoom:
     ``park`` is the server's ``parked()`` context (a no-op in process).
     """
 
-    def __init__(self, store: Any, owner: str, feed_factory: Callable[[], CommitFeed], *,
+    def __init__(self, store: PoolStore, owner: str, feed_factory: Callable[[], CommitFeed], *,
                  park: Callable[[], AbstractContextManager] | None = None, clock: Callable[[], float] = time.time,
                  ) -> None:
         self.store = store
@@ -103,6 +119,8 @@ class WaitRoom:
         self._clock = clock
         self._lock = threading.Lock()
         self._parked: dict[int, _Parked] = {}
+        self._places: dict[Any, list[Place]] = {}  # key -> its places, oldest first
+        self._taken = 0  # places held now, over every key
         self._watcher: threading.Thread | None = None
         self._watch = threading.Condition(self._lock)
         self._next_due = 0.0  # monotonic time of the next timed pass over the line
@@ -116,20 +134,64 @@ class WaitRoom:
         """Requests parked in this process now."""
         return len(self._parked)
 
+    def admit(self, key: Any, size: int) -> Place | None:
+        """A place in this process's line (``size`` places in all) for a poll of ``key``, or
+        None: answer that poll at once.
+
+        Max-min fair: while places are left anyone gets one, so one key alone may fill the
+        line. When it is full, a key holding fewer places than another takes the newest
+        parked place of the key holding most; that poll answers 503 (:class:`LineFull`)
+        and polls again. Give the place back with :meth:`leave`.
+        """
+        with self._lock:
+            if self._taken >= size:
+                mine = len(self._places.get(key, ()))
+                top = max(self._places, key=lambda k: len(self._places[k]), default=None)
+                if top is None or len(self._places[top]) <= mine:
+                    return None
+                victim = next((p for p in reversed(self._places[top]) if p.parked is not None), None)
+                if victim is None:  # none of its places parked yet: nothing to take now
+                    return None
+                self._drop(victim)
+                victim.evicted = True
+                victim.parked.event.set()  # type: ignore[union-attr]
+            place = Place(key)
+            self._places.setdefault(key, []).append(place)
+            self._taken += 1
+            return place
+
+    def leave(self, place: Place) -> None:
+        """The poll holding ``place`` answered: the place is free again."""
+        with self._lock:
+            if not place.evicted:
+                self._drop(place)
+
+    def _drop(self, place: Place) -> None:
+        places = self._places.get(place.key)
+        if places is not None and place in places:
+            places.remove(place)
+            self._taken -= 1
+            if not places:
+                del self._places[place.key]
+
     def wait(self, ticket: int, seconds: float, next_free_at: float | None = None,
-             on_disconnect: Callable[[Callable[[], None]], Callable[[], None]] | None = None) -> Any:
+             on_disconnect: Callable[[Callable[[], None]], Callable[[], None]] | None = None,
+             place: Place | None = None) -> Any:
         """Park until a lease is granted to ``ticket`` (return it) or ``seconds`` pass (then the
-        ticket leaves the line, and the store raises its ``NoSessionAvailable``).
+        ticket leaves the line, and the store raises its ``NoSessionAvailable``). When its
+        ``place`` (see :meth:`admit`) goes to another key meanwhile, raises :class:`LineFull`.
 
         ``on_disconnect`` (the server's, see ``telegate._channel.ON_DISCONNECT``): when the
         worker hangs up meanwhile, the ticket leaves the line at once, and a lease granted
         to it in that instant is released to the next in line.
         """
-        parked = _Parked(ticket)
+        parked = _Parked(ticket, place)
         forget = on_disconnect(parked.hung_up) if on_disconnect is not None else None
         deadline = time.monotonic() + seconds
         with self._lock:
             self._parked[ticket] = parked
+            if place is not None:
+                place.parked = parked
             self._schedule(next_free_at)
             self._ensure_watcher()
         try:
@@ -144,6 +206,14 @@ class WaitRoom:
                         break
                     if parked.gone:
                         continue
+                    if place is not None and place.evicted and parked.lease is None:
+                        lease = self.store.claimed(ticket)
+                        if lease is not None:
+                            return lease
+                        try:
+                            return self.store.leave_line(ticket)  # a grant that came first
+                        except NoSessionAvailable as exc:  # out of line now
+                            raise LineFull() from exc
                     parked.event.clear()
                     if parked.lease is not None:
                         return parked.lease  # granted by this process: nothing to read

@@ -17,14 +17,14 @@ import bottle
 from . import _keys
 from . import store as store_mod
 from ._http import (MAX_FLOOD_WAIT, MAX_NAME_FILTERS, MAX_TTL, ApiError, Fields, bad_request, check_text, iso,
-                    parse_id, read_json)
+                    parse_id, parse_moment, read_json)
 from ._names import BadName, check_name, describe_problem, name_key
 from .dashboard import install_dashboard
 from .metrics import install_metrics
 from .openapi import install_openapi
 from ._text import escape
 from ._channel import ON_DISCONNECT
-from ._waiting import WaitRoom, new_owner
+from ._waiting import LineFull, Place, WaitRoom, new_owner
 from .settings import Settings
 from .store import STATES, KeyInfo, PoolStore, Ticket
 
@@ -122,11 +122,11 @@ def _unavailable(exc: store_mod.NoSessionAvailable) -> ApiError:
         detail = "the pool is empty; an admin must add sessions (telegate sessions add NAME)"
     elif exc.in_use or exc.next_release_in is not None:
         counts, kinds = _rests_in_words(exc)
-        hint = ("send purpose to lease one for another method; "
-                if exc.waiting_count > exc.flood_waiting and not exc.purpose else "")
+        advice = ("send purpose to lease one for another method; "
+                  if exc.waiting_count > exc.flood_waiting and not exc.purpose else "")
         detail = (f"no free session: {exc.in_use} in use, {counts}"
                   f" (waiting_count counts sessions {kinds}, not workers waiting);"
-                  f" {hint}retry after the Retry-After seconds")
+                  f" {advice}retry after the Retry-After seconds")
     else:
         detail = "no session can be leased: every session is disabled; an admin must enable one"
     return ApiError(503, "no_session_available", detail, headers=headers, extra={
@@ -180,6 +180,9 @@ class _ApiPlugin:
                 return _error_response(ApiError(404, "not_found", str(exc)))
             except store_mod.NotLeaseHolder as exc:
                 return _error_response(ApiError(409, "not_lease_holder", str(exc)))
+            except store_mod.WaitLimit as exc:
+                return _error_response(ApiError(429, "wait_limit", str(exc), headers={"Retry-After": "1"},
+                                                extra={"limit": exc.limit, "waiting": exc.waiting}))
             except store_mod.LeaseLimit as exc:
                 return _error_response(ApiError(429, "lease_limit", str(exc), headers={"Retry-After": "1"},
                                                 extra={"limit": exc.limit, "held": exc.held}))
@@ -237,7 +240,7 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
         room = default_room(store)
     app = bottle.Bottle()
     app.config["catchall"] = True
-    app.default_error_handler = _bottle_error  # type: ignore[method-assign]
+    app.default_error_handler = _bottle_error
     app.install(_ApiPlugin(store))
     clock = store.clock
     metrics = install_metrics(app, settings, store)
@@ -281,12 +284,18 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
             raise bad_request(f'"kind" must be one of {", ".join(LEASE_KINDS)} (the library that opens the'
                               f" session), got {kind!r}")
         host = fields.text("host", max_length=200)
-        if wait and room.count >= settings.max_waiters:
-            wait = 0  # this process parks no more: answer now (503 if nothing is free)
-        lease = store.acquire(ttl, holder=holder, name=name, key=key, request_id=fields.request_id(),
-                              purpose=fields.method("purpose"), wait=wait, owner=room.owner, kind=kind, host=host)
-        if isinstance(lease, Ticket):
-            lease = _wait_in_line(lease, wait)
+        place = room.admit(key.id, settings.max_waiters) if wait else None
+        if place is None:
+            wait = 0  # this process parks no more for this key: answer now (503 if nothing is free)
+        try:
+            lease = store.acquire(ttl, holder=holder, name=name, key=key, request_id=fields.request_id(),
+                                  purpose=fields.method("purpose"), wait=wait, owner=room.owner,
+                                  keep_polls=settings.max_waiters, kind=kind, host=host)
+            if isinstance(lease, Ticket):
+                lease = _wait_in_line(lease, wait, place)
+        finally:
+            if place is not None:
+                room.leave(place)
         log.info("leased session %d (%s) to %s until %s", lease.session_id, lease.session_name,
                  holder, iso(lease.lease_expires_at))
         return _json({
@@ -299,12 +308,17 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
             "meta": lease.meta,
         })
 
-    def _wait_in_line(ticket: Ticket, wait: float) -> store_mod.Lease:
+    def _wait_in_line(ticket: Ticket, wait: float, place: Place | None) -> store_mod.Lease:
         """Park a long-poll until its ticket is granted a session, or its wait runs out (503)."""
         started = time.perf_counter()
         try:
             lease = room.wait(ticket.ticket, wait, ticket.next_free_at,
-                              on_disconnect=bottle.request.environ.get(ON_DISCONNECT))
+                              on_disconnect=bottle.request.environ.get(ON_DISCONNECT), place=place)
+        except LineFull:
+            raise ApiError(503, "no_session_available",
+                           "the waiting line of this server is full and your key holds the most places in it:"
+                           " this poll gave its place to a key holding fewer; poll again after Retry-After",
+                           headers={"Retry-After": "1"}, extra={"line_full": True}) from None
         finally:
             waited = time.perf_counter() - started
             bottle.request.environ["telegate.waited"] = waited
@@ -328,10 +342,18 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
         if scope is not None and flood_wait is None:
             raise bad_request('"flood_scope" goes with "flood_wait" (or "peer_flood": true)')
         reason = fields.text("disable", max_length=500)
+        key = caller()
+        if flood_wait is not None and flood_wait > settings.max_client_rest and not key.is_admin:
+            log.warning("key %r reported a rest of %g s on session %d; clamped to %d s (--max-client-rest)",
+                        escape(key.name), flood_wait, session_id, settings.max_client_rest)
+            flood_wait = float(settings.max_client_rest)
         changed = store.release(session_id, token, key=caller(), flood_wait=flood_wait, flood_scope=scope,
                                 disable=reason, peer_flood=peer_flood)
         if changed:
             metrics.released(flood_wait, scope)
+            if reason or flood_wait:
+                metrics.reported(key.name, "disable" if reason else "peer_flood" if peer_flood
+                                 else "flood_wait" if scope is None else "scoped_rest")
             extra = f", flood wait {flood_wait:g} s" if flood_wait else ""
             extra += f" for {scope}" if scope and flood_wait else ""
             extra += f", disabled: {reason}" if reason else ""
@@ -486,15 +508,31 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
 
     @route("/keys", "POST", auth="admin")
     def create_key() -> Any:
-        fields = body({"name", "admin", "max_leases"})
+        fields = body({"name", "admin", "max_leases", "max_waiting"})
         name = fields.text("name", max_length=_keys.MAX_KEY_NAME, required=True)
         scope = "admin" if fields.boolean("admin") else "client"
         max_leases = fields.integer("max_leases")
-        key = store.create_key(name, scope, max_leases=max_leases)
+        max_waiting = fields.integer("max_waiting")
+        key = store.create_key(name, scope, max_leases=max_leases, max_waiting=max_waiting)
         log.info("%s key %r created by %s", scope, name, caller().name)
         # The key is in this answer only: no cache may keep it.
-        return _json({"name": name, "scope": scope, "max_leases": max_leases, "key": key}, status=201,
+        return _json({"name": name, "scope": scope, "max_leases": max_leases, "max_waiting": max_waiting,
+                      "key": key}, status=201,
                      headers={"Cache-Control": "no-store"})
+
+    @route("/keys/<name:path>/undo-reports", "POST", auth="admin")
+    def undo_reports(name: str) -> Any:
+        """Undo every disable and rest the key called ``name`` reported (since ``since``)."""
+        fields = body({"since"})
+        since = fields.text("since", max_length=64)
+        try:
+            moment = None if since is None else parse_moment(since)
+        except ValueError as exc:
+            raise bad_request(f"since: {exc}") from None
+        done = store.undo_reports(name, since=moment, by=caller().name)
+        log.info("reports of key %r undone by %s: %d session(s) enabled, %d rested no more, %d left standing",
+                 escape(name), caller().name, len(done["enabled"]), len(done["rested"]), done["left_standing"])
+        return _json({"key": name, "since": None if moment is None else iso(moment), **done})
 
     @route("/keys/<name:path>", "DELETE", auth="admin")
     def revoke_key(name: str) -> Any:
@@ -525,7 +563,9 @@ def _wsgi_text(value: str) -> str:
 
 
 def access_logged(app: Callable, logger: logging.Logger = access_log) -> Callable:
-    """WSGI middleware: one line per request (method, path, status, ms, key name; never the key).
+    """WSGI middleware: one line per request (client address, method, path, status, ms, key name;
+    never the key). The address is the connection's, or the client's that a trusted proxy
+    forwarded (``--trusted-proxy``: waitress puts it in ``REMOTE_ADDR``).
 
     Method, path and key name are escaped like ``repr`` escapes control and format
     characters: a path with ``%0a`` must not write a second, forged line.
@@ -545,7 +585,8 @@ def access_logged(app: Callable, logger: logging.Logger = access_log) -> Callabl
             if not logger.disabled and logger.isEnabledFor(logging.INFO):  # --access-log false: no record at all
                 status = status_holder[-1].split(" ", 1)[0] if status_holder else "-"
                 waited = environ.get("telegate.waited")  # a long-poll: how long it waited in line
-                logger.info("%s %s %s %.1fms key=%s%s", escape(environ.get("REQUEST_METHOD") or "-"),
+                logger.info("%s %s %s %s %.1fms key=%s%s", escape(environ.get("REMOTE_ADDR") or "-"),
+                            escape(environ.get("REQUEST_METHOD") or "-"),
                             escape(_wsgi_text(environ.get("PATH_INFO") or "")),
                             status, (time.perf_counter() - started) * 1000,
                             escape(environ.get("telegate.key_name", "-")),

@@ -23,7 +23,8 @@ from ._files import create_private, replace_retrying
 from ._logging import safe_output
 from ._names import BadName, check_name, name_key
 from ._sessionfiles import scan_dir
-from ._text import unsafe_detail
+from ._http import parse_moment
+from ._text import mask_secrets, unsafe_detail
 from .settings import SETTINGS, SettingsError, resolve
 from .store import STATES, Store, StoreError, open_store
 
@@ -117,11 +118,19 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--admin", action="store_true", help="admin scope (manage sessions); default client")
     create.add_argument("--max-leases", metavar="N", type=_positive_int, default=None,
                         help="most leases the key may hold at once (over it: 429 lease_limit); default no limit")
+    create.add_argument("--max-waiting", metavar="N", type=_positive_int, default=None,
+                        help="most long-polls the key may park in the waiting line at once (over it: 429"
+                             " wait_limit); default 4 per --max-leases, or no cap of its own")
     ksub.add_parser("list", parents=[db], help="list keys (never the keys themselves)")
     revoke = ksub.add_parser("revoke", parents=[db], help="revoke a key by name")
     revoke.add_argument("name")
     revoke.add_argument("--keep-leases", action="store_true",
                         help="let the key's current leases run out instead of ending them")
+    undo = ksub.add_parser("undo-reports", parents=[db],
+                           help="undo every disable and rest a key reported on release (where nobody reported since)")
+    undo.add_argument("name")
+    undo.add_argument("--since", metavar="ISO-TIME", default=None,
+                      help="only reports from this time on, e.g. 2025-06-01T12:00:00Z (no offset: UTC)")
 
     commands.add_parser("status", parents=[db], help="pool counts by state")
     backup = commands.add_parser("backup", parents=[_db_parent()],
@@ -294,7 +303,7 @@ def _keys(admin: Admin, args: argparse.Namespace, out: TextIO, err: TextIO) -> i
             raise CliError("key name must be 1 to 100 characters")
         if unsafe := unsafe_detail("the key name", name):  # it is the default holder, shown to the admin
             raise CliError(unsafe)
-        key = admin.create_key(name, admin=args.admin, max_leases=args.max_leases)
+        key = admin.create_key(name, admin=args.admin, max_leases=args.max_leases, max_waiting=args.max_waiting)
         out.write(key + "\n")
         limit = f", at most {args.max_leases} lease(s) at once" if args.max_leases else ""
         err.write(f"created {'admin' if args.admin else 'client'} key {name!r}{limit} ({admin.where});"
@@ -303,11 +312,21 @@ def _keys(admin: Admin, args: argparse.Namespace, out: TextIO, err: TextIO) -> i
         keys = admin.list_keys()
         if not keys:
             out.write("no keys\n")
-        for key in keys:
-            state = f"revoked {key['revoked_at']}" if key["revoked_at"] else "active"
-            limit = f"max {key['max_leases']}" if key.get("max_leases") else "no limit"
-            held = f"  {key['leases']} lease(s)" if key.get("leases") is not None else ""
-            out.write(f"{key['name']:<24} {key['scope']:<7} {limit:<10} created {key['created_at']}  {state}{held}\n")
+        for row in keys:
+            state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
+            limit = f"max {row['max_leases']}" if row.get("max_leases") else "no limit"
+            held = f"  {row['leases']} lease(s)" if row.get("leases") is not None else ""
+            out.write(f"{row['name']:<24} {row['scope']:<7} {limit:<10} created {row['created_at']}  {state}{held}\n")
+    elif args.action == "undo-reports":
+        if args.since is not None:
+            try:
+                parse_moment(args.since)
+            except ValueError as exc:
+                raise CliError(f"--since: {exc}") from None
+        done = admin.undo_reports(args.name, since=args.since)
+        out.write(f"{len(done['enabled'])} session(s) enabled, {len(done['rested'])} rested no more,"
+                  f" {done['left_standing']} report(s) left standing (someone reported since)\n")
+        err.write(f"undid {done['reports']} report(s) of key {args.name!r} ({admin.where})\n")
     else:
         ended = admin.revoke_key(args.name, keep_leases=args.keep_leases)
         err.write(f"revoked key {args.name!r}" + (f"; {ended} of its lease(s) ended" if ended else "") + "\n")
@@ -421,10 +440,11 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
             finally:
                 admin.close()
     except (CliError, AdminError, SettingsError, StoreError) as exc:
-        err.write(f"telegate: error: {exc}\n")
+        err.write(mask_secrets(f"telegate: error: {exc}") + "\n")
         return 1
     except OSError as exc:
-        err.write(f"telegate: error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "") + "\n")
+        err.write(mask_secrets(f"telegate: error: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
+                  + "\n")
         return 1
     except KeyboardInterrupt:
         err.write("telegate: interrupted\n")

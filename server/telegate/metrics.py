@@ -29,7 +29,8 @@ __all__ = ["Metrics", "install_metrics"]
 
 #: Flood waits Telegram hands out run from seconds to a day or more.
 FLOOD_WAIT_BUCKETS = (1, 5, 15, 30, 60, 300, 900, 3600, 4 * 3600, 86400, float("inf"))
-#: One acquire is one SQLite transaction: milliseconds, unless the database is contended.
+#: One acquire is one write transaction of the store (SQLite or PostgreSQL): milliseconds,
+#: unless the database is contended.
 ACQUIRE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, float("inf"))
 #: Long-polls wait up to a minute.
 WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 15, 30, 60, float("inf"))
@@ -103,6 +104,12 @@ class Metrics:
             f' ("{ACCOUNT_WIDE}": account-wide; after {MAX_SCOPE_LABELS} methods, "{OTHER_SCOPES}"),'
             " counted by this process.", labelnames=["scope"], registry=self.registry)
         self.flood_waits_by_scope.labels(ACCOUNT_WIDE)
+        self.reports_by_key = Counter(
+            "telegate_client_reports", "Pool-changing reports on release (kind: disable, flood_wait, scoped_rest,"
+            " peer_flood) by the API key that sent them, counted by this process: alert on a key that suddenly"
+            f" disables many sessions (after {MAX_SCOPE_LABELS} keys, \"{OTHER_SCOPES}\").",
+            labelnames=["key", "kind"], registry=self.registry)
+        self._report_keys: set[str] = set()
         self._scopes: set[str] = set()
         self._scopes_lock = threading.Lock()
 
@@ -112,6 +119,16 @@ class Metrics:
         if flood_wait:
             self.flood_wait_seconds.observe(flood_wait)
             self.flood_waits_by_scope.labels(self._scope_label(scope)).inc()
+
+    def reported(self, key_name: str, kind: str) -> None:
+        """Key ``key_name`` reported ``kind`` (disable, flood_wait, scoped_rest, peer_flood) on a release."""
+        with self._scopes_lock:
+            if key_name not in self._report_keys:
+                if len(self._report_keys) >= MAX_SCOPE_LABELS:
+                    key_name = OTHER_SCOPES
+                else:
+                    self._report_keys.add(key_name)
+        self.reports_by_key.labels(key_name, kind).inc()
 
     def _scope_label(self, scope: str | None) -> str:
         if scope is None:

@@ -1,8 +1,9 @@
 """The OpenAPI 3.0 document of the HTTP API, served at ``GET /openapi.json`` without a key.
 
-Built from the same limits the routes enforce (``_http.py``, ``store.py``), and kept
-true by ``tests/live/test_openapi.py``, which checks live answers against it. A field sent
-as ``null`` counts as not sent, so optional fields are ``nullable``.
+The paths are built here, the schemas in ``_openapi_schemas.py``, both from the same
+limits the routes enforce (``_http.py``, the store's ``MAX_NAME_LENGTH`` and ``STATES``),
+and kept true by ``tests/live/test_openapi.py``, which checks live answers against it. A
+field sent as ``null`` counts as not sent, so optional fields are ``nullable``.
 """
 from __future__ import annotations
 
@@ -12,401 +13,15 @@ from typing import Any
 import bottle
 
 from . import __version__
-from ._http import MAX_FLOOD_WAIT, MAX_META_BYTES, MAX_NAME_FILTERS, MAX_TTL
+from ._http import MAX_NAME_FILTERS
 from ._keys import MAX_KEY_NAME
-from ._text import text_pattern
+from ._openapi_schemas import (
+    SCHEMAS as _SCHEMAS, MAX_ID as _MAX_ID, TL_METHOD_PATTERN as _TL_METHOD_PATTERN, answer as _answer,
+    errors as _errors, json_body as _json_body, ref as _ref, text as _text,
+)
 from .store import MAX_NAME_LENGTH, STATES
 
 __all__ = ["build_openapi", "install_openapi"]
-
-# The server takes text that is not blank and has no control, format or line-separator
-# characters (check_text); _text.text_pattern() spells that out for the BMP.
-_MAX_ID = 2**63 - 1
-_TL_METHOD_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}(\.[A-Za-z_][A-Za-z0-9_]{0,63})?$"
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _text(max_length: int, description: str, *, nullable: bool = True) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": max_length,
-                              "pattern": text_pattern(), "description": description}
-    if nullable:
-        schema["nullable"] = True
-    return schema
-
-
-def _time(description: str, *, nullable: bool = True) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "string", "format": "date-time",
-                              "description": description + " ISO 8601 UTC, like 2025-01-31T12:00:00.000Z."}
-    if nullable:
-        schema["nullable"] = True
-    return schema
-
-
-def _count(description: str) -> dict[str, Any]:
-    return {"type": "integer", "minimum": 0, "description": description}
-
-
-def _json_body(schema: dict[str, Any], *, required: bool = True, example: Any = None) -> dict[str, Any]:
-    media: dict[str, Any] = {"schema": schema}
-    if example is not None:
-        media["example"] = example
-    return {"required": required, "content": {"application/json": media}}
-
-
-def _answer(description: str, schema: dict[str, Any], headers: dict[str, Any] | None = None) -> dict[str, Any]:
-    answer: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": schema}}}
-    if headers:
-        answer["headers"] = headers
-    return answer
-
-
-def _errors(*statuses: int) -> dict[str, Any]:
-    return {str(status): {"$ref": f"#/components/responses/{_ERROR_RESPONSES[status]}"} for status in statuses}
-
-
-_ERROR_RESPONSES = {
-    400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
-    413: "BodyTooLarge", 429: "LeaseLimit", 500: "InternalError", 503: "Unavailable",
-}
-
-_META = {
-    "type": "object", "additionalProperties": True,
-    "description": f"Free-form JSON object kept with the session (at most {MAX_META_BYTES} bytes of JSON)"
-                   " and handed out with each lease, e.g. a proxy or a phone number.",
-}
-
-
-
-def _method(description: str) -> dict[str, Any]:
-    return {"type": "string", "maxLength": 129, "pattern": _TL_METHOD_PATTERN, "nullable": True,
-            "description": description + " A Telegram API method as its docs spell it, e.g."
-                                         " contacts.resolveUsername; matched case-insensitively."}
-
-
-_SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["error", "detail"],
-        "properties": {
-            "error": {"type": "string", "description": "Machine-readable code, e.g. bad_request, unauthorized."},
-            "detail": {"type": "string", "description": "What happened and what to do, for a human."},
-        },
-        "additionalProperties": True,
-    },
-    "NoSessionAvailable": {
-        "type": "object",
-        "description": "503 when nothing can be leased (error no_session_available), or when the database"
-                       " is busy (error database_unavailable: only error and detail).",
-        "required": ["error", "detail"],
-        "properties": {
-            "error": {"type": "string", "enum": ["no_session_available", "database_unavailable"]},
-            "detail": {"type": "string"},
-            "waiting_count": _count("Sessions in flood wait (the original client guide's name; it does not count"
-                                    " workers that are waiting)."),
-            "in_use": _count("Sessions leased right now."),
-            "next_release_in": {"type": "number", "minimum": 0, "nullable": True,
-                                "description": "Seconds until the earliest flood wait ends; null when none is in flood wait."},
-            "next_lease_end_in": {"type": "number", "minimum": 0, "nullable": True,
-                                  "description": "Seconds until the earliest current lease runs out; null when none is leased."},
-            "total": _count("Sessions registered (matching the name, if one was asked for)."),
-            "waiting_workers": _count("Workers waiting in line for a session right now (long-polls, any server)."),
-        },
-        "additionalProperties": False,
-    },
-    "AcquireRequest": {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "ttl": {"type": "number", "minimum": 1, "maximum": MAX_TTL, "nullable": True,
-                    "description": "Lease time in seconds; the server's --lease-ttl when left out."},
-            "holder": _text(200, "Who holds the lease, shown to admins, e.g. host:pid."),
-            "name": _text(MAX_NAME_LENGTH, "Lease this session by name instead of the least recently used free one."),
-            "wait": {"type": "number", "minimum": 0, "maximum": 60, "nullable": True,
-                     "description": "Long-poll: when nothing is free, wait up to this many seconds in line for a"
-                                    " session (first come, first served) before the 503. 0 or left out: answer now."},
-            "request_id": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,64}$", "nullable": True,
-                           "description": "Makes the call safe to retry: a repeat with the same request_id from"
-                                          " the same key, while that lease lives, returns the same lease."},
-            "purpose": _method("What the lease is for: sessions resting for this method (or account-wide) are"
-                               " skipped. Without it, only sessions resting for nothing are leased."),
-            "kind": {"type": "string", "enum": ["telethon", "pyrogram"], "nullable": True,
-                     "description": "Lease only sessions of this kind (a worker that opens .session files with"
-                                    " one library). No session of that kind: 503 at once, total 0."},
-            "host": _text(200, "The worker's machine. An account without a proxy that another host used"
-                               " is leased to this one only --handover-grace seconds after that lease ended"
-                               " (its last host may take it back at once)."),
-        },
-    },
-    "Lease": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["session_id", "session_name", "lease_token", "lease_expires_at", "ttl", "kind", "meta"],
-        "properties": {
-            "session_id": {"type": "integer", "minimum": 1},
-            "session_name": {"type": "string", "description": "The .session file's stem."},
-            "lease_token": {"type": "string", "description": "Proof of this lease for /renew and /release."},
-            "lease_expires_at": _time("When the lease runs out unless renewed.", nullable=False),
-            "ttl": {"type": "number", "minimum": 1, "maximum": MAX_TTL, "description": "The lease time granted, in seconds."},
-            "kind": {"type": "string", "enum": ["telethon", "pyrogram", "unknown"]},
-            "meta": _META,
-        },
-    },
-    "ReleaseRequest": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["session_id"],
-        "properties": {
-            "session_id": {"type": "integer", "minimum": 1, "maximum": _MAX_ID},
-            "lease_token": _text(200, "The lease to end. Without it, whatever lease is current ends (seed clients)."),
-            "flood_wait": {"type": "number", "minimum": 0, "maximum": MAX_FLOOD_WAIT, "nullable": True,
-                           "description": "Telegram said FLOOD_WAIT: keep the session out of the pool this many seconds."},
-            "flood_scope": _method('With "flood_wait" or "peer_flood": the rest applies to this method only.'),
-            "peer_flood": {"type": "boolean", "nullable": True,
-                           "description": "Telegram said PEER_FLOOD: rest for the server's --peer-flood-rest seconds"
-                                          ' (for "flood_scope" only, when given). Not with "flood_wait".'},
-            "disable": _text(500, "The session is dead (banned, deauthorised): take it out of the pool with this reason."),
-        },
-    },
-    "Released": {
-        "type": "object", "additionalProperties": False, "required": ["status"],
-        "properties": {"status": {"type": "string", "enum": ["released"]}},
-    },
-    "RenewRequest": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["session_id", "lease_token"],
-        "properties": {
-            "session_id": {"type": "integer", "minimum": 1, "maximum": _MAX_ID},
-            "lease_token": _text(200, "The token the lease was granted with.", nullable=False),
-            "ttl": {"type": "number", "minimum": 1, "maximum": MAX_TTL, "nullable": True,
-                    "description": "New lease time from now, in seconds; the server's --lease-ttl when left out."},
-        },
-    },
-    "Renewed": {
-        "type": "object", "additionalProperties": False, "required": ["session_id", "lease_expires_at"],
-        "properties": {
-            "session_id": {"type": "integer", "minimum": 1},
-            "lease_expires_at": _time("The new end of the lease.", nullable=False),
-        },
-    },
-    "Status": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["total", "free", "in_use", "in_floodwait", "resting_scoped", "disabled", "next_available",
-                     "server_time", "waiting_workers", "oldest_wait"],
-        "properties": {
-            "total": _count("Sessions registered."),
-            "free": _count("Sessions that can be leased now."),
-            "in_use": _count("Sessions leased now."),
-            "in_floodwait": _count("Sessions resting account-wide after a FLOOD_WAIT."),
-            "resting_scoped": _count("Sessions resting for some methods only: leasable with another purpose."),
-            "disabled": _count("Sessions taken out of the pool."),
-            "purpose": {"type": "string", "description": "The purpose asked for (?purpose=), lower-cased."},
-            "free_for_purpose": _count("Sessions a lease for that purpose could get now (with ?purpose=)."),
-            "next_available": _time("When the earliest flood wait ends; null when none is in flood wait."),
-            "server_time": _time("The server's clock, to compare times against.", nullable=False),
-            "waiting_workers": _count("Workers waiting in line for a session now (long-polls, every server)."),
-            "oldest_wait": {"type": "number", "minimum": 0, "nullable": True,
-                            "description": "Seconds the longest-waiting worker has waited; null when none waits."},
-        },
-    },
-    "Health": {
-        "type": "object", "additionalProperties": False, "required": ["status", "database"],
-        "properties": {"status": {"type": "string", "enum": ["ok", "unavailable"]},
-                       "database": {"type": "string", "description": '"ok", or why the database does not answer'}},
-    },
-    "Session": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["id", "name", "kind", "state", "holder", "leased_at", "lease_expires_at", "flood_wait_until",
-                     "flood_wait_remaining", "disabled", "disabled_reason", "use_count", "flood_count",
-                     "expired_count", "created_at", "last_released_at", "meta", "lease_key", "rests",
-                     "name_problem"],
-        "properties": {
-            "id": {"type": "integer", "minimum": 1},
-            "name": {"type": "string"},
-            "name_problem": {"type": "string", "nullable": True,
-                             "description": "Why this name, registered before the session-name rules, needs"
-                                            " fixing: it differs only in case from another session's (one file on"
-                                            " Windows and macOS), or Windows can't hold it as a file. Null when"
-                                            " the name is fine."},
-            "kind": {"type": "string", "enum": ["telethon", "pyrogram", "unknown"]},
-            "state": {"type": "string", "enum": list(STATES),
-                      "description": "disabled, else in_use (a lease that has not expired), else in_floodwait, else free."},
-            "holder": {"type": "string", "nullable": True, "description": "Who holds the lease (in_use only)."},
-            "lease_key": {"type": "string", "nullable": True,
-                          "description": "Name of the API key that holds the lease (in_use only)."},
-            "rests": {"type": "array", "description": "Methods this session rests for now (scoped flood waits).",
-                      "items": {"type": "object", "additionalProperties": False,
-                                "required": ["scope", "until", "remaining"],
-                                "properties": {"scope": {"type": "string"}, "until": _time("End of the rest.", nullable=False),
-                                               "remaining": {"type": "number", "minimum": 0}}}},
-            "leased_at": _time("When the session was last leased."),
-            "lease_expires_at": _time("When the current lease runs out (in_use only)."),
-            "flood_wait_until": _time("When the flood wait ends, while one is running."),
-            "flood_wait_remaining": {"type": "number", "minimum": 0, "nullable": True,
-                                     "description": "Seconds left of the flood wait, while one is running."},
-            "disabled": {"type": "boolean"},
-            "disabled_reason": {"type": "string", "nullable": True},
-            "use_count": _count("Leases granted."),
-            "flood_count": _count("Flood waits reported."),
-            "expired_count": _count("Leases that ran out and were taken over."),
-            "created_at": _time("When the session was registered.", nullable=False),
-            "last_released_at": _time("When the session was last released."),
-            "meta": _META,
-        },
-    },
-    "SessionList": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["sessions", "total", "limit", "offset"],
-        "properties": {
-            "sessions": {"type": "array", "items": _ref("Session")},
-            "total": _count("Sessions matching the filter, over all pages."),
-            "limit": _count("Page size used."),
-            "offset": _count("Sessions skipped before this page."),
-        },
-    },
-    "AddSessionsRequest": {
-        "type": "object",
-        "additionalProperties": False,
-        "description": 'Send exactly one of "name" and "names".',
-        "properties": {
-            "name": _text(MAX_NAME_LENGTH, "One session name (the .session file's stem)."),
-            "names": {"type": "array", "minItems": 1, "maxItems": 100000, "nullable": True,
-                      "items": _text(MAX_NAME_LENGTH, "A session name.", nullable=False)},
-            # OpenAPI 3.0: a nullable enum must list null itself.
-            "kind": {"type": "string", "enum": ["telethon", "pyrogram", "unknown", None], "nullable": True,
-                     "description": "Session file format; unknown when left out."},
-            "meta": {**_META, "nullable": True},
-        },
-        "oneOf": [
-            {"required": ["name"], "properties": {"name": {"type": "string"}, "names": {"enum": [None]}}},
-            {"required": ["names"], "properties": {"names": {"type": "array"}, "name": {"enum": [None]}}},
-        ],
-    },
-    "AddedSessions": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["added", "existing"],
-        "properties": {
-            "added": {"type": "array", "items": {
-                "type": "object", "additionalProperties": False, "required": ["id", "name"],
-                "properties": {"id": {"type": "integer", "minimum": 1}, "name": {"type": "string"}}}},
-            "existing": {"type": "array", "items": {"type": "string"},
-                         "description": "Names that were already registered (left as they were)."},
-        },
-    },
-    "UpdateSessionRequest": {
-        "type": "object",
-        "additionalProperties": False,
-        "description": 'Send at least one of "disabled", "clear_flood_wait": true, or "meta";'
-                       ' "reason" only with "disabled": true.',
-        "properties": {
-            "disabled": {"type": "boolean", "nullable": True,
-                         "description": "true takes the session out of the pool; false puts it back."},
-            "reason": _text(500, 'Why it is disabled (with "disabled": true).'),
-            "clear_flood_wait": {"type": "boolean", "nullable": True,
-                                 "description": "true ends a running flood wait now."},
-            "meta": {**_META, "nullable": True, "description": "Replaces the session's meta."},
-        },
-        "allOf": [
-            {"anyOf": [
-                {"required": ["disabled"], "properties": {"disabled": {"type": "boolean"}}},
-                {"required": ["clear_flood_wait"], "properties": {"clear_flood_wait": {"type": "boolean", "enum": [True]}}},
-                {"required": ["meta"], "properties": {"meta": {"type": "object"}}},
-            ]},
-            {"anyOf": [
-                {"not": {"required": ["reason"]}},
-                {"properties": {"reason": {"enum": [None]}}},
-                {"required": ["disabled"], "properties": {"disabled": {"type": "boolean", "enum": [True]}}},
-            ]},
-        ],
-    },
-    "Events": {
-        "type": "object", "additionalProperties": False, "required": ["session_id", "events", "next_before"],
-        "properties": {
-            "session_id": {"type": "integer", "minimum": 1},
-            "events": {"type": "array", "description": "Newest first.", "items": {
-                "type": "object", "additionalProperties": True, "required": ["id", "at", "type", "key", "holder"],
-                "properties": {
-                    "id": {"type": "integer", "minimum": 1},
-                    "at": _time("When it happened.", nullable=False),
-                    "type": {"type": "string", "enum": ["lease", "release", "renew", "expired", "flood_wait",
-                                                        "disable", "enable", "clear_flood_wait"]},
-                    "key": {"type": "string", "nullable": True, "description": "Name of the API key that acted."},
-                    "holder": {"type": "string", "nullable": True},
-                    "seconds": {"type": "number", "description": "flood_wait: how long."},
-                    "scope": {"type": "string", "nullable": True, "description": "flood_wait: the method, or null for account-wide."},
-                    "peer_flood": {"type": "boolean", "description": "flood_wait: Telegram said PEER_FLOOD"
-                                   " (no seconds); the rest is the server's --peer-flood-rest."},
-                    "reason": {"type": "string"},
-                    "ttl": {"type": "number"},
-                    "count": {"type": "integer", "minimum": 1,
-                              "description": "renew: renewals in a row, kept as one event at the latest's time."},
-                    "purpose": {"type": "string"},
-                }}},
-            "next_before": {"type": "integer", "nullable": True,
-                            "description": "Pass as ?before= for the next (older) page; null on the last page."},
-        },
-    },
-    "Removed": {
-        "type": "object", "additionalProperties": False, "required": ["status", "session_id"],
-        "properties": {"status": {"type": "string", "enum": ["removed"]},
-                       "session_id": {"type": "integer", "minimum": 1}},
-    },
-    "CreateKeyRequest": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["name"],
-        "properties": {
-            "name": _text(MAX_KEY_NAME, "The key's name: shown in logs and to admins; unique among active keys.",
-                          nullable=False),
-            "admin": {"type": "boolean", "nullable": True, "description": "true: an admin key; else a client key."},
-            "max_leases": {"type": "integer", "minimum": 1, "maximum": _MAX_ID, "nullable": True,
-                           "description": "Most leases the key may hold at once (more: 429 lease_limit); no limit"
-                                          " when left out."},
-        },
-    },
-    "NewKey": {
-        "type": "object", "additionalProperties": False, "required": ["name", "scope", "max_leases", "key"],
-        "properties": {
-            "name": {"type": "string"},
-            "scope": {"type": "string", "enum": ["client", "admin"]},
-            "max_leases": {"type": "integer", "minimum": 1, "nullable": True},
-            "key": {"type": "string", "description": "The key itself. Shown in this answer only: keep it."},
-        },
-    },
-    "KeyInfo": {
-        "type": "object", "additionalProperties": False,
-        "required": ["name", "scope", "max_leases", "leases", "created_at", "revoked_at"],
-        "properties": {
-            "name": {"type": "string"},
-            "scope": {"type": "string", "enum": ["client", "admin"]},
-            "max_leases": {"type": "integer", "minimum": 1, "nullable": True,
-                           "description": "Most leases the key may hold at once; null: no limit."},
-            "leases": _count("Leases the key holds now."),
-            "created_at": _time("When the key was created.", nullable=False),
-            "revoked_at": _time("When the key was revoked; null while it is active."),
-        },
-    },
-    "KeyList": {
-        "type": "object", "additionalProperties": False, "required": ["keys"],
-        "properties": {"keys": {"type": "array", "items": _ref("KeyInfo"),
-                                "description": "Every key, revoked ones too, oldest first; never the keys themselves."}},
-    },
-    "KeyRevoked": {
-        "type": "object", "additionalProperties": False, "required": ["status", "name", "leases_ended"],
-        "properties": {
-            "status": {"type": "string", "enum": ["revoked"]},
-            "name": {"type": "string"},
-            "leases_ended": _count("Leases of the key that ended with it."),
-        },
-    },
-}
 
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again, when known.",
                                 "schema": {"type": "integer", "minimum": 1}}}
@@ -420,7 +35,8 @@ _RESPONSES: dict[str, Any] = {
     "Conflict": _answer("The lease belongs to another API key (not_lease_holder), the lease token is not the current"
                         " lease (lease_mismatch), or the session was disabled during the lease (session_disabled,"
                         " on renew).", _ref("Error")),
-    "LeaseLimit": _answer("The key holds as many leases as its max_leases allows (lease_limit); release one first.",
+    "LeaseLimit": _answer("The key holds as many leases as its max_leases allows (lease_limit); release one first."
+                          " Or (wait_limit, with limit and waiting) it parks as many long-polls as it may.",
                           _ref("Error"), headers=_RETRY_AFTER),
     "BodyTooLarge": _answer("The request body is larger than --max-body.", _ref("Error")),
     "InternalError": _answer("Unexpected server error (logged).", _ref("Error")),
@@ -430,7 +46,7 @@ _RESPONSES: dict[str, Any] = {
 
 _ID_PARAM = {"name": "session_id", "in": "path", "required": True,
              "schema": {"type": "integer", "minimum": 1, "maximum": _MAX_ID}}
-_KEYED = [{"ApiKey": []}, {"Bearer": []}]
+_KEYED: list[dict[str, list[str]]] = [{"ApiKey": []}, {"Bearer": []}]
 
 
 def _op(summary: str, description: str, responses: dict[str, Any], *, tag: str, auth: bool = True,
@@ -569,6 +185,20 @@ def build_openapi() -> dict[str, Any]:
                     {"name": "keep_leases", "in": "query", "required": False,
                      "schema": {"type": "boolean", "default": False},
                      "description": "true: let the key's current leases run out instead of ending them."}]),
+        },
+        "/keys/{name}/undo-reports": {
+            "parameters": [{"name": "name", "in": "path", "required": True,
+                            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_NAME},
+                            "description": "The key's name (URL-encoded); revoked keys too."}],
+            "post": _op(
+                "Undo a key's reports",
+                "Every disable and rest the key reported on release (since `since`) is undone, except where"
+                " someone reported on that session since. Admin key.",
+                {"200": _answer("Undone.", _ref("ReportsUndone")),
+                 "404": _answer("No key has that name.", _ref("Error")),
+                 **_errors(400, 401, 403, 413, 500, 503)},
+                tag="admin", operation_id="undoReports",
+                body=_json_body(_ref("UndoReportsRequest"), example={"since": "2025-06-01T12:00:00Z"})),
         },
         "/sessions/{session_id}/events": {
             "parameters": [_ID_PARAM],

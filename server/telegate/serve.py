@@ -13,6 +13,7 @@ from typing import Mapping, TextIO
 from . import _logging
 from ._files import restrict
 from ._channel import Dispatcher, create_server
+from ._files import create_private
 from ._sessionfiles import scan_dir
 from ._stop import StopHandlers
 from .app import access_logged, create_app, default_room
@@ -74,6 +75,10 @@ def waitress_options(settings: Settings) -> dict:
         # waitress answers bodies far over our limit itself; ours (JSON 413) covers the rest.
         max_request_body_size=max(settings.max_body * 4, 8 * 1024 * 1024),
         clear_untrusted_proxy_headers=True,
+        # Behind a reverse proxy: believe its X-Forwarded-For (REMOTE_ADDR, the access log)
+        # and X-Forwarded-Proto (wsgi.url_scheme), from that address only.
+        **({"trusted_proxy": settings.trusted_proxy, "trusted_proxy_count": 1,
+            "trusted_proxy_headers": {"x-forwarded-for", "x-forwarded-proto"}} if settings.trusted_proxy else {}),
         # waitress listens again with its own backlog (default 1024): keep ours.
         backlog=BACKLOG,
         # select() cannot watch a descriptor numbered 1024 or more (FD_SETSIZE): past about
@@ -107,9 +112,15 @@ def _connection_limit(wanted: int) -> int:
     return SELECT_CONNECTION_LIMIT
 
 
-def ensure_key(store: PoolStore, environ: Mapping[str, str], out: TextIO) -> None:
+def ensure_key(store: PoolStore, environ: Mapping[str, str], out: TextIO, db: Path | str = "telegate.db") -> None:
     """Make sure the server can be used: register TELEGATE_ADMIN_KEY (the CLI's name for it; the
-    old TELEGATE_API_KEY still works, with a warning), or create a first admin key."""
+    old TELEGATE_API_KEY still works, with a warning), or create a first admin key.
+
+    The first admin key is printed once when ``out`` is a terminal. Anywhere else (a log
+    file, journald, a container's log) it would stay readable for as long as the log
+    does: then it goes to a new file readable by its owner only (0600) beside the SQLite
+    database, or in the working folder for PostgreSQL, and ``out`` names that file.
+    """
     env_key, variable = _env_key(environ)
     if env_key and variable == "TELEGATE_API_KEY":
         log.warning("registering TELEGATE_API_KEY as an admin key is deprecated: that variable is the"
@@ -126,9 +137,29 @@ def ensure_key(store: PoolStore, environ: Mapping[str, str], out: TextIO) -> Non
         return
     if store.count_keys() == 0:
         key = store.create_key("admin", "admin")
-        out.write("\n  No API key existed, so an admin key was created. It is shown only this once:\n\n"
-                  f"    {key}\n\n  Keep it safe; create worker keys with: telegate keys create NAME\n\n")
+        isatty = getattr(out, "isatty", None)
+        if isatty is not None and isatty():
+            out.write("\n  No API key existed, so an admin key was created. It is shown only this once:\n\n"
+                      f"    {key}\n\n  Keep it safe; create worker keys with: telegate keys create NAME\n\n")
+        else:
+            path = _write_key_file(key, db)
+            out.write(f"\n  No API key existed, so an admin key was created. Output is not a terminal, so it was"
+                      f" written to {path} (readable by you only), not here.\n  Read it, keep it safe, then delete"
+                      " that file; create worker keys with: telegate keys create NAME\n\n")
         out.flush()
+
+
+def _write_key_file(key: str, db: Path | str) -> Path:
+    """Write ``key`` to a new 0600 file (never over an existing one); returns its path."""
+    folder, stem = (db.parent, db.name) if isinstance(db, Path) else (Path.cwd(), "telegate")
+    for number in range(1000):
+        path = folder / (f"{stem}.admin-key" + (f".{number}" if number else ""))
+        if create_private(path):
+            with open(path, "w", encoding="utf-8") as file:
+                file.write(key + "\n")
+            return path
+    raise SettingsError(f"cannot write the first admin key beside {folder}: {stem}.admin-key and its"
+                        " numbered variants exist; remove them, or set TELEGATE_ADMIN_KEY")
 
 
 def _env_key(environ: Mapping[str, str]) -> tuple[str, str]:
@@ -175,7 +206,7 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
     server = room = None
     housekeeping = None
     try:
-        ensure_key(store, environ, out)
+        ensure_key(store, environ, out, settings.db)
         if settings.sessions_dir is not None:
             found, warnings = scan_dir(settings.sessions_dir)
             for warning in warnings:
@@ -193,10 +224,11 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
         dispatcher.on_shutdown.append(room.close)
         dispatcher.on_thread_exit.append(store.release_connection)
         server = create_server(access_logged(create_app(settings, store, room=room)), sock,
-                               dispatcher=dispatcher, **waitress_options(settings))
+                               dispatcher=dispatcher, connections_per_ip=settings.connections_per_ip,
+                               header_timeout=settings.header_timeout, **waitress_options(settings))
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
-        out.write(f"TeleGate listening on http://{shown}:{port} (database {settings.db},"
+        out.write(f"TeleGate listening on http://{shown}:{port} (database {store.path},"
                   f" {settings.threads} threads)\n")
         out.flush()
         server.run()  # returns on Ctrl-C and the rest: waitress catches KeyboardInterrupt itself
@@ -210,9 +242,9 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
         if room is not None:
             room.close()
         store.close()
-        out.write("TeleGate stopped\n")
-        out.flush()
-        stops.restore()
+        stops.restore()  # also tells a console-close handler that the stop is done
+    out.write("TeleGate stopped\n")
+    out.flush()
     return 0
 
 

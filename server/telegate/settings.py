@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from .store import is_database_url
+
 __all__ = ["SETTINGS", "Setting", "Settings", "SettingsError", "resolve", "env_name"]
 
 
@@ -54,11 +56,27 @@ def _ranged_int(low: int, high: int) -> Callable[[Any], int]:
 def _database(value: Any) -> Path | str:
     """A SQLite file path, or a PostgreSQL URL kept as text (a Path would fold its '//')."""
     text = str(value)
-    if text.startswith(("postgresql://", "postgres://")):
+    if is_database_url(text):
         return text
     if not text.strip():
         raise ValueError("expected a file path or a postgresql:// URL")
     return Path(value)
+
+
+def _seconds(low: float, high: float) -> Callable[[Any], float]:
+    def convert(value: Any) -> float:
+        number = float(value)
+        if not low <= number <= high:
+            raise ValueError(f"expected seconds from {low:g} to {high:g}, got {value!r}")
+        return number
+
+    convert.__name__ = "seconds"
+    return convert
+
+
+def _optional_text(value: Any) -> str | None:
+    text = "" if value is None else str(value).strip()
+    return text or None
 
 
 def _optional_path(value: Any) -> Path | None:
@@ -98,7 +116,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("lease_ttl", _ranged_int(1, 86400), 300, "Lease time in seconds when a client does not ask for one.", "SECONDS"),
     Setting("sessions_dir", _optional_path, None, "Folder of .session files registered (by file stem) at start.", "DIR"),
     Setting("max_body", _ranged_int(1024, 64 * 1024 * 1024), 1024 * 1024, "Largest request body in bytes; larger ones get 413.", "BYTES"),
-    Setting("connection_limit", _ranged_int(1, 100000), 2000, "Most client connections open at once (waitress); an SDK worker holds up to two.", "N"),
+    Setting("connection_limit", _ranged_int(1, 100000), 4000, "Most client connections open at once (waitress); an SDK worker holds up to two.", "N"),
+    Setting("connections_per_ip", _ranged_int(0, 100000), 2000,
+            "Most connections open at once from one client address; more are closed at once (0: no limit)."
+            " The default fits a fleet of 1,000 SDK workers behind one NAT address; a --trusted-proxy has none.", "N"),
+    Setting("header_timeout", _seconds(0.1, 3600), 10.0,
+            "Seconds a connection has to send a complete request head (from its first byte, or from connecting);"
+            " slower ones are closed. Idle keep-alive connections keep their own 120 s timeout.", "SECONDS"),
+    Setting("trusted_proxy", _optional_text, None,
+            "Address of a reverse proxy whose X-Forwarded-For and X-Forwarded-Proto are believed (* for any);"
+            " the access log then shows the real client address.", "ADDR"),
     Setting("max_waiters", _ranged_int(0, 100000), 1000, "Most long-polls (POST /session with wait) parked at once in this process; more are answered at once.", "N"),
     Setting("peer_flood_rest", _ranged_int(1, 366 * 86400), 86400,
             "Seconds a session rests after PEER_FLOOD (Telegram's spam limit names no wait), for the method that hit it.",
@@ -106,6 +133,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("handover_grace", _ranged_int(0, 3600), 15,
             "Seconds after its lease ends before an account without a proxy is leased to another host than the one"
             " that used it last (Telegram must see the old connection closed first); 0 turns it off.", "SECONDS"),
+    Setting("max_client_rest", _ranged_int(1, 366 * 86400), 7 * 86400,
+            "Longest rest (flood wait, PEER_FLOOD) a client key may report, in seconds; longer ones are clamped"
+            " to it and logged. Admin keys may report longer.", "SECONDS"),
     Setting("event_retention_days", _ranged_int(1, 3650), 30, "Days each session's history (GET /sessions/ID/events) is kept.",
             "DAYS"),
     Setting("synchronous", _choice("full", "normal"), "full", "SQLite synchronous mode: full survives power loss, normal only process crashes.", "MODE"),
@@ -118,25 +148,39 @@ SETTINGS: tuple[Setting, ...] = (
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
 
 
+def _default(name: str) -> Any:
+    return _BY_NAME[name].default
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    db: Path | str = Path("telegate.db")
-    threads: int = 8
-    lease_ttl: int = 300
-    sessions_dir: Path | None = None
-    max_body: int = 1024 * 1024
-    connection_limit: int = 2000
-    max_waiters: int = 1000
-    peer_flood_rest: int = 86400
-    handover_grace: int = 15
-    event_retention_days: int = 30
-    synchronous: str = "full"
-    log_level: str = "info"
-    log_format: str = "text"
-    access_log: bool = True
-    metrics_auth: bool = True
+    """Every setting, resolved; the defaults are the table's (:data:`SETTINGS`)."""
+
+    host: str = _default("host")
+    port: int = _default("port")
+    db: Path | str = _default("db")
+    threads: int = _default("threads")
+    lease_ttl: int = _default("lease_ttl")
+    sessions_dir: Path | None = _default("sessions_dir")
+    max_body: int = _default("max_body")
+    connection_limit: int = _default("connection_limit")
+    connections_per_ip: int = _default("connections_per_ip")
+    header_timeout: float = _default("header_timeout")
+    trusted_proxy: str | None = _default("trusted_proxy")
+    max_waiters: int = _default("max_waiters")
+    peer_flood_rest: int = _default("peer_flood_rest")
+    handover_grace: int = _default("handover_grace")
+    max_client_rest: int = _default("max_client_rest")
+    event_retention_days: int = _default("event_retention_days")
+    synchronous: str = _default("synchronous")
+    log_level: str = _default("log_level")
+    log_format: str = _default("log_format")
+    access_log: bool = _default("access_log")
+    metrics_auth: bool = _default("metrics_auth")
+
+
+if [field.name for field in dataclasses.fields(Settings)] != [setting.name for setting in SETTINGS]:
+    raise RuntimeError("Settings and SETTINGS name different settings: declare each in both, in one order")
 
 
 def resolve(

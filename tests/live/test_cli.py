@@ -1,18 +1,25 @@
 """The ``telegate`` command: sessions, keys, status, serve's first start, and one-line errors."""
 from __future__ import annotations
 
+import io
 import json
+import os
 import re
 import sqlite3
+import stat
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
+import urllib3
 
 from support import ROOT, server_env
 from support.cli import run, run_process
+from support.terminal import on_terminal
 from telegate._stop import new_group_flags, request_stop
+from telegate.cli import main
 from telegate.store import open_store
 
 
@@ -142,10 +149,16 @@ def test_telegate_db_environment_variable(tmp_path):
 class Serving:
     """``telegate serve`` as a user starts it: no keys prepared, output read line by line."""
 
-    def __init__(self, db: str, env: dict | None = None, *args: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "telegate", "serve", "--port", "0", "--db", db, *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8",
-                                     env={**server_env(), **(env or {})}, cwd=ROOT, creationflags=new_group_flags())
+    def __init__(self, db: str, env: dict | None = None, *args: str, terminal: bool = False) -> None:
+        command = [sys.executable, "-m", "telegate", "serve", "--port", "0", "--db", db, *args]
+        if terminal:
+            self.proc, self.stream = on_terminal(command, env={**server_env(), **(env or {})}, cwd=ROOT,
+                                                 stdin=subprocess.DEVNULL)
+        else:
+            self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                         encoding="utf-8", env={**server_env(), **(env or {})}, cwd=ROOT,
+                                         creationflags=new_group_flags())
+            self.stream = self.proc.stdout
         self.lines: list[str] = []
         self.ready = threading.Event()
         self.reader = threading.Thread(target=self._drain, daemon=True)
@@ -154,7 +167,7 @@ class Serving:
         assert self.proc.poll() is None, "".join(self.lines)
 
     def _drain(self) -> None:
-        for line in self.proc.stdout:
+        for line in self.stream:
             self.lines.append(line)
             if "listening on" in line:
                 self.ready.set()
@@ -171,17 +184,34 @@ class Serving:
         return code
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="a pseudo-terminal (pty) is POSIX only")
 def test_first_start_creates_and_prints_an_admin_key_once(db):
-    first = Serving(db)
+    first = Serving(db, terminal=True)
     keys = re.findall(r"tg_[A-Za-z0-9_-]{43}", first.output)
     assert len(keys) == 1
     with open_store(db) as store:
         assert store.authenticate(keys[0]).scope == "admin"
     assert first.interrupt() == 0
     assert "TeleGate stopped" in first.output
-    second = Serving(db)
+    second = Serving(db, terminal=True)
     assert not re.search(r"tg_[A-Za-z0-9_-]{43}", second.output)
     second.interrupt()
+
+
+def test_first_admin_key_goes_to_a_private_file_when_output_is_no_terminal(tmp_path):
+    """M3: a log (a pipe, a file, journald) keeps what it is sent: the key goes to a 0600 file
+    that the output names, and never to the output itself."""
+    db = str(tmp_path / "pool.db")
+    first = Serving(db)
+    assert first.interrupt() == 0
+    assert not re.search(r"tg_[A-Za-z0-9_-]{43}", first.output), first.output
+    path = Path(str(db) + ".admin-key")
+    assert str(path) in first.output and "not a terminal" in first.output
+    key = path.read_text(encoding="utf-8").strip()
+    with open_store(db) as store:
+        assert store.authenticate(key).scope == "admin"
+    if sys.platform != "win32":
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 def test_telegate_admin_key_registers_that_key_and_leaves_the_workers_key_alone(db):
@@ -216,7 +246,26 @@ def test_serve_registers_sessions_dir(tmp_path, db):
     folder.mkdir()
     for name in ("a", "b"):
         SQLiteSession(str(folder / name)).close()
-    server = Serving(db, None, "--sessions-dir", str(folder))
+    server = Serving(db, {"TELEGATE_API_KEY": os.urandom(24).hex()}, "--sessions-dir", str(folder))  # no key file
     server.interrupt()
     with open_store(db) as store:
         assert store.status()["total"] == 2
+
+
+def test_no_database_password_reaches_the_banner_the_log_or_an_error(pg_url, tmp_path):
+    """M3: a password in the --db URL is never printed: banner, log lines, CLI errors."""
+    secret = os.urandom(8).hex()
+    user, _, rest = pg_url.partition("://")[2].partition("@")
+    with_password = f"postgresql://{user}:{secret}@{rest}"  # trust auth: the password is not checked
+    serving = Serving(with_password, {"TELEGATE_API_KEY": os.urandom(24).hex()}, "--log-level", "debug")
+    try:
+        reply = urllib3.request("GET", serving.output.split("listening on ")[1].split()[0] + "/healthz")
+        assert reply.status == 200
+    finally:
+        serving.interrupt()
+    assert secret not in serving.output and "database postgresql://" in serving.output
+    assert f"{user}:***@" in serving.output or f"{user}@" in serving.output
+    err = io.StringIO()
+    unreachable = f"postgresql://{user}:{secret}@127.0.0.1:1/nowhere?connect_timeout=2"
+    assert main(["status", "--db", unreachable], out=io.StringIO(), err=err) == 1
+    assert secret not in err.getvalue() and "error" in err.getvalue()

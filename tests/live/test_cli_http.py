@@ -254,7 +254,7 @@ def _session_lookups(server) -> int:
     while "GET /healthz 200" not in server.log:
         assert time.monotonic() < deadline, server.log[-2000:]
         time.sleep(0.02)  # the server's output is read by a thread: poll it, with a deadline
-    return len(re.findall(r"telegate\.access: GET /sessions 200 ", server.log))
+    return len(re.findall(r"telegate\.access: \S+ GET /sessions 200 ", server.log))
 
 
 def test_commands_by_name_ask_for_their_names_not_the_whole_list(live_server, admin_env):
@@ -359,7 +359,7 @@ def test_keys_api_creates_lists_and_revokes(wsgi):
     assert wsgi("POST", "/keys", {"name": "a2", "admin": True}, key="admin").json["scope"] == "admin"
     listed = wsgi("GET", "/keys", key="admin").json["keys"]
     assert [row["name"] for row in listed] == ["admin", "client", "w2", "a2"]
-    assert set(listed[0]) == {"name", "scope", "max_leases", "leases", "created_at", "revoked_at"}
+    assert set(listed[0]) == {"name", "scope", "max_leases", "max_waiting", "leases", "created_at", "revoked_at"}
     assert created["key"] not in json.dumps(listed)
     revoked = wsgi("DELETE", "/keys/w2", key="admin")
     assert revoked.json == {"status": "revoked", "name": "w2", "leases_ended": 0}

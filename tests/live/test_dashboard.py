@@ -346,3 +346,22 @@ def test_clicking_a_session_shows_its_rests_and_history(browser, live_server, tm
     wait(browser, lambda d: d.find_element(By.ID, "history-empty").is_displayed(), "empty history not said")
     browser.find_element(By.ID, "detail-close").click()
     wait(browser, lambda d: not d.find_element(By.ID, "detail").is_displayed(), "Close did not close the panel")
+
+
+def test_names_that_break_the_name_rules_are_marked_with_the_reason(browser, live_server):
+    """Names registered before the session-name rules: twins by case (one file on Windows and
+    macOS) and a Windows device name are marked in the table, the reason in the cell's title."""
+    server = live_server
+    server.add_sessions("acc1", "CON", "fine")
+    server.store.engine.write(lambda tx: tx.run(  # a twin as an older TeleGate let it in
+        "INSERT INTO sessions (name, kind, meta, created_at) VALUES ('ACC1', 'unknown', '{}', 0)"))
+    sign_in(browser, server, server.admin_key)
+    wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#sessions-body tr")) == 4, "table not shown")
+    cells = {row.get_attribute("data-name"): row.find_elements(By.TAG_NAME, "td")[1]
+             for row in browser.find_elements(By.CSS_SELECTOR, "#sessions-body tr")}
+    for name in ("acc1", "ACC1"):
+        assert "name-problem" in cells[name].get_attribute("class")
+        assert "one file on Windows and macOS" in cells[name].get_attribute("title")
+    assert "Windows device name" in cells["CON"].get_attribute("title")
+    assert "name-problem" not in (cells["fine"].get_attribute("class") or "")
+    assert cells["fine"].get_attribute("title") == ""

@@ -12,6 +12,7 @@ revocation, and a lost ``POST /session`` answer retried with its ``request_id``.
 """
 from __future__ import annotations
 
+import io
 import json
 import socket
 import threading
@@ -21,6 +22,7 @@ from typing import Any, Callable
 import pytest
 import urllib3
 
+from support import eventually
 from support.reliability import pool_rows
 
 SCOPE = "contacts.resolveUsername"
@@ -407,3 +409,198 @@ def test_a_lost_acquire_answer_costs_no_extra_session_with_request_id(live_serve
     assert live_server.status()["in_use"] == leases_in_use
     if request_id:
         assert json.loads(retry.data) == lost_lease
+
+
+# -- the fair line (issue 18: H1, M2, L1) ---------------------------------------------------------
+
+def _waiter_rows(server) -> list[dict]:
+    return [dict(row) for row in server.store.engine.read(lambda tx: tx.rows("SELECT * FROM waiters"))]
+
+
+class Polls:
+    """Long-polls sent at once from threads; ``replies`` in the order they answered."""
+
+    def __init__(self) -> None:
+        self.threads: list[threading.Thread] = []
+        self.replies: list[Any] = []
+
+    def send(self, server, body: dict, key: str = "client") -> None:
+        def poll() -> None:
+            self.replies.append(server.request("POST", "/session", body, key=key))
+
+        thread = threading.Thread(target=poll, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def join(self) -> list[Any]:
+        for thread in self.threads:
+            thread.join(40)
+        return self.replies
+
+
+def test_a_poll_nothing_can_ever_satisfy_is_answered_at_once_and_never_parked(live_server):
+    """H1: a long-poll by name for a disabled session (or while every session is disabled)
+    gets its 503 now, and leaves no ticket in the line: it can hold up nobody."""
+    (banned,) = live_server.add_sessions("banned")
+    assert live_server.request("PATCH", f"/sessions/{banned}", {"disabled": True}, key="admin").status == 200
+    reply = live_server.request("POST", "/session", {"name": "banned", "wait": 25, "request_id": "r-1"})
+    assert reply.status == 503 and reply.json["error"] == "no_session_available"
+    reply = live_server.request("POST", "/session", {"wait": 25, "request_id": "r-2"})
+    assert reply.status == 503
+    assert _waiter_rows(live_server) == []  # never parked (a poll that ran out leaves its row for 120 s)
+    assert live_server.request("POST", "/session", {"name": "nobody", "wait": 25}).json["error"] == "not_found"
+
+
+def _serve_past_a_blocked_front(front, back, release_on) -> None:
+    """70 polls by name for a busy session park first; a plain poll behind them gets the next
+    freed session (the serving pass used to look at the oldest 64 tickets only)."""
+    busy_id, free_id = front.add_sessions("busy", "other")
+    hog = front.store.create_key("hog")
+    victim = front.store.create_key("victim")
+    held = release_on.request("POST", "/session", {"name": "busy", "ttl": 3600}, key="admin").json
+    other = release_on.request("POST", "/session", {"name": "other", "ttl": 3600}, key="admin").json
+    hogs = Polls()
+    for number in range(70):
+        hogs.send(front, {"name": "busy", "wait": 25, "request_id": f"hog-{number}"}, key=hog)
+    eventually(lambda: front.status()["waiting_workers"] == 70, what="70 hog polls parked")
+    victims = Polls()
+    victims.send(back, {"wait": 25}, key=victim)
+    eventually(lambda: front.status()["waiting_workers"] == 71, what="the victim parked behind them")
+    assert release_on.request("POST", "/release", {"session_id": other["session_id"],
+                                                   "lease_token": other["lease_token"]}, key="admin").status == 200
+    (reply,) = victims.join()
+    assert reply.status == 200 and reply.json["session_name"] == "other"
+    # The hogs' session frees up: one of them gets it, the rest keep waiting.
+    assert release_on.request("POST", "/release", {"session_id": held["session_id"]}, key="admin").status == 200
+    eventually(lambda: front.status()["waiting_workers"] == 69, what="one hog served")
+    assert busy_id and free_id
+
+
+def test_the_serving_pass_grants_whatever_sits_ahead(live_server):
+    _serve_past_a_blocked_front(live_server, live_server, live_server)
+
+
+def test_the_serving_pass_grants_whatever_sits_ahead_across_two_servers(server_factory, db_kind):
+    if db_kind != "postgresql":
+        pytest.skip("two servers share one database on PostgreSQL")
+    first = server_factory()
+    second = server_factory(db_path=first.db_path)
+    _serve_past_a_blocked_front(first, second, first)
+
+
+def test_one_key_fills_the_line_alone_but_gives_way_to_another(server_factory):
+    """M2: with --max-waiters 6 one key parks 6 polls (the whole line); another key's poll still
+    parks (the first key's newest poll answers 503 with Retry-After) and gets the next session."""
+    server = server_factory("--max-waiters", "6")
+    server.add_sessions("a", "b")
+    fleet = server.store.create_key("fleet")
+    other = server.store.create_key("other")
+    leases = [server.request("POST", "/session", {"ttl": 3600}, key=fleet).json for _ in range(2)]
+    fleet_polls = Polls()
+    for number in range(6):
+        fleet_polls.send(server, {"wait": 25, "request_id": f"fleet-{number}"}, key=fleet)
+        eventually(lambda: server.status()["waiting_workers"] == number + 1, what="the fleet's polls park")
+    others = Polls()
+    others.send(server, {"wait": 25}, key=other)
+    eventually(lambda: len(fleet_polls.replies) == 1, what="the fleet's newest poll gave up its place")
+    (evicted,) = fleet_polls.replies
+    assert evicted.status == 503 and evicted.json["error"] == "no_session_available"
+    assert evicted.headers["Retry-After"] == "1" and "full" in evicted.json["detail"]
+    eventually(lambda: server.status()["waiting_workers"] == 6, what="the other key parked")
+    lease = leases[0]
+    assert server.request("POST", "/release", {"session_id": lease["session_id"]}, key=fleet).status == 200
+    (reply,) = others.join()
+    assert reply.status == 200 and reply.json["session_id"] == lease["session_id"]
+    assert server.request("POST", "/release", {"session_id": leases[1]["session_id"]}, key="admin").status == 200
+    eventually(lambda: len(fleet_polls.replies) == 2, what="the fleet's oldest poll served")
+
+
+def test_a_limited_key_parks_four_polls_per_lease_or_its_own_cap(live_server):
+    """M2: a key with max_leases=1 parks 4 polls; the 5th gets 429 naming the cap. An
+    admin-set cap (max_waiting) wins over the rule."""
+    live_server.add_sessions("only")
+    live_server.request("POST", "/session", {"ttl": 3600}, key="admin")
+    limited = live_server.store.create_key("limited", max_leases=1)
+    capped = live_server.store.create_key("capped", max_waiting=2)
+    polls = Polls()
+    for number in range(4):
+        polls.send(live_server, {"wait": 25}, key=limited)
+        eventually(lambda: live_server.status()["waiting_workers"] == number + 1, what="parked")
+    reply = live_server.request("POST", "/session", {"wait": 25}, key=limited)
+    assert reply.status == 429 and reply.json["error"] == "wait_limit" and reply.json["limit"] == 4
+    assert "max_waiting=4" in reply.json["detail"]
+    for number in range(2):
+        polls.send(live_server, {"wait": 25}, key=capped)
+        eventually(lambda: live_server.status()["waiting_workers"] == 5 + number, what="parked")
+    reply = live_server.request("POST", "/session", {"wait": 25}, key=capped)
+    assert reply.status == 429 and reply.json["limit"] == 2
+    assert live_server.request("POST", "/session", {"wait": 0}, key=capped).status == 503  # no wait: no cap
+
+
+def test_fresh_request_ids_count_against_the_keys_share(server_factory):
+    """L1: polls that ran out are remembered (a retry takes its place back), but one key keeps
+    at most its share of them: fresh request_ids do not pile up rows."""
+    server = server_factory("--max-waiters", "5")
+    server.add_sessions("only")
+    server.request("POST", "/session", {"ttl": 3600}, key="admin")
+    for number in range(12):
+        reply = server.request("POST", "/session", {"wait": 0.01, "request_id": f"fresh-{number}"})
+        assert reply.status == 503
+    rows = _waiter_rows(server)
+    assert 0 < len(rows) <= 5
+
+
+# -- contained, reversible client reports (issue 18: M1) --------------------------------------------
+
+def test_one_command_undoes_everything_a_key_reported(live_server):
+    """M1: a max_leases=1 key takes sessions out (disable, a year's flood wait, a year's rest for a
+    made-up method, PEER_FLOOD); `keys undo-reports` brings them all back, except where another
+    key reported since. Its year-long rests were clamped to --max-client-rest meanwhile."""
+    from telegate.cli import main
+
+    ids = dict(zip("abcdef", live_server.add_sessions(*"abcdef")))
+    hostile = live_server.store.create_key("hostile", max_leases=1)
+    good = live_server.store.create_key("good")
+    year = 365 * 86400
+
+    def report(name: str, key: str, **body: Any) -> None:
+        lease = live_server.request("POST", "/session", {"name": name}, key=key).json
+        reply = live_server.request("POST", "/release", {"session_id": lease["session_id"],
+                                                         "lease_token": lease["lease_token"], **body}, key=key)
+        assert reply.status == 200, reply
+
+    report("a", hostile, disable="x")
+    report("b", hostile, flood_wait=year)
+    report("c", hostile, flood_wait=year, flood_scope="made.up")
+    report("d", hostile, peer_flood=True)
+    report("e", hostile, disable="x")
+    report("f", hostile, flood_wait=3600)
+    # Another key reports on e and f since (an admin brought them back in between).
+    assert live_server.request("PATCH", f"/sessions/{ids['e']}", {"disabled": False}, key="admin").status == 200
+    report("e", good, disable="really banned")
+    assert live_server.request("PATCH", f"/sessions/{ids['f']}", {"clear_flood_wait": True}, key="admin").status == 200
+    report("f", good, flood_wait=7200)
+    rows = {row["name"]: row for row in live_server.request("GET", "/sessions", key="admin").json["sessions"]}
+    assert rows["b"]["flood_wait_remaining"] <= 7 * 86400  # clamped, not a year
+    assert max(rest["remaining"] for rest in rows["c"]["rests"]) <= 7 * 86400
+    assert "clamped to 604800 s (--max-client-rest)" in live_server.log
+    metrics = live_server.request("GET", "/metrics").data.decode()
+    assert 'telegate_client_reports_total{key="hostile",kind="disable"} 2.0' in metrics
+    assert 'telegate_client_reports_total{key="hostile",kind="peer_flood"} 1.0' in metrics
+
+    future = live_server.request("POST", "/keys/hostile/undo-reports", {"since": "2100-01-01T00:00:00Z"}, key="admin")
+    assert future.status == 200 and future.json["reports"] == 0
+    assert live_server.request("POST", "/keys/hostile/undo-reports", {"since": "yesterday"},
+                               key="admin").status == 400
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["keys", "undo-reports", "hostile", "--url", live_server.url, "--key", live_server.admin_key],
+                out=out, err=err, environ={})
+    assert code == 0, err.getvalue()
+    assert out.getvalue().startswith("1 session(s) enabled, 3 rested no more, 2 report(s) left standing")
+    rows = {row["name"]: row for row in live_server.request("GET", "/sessions", key="admin").json["sessions"]}
+    assert [rows[name]["state"] for name in "abcd"] == ["free"] * 4
+    assert all(not rows[name]["rests"] for name in "abcd")
+    assert rows["e"]["state"] == "disabled" and rows["e"]["disabled_reason"] == "really banned"
+    assert rows["f"]["state"] == "in_floodwait"
+    assert live_server.status()["free"] == 4
+    assert live_server.request("POST", "/keys/nobody/undo-reports", {}, key="admin").status == 404

@@ -213,6 +213,9 @@ def test_keys_answers_match_the_document(server, contract):
     assert {"doc-worker", "doc-boss"} <= {row["name"] for row in listed}
     assert created["key"] not in json.dumps(listed)
     contract("GET", "/keys", expect=403)
+    contract("POST", "/keys/doc-worker/undo-reports", {"since": "2025-06-01T12:00:00Z"}, key="admin", expect=200)
+    contract("POST", "/keys/doc-worker/undo-reports", {"since": "soon"}, key="admin", expect=400)
+    contract("POST", "/keys/nobody-at-all/undo-reports", {}, key="admin", expect=404)
     contract("DELETE", "/keys/doc-worker", key="admin", expect=200)
     contract("DELETE", "/keys/doc-worker?keep_leases=true", key="admin", expect=404)
     contract("DELETE", "/keys/doc-boss?keep_leases=maybe", key="admin", expect=400)

@@ -38,9 +38,9 @@ def test_access_line_names_the_key_never_shows_it(live_server):
     live_server.request("GET", "/sessions", key=None, headers=bearer)
     live_server.request("GET", "/status", key="tg_this-key-is-wrong")
 
-    wait_for_log(live_server, r"telegate\.access: POST /session 200 [\d.]+ms key=test-client\b")
-    wait_for_log(live_server, r"telegate\.access: GET /sessions 200 [\d.]+ms key=test-admin\b")
-    wait_for_log(live_server, r"telegate\.access: GET /status 401 [\d.]+ms key=-")
+    wait_for_log(live_server, r"telegate\.access: 127\.0\.0\.1 POST /session 200 [\d.]+ms key=test-client\b")
+    wait_for_log(live_server, r"telegate\.access: 127\.0\.0\.1 GET /sessions 200 [\d.]+ms key=test-admin\b")
+    wait_for_log(live_server, r"telegate\.access: 127\.0\.0\.1 GET /status 401 [\d.]+ms key=-")
     # Lease events at INFO, with the holder:
     wait_for_log(live_server, rf"INFO telegate\.app: leased session {sid} \(acc1\) to box:42")
     wait_for_log(live_server, rf"INFO telegate\.app: released session {sid}, flood wait 30 s")
@@ -57,7 +57,7 @@ def test_json_log_format(server_factory):
     entries = [json.loads(line) for line in chatty.log.splitlines() if line.startswith("{")]
     access = [e for e in entries if e["logger"] == "telegate.access"]
     assert access and access[0]["level"] == "info"
-    assert re.fullmatch(r"POST /session 200 [\d.]+ms key=test-client", access[0]["message"])
+    assert re.fullmatch(r"127\.0\.0\.1 POST /session 200 [\d.]+ms key=test-client", access[0]["message"])
     assert chatty.client_key not in chatty.log
 
 

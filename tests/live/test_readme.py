@@ -29,7 +29,8 @@ from pathlib import Path
 import pytest
 
 from support import ROOT, STARTUP_DEADLINE, server_env
-from telegate._stop import new_group_flags, request_stop
+from support.terminal import on_terminal
+from telegate._stop import request_stop
 from telegate.store import open_store
 
 README = ROOT / "README.md"
@@ -58,15 +59,15 @@ class Serve:
     """``telegate serve`` in the background, as the README starts it, with its output read as it comes."""
 
     def __init__(self, command: str, cwd: Path, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen([*shlex.split(command), "--port", "0"], cwd=cwd, env=env,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, encoding="utf-8", creationflags=new_group_flags())
+        # In a terminal, as a user runs it: only there does serve print the first admin key.
+        self.proc, stream = on_terminal([*shlex.split(command), "--port", "0"], cwd=cwd, env=env,
+                                        stdin=subprocess.DEVNULL)
         self.lines: list[str] = []
         self.url = ""
         ready = threading.Event()
 
         def drain() -> None:
-            for line in self.proc.stdout:  # type: ignore[union-attr]
+            for line in stream:
                 self.lines.append(line)
                 match = re.search(r"TeleGate listening on (http://\S+)", line)
                 if match:

@@ -220,13 +220,13 @@ def _log_one(environ: dict) -> str:
 ])
 def test_access_line_escapes_the_path(path, shown):
     line = _log_one({"PATH_INFO": path})
-    assert line.startswith(f"GET {shown} 404 ")
+    assert line.startswith(f"- GET {shown} 404 ")
     assert line.isprintable()
 
 
 def test_access_line_escapes_method_and_key_name():
     line = _log_one({"REQUEST_METHOD": "GE\nT", "test.key_name": "w\u200b1\x1b"})
-    assert line.startswith("GE\\nT / 404 ") and line.endswith(" key=w\\u200b1\\x1b")
+    assert line.startswith("- GE\\nT / 404 ") and line.endswith(" key=w\\u200b1\\x1b")
 
 
 def test_a_newline_in_the_path_does_not_forge_a_log_line(tmp_path):
@@ -235,7 +235,7 @@ def test_a_newline_in_the_path_does_not_forge_a_log_line(tmp_path):
         forged = "2030-01-01 00:00:00,000 INFO telegate.access: POST /release 200 1.0ms key=admin"
         reply = server.request("GET", "/status%0a" + forged.replace(" ", "%20"))
         assert reply.status == 404
-        wait_for_log(server, r"telegate\.access: GET /status\\n2030-01-01 ")
+        wait_for_log(server, r"telegate\.access: 127\.0\.0\.1 GET /status\\n2030-01-01 ")
         assert not any(line.startswith("2030-01-01") for line in server.log.splitlines()), server.log
     finally:
         server.close()

@@ -10,8 +10,7 @@ import threading
 
 import pytest
 
-from support import Sleeps
-from support.clock import eventually
+from support import Sleeps, eventually
 from telegram_session_manager import (
     LeaseLimitReached,
     LeaseLost,
@@ -119,3 +118,30 @@ def test_a_key_at_its_lease_limit_waits_under_auto_wait_and_says_why(live_server
         assert sleeps.waits == []  # no polling: it was served when the lease ended
         said = [r.getMessage() for r in caplog.records if "lease limit" in r.getMessage()]
         assert len(said) == 1 and said[0].endswith("waiting for one of this key's leases to end")
+
+
+def test_a_key_at_its_wait_cap_sleeps_and_asks_again_under_auto_wait(live_server):
+    """Issue 18: a key parks at most its cap of long-polls; one more gets 429 wait_limit, which
+    the SDK (WaitLimitReached, a LeaseLimitReached) sleeps out and asks again."""
+    from telegram_session_manager import WaitLimitReached
+
+    live_server.add_sessions("a")
+    key = live_server.store.create_key("capped-w", max_waiting=1)
+    held = live_server.request("POST", "/session", {"ttl": 3600}, key="admin").json
+    parked: list = []
+    poll = threading.Thread(target=lambda: parked.append(
+        live_server.request("POST", "/session", {"wait": 25, "request_id": "first"}, key=key)), daemon=True)
+    poll.start()
+    eventually(lambda: live_server.status()["waiting_workers"] == 1, what="the first poll parked")
+
+    def free_the_session(n: int) -> None:
+        if n == 1:
+            live_server.request("POST", "/release", {"session_id": held["session_id"]}, key="admin")
+            poll.join(30)
+            live_server.request("POST", "/release", {"session_id": parked[0].json["session_id"]}, key=key)
+
+    sleeps = Sleeps(free_the_session)
+    with TelegramSessionManagerClient(live_server.url, key, sleep=sleeps, keepalive=False) as waiter:
+        assert waiter.get_session().session_name == "a"
+    assert sleeps.waits == [1]
+    assert issubclass(WaitLimitReached, LeaseLimitReached)

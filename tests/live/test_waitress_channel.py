@@ -142,7 +142,7 @@ def test_serve_builds_its_server_with_that_channel_and_fleet_settings():
         # poll(), not select(): select() cannot watch descriptors past 1023.
         assert server.adj.asyncore_use_poll
         # Without poll() (Windows) waitress falls back to select(), which watches 512 sockets at most.
-        limit = 2000 if hasattr(select, "poll") else 500
+        limit = 4000 if hasattr(select, "poll") else 500
         assert server.adj.backlog >= 2048 and server.adj.connection_limit == limit
     finally:
         server.task_dispatcher.shutdown()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from ._base import (
     MAX_NAME_LENGTH, STATES, CommitFeed, Conflict, DatabaseError, Engine, Grant, KeyInfo, KeyRevoked, Lease, LeaseLimit,
     LeaseMismatch, NoSessionAvailable, NotFound, NotLeaseHolder, PoolStore, SessionDisabled,
-    StoreError, Ticket, Tx, hash_key,
+    StoreError, Ticket, Tx, WaitLimit, hash_key,
 )
 from ._line import ALIVE_FOR
 from ._open import URL_SCHEMES, is_database_url, open_engine, open_store
@@ -22,6 +22,6 @@ from ._schema import SCHEMA_VERSION
 __all__ = [
     "Store", "open_store", "open_engine", "is_database_url", "URL_SCHEMES", "ALIVE_FOR", "PoolStore", "Engine", "Tx",
     "StoreError", "DatabaseError", "NotFound", "Conflict", "LeaseMismatch", "NotLeaseHolder",
-    "SessionDisabled", "LeaseLimit", "KeyRevoked", "NoSessionAvailable", "Lease", "KeyInfo", "Ticket", "Grant", "CommitFeed",
+    "SessionDisabled", "LeaseLimit", "WaitLimit", "KeyRevoked", "NoSessionAvailable", "Lease", "KeyInfo", "Ticket", "Grant", "CommitFeed",
     "SCHEMA_VERSION", "MAX_NAME_LENGTH", "STATES", "hash_key",
 ]

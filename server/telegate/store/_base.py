@@ -1,14 +1,15 @@
 """What every store shares: its errors, its records, and the interfaces between the layers.
 
 Two layers meet here. :class:`Engine` is the plumbing of one database kind (connections,
-transactions, error translation, schema migrations); :class:`PoolStore` is what the HTTP
-app, the CLI and ``serve`` call. The pool's SQL sits between them, written once in
-``_pool.py`` for every engine.
+transactions, error translation, applying the schema files); :class:`PoolStore` is what
+the HTTP app, the CLI, ``serve`` and the waiting room call. The pool's SQL sits between
+them, written once for every engine in the store's parts, which ``_pool.Store`` composes.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, TypeVar
 
 from .._names import MAX_NAME_LENGTH as _MAX_NAME_LENGTH
@@ -60,6 +61,15 @@ class LeaseLimit(StoreError):
         super().__init__(message)
         self.limit = limit
         self.held = held
+
+
+class WaitLimit(StoreError):
+    """The key already parks as many polls in the waiting line as it may (``limit``)."""
+
+    def __init__(self, message: str, *, limit: int, waiting: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.waiting = waiting
 
 
 class KeyRevoked(StoreError):
@@ -123,6 +133,7 @@ class KeyInfo:
     scope: str
     id: int | None = None
     max_leases: int | None = None
+    max_waiting: int | None = None  # admin-set cap on polls parked at once (None: the line's rule)
 
     @property
     def is_admin(self) -> bool:
@@ -188,7 +199,9 @@ class Engine(Protocol):
 
     def schema_version(self) -> int: ...
 
-    def migrate(self) -> None: ...
+    def migrate(self) -> None:
+        """Bring the schema up to ``SCHEMA_VERSION`` with this dialect's files (``_schema``), in
+        one transaction; refuse (:class:`DatabaseError`) a database newer than this TeleGate."""
 
     def ping(self) -> None: ...
 
@@ -218,9 +231,23 @@ class Engine(Protocol):
 
 
 class PoolStore(Protocol):
-    """The pool, as the HTTP app, the CLI and ``serve`` use it, whatever database holds it."""
+    """The pool, as the HTTP app, the CLI, ``serve`` and the waiting room use it, whatever
+    database holds it: the whole contract (nothing outside the store reaches past it).
 
-    engine: Engine
+    Made by ``open_store(db)``; ``close()`` (or leaving its ``with``) closes it.
+    """
+
+    @property
+    def path(self) -> str:
+        """Where the pool lives: a file path, or a database URL without its password."""
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+
+    def __enter__(self) -> "PoolStore": ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
 
     def now(self) -> float: ...
 
@@ -278,7 +305,7 @@ class PoolStore(Protocol):
                before: int | None = None) -> list[dict[str, Any]]: ...
 
     def create_key(self, name: str, scope: str = "client", key: str | None = None, *,
-                   max_leases: int | None = None) -> str: ...
+                   max_leases: int | None = None, max_waiting: int | None = None) -> str: ...
 
     def has_key(self, key: str) -> bool: ...
 
@@ -288,10 +315,35 @@ class PoolStore(Protocol):
 
     def revoke_key(self, name: str, *, end_leases: bool = True) -> int: ...
 
+    def undo_reports(self, name: str, *, since: float | None = None, by: str | None = None) -> dict[str, Any]: ...
+
     def authenticate(self, key: str) -> KeyInfo | None: ...
 
-    def metric_totals(self) -> dict[str, int]: ...
+    def metric_totals(self) -> dict[str, Any]: ...
+
+    def prune_events(self, older_than: float) -> int:
+        """Delete events older than ``older_than`` seconds (and ended scoped rests); how many."""
+
+    # -- the database itself ----------------------------------------------------------
 
     def schema_version(self) -> int: ...
+
+    def ping(self) -> None:
+        """Raise :class:`DatabaseError` unless the database answers."""
+
+    def commit_feed(self) -> CommitFeed:
+        """A new feed of other connections' commits (one per server process, for its waiting room)."""
+
+    def release_connection(self) -> None:
+        """The calling thread will not use the database for a while (it parks, or ends)."""
+
+    def copy_into(self, target: "PoolStore") -> dict[str, int]:
+        """Copy every row into ``target``, an empty pool (``telegate migrate``); rows per table."""
+
+    def backup(self, target: str | Path) -> None:
+        """Copy a SQLite pool to the file ``target`` while it runs; :class:`DatabaseError` elsewhere."""
+
+    def integrity_check(self) -> str:
+        """SQLite's ``PRAGMA integrity_check`` (``ok``); :class:`DatabaseError` elsewhere."""
 
     def close(self) -> None: ...

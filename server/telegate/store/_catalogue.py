@@ -81,19 +81,19 @@ def update(tx: Tx, session_id: int, *, disabled: bool | None, reason: str | None
     params = {"id": session_id, "reason": reason or "disabled by admin"}
     if tx.row("SELECT 1 AS x FROM sessions WHERE id = :id", params) is None:
         raise NotFound(f"no session with id {session_id}")
-    who = {"key_name": key.name if key else None}
+    who = key.name if key else None
     if disabled is True:
         tx.run("UPDATE sessions SET disabled = 1, disabled_reason = :reason WHERE id = :id", params)
-        history.record(tx, session_id, "disable", **who, detail={"reason": params["reason"]})
+        history.record(tx, session_id, "disable", key_name=who, detail={"reason": params["reason"]})
     elif disabled is False:
         tx.run("UPDATE sessions SET disabled = 0, disabled_reason = NULL WHERE id = :id", params)
-        history.record(tx, session_id, "enable", **who)
+        history.record(tx, session_id, "enable", key_name=who)
     if clear_flood_wait:
         tx.run("""UPDATE sessions SET flood_wait_until = NULL, rest_until = 0,
                   avail_at = GREATEST(COALESCE(lease_expires_at, 0), COALESCE(last_released_at, 0))
                   WHERE id = :id""", params)
         tx.run("DELETE FROM session_rests WHERE session_id = :id", params)
-        history.record(tx, session_id, "clear_flood_wait", **who)
+        history.record(tx, session_id, "clear_flood_wait", key_name=who)
     if meta is not None:
         tx.run("UPDATE sessions SET meta = :meta WHERE id = :id",
                {"id": session_id, "meta": json.dumps(meta, ensure_ascii=False)})

@@ -19,14 +19,15 @@ from ._base import Conflict, KeyInfo, NotFound, Tx, hash_key
 __all__ = ["insert", "exists", "count_active", "listing", "revoke", "lookup"]
 
 
-def insert(tx: Tx, name: str, key: str, scope: str, max_leases: int | None) -> None:
+def insert(tx: Tx, name: str, key: str, scope: str, max_leases: int | None, max_waiting: int | None = None) -> None:
     """Store ``key`` (its hash) as the active key ``name``; :class:`Conflict` if one is."""
     taken = tx.row("SELECT 1 AS x FROM api_keys WHERE name = :name AND revoked_at IS NULL", {"name": name})
     if taken:
         raise Conflict(f"an active key named {name!r} exists; revoke it or pick another name")
-    tx.run("INSERT INTO api_keys (name, key_hash, scope, created_at, max_leases)"
-           " VALUES (:name, :hash, :scope, :now, :max) ON CONFLICT (key_hash) DO NOTHING",
-           {"name": name, "hash": hash_key(key), "scope": scope, "now": tx.now, "max": max_leases})
+    tx.run("INSERT INTO api_keys (name, key_hash, scope, created_at, max_leases, max_waiting)"
+           " VALUES (:name, :hash, :scope, :now, :max, :waiting) ON CONFLICT (key_hash) DO NOTHING",
+           {"name": name, "hash": hash_key(key), "scope": scope, "now": tx.now, "max": max_leases,
+            "waiting": max_waiting})
 
 
 def exists(tx: Tx, key: str) -> bool:
@@ -42,7 +43,7 @@ def count_active(tx: Tx) -> int:
 def listing(tx: Tx) -> list[dict[str, Any]]:
     """Every key with its limit and the leases it holds now (never the key itself)."""
     return [dict(row) for row in tx.rows("""
-        SELECT name, scope, max_leases, created_at, revoked_at,
+        SELECT name, scope, max_leases, max_waiting, created_at, revoked_at,
                (SELECT COUNT(*) FROM sessions WHERE sessions.lease_key_id = api_keys.id
                 AND sessions.lease_expires_at > :now AND sessions.disabled = 0) AS leases
         FROM api_keys ORDER BY id""", {"now": tx.now})]
@@ -71,8 +72,8 @@ def revoke(tx: Tx, name: str, *, end_leases: bool) -> int:
 def lookup(tx: Tx, key: str) -> KeyInfo | None:
     """The active key ``key``: its name, scope, id and lease limit; None if unknown or revoked."""
     digest = hash_key(key)
-    row = tx.row("SELECT id, name, scope, key_hash, max_leases FROM api_keys"
+    row = tx.row("SELECT id, name, scope, key_hash, max_leases, max_waiting FROM api_keys"
                  " WHERE key_hash = :hash AND revoked_at IS NULL", {"hash": digest})
     if row is None or not hmac.compare_digest(row["key_hash"], digest):
         return None
-    return KeyInfo(row["name"], row["scope"], row["id"], row["max_leases"])
+    return KeyInfo(row["name"], row["scope"], row["id"], row["max_leases"], row["max_waiting"])

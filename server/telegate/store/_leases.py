@@ -33,6 +33,7 @@ from typing import Any, Mapping
 from . import _counts as counts
 from . import _history as history
 from . import _line as line
+from . import _reports as reports
 from ._base import (
     Engine, Grant, KeyInfo, KeyRevoked, Lease, LeaseLimit, LeaseMismatch, NoSessionAvailable, NotFound,
     NotLeaseHolder, SessionDisabled, Tx,
@@ -77,10 +78,11 @@ def claim(tx: Tx, engine: Engine, ttl: float, holder: str | None, name: str | No
 
     ``request_id`` (with ``key``): while that key's lease taken with it lives, the same
     lease again. ``purpose`` (lower case): skip sessions resting for that method; without
-    it, sessions resting for any method are skipped. ``fit``: only sessions of its kind,
-    and the handover grace between hosts (see :class:`Fit`; the least recently used first
-    still, so rotation stays even). Raises :class:`KeyRevoked` and :class:`LeaseLimit`.
+    it, sessions resting for any method are skipped. Raises :class:`KeyRevoked` and
+    :class:`LeaseLimit`.
     """
+    # ``fit``: only sessions of its kind, and the handover grace between hosts (see
+    # ``_sql.Fit``; the least recently used first still, so rotation stays even).
     key_id = key.id if key is not None else None
     target = ("name = :name AND " if name is not None else "") + fit.where()
     if purpose:
@@ -156,33 +158,34 @@ def claim(tx: Tx, engine: Engine, ttl: float, holder: str | None, name: str | No
 
 
 def serve_line(tx: Tx, engine: Engine, grace: float = 0.0) -> list[Grant]:
-    """Hand what is free to waiting tickets, oldest first, in ``tx``; announce any grant
+    """Hand what is free to waiting tickets, in fair order, in ``tx``; announce any grant
     to the other server processes (the engine's commit feed). ``grace``: the handover
-    grace between hosts (see :class:`Fit`)."""
+    grace between hosts (see ``_sql.Fit``)."""
     grants = line.serve_line(tx, lambda tx, waiter: _claim_for_waiter(tx, engine, waiter, grace))
     if grants:
         engine.announce(tx)
     return grants
 
 
-def _claim_for_waiter(tx: Tx, engine: Engine, waiter: Mapping[str, Any], grace: float) -> Lease | None:
+def _claim_for_waiter(tx: Tx, engine: Engine, waiter: Mapping[str, Any], grace: float = 0.0) -> Lease | str:
+    """The claim for a waiting ticket, or why none (see ``_line.Claim``)."""
     key = None
     if waiter["key_id"] is not None:
         row = tx.row("SELECT id, name, scope, max_leases FROM api_keys WHERE id = :id AND revoked_at IS NULL",
                      {"id": waiter["key_id"]})
         if row is None:  # revoked while waiting: nothing for it (its wait ends by itself)
-            return None
+            return "key"
         key = KeyInfo(row["name"], row["scope"], row["id"], row["max_leases"])
         if waiter["request_id"] is not None and not engine.try_turn(tx, row["id"], waiter["request_id"]):
-            return None  # a retry of its request is being served right now: that one gets the lease
+            return "turn"  # a retry of its request is being served right now: that one gets the lease
     try:
         outcome = claim(tx, engine, float(waiter["ttl"]), waiter["holder"], waiter["name"], key,
                         waiter["request_id"], waiter["purpose"], Fit(waiter["kind"], waiter["host"], grace))
     except LeaseLimit:  # its key holds all it may: the next release of that key serves it
-        return None
+        return "key"
     except KeyRevoked:  # revoked while waiting: nothing for it (its wait ends by itself)
-        return None
-    return None if isinstance(outcome, NoSessionAvailable) else outcome
+        return "key"
+    return "fit" if isinstance(outcome, NoSessionAvailable) else outcome
 
 
 def holder_check(tx: Tx, session_id: int, token: str | None, key: KeyInfo | None) -> Mapping[str, Any] | None:
@@ -284,6 +287,8 @@ def release(tx: Tx, engine: Engine, session_id: int, token: str | None, key: Key
         history.record(tx, session_id, "flood_wait", **who, detail=detail)
     if disable:
         history.record(tx, session_id, "disable", **who, detail={"reason": disable})
+    if key is not None and key.id is not None and (disable or flood_wait):
+        reports.record(tx, key.id, key.name, session_id, disable=bool(disable), rest=flood_wait, scope=scope)
     return True
 
 
@@ -351,8 +356,8 @@ def at_limit(tx: Tx, key_id: int) -> LeaseLimit | None:
     if held < row["max_leases"]:
         return None
     return LeaseLimit(f"key {row['name']!r} still holds {held} lease(s), its limit (max_leases="
-                         f"{row['max_leases']}); release one first, or ask an admin to raise the limit",
-                         limit=row["max_leases"], held=held)
+                      f"{row['max_leases']}); release one first, or ask an admin to raise the limit",
+                      limit=row["max_leases"], held=held)
 
 
 def leases_held(tx: Tx, key_id: int | None) -> int:

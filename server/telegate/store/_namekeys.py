@@ -45,13 +45,13 @@ def fill_name_keys(tx: Tx) -> int:
             del wanted[row["name_key"]]
     items = list(wanted.items())
     for start in range(0, len(items), _CHUNK):
-        group = items[start:start + _CHUNK]
+        pairs = items[start:start + _CHUNK]
         params: dict[str, Any] = {}
         cases = []
-        for number, (key, sid) in enumerate(group):
+        for number, (key, sid) in enumerate(pairs):
             params[f"i{number}"], params[f"k{number}"] = sid, key
             cases.append(f"WHEN :i{number} THEN :k{number}")
-        ids = ", ".join(f":i{number}" for number in range(len(group)))
+        ids = ", ".join(f":i{number}" for number in range(len(pairs)))
         tx.run(f"UPDATE sessions SET name_key = CASE id {' '.join(cases)} END WHERE id IN ({ids})", params)
     return len(items)
 

@@ -4,7 +4,9 @@ Each part is plain functions of a transaction with its invariants written down:
 ``_leases`` (claim, release, renew, who may), ``_line`` (the waiting line),
 ``_catalogue`` (sessions, listings, admin changes), ``_keys`` (API keys), ``_counts``
 (status and metrics) and ``_history`` (each session's events). :class:`Store` runs them
-in the engine's transactions; it knows no engine (``open_store`` picks one).
+in the engine's transactions; it knows no engine (``open_store`` picks one). Its methods
+sit in one class per room (``_Leasing``, ``_Catalogue``, ``_Keys``, on ``_Base``'s engine
+and write path): a new method goes into the room of its part.
 
 The database is the only pool state, so any number of threads and server processes
 sharing one database hand every session to one holder at a time. Acquires that may
@@ -23,15 +25,19 @@ from . import _counts as counts
 from . import _keys as keys
 from . import _leases as leases
 from . import _line as line
+from . import _reports as reports
 from ._base import (
-    STATES, DatabaseError, Engine, Grant, KeyInfo, Lease, LeaseLimit, NoSessionAvailable, NotFound, Ticket, Tx,
+    STATES, CommitFeed, DatabaseError, Engine, Grant, KeyInfo, Lease, LeaseLimit, NoSessionAvailable, NotFound,
+    PoolStore, Ticket, Tx, WaitLimit,
 )
+from ._copy import copy_pool
 from ._namekeys import fill_name_keys
 from ._sql import IS_FREE, Fit, lease_from
 
 __all__ = ["Store"]
 
 T = TypeVar("T")
+_S = TypeVar("_S", bound="_Base")
 
 _KEY_PREFIX = "tg_"
 
@@ -39,20 +45,15 @@ _KEY_PREFIX = "tg_"
 Serve = Callable[[], None]
 
 
-class Store:
-    """The pool of one database, on the ``engine`` given (see ``open_store``).
-
-    Opening migrates the schema. On PostgreSQL, unless a test injects a clock, every time
-    comes from the database's clock, so servers on several hosts agree. ``close()`` may be
-    called any number of times.
-    """
+class _Base:
+    """The engine, the pool's lifecycle, and the one write path that may free sessions."""
 
     def __init__(self, engine: Engine, *, handover_grace: float = 15.0) -> None:
-        self.engine = engine
-        self.clock = engine.now
         #: Seconds after its lease ends before an account without a proxy goes to another
         #: host than the one that used it last (``--handover-grace``; see ``_sql.Fit``).
         self.handover_grace = float(handover_grace)
+        self.engine = engine
+        self.clock = engine.now
         #: Called after each commit that granted sessions to waiting tickets, with the grants.
         self.grant_listeners: list[Callable[[list[Grant]], None]] = []
         engine.migrate()
@@ -78,7 +79,7 @@ class Store:
         """Close every connection; safe to call twice."""
         self.engine.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self: _S) -> _S:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -91,7 +92,7 @@ class Store:
         """Raise :class:`DatabaseError` unless the database answers."""
         self.engine.ping()
 
-    def commit_feed(self) -> Any:
+    def commit_feed(self) -> CommitFeed:
         """A new feed of other connections' commits (``CommitFeed``: one per server process)."""
         return self.engine.commit_feed()
 
@@ -133,12 +134,39 @@ class Store:
                 listener(grants)
         return result, grants
 
+    # -- maintenance --------------------------------------------------------------------
+
+    def integrity_check(self) -> str:
+        return str(self._sqlite_only("integrity_check")())
+
+    def backup(self, target: str | Path) -> None:
+        """Copy the database with SQLite's online backup API; safe while the server runs."""
+        self._sqlite_only("backup")(target)
+
+    def _sqlite_only(self, name: str) -> Callable[..., Any]:
+        method = getattr(self.engine, name, None)
+        if method is None:
+            raise DatabaseError(f"{name} works on SQLite files only; on {self.engine.dialect},"
+                                " use the database's own tools (pg_dump, pg_amcheck)")
+        return method
+
+    def copy_into(self, target: PoolStore) -> dict[str, int]:
+        """Copy every row of this pool into ``target``, an empty pool (``telegate migrate``);
+        rows per table. :class:`Conflict` when ``target`` holds anything already."""
+        if not isinstance(target, _Base):
+            raise TypeError(f"copy_into needs a Store to copy into, not {type(target).__name__}")
+        return copy_pool(self.engine, target.engine, target.path)
+
+
+class _Leasing(_Base):
+    """Leases and the waiting line (``_leases``, ``_line``)."""
+
     # -- leases (_leases.py) ------------------------------------------------------------
 
     def acquire(self, ttl: float, holder: str | None = None, name: str | None = None, *,
                 key: KeyInfo | None = None, request_id: str | None = None,
                 purpose: str | None = None, wait: float = 0, owner: str | None = None,
-                kind: str | None = None, host: str | None = None) -> Lease | Ticket:
+                keep_polls: int = 1000, kind: str | None = None, host: str | None = None) -> Lease | Ticket:
         """Lease the least recently used free session (or the one called ``name``) to ``key``.
 
         ``request_id`` makes the call idempotent: a repeat from the same key while that
@@ -148,19 +176,22 @@ class Store:
         When nothing is left: with ``wait`` > 0 (and ``owner``, the name of the server
         process that will wait) the caller joins the line and gets a :class:`Ticket`;
         otherwise :class:`NoSessionAvailable` with the pool's counts. Raises
-        :class:`LeaseLimit` when the key holds its ``max_leases`` already, and
-        :class:`NotFound` when ``name`` is not registered.
+        :class:`LeaseLimit` when the key holds its ``max_leases`` already,
+        :class:`WaitLimit` when it parks as many polls as it may (``line.park_cap``), and
+        :class:`NotFound` when ``name`` is not registered. ``keep_polls``: how many polls
+        that left the line a key's retries may still take back (at least its cap).
 
         ``kind`` ("telethon", "pyrogram") leases only sessions of that kind (none of that
         kind: answered at once, never a ticket). ``host`` (the worker's machine): an
         account without a proxy that another host used goes to this one only
         :attr:`handover_grace` seconds after that lease ended; without a host no grace
-        applies (old clients).
+        applies (old clients). A long-poll at its key's ``max_leases`` waits in line too:
+        the release of one of the key's leases serves it (the line skips it until then).
         """
         purpose = purpose.lower() if purpose else None
         fit = Fit(kind, host, self.handover_grace)
 
-        def claim(tx: Tx, serve: Serve) -> Lease | Ticket | NoSessionAvailable:
+        def claim(tx: Tx, serve: Serve) -> Lease | Ticket | NoSessionAvailable | WaitLimit | LeaseLimit:
             serve()
             try:
                 outcome: Lease | NoSessionAvailable | LeaseLimit = leases.claim(
@@ -168,15 +199,26 @@ class Store:
             except LeaseLimit as limit:
                 if not (wait > 0 and owner is not None):
                     raise
-                # A long-poll at its key's limit waits in line too: the release of one of
-                # the key's leases serves it (the line skips it until then), instead of the
-                # worker polling every second.
                 outcome = limit
-            if isinstance(outcome, (NoSessionAvailable, LeaseLimit)) and wait > 0 and owner is not None and (
-                    isinstance(outcome, LeaseLimit) or outcome.total):
+            # Only a request something can free up for parks: one for a disabled session,
+            # or while every session it could take is disabled, is answered now.
+            if isinstance(outcome, (NoSessionAvailable, LeaseLimit)) and wait > 0 and owner is not None \
+                    and (isinstance(outcome, LeaseLimit) or outcome.total) \
+                    and tx.row("SELECT 1 AS x FROM sessions WHERE disabled = 0"
+                               + (" AND name = :name" if name is not None else "") + " LIMIT 1", {"name": name}):
+                cap = None if key is None or key.is_admin else line.park_cap(key.max_leases, key.max_waiting)
                 ticket = line.enqueue(tx, owner=owner, ttl=ttl, wait=wait, holder=holder, name=name,
                                       key_id=key.id if key is not None else None, purpose=purpose,
-                                      request_id=request_id, kind=kind, host=host)
+                                      request_id=request_id, cap=cap, keep=max(cap or 0, keep_polls),
+                                      kind=kind, host=host)
+                if isinstance(ticket, tuple):
+                    limit, waiting = ticket
+                    assert key is not None
+                    return WaitLimit(
+                        f"key {key.name!r} already has {waiting} poll(s) waiting in line, its cap (max_waiting="
+                        f"{limit}{'' if key.max_waiting is not None else ', 4 per max_leases'});"
+                        " wait for one to end, or ask an admin to raise it (telegate keys create --max-waiting)",
+                        limit=limit, waiting=waiting)
                 return Ticket(ticket, line.next_free_at(tx, self.handover_grace))
             return outcome
 
@@ -187,7 +229,7 @@ class Store:
         outcome = self._write(claim, batch=True, turn=turn)
         if isinstance(outcome, (Lease, Ticket)):
             return outcome
-        if isinstance(outcome, LeaseLimit):
+        if isinstance(outcome, (WaitLimit, LeaseLimit)):
             raise outcome
         if name is not None and kind is None and outcome.total == 0:
             raise NotFound(f"no session named {name!r}")
@@ -293,6 +335,10 @@ class Store:
 
         return self.engine.read(stats)
 
+
+class _Catalogue(_Base):
+    """Sessions, listings, admin changes and counts (``_catalogue``, ``_counts``)."""
+
     # -- the catalogue (_catalogue.py) --------------------------------------------------
 
     def status(self, purpose: str | None = None) -> dict[str, Any]:
@@ -379,21 +425,46 @@ class Store:
 
         return self.engine.write(remove)
 
+    # -- metrics (_counts.py) -----------------------------------------------------------
+
+    def metric_totals(self) -> dict[str, Any]:
+        """Sessions by state, the sums of the per-session counters and the waiting line, in one read (for /metrics).
+
+        The sums cover the sessions registered now: every server process sharing the
+        database sees the same numbers, and removing a session takes its counts with it.
+        """
+        def totals(tx: Tx) -> dict[str, Any]:
+            data = counts.pool_counts(tx, sums=True)
+            waiting, oldest = line.line_stats(tx)
+            data["waiting_workers"] = waiting
+            data["oldest_wait"] = 0.0 if oldest is None else max(0.0, tx.now - oldest)
+            return data
+
+        return self.engine.read(totals)
+
+
+class _Keys(_Base):
+    """API keys (``_keys``)."""
+
     # -- API keys (_keys.py) ------------------------------------------------------------
 
     def create_key(self, name: str, scope: str = "client", key: str | None = None, *,
-                   max_leases: int | None = None) -> str:
+                   max_leases: int | None = None, max_waiting: int | None = None) -> str:
         """Store a key (a new random one unless ``key`` is given) and return it in clear.
 
         Only its hash is kept: the returned string is the one chance to see it.
-        ``max_leases`` caps how many leases the key may hold at once (None: no cap).
+        ``max_leases`` caps how many leases the key may hold at once (None: no cap);
+        ``max_waiting`` how many polls it may park in the waiting line at once (None: the
+        rule of ``_line.park_cap``).
         """
         if scope not in ("client", "admin"):
             raise ValueError("scope must be 'client' or 'admin'")
         if max_leases is not None and max_leases < 1:
             raise ValueError("max_leases must be at least 1")
+        if max_waiting is not None and max_waiting < 1:
+            raise ValueError("max_waiting must be at least 1")
         secret = key or _KEY_PREFIX + secrets.token_urlsafe(32)
-        self.engine.write(lambda tx: keys.insert(tx, name, secret, scope, max_leases))
+        self.engine.write(lambda tx: keys.insert(tx, name, secret, scope, max_leases, max_waiting))
         return secret
 
     def has_key(self, key: str) -> bool:
@@ -420,45 +491,26 @@ class Store:
 
         return self._write(revoke)
 
+    def undo_reports(self, name: str, *, since: float | None = None, by: str | None = None) -> dict[str, Any]:
+        """Undo what the key(s) called ``name`` reported on release (disables, rests) at or
+        after ``since``: see ``_reports.undo``. ``by`` names who asked, for the history."""
+        def undo(tx: Tx, serve: Serve) -> dict[str, Any]:
+            done = reports.undo(tx, name, since, by=by)
+            if done["enabled"] or done["rested"]:
+                serve()  # sessions back in the pool go to those waiting
+            return done
+
+        return self._write(undo)
+
     def authenticate(self, key: str) -> KeyInfo | None:
         """The key's name, scope, id and lease limit, or ``None`` for an unknown or revoked key."""
         return self.engine.read(lambda tx: keys.lookup(tx, key))
 
-    # -- metrics (_counts.py) -----------------------------------------------------------
 
-    def metric_totals(self) -> dict[str, Any]:
-        """Sessions by state, the sums of the per-session counters and the waiting line, in one read (for /metrics).
+class Store(_Leasing, _Catalogue, _Keys):
+    """The pool of one database, on the ``engine`` given (see ``open_store``).
 
-        The sums cover the sessions registered now: every server process sharing the
-        database sees the same numbers, and removing a session takes its counts with it.
-        """
-        def totals(tx: Tx) -> dict[str, Any]:
-            data = counts.pool_counts(tx, sums=True)
-            waiting, oldest = line.line_stats(tx)
-            data["waiting_workers"] = waiting
-            data["oldest_wait"] = 0.0 if oldest is None else max(0.0, tx.now - oldest)
-            return data
-
-        return self.engine.read(totals)
-
-    # -- maintenance --------------------------------------------------------------------
-
-    def integrity_check(self) -> str:
-        return str(self._sqlite_only("integrity_check")())
-
-    def backup(self, target: str | Path) -> None:
-        """Copy the database with SQLite's online backup API; safe while the server runs."""
-        self._sqlite_only("backup")(target)
-
-    def _sqlite_only(self, name: str) -> Callable[..., Any]:
-        method = getattr(self.engine, name, None)
-        if method is None:
-            raise DatabaseError(f"{name} works on SQLite files only; on {self.engine.dialect},"
-                                " use the database's own tools (pg_dump, pg_amcheck)")
-        return method
-
-    def copy_into(self, target: "Store") -> dict[str, int]:
-        """Copy every row of this pool into ``target``, an empty pool (``telegate migrate``);
-        rows per table. :class:`Conflict` when ``target`` holds anything already."""
-        from ._copy import copy_pool
-        return copy_pool(self, target)
+    Opening migrates the schema. On PostgreSQL, unless a test injects a clock, every time
+    comes from the database's clock, so servers on several hosts agree. ``close()`` may be
+    called any number of times.
+    """

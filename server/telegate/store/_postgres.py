@@ -31,7 +31,7 @@ import threading
 import time
 import zlib
 from functools import lru_cache
-from typing import Any, Callable, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
 from urllib.parse import quote
 
 from ._base import DatabaseError, StoreError
@@ -53,6 +53,10 @@ except ImportError as exc:  # SQLite users need neither; say how to get them
                         " pip install 'telegate[postgres]'") from exc
 
 __all__ = ["PostgresEngine", "translate"]
+
+if TYPE_CHECKING:  # rows come as dicts on every connection of the pool (``dict_row``)
+    _Conn = psycopg.Connection[dict[str, Any]]
+    _Cursor = psycopg.Cursor[dict[str, Any]]
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +153,7 @@ class _BoolAsIntDumper(IntDumper):
         return b"1" if obj else b"0"
 
 
-def _configure_adapters(conn: psycopg.Connection) -> None:
+def _configure_adapters(conn: psycopg.Connection[Any]) -> None:
     conn.adapters.register_dumper(str, _TextDumper)
     conn.adapters.register_dumper(bool, _BoolAsIntDumper)
     conn.adapters.register_loader("numeric", _NumericLoader)
@@ -173,7 +177,7 @@ def translate(exc: BaseException, description: str, what: str,
     return DatabaseError(f"{what} failed on {description}: {reason}")
 
 
-def _describe(conninfo: Mapping[str, str]) -> str:
+def _describe(conninfo: Mapping[str, Any]) -> str:
     """``postgresql://user@host:port/dbname``: the URL without its password, for messages."""
     user = conninfo.get("user", "")
     host = conninfo.get("host", "") or "localhost"
@@ -189,12 +193,12 @@ class _Tx:
 
     __slots__ = ("now", "_cursor", "_prepare")
 
-    def __init__(self, cursor: psycopg.Cursor, now: float, prepare: Callable[[str], str]) -> None:
+    def __init__(self, cursor: _Cursor, now: float, prepare: Callable[[str], str]) -> None:
         self.now = now
         self._cursor = cursor
         self._prepare = prepare
 
-    def _execute(self, sql: str, params: Mapping[str, Any] | None) -> psycopg.Cursor:
+    def _execute(self, sql: str, params: Mapping[str, Any] | None) -> _Cursor:
         query = self._prepare(sql)
         params = dict(params or {})
         nulls = frozenset(name for name, value in params.items() if value is None)
@@ -202,17 +206,17 @@ class _Tx:
             query = _with_nulls(query, nulls)
         return self._cursor.execute(query, params)
 
-    def rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[Mapping[str, Any]]:
+    def rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         return self._execute(sql, params).fetchall()
 
-    def row(self, sql: str, params: Mapping[str, Any] | None = None) -> Mapping[str, Any] | None:
+    def row(self, sql: str, params: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
         return self._execute(sql, params).fetchone()
 
     def run(self, sql: str, params: Mapping[str, Any] | None = None) -> int:
         return self._execute(sql, params).rowcount
 
 
-class _Pool(ConnectionPool):
+class _Pool(ConnectionPool["psycopg.Connection[dict[str, Any]]"]):
     """Remembers why the last connection attempt failed, for the 503's and /healthz's words.
 
     psycopg_pool only logs it, and a request that times out waiting for a connection would
@@ -254,7 +258,7 @@ class PostgresEngine:
         # Server-side limits ride on each connection's startup packet (no extra round trip);
         # whatever the URL's own "options" say comes first and is kept.
         options = " ".join(filter(None, [
-            params.get("options", ""),
+            str(params.get("options") or ""),
             f"-c statement_timeout={int(statement_timeout * 1000)}",
             # A worker thread that dies mid-transaction must not hold row locks for long.
             f"-c idle_in_transaction_session_timeout={int(max(statement_timeout, 30) * 2000)}",
@@ -267,7 +271,7 @@ class PostgresEngine:
         for key, value in defaults.items():
             params.setdefault(key, value)
         params["options"] = options
-        self._conninfo = make_conninfo(**params)
+        self._conninfo = make_conninfo("", **params)
         self._timeout = timeout
         # Production passes no clock: every time is the database's. Tests of the pool's logic
         # pass the same fake clock as on SQLite, to move time without sleeping.
@@ -329,8 +333,8 @@ class PostgresEngine:
             with psycopg.connect(self._conninfo, autocommit=True, row_factory=dict_row) as conn:
                 with conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-                    exists = conn.execute("SELECT to_regclass('schema_version') IS NOT NULL AS e").fetchone()["e"]
-                    version = conn.execute("SELECT version FROM schema_version").fetchone()["version"] if exists else 0
+                    exists = _one(conn.execute("SELECT to_regclass('schema_version') IS NOT NULL AS e"))["e"]
+                    version = _one(conn.execute("SELECT version FROM schema_version"))["version"] if exists else 0
                     if version > SCHEMA_VERSION:
                         raise DatabaseError(
                             f"{self.description} has schema version {version}, newer than this TeleGate"
@@ -405,6 +409,7 @@ class PostgresEngine:
         deadline = time.monotonic() + (self._timeout if timeout is None else timeout)
         for attempt in range(1, _ATTEMPTS + 1):
             conn = self._connection(deadline, what)
+            handed_back = False
             committing = False
             try:
                 with conn.cursor() as cursor:
@@ -414,11 +419,11 @@ class PostgresEngine:
                         lock = "" if turn is None else f", pg_advisory_xact_lock({int(turn[0])}, {int(turn[1])})"
                         cursor.execute(f"{begin}; SELECT EXTRACT(EPOCH FROM now()) AS now{lock}")
                         cursor.nextset()
-                        now = self._clock_from(cursor.fetchone()["now"])
+                        now = self._clock_from(_one(cursor)["now"])
                     else:
                         now = self._current_time(cursor, refresh=op is None)
                     if op is None:
-                        return now  # type: ignore[return-value]
+                        return now  # type: ignore[return-value]  # no op: the clock read is the answer (T is float)
                     result = op(_Tx(cursor, now, self.prepare))
                     if begin is not None:
                         committing = True
@@ -436,7 +441,7 @@ class PostgresEngine:
                         # Its idle siblings likely died with it (a restart): weed them out now
                         # rather than meeting them one by one in the next requests.
                         self._pool.putconn(conn)
-                        conn = None
+                        handed_back = True
                         self._check_pool()
                     continue
                 raise translate(exc, self.description, what) from exc
@@ -445,11 +450,11 @@ class PostgresEngine:
                 _rollback(conn)
                 raise
             finally:
-                if conn is not None:
+                if not handed_back:
                     self._pool.putconn(conn)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _connection(self, deadline: float, what: str) -> psycopg.Connection:
+    def _connection(self, deadline: float, what: str) -> _Conn:
         """A connection of the pool by ``deadline``, or DatabaseError sooner in an outage.
 
         Once the pool's last attempt to connect failed (the database is down or refusing),
@@ -486,14 +491,14 @@ class PostgresEngine:
         self._clock_base = (db_now, time.monotonic())
         return db_now
 
-    def _current_time(self, cursor: psycopg.Cursor, *, refresh: bool = False) -> float:
+    def _current_time(self, cursor: _Cursor, *, refresh: bool = False) -> float:
         if self._clock is not None:
             return self._clock()
         db_now, at = self._clock_base
         elapsed = time.monotonic() - at
         if refresh or elapsed > _CLOCK_REFRESH:
             cursor.execute("SELECT EXTRACT(EPOCH FROM clock_timestamp()) AS now")
-            return self._clock_from(cursor.fetchone()["now"])
+            return self._clock_from(_one(cursor)["now"])
         return db_now + elapsed
 
     def _check_pool(self) -> None:
@@ -511,7 +516,7 @@ def _turn_lock(key_id: int, request_id: str) -> tuple[int, int]:
     return (key_id & 0x7FFFFFFF, digest - (1 << 32) if digest >= 1 << 31 else digest)
 
 
-def _rollback(conn: psycopg.Connection) -> None:
+def _rollback(conn: _Conn) -> None:
     if conn.closed or conn.broken:
         return
     if conn.info.transaction_status != TransactionStatus.IDLE:
@@ -521,7 +526,7 @@ def _rollback(conn: psycopg.Connection) -> None:
             pass  # a broken connection: the pool discards it, the server rolls back
 
 
-def _retryable(conn: psycopg.Connection, exc: psycopg.Error, committing: bool) -> bool:
+def _retryable(conn: _Conn, exc: psycopg.Error, committing: bool) -> bool:
     """Whether the op certainly did not take effect, so running it again is safe."""
     if exc.sqlstate in _ROLLED_BACK:
         return True
@@ -531,6 +536,14 @@ def _retryable(conn: psycopg.Connection, exc: psycopg.Error, committing: bool) -
         return not committing
     # The server is shutting down or we were terminated (57P01..57P03): same reasoning.
     return exc.sqlstate is not None and exc.sqlstate.startswith("57P") and not committing
+
+
+def _one(cursor: "psycopg.Cursor[dict[str, Any]]") -> dict[str, Any]:
+    """The row a statement that always answers one row (an aggregate, a clock read) returned."""
+    row = cursor.fetchone()
+    if row is None:
+        raise DatabaseError("the database answered no row where one was certain")
+    return row
 
 
 def _read_version(tx: _Tx) -> int:
