@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import json
 import logging
 import math
@@ -1425,14 +1426,11 @@ class _ClientCore:
 
 def _ready() -> Any:
     """The ready-client module, imported when first used (it needs Telethon or kurigram)."""
-    try:
-        from . import ready  # type: ignore[import-not-found]
-    except ImportError as exc:
-        if __package__:
-            raise
+    # By name, not a relative import: client.py copied alone (no package) must still import.
+    if not __package__:
         raise ImportError("ready clients (client.telethon(), client.pyrogram()) need the telegram_session_manager"
-                          " package, not client.py copied alone: pip install telegram-session-manager-client") from exc
-    return ready
+                          " package, not client.py copied alone: pip install telegram-session-manager-client")
+    return importlib.import_module(f"{__package__}.ready")
 
 
 def _report(flood_wait: float | None, disable: str | None, flood_scope: str | None, peer_flood: bool) -> Outcome:
