@@ -196,10 +196,10 @@ class _Leasing(_Base):
             try:
                 outcome: Lease | NoSessionAvailable | LeaseLimit = leases.claim(
                     tx, self.engine, ttl, holder, name, key, request_id, purpose, fit)
-            except LeaseLimit as limit:
+            except LeaseLimit as at_limit:
                 if not (wait > 0 and owner is not None):
                     raise
-                outcome = limit
+                outcome = at_limit
             # Only a request something can free up for parks: one for a disabled session,
             # or while every session it could take is disabled, is answered now.
             if isinstance(outcome, (NoSessionAvailable, LeaseLimit)) and wait > 0 and owner is not None \
