@@ -37,6 +37,7 @@ from .client import (
     RetryPolicy,
     TeleGateError,
     _ClientCore,
+    _ready,
     _report,
 )
 
@@ -59,10 +60,10 @@ class AsyncTelegramSessionManagerClient(_ClientCore):
                  log_waits: bool = True, timeout: float | urllib3.Timeout = 30.0,
                  retry_policy: RetryPolicy | None = None,
                  sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep, http_threads: int = 8,
-                 connect_wait: float | None = 300.0) -> None:
+                 connect_wait: float | None = 300.0, host: str | None = None) -> None:
         super().__init__(base_url, api_key, auto_wait, ttl=ttl, max_wait=max_wait, holder=holder,
                          keepalive=keepalive, log_waits=log_waits, timeout=timeout, retry_policy=retry_policy,
-                         sleep=sleep, pool_maxsize=http_threads, connect_wait=connect_wait)
+                         sleep=sleep, pool_maxsize=http_threads, connect_wait=connect_wait, host=host)
         self._http_threads = http_threads
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         # Acquires long-poll (they may hold a thread for up to 30 s): they get threads of
@@ -120,9 +121,10 @@ class AsyncTelegramSessionManagerClient(_ClientCore):
     # -- the seed's API -----------------------------------------------------------------
 
     async def get_session(self, ttl: float | None = None, name: str | None = None, *, purpose: str | None = None,
-                          auto_wait: bool | None = None, max_wait: Any = _MISSING) -> Lease:
+                          auto_wait: bool | None = None, max_wait: Any = _MISSING, kind: str | None = None,
+                          _extra: Mapping[str, Any] | None = None) -> Lease:
         """Lease a free session (see ``TelegramSessionManagerClient.get_session``)."""
-        call = self._acquire_call(ttl, name, auto_wait, max_wait, purpose)
+        call = self._acquire_call(ttl, name, auto_wait, max_wait, purpose, kind, _extra)
         if call.waiting is None:
             data = await self._request("POST", "/session", call.body, wait_out=False)
         else:
@@ -150,7 +152,14 @@ class AsyncTelegramSessionManagerClient(_ClientCore):
                        wait_out: bool | None = None) -> bool:
         body = self._release_begin(lease, session_id, report)
         try:
-            await self._request("POST", "/release", body, wait_out=wait_out)
+            try:
+                await self._request("POST", "/release", body, wait_out=wait_out)
+            except TeleGateError as exc:
+                plain = self._state_refused(body, exc)
+                if plain is None:
+                    raise
+                body = plain
+                await self._request("POST", "/release", body, wait_out=wait_out)
         except BaseException as exc:
             self._release_failed(lease, exc)
             raise
@@ -160,13 +169,14 @@ class AsyncTelegramSessionManagerClient(_ClientCore):
 
     @contextlib.asynccontextmanager
     async def session(self, ttl: float | None = None, name: str | None = None, *, purpose: str | None = None,
-                      auto_wait: bool | None = None, max_wait: Any = _MISSING) -> AsyncIterator[Lease]:
+                      auto_wait: bool | None = None, max_wait: Any = _MISSING,
+                      kind: str | None = None) -> AsyncIterator[Lease]:
         """``async with client.session() as s:``; released on every exit (cancellation included).
 
         Exceptions raised in the block are classified as in the sync client (flood wait
         scoped by its method, PEER_FLOOD, dead account) and still propagate.
         """
-        lease = await self.get_session(ttl, name, purpose=purpose, auto_wait=auto_wait, max_wait=max_wait)
+        lease = await self.get_session(ttl, name, purpose=purpose, auto_wait=auto_wait, max_wait=max_wait, kind=kind)
         try:
             yield lease
         except BaseException as exc:
@@ -174,6 +184,20 @@ class AsyncTelegramSessionManagerClient(_ClientCore):
             raise
         else:
             await self._finish_shielded(lease, None)
+
+    def telethon(self, purpose: str | None = None, connect: bool = True, *, sessions_dir: Any = None,
+                 ttl: float | None = None, name: str | None = None, max_wait: Any = _MISSING,
+                 **kwargs: Any) -> contextlib.AbstractAsyncContextManager[Any]:
+        """``async with client.telethon() as tg:`` (see ``TelegramSessionManagerClient.telethon``)."""
+        return _ready().async_block(self, "telethon", purpose, connect, sessions_dir,
+                                    {"ttl": ttl, "name": name, "max_wait": max_wait}, kwargs)
+
+    def pyrogram(self, purpose: str | None = None, connect: bool = True, *, sessions_dir: Any = None,
+                 ttl: float | None = None, name: str | None = None, max_wait: Any = _MISSING,
+                 **kwargs: Any) -> contextlib.AbstractAsyncContextManager[Any]:
+        """``async with client.pyrogram() as app:`` (see ``TelegramSessionManagerClient.telethon``)."""
+        return _ready().async_block(self, "pyrogram", purpose, connect, sessions_dir,
+                                    {"ttl": ttl, "name": name, "max_wait": max_wait}, kwargs)
 
     async def _finish_shielded(self, lease: Lease, exc: BaseException | None) -> None:
         # A task cancelled while in the block still releases: the release runs shielded,

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import json
 import logging
 import math
 import os
 import re
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -207,14 +209,16 @@ class NoSessionAvailable(TeleGateError):
     ``retry_after``: the ``Retry-After`` header in seconds, if any; ``waited``: seconds
     this client waited before giving up (0 without auto_wait); ``purpose``: the TL method
     the lease was asked for, if any (then ``waiting_count`` counts the sessions resting
-    for that method or for all).
+    for that method or for all); ``kind``: the kind asked for, if any (then every count
+    is of that kind).
     """
 
     def __init__(self, message: str = "", *, waiting_count: int = 0, next_release_in: float | None = None,
                  in_use: int = 0, next_lease_end_in: float | None = None, total: int | None = None,
                  retry_after: float | None = None, waiting_workers: int | None = None, status: int | None = 503, method: str | None = None,
                  url: str | None = None, detail: str | None = None, error: str | None = "no_session_available",
-                 body: Mapping[str, Any] | None = None, purpose: str | None = None) -> None:
+                 body: Mapping[str, Any] | None = None, purpose: str | None = None, kind: str | None = None) -> None:
+        self.kind = kind
         self.waiting_count = waiting_count
         self.next_release_in = next_release_in
         self.in_use = in_use
@@ -233,6 +237,8 @@ class NoSessionAvailable(TeleGateError):
         return bool(self.in_use) or self.next_release_in is not None
 
     def describe(self) -> str:
+        if self.kind and self.total == 0:
+            return f"no {self.kind} session is registered in this pool (kind={self.kind!r}); nothing to wait for"
         if self.purpose:
             parts = [f"no free session for {self.purpose}: {self.waiting_count} in flood wait (for it or account-wide)"]
         else:
@@ -305,7 +311,8 @@ def _error_from_response(status: int, method: str, url: str, body: Mapping[str, 
             total=None if _number(body.get("total")) is None else int(body["total"]),
             waiting_workers=None if _number(body.get("waiting_workers")) is None else int(body["waiting_workers"]),
             retry_after=_retry_after(headers.get("Retry-After")),
-            purpose=(sent or {}).get("purpose") if isinstance((sent or {}).get("purpose"), str) else None, **common)
+            purpose=(sent or {}).get("purpose") if isinstance((sent or {}).get("purpose"), str) else None,
+            kind=(sent or {}).get("kind") if isinstance((sent or {}).get("kind"), str) else None, **common)
     cls = _CODE_ERRORS.get((status, code or "")) or _STATUS_ERRORS.get(status) or (
         ServerError if status >= 500 else APIError)
     answer = f"{method} {url} -> {status}" + (f" {code}" if code else "")
@@ -532,6 +539,7 @@ class Lease(dict):
         self.released = False
         self.renewals = 0
         self.outcome: Outcome | None = None
+        self._state: dict | None = None  # what a ready client changed in the account: written back on release
         self._releasing = False  # a release is in flight
         self._abandoned = False  # the release failed at the end of a block: stop renewing, keep the token
         requested = _number(self.get("ttl"))
@@ -623,8 +631,10 @@ class RetryPolicy:
       it is shortened to the time left, or, when only a flood wait can free a session
       and it ends too late, the client gives up at once.
 
-    A 429 ``lease_limit`` (this key holds all the leases it may) is slept out: its
-    ``Retry-After``, else ``poll_min`` doubling up to ``poll_max``.
+    A 429 ``lease_limit`` (this key holds all the leases it may) is waited out with a
+    long-poll that the server holds until one of the key's leases ends (said once); a
+    server that answers it at once is paced by its ``Retry-After``, else ``poll_min``
+    doubling up to ``poll_max``.
     """
 
     transient_attempts: int = 4
@@ -647,6 +657,23 @@ class RetryPolicy:
         """The pause after failed attempt number ``attempt`` (1, 2, ...) of one request."""
         cap = self.connect_backoff_max if waiting else self.transient_backoff_max
         return min(cap, self.transient_backoff * 2 ** (attempt - 1))
+
+    def limit_step(self, exc: LeaseLimitReached, waits: int, remaining: float | None,
+                   answered_early: bool) -> _Step | None:
+        """The next try after a 429 lease_limit: a long-poll, which the server holds in its
+        waiting line until one of the key's leases ends (it serves the waiter then); after a
+        server that answered the last long-poll at once (an older one), a paced sleep first.
+        None (give up) when ``max_wait`` is used up."""
+        if remaining is not None and remaining < _LEAST_WAIT:
+            return None
+        if isinstance(exc, WaitLimitReached):  # the key parks all the polls it may: a long-poll would not park
+            wait = self.limit_wait(exc, waits, remaining)
+            return None if wait is None else _Step(sleep=wait)
+        hold = self.long_poll if remaining is None else min(self.long_poll, remaining)
+        if not answered_early:
+            return _Step(long_poll=round(hold, 3))
+        wait = self.limit_wait(exc, waits, remaining)
+        return None if wait is None else _Step(sleep=wait, long_poll=round(hold, 3))
 
     def limit_wait(self, exc: LeaseLimitReached, waits: int, remaining: float | None) -> float | None:
         """The sleep after a 429 lease_limit (``waits`` of them so far this call), or None to give up."""
@@ -786,8 +813,7 @@ class _AutoWait:
             exc = _failure(retry_state)
             remaining = None if self.max_wait is None else self.max_wait - self.elapsed()
             if isinstance(exc, LeaseLimitReached):
-                wait = self.policy.limit_wait(exc, self.limit_waits, remaining)
-                step = None if wait is None else _Step(sleep=wait)
+                step = self.policy.limit_step(exc, self.limit_waits, remaining, self._answered_early())
                 self.limit_waits += 1
             else:
                 step = self.policy.next_step(exc, remaining)
@@ -822,7 +848,11 @@ class _AutoWait:
         self.slept += step.sleep
         self.long_poll = step.long_poll
         if isinstance(exc, LeaseLimitReached):
-            what = f"waiting {step.sleep:g} s for one of this key's leases to end"
+            if self.limit_waits > 1:  # said once per call: the wait goes on until one ends
+                log.debug("TeleGate: still at this key's lease limit; waiting on%s", so_far)
+                return
+            what = "waiting for one of this key's leases to end" + (
+                f" (up to max_wait={self.max_wait:g} s)" if self.max_wait is not None else "")
         elif step.long_poll is not None:
             what = (f"waiting {step.sleep:g} s, then " if step.sleep else "waiting ") + (
                 f"up to {step.long_poll:g} s for a session to be released") + (
@@ -846,6 +876,22 @@ class _AutoWait:
 # --------------------------------------------------------------------------------------
 # Transport: one HTTP exchange, shared by the sync and the async client.
 # --------------------------------------------------------------------------------------
+
+
+def default_host() -> str:
+    """This machine's name, sent with each acquire: the server keeps an account on the host
+    that used it last, and moves one without a proxy to another host only after a grace."""
+    return socket.gethostname()[:200]
+
+
+#: The kinds ``get_session(kind=...)`` may ask for: the library that opens the session.
+KINDS = ("telethon", "pyrogram")
+
+
+def _checked_kind(kind: str | None) -> str | None:
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)} (or None for any), got {kind!r}")
+    return kind
 
 
 def default_holder() -> str:
@@ -955,6 +1001,10 @@ class _Transport:
             data = json.loads(text) if text.strip() else {}
         except ValueError:
             data = None
+        if response.status == 400 and url.startswith("http://") and "https" in text[:300].lower():
+            # A TLS server's own answer to plain HTTP ("Client sent an HTTP request to an HTTPS server").
+            fix = f"the server at {base_url} speaks TLS (https): use https://{base_url[len('http://'):]}"
+            raise TeleGateConnectionError(f"{method} {url} failed: {fix}", method=method, url=url, detail=fix)
         if not 200 <= response.status < 300:
             failure = _error_from_response(response.status, method, url, data if isinstance(data, dict) else {},
                                            text, response.headers, body)
@@ -969,12 +1019,63 @@ class _Transport:
         self.pool.clear()
 
 
+#: Seconds a probe of the other scheme may take (see :func:`scheme_mismatch`).
+PROBE_TIMEOUT = 2.0
+
+
+def _speaks(host: str, port: int, tls: bool) -> bool:
+    """Whether ``host:port`` completes a TLS handshake (``tls``) or answers plain HTTP."""
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT) as sock:
+            if tls:
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE  # only asks "is this TLS at all?"; nothing is sent
+                with context.wrap_socket(sock, server_hostname=host):
+                    return True
+            sock.sendall(b"HEAD /healthz HTTP/1.0\r\nHost: " + host.encode("idna") + b"\r\n\r\n")
+            return sock.recv(5) == b"HTTP/"
+    except (OSError, ValueError, UnicodeError):
+        return False
+
+
+def scheme_mismatch(url: str, reason: BaseException) -> str | None:
+    """What to tell a user whose request to ``url`` failed with ``reason`` because the server
+    speaks the other scheme (https:// to a plain-HTTP server, or http:// to a TLS one); None
+    when that is not it. One quick probe of the other scheme, made only after such a failure.
+    """
+    parsed = urllib3.util.parse_url(url)
+    if not parsed.host or isinstance(reason, urllib3.exceptions.NewConnectionError):
+        return None  # nothing listens there (refused, unreachable): not a question of scheme
+    host = parsed.host.strip("[]")
+    if parsed.scheme == "https":
+        port = parsed.port or 443
+        if isinstance(reason, (urllib3.exceptions.SSLError, urllib3.exceptions.TimeoutError,
+                               urllib3.exceptions.ProtocolError, ConnectionError, socket.timeout, ssl.SSLError)) \
+                and _speaks(host, port, tls=False):
+            return (f"the server at {parsed.host}:{port} speaks plain HTTP, not TLS: use "
+                    f"http://{parsed.host}:{port} (or put a TLS proxy in front of it; see docs/TLS.md)")
+        return None
+    port = parsed.port or 80
+    if isinstance(reason, (urllib3.exceptions.ProtocolError, ConnectionError)) and _speaks(host, port, tls=True):
+        return f"the server at {parsed.host}:{port} speaks TLS (https): use https://{parsed.host}:{port}"
+    return None
+
+
 def _connection_error(method: str, url: str, exc: BaseException) -> TeleGateConnectionError:
     reason = getattr(exc, "reason", None) or exc  # MaxRetryError wraps the real reason
     transient = isinstance(reason, (urllib3.exceptions.TimeoutError, urllib3.exceptions.NewConnectionError,
                                     urllib3.exceptions.ProtocolError, ConnectionError, socket.timeout))
     if isinstance(reason, urllib3.exceptions.SSLError):
         transient = False
+    mismatch = scheme_mismatch(url, reason)
+    if mismatch is not None:
+        # Said at once, never retried: waiting would only end in "timed out" or "reset".
+        error = TeleGateConnectionError(f"{method} {url} failed: {mismatch}", method=method, url=url,
+                                        detail=mismatch)
+        error.reason = reason
+        error.transient = False  # type: ignore[attr-defined]
+        return error
     error = TeleGateConnectionError(
         f"{method} {url} failed: {reason} (is the TeleGate server running at this address?)",
         method=method, url=url, detail=_short_reason(reason))
@@ -1039,7 +1140,7 @@ class _ClientCore:
     def __init__(self, base_url: str | Sequence[str], api_key: str, auto_wait: bool, *, ttl: float | None,
                  max_wait: float | None, holder: str | None, keepalive: bool, log_waits: bool,
                  timeout: float | urllib3.Timeout, retry_policy: RetryPolicy | None, sleep: Callable[[float], Any],
-                 pool_maxsize: int, connect_wait: float | None) -> None:
+                 pool_maxsize: int, connect_wait: float | None, host: str | None = None) -> None:
         if connect_wait is not None and (_number(connect_wait) is None or connect_wait < 0):
             raise ValueError("connect_wait must be a number of seconds >= 0, or None to wait for ever")
         self._transport = _Transport(base_url, api_key, timeout=timeout, pool_maxsize=pool_maxsize)
@@ -1047,6 +1148,8 @@ class _ClientCore:
         self.ttl = ttl
         self.max_wait = max_wait
         self.holder = holder if holder is not None else default_holder()
+        #: The machine name sent with each acquire ("" sends none).
+        self.host = host if host is not None else default_host()
         self.keepalive = keepalive
         self.log_waits = log_waits
         self.retry_policy = retry_policy or RetryPolicy()
@@ -1096,11 +1199,17 @@ class _ClientCore:
     # -- acquire --------------------------------------------------------------------------
 
     def _acquire_call(self, ttl: float | None, name: str | None, auto_wait: bool | None,
-                      max_wait: Any, purpose: str | None = None) -> _AcquireCall:
+                      max_wait: Any, purpose: str | None = None, kind: str | None = None,
+                      extra: Mapping[str, Any] | None = None) -> _AcquireCall:
         ttl = self.ttl if ttl is None else ttl
         body = _acquire_body(ttl, name, self.holder)
         if purpose is not None:
             body["purpose"] = _checked_method(purpose)
+        if _checked_kind(kind) is not None:
+            body["kind"] = kind
+        if self.host:
+            body["host"] = self.host
+        body.update(extra or {})
         # One per call, the same on every retry of it: a POST /session whose answer was
         # lost (a read timeout, a dropped connection, a failover) is sent again safely,
         # and the server hands back the lease it already granted instead of a second one.
@@ -1142,7 +1251,19 @@ class _ClientCore:
             body["flood_scope"] = report.flood_scope
         if report.disable is not None:
             body["disable"] = report.disable[:500]  # the server's limit; a long reason must not block disabling
+        if lease is not None and lease._state and lease.lease_token:
+            body["state"] = lease._state  # fenced by the token: a stale lease writes nothing
         return body
+
+    @staticmethod
+    def _state_refused(body: Mapping[str, Any], exc: BaseException) -> dict[str, Any] | None:
+        """The release body without its state, when the server refused the state (400/413):
+        the release itself must still happen. None when the refusal was not about the state."""
+        if "state" not in body or not isinstance(exc, APIError) or exc.status not in (400, 413):
+            return None
+        log.error("TeleGate: the server refused the state written back for session %s (%s); releasing it"
+                  " without", body.get("session_id"), exc.detail or exc)
+        return {key: value for key, value in body.items() if key != "state"}
 
     def _release_failed(self, lease: Lease | None, exc: BaseException) -> None:
         if lease is not None:
@@ -1303,6 +1424,15 @@ class _ClientCore:
         return self._request("GET", "/healthz")
 
 
+def _ready() -> Any:
+    """The ready-client module, imported when first used (it needs Telethon or kurigram)."""
+    # By name, not a relative import: client.py copied alone (no package) must still import.
+    if not __package__:
+        raise ImportError("ready clients (client.telethon(), client.pyrogram()) need the telegram_session_manager"
+                          " package, not client.py copied alone: pip install telegram-session-manager-client")
+    return importlib.import_module(f"{__package__}.ready")
+
+
 def _report(flood_wait: float | None, disable: str | None, flood_scope: str | None, peer_flood: bool) -> Outcome:
     """What a caller of ``release_session`` reports, checked."""
     if flood_scope is not None and flood_wait is None and not peer_flood:
@@ -1344,10 +1474,10 @@ class TelegramSessionManagerClient(_ClientCore):
                  max_wait: float | None = None, holder: str | None = None, keepalive: bool = True,
                  log_waits: bool = True, timeout: float | urllib3.Timeout = 30.0,
                  retry_policy: RetryPolicy | None = None, sleep: Callable[[float], Any] = time.sleep,
-                 pool_maxsize: int = 32, connect_wait: float | None = 300.0) -> None:
+                 pool_maxsize: int = 32, connect_wait: float | None = 300.0, host: str | None = None) -> None:
         super().__init__(base_url, api_key, auto_wait, ttl=ttl, max_wait=max_wait, holder=holder,
                          keepalive=keepalive, log_waits=log_waits, timeout=timeout, retry_policy=retry_policy,
-                         sleep=sleep, pool_maxsize=pool_maxsize, connect_wait=connect_wait)
+                         sleep=sleep, pool_maxsize=pool_maxsize, connect_wait=connect_wait, host=host)
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
         self._keepalive_thread: threading.Thread | None = None
@@ -1374,16 +1504,19 @@ class TelegramSessionManagerClient(_ClientCore):
     # -- the seed's API -----------------------------------------------------------------
 
     def get_session(self, ttl: float | None = None, name: str | None = None, *, purpose: str | None = None,
-                    auto_wait: bool | None = None, max_wait: Any = _MISSING) -> Lease:
+                    auto_wait: bool | None = None, max_wait: Any = _MISSING, kind: str | None = None,
+                    _extra: Mapping[str, Any] | None = None) -> Lease:
         """Lease a free session; returns a dict with ``session_id`` and ``session_name`` (a :class:`Lease`).
 
         ``name`` leases that particular session. ``purpose``: the TL method you will call
         (``"messages.getHistory"``); sessions resting for that method are skipped, those
         resting only for others are not. With auto_wait (the default) waits until one is
         free, logging each wait; raises :class:`NoSessionAvailable` when nothing can free
-        up or ``max_wait`` is used up. Release it with ``release_session``.
+        up or ``max_wait`` is used up. ``kind`` (``"telethon"`` or ``"pyrogram"``) leases only
+        sessions of that kind (a kind no session has is answered at once). Release it with
+        ``release_session``.
         """
-        call = self._acquire_call(ttl, name, auto_wait, max_wait, purpose)
+        call = self._acquire_call(ttl, name, auto_wait, max_wait, purpose, kind, _extra)
         if call.waiting is None:
             data = self._request("POST", "/session", call.body, wait_out=False)
         else:
@@ -1417,7 +1550,14 @@ class TelegramSessionManagerClient(_ClientCore):
                  wait_out: bool | None = None) -> bool:
         body = self._release_begin(lease, session_id, report)
         try:
-            self._request("POST", "/release", body, wait_out=wait_out)
+            try:
+                self._request("POST", "/release", body, wait_out=wait_out)
+            except TeleGateError as exc:
+                plain = self._state_refused(body, exc)
+                if plain is None:
+                    raise
+                body = plain
+                self._request("POST", "/release", body, wait_out=wait_out)
         except BaseException as exc:
             self._release_failed(lease, exc)
             raise
@@ -1427,7 +1567,7 @@ class TelegramSessionManagerClient(_ClientCore):
 
     @contextlib.contextmanager
     def session(self, ttl: float | None = None, name: str | None = None, *, purpose: str | None = None,
-                auto_wait: bool | None = None, max_wait: Any = _MISSING) -> Iterator[Lease]:
+                auto_wait: bool | None = None, max_wait: Any = _MISSING, kind: str | None = None) -> Iterator[Lease]:
         """``with client.session() as s:`` lease a session for the block; it is released on every exit.
 
         An exception raised in the block still propagates, and tells the release what
@@ -1435,10 +1575,10 @@ class TelegramSessionManagerClient(_ClientCore):
         that hit it (account-wide when it can't be told); PEER_FLOOD rests it for the
         server's peer-flood rest; a dead-account error disables it (see
         :func:`classify_exception`). ``s.report_flood_wait()``, ``s.report_peer_flood()``
-        and ``s.report_dead()`` do the same without an exception. ``purpose``: as for
-        :meth:`get_session`.
+        and ``s.report_dead()`` do the same without an exception. ``purpose`` and ``kind``: as
+        for :meth:`get_session`.
         """
-        lease = self.get_session(ttl, name, purpose=purpose, auto_wait=auto_wait, max_wait=max_wait)
+        lease = self.get_session(ttl, name, purpose=purpose, auto_wait=auto_wait, max_wait=max_wait, kind=kind)
         try:
             yield lease
         except BaseException as exc:
@@ -1446,6 +1586,32 @@ class TelegramSessionManagerClient(_ClientCore):
             raise
         else:
             self._finish(lease, None)
+
+    def telethon(self, purpose: str | None = None, connect: bool = True, *, sessions_dir: Any = None,
+                 ttl: float | None = None, name: str | None = None, max_wait: Any = _MISSING,
+                 **kwargs: Any) -> contextlib.AbstractContextManager[Any]:
+        """``with client.telethon() as tg:`` a Telethon ``TelegramClient`` of a leased account, connected.
+
+        The lease asks for the account (``"account": true``; the key needs ``--accounts``),
+        and the client is built in memory from it: auth key and DC, entity cache, update
+        state, api_id/api_hash, device fingerprint and proxy (python-socks; an account with
+        a proxy never connects directly). ``kwargs`` go to ``TelegramClient`` and override
+        those. ``connect=False`` builds it without connecting. With ``sessions_dir`` (or
+        ``TELEGATE_SESSIONS_DIR``) it leases a Telethon session instead and opens
+        ``sessions_dir/<name>.session`` (a missing file is an error; nothing is created).
+        At the end: disconnect, write back what changed (account mode), report a flood
+        wait with its method, PEER_FLOOD or a dead account as ``session()`` does, release.
+        Needs ``telegram_session_manager.ready`` (the package, not client.py alone).
+        """
+        return _ready().sync_block(self, "telethon", purpose, connect, sessions_dir,
+                                   {"ttl": ttl, "name": name, "max_wait": max_wait}, kwargs)
+
+    def pyrogram(self, purpose: str | None = None, connect: bool = True, *, sessions_dir: Any = None,
+                 ttl: float | None = None, name: str | None = None, max_wait: Any = _MISSING,
+                 **kwargs: Any) -> contextlib.AbstractContextManager[Any]:
+        """``with client.pyrogram() as app:`` a kurigram ``Client`` of a leased account (see :meth:`telethon`)."""
+        return _ready().sync_block(self, "pyrogram", purpose, connect, sessions_dir,
+                                   {"ttl": ttl, "name": name, "max_wait": max_wait}, kwargs)
 
     def _finish(self, lease: Lease, exc: BaseException | None) -> None:
         """Release at the end of a ``with`` block; never raises (the lease expires by TTL anyway)."""

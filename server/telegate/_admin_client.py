@@ -19,7 +19,7 @@ import time
 import urllib.parse
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterator, Mapping, NoReturn, Protocol, Sequence
 
 import urllib3
 
@@ -269,14 +269,28 @@ class HttpAdmin:
             payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
             sent["Content-Type"] = "application/json"
         try:
-            return self.http.request(method, self.url + path, body=payload, headers=sent, redirect=False)
-        except urllib3.exceptions.ReadTimeoutError:
+            response = self.http.request(method, self.url + path, body=payload, headers=sent, redirect=False)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            from telegram_session_manager.client import scheme_mismatch  # the SDK's probe, one for both
+
+            mismatch = scheme_mismatch(self.url, getattr(exc, "reason", None) or exc)
+            if mismatch is not None:
+                raise AdminError(f"{mismatch} (TELEGATE_URL / --url)") from None
+            self._failed(method, path, exc)
+        if (response.status == 400 and self.url.startswith("http://")
+                and b"https" in response.data[:300].lower()):
+            raise AdminError(f"the server at {self.url} speaks TLS (https): use https://{self.url[7:]}"
+                             " (TELEGATE_URL / --url)")
+        return response
+
+    def _failed(self, method: str, path: str, exc: BaseException) -> NoReturn:
+        """Raise the AdminError that says why ``method path`` got no answer."""
+        if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
             raise AdminError(f"{self.where} did not answer {method} {path} within {self.read_timeout:g} s;"
                              " it may be overloaded; try again (the command is safe to repeat)") from None
-        except urllib3.exceptions.SSLError as exc:
+        if isinstance(exc, urllib3.exceptions.SSLError):
             raise AdminError(f"TLS with {self.url} failed ({exc}); check TELEGATE_URL and the certificate") from None
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise AdminError(f"no TeleGate server answers at {self.url} ({_why(exc)}); {_NO_SERVER}") from None
+        raise AdminError(f"no TeleGate server answers at {self.url} ({_why(exc)}); {_NO_SERVER}") from None
 
     def _call(self, method: str, path: str, body: Any = None, *, expect: Sequence[str] = ()) -> dict[str, Any]:
         """One request; the answer's JSON object, which has the ``expect`` fields (else: not TeleGate)."""

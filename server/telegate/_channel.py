@@ -140,7 +140,21 @@ class Channel(HTTPChannel):
             self._counted = addr[0]
             counts[self._counted] = counts.get(self._counted, 0) + 1
 
+    _heard = False  # the connection has sent its first bytes
+
     def received(self, data: bytes) -> bool:
+        if not self._heard and data:
+            self._heard = True
+            if data[:1] == b"\x16" and data[1:2] == b"\x03":
+                # A TLS handshake (https://) sent to this plain-HTTP server. waitress would
+                # wait for a request line that never comes, and the client would time out
+                # after many seconds saying nothing useful. Closing now fails its handshake
+                # at once; the SDK and the CLI then find the server speaks plain HTTP and say so.
+                self.logger.warning("a client at %s spoke TLS (https://) to this plain-HTTP server; it must use"
+                                    " http://, or reach the server through a TLS proxy (docs/TLS.md)",
+                                    self.addr[0] if isinstance(self.addr, tuple) else self.addr)
+                self.will_close = True
+                return False
         before = self.request
         result = super().received(data)
         request = self.request
@@ -174,6 +188,7 @@ class Channel(HTTPChannel):
             if hooks is not None and callback in hooks:
                 hooks.remove(callback)
         return forget
+
 
     def handle_close(self) -> None:
         hooks, self._disconnect_hooks = self._disconnect_hooks, None

@@ -233,6 +233,12 @@ SCHEMAS: dict[str, Any] = {
                         "description": "true: lease only a session that holds an account, and answer with the"
                                        " account. Keys created with --accounts only, over TLS only (403"
                                        " accounts_not_allowed, tls_required)."},
+            "kind": {"type": "string", "enum": ["telethon", "pyrogram"], "nullable": True,
+                     "description": "Lease only sessions of this kind (a worker that opens .session files with"
+                                    " one library). No session of that kind: 503 at once, total 0."},
+            "host": text(200, "The worker's machine. An account without a proxy that another host used"
+                               " is leased to this one only --handover-grace seconds after that lease ended"
+                               " (its last host may take it back at once)."),
         },
     },
     "Lease": {

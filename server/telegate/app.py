@@ -80,6 +80,10 @@ def _rests_in_words(exc: store_mod.NoSessionAvailable) -> tuple[str, str]:
     return ", ".join(counts), " or ".join(kinds)
 
 
+#: What ``POST /session {"kind": ...}`` may ask for: the libraries whose files a worker opens.
+LEASE_KINDS = ("telethon", "pyrogram")
+
+
 def _unavailable(exc: store_mod.NoSessionAvailable) -> ApiError:
     headers = {}
     if exc.in_use:
@@ -89,9 +93,13 @@ def _unavailable(exc: store_mod.NoSessionAvailable) -> ApiError:
         headers["Retry-After"] = str(max(1, math.ceil(exc.next_release_in)))
     if exc.total == 0 and exc.groups:
         detail = (f"no session is in this key's groups ({', '.join(exc.groups)})"
+                  + (f" of kind {exc.kind}" if exc.kind is not None else "")
                   + (" holding an account" if exc.account else "")
                   + "; an admin must put sessions in them (telegate sessions add NAME --group GROUP,"
                   " or PATCH /sessions/ID {\"groups\": [...]})")
+    elif exc.total == 0 and exc.kind is not None:
+        detail = (f"no {exc.kind} session is registered; lease another kind, or an admin must add {exc.kind}"
+                  " sessions (telegate sessions import DIR)")
     elif exc.total == 0 and exc.account:
         detail = ("no session holds an account; an admin must import accounts"
                   " (telegate sessions import DIR), or ask without \"account\"")
@@ -254,7 +262,7 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
 
     @route("/session", "POST")
     def acquire() -> Any:
-        fields = body({"ttl", "holder", "name", "request_id", "purpose", "wait", "account"})
+        fields = body({"ttl", "holder", "name", "request_id", "purpose", "wait", "account", "kind", "host"})
         ttl = fields.number("ttl", low=1, high=MAX_TTL) or settings.lease_ttl
         key = caller()
         with_account = bool(fields.boolean("account"))
@@ -263,13 +271,18 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
         holder = fields.text("holder", max_length=200) or key.name
         name = fields.text("name", max_length=store_mod.MAX_NAME_LENGTH)
         wait = fields.number("wait", low=0, high=MAX_WAIT) or 0
+        kind = fields.text("kind", max_length=20)
+        if kind is not None and kind not in LEASE_KINDS:
+            raise bad_request(f'"kind" must be one of {", ".join(LEASE_KINDS)} (the library that opens the'
+                              f" session), got {kind!r}")
+        host = fields.text("host", max_length=200)
         place = room.admit(key.id, settings.max_waiters) if wait else None
         if place is None:
             wait = 0  # this process parks no more for this key: answer now (503 if nothing is free)
         try:
             lease = store.acquire(ttl, holder=holder, name=name, key=key, request_id=fields.request_id(),
                                   purpose=fields.method("purpose"), wait=wait, owner=room.owner,
-                                  keep_polls=settings.max_waiters, account=with_account)
+                                  keep_polls=settings.max_waiters, account=with_account, kind=kind, host=host)
             if isinstance(lease, Ticket):
                 lease = _wait_in_line(lease, wait, place)
         finally:

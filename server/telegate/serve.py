@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 #: reconnects at once after a restart must fit, since the loop accepts one per turn.
 BACKLOG = 2048
 
-#: TELEGATE_API_KEY becomes an admin key: "admin" or a short word is guessed in minutes.
+#: TELEGATE_ADMIN_KEY becomes an admin key: "admin" or a short word is guessed in minutes.
 #: Keys TeleGate makes itself are 46 characters (tg_ + 32 random bytes).
 MIN_ENV_KEY_LENGTH = 32
 
@@ -117,14 +117,18 @@ def _connection_limit(wanted: int) -> int:
 
 
 def ensure_key(store: PoolStore, environ: Mapping[str, str], out: TextIO, db: Path | str = "telegate.db") -> None:
-    """Make sure the server can be used: register TELEGATE_API_KEY, or create a first admin key.
+    """Make sure the server can be used: register TELEGATE_ADMIN_KEY (the CLI's name for it; the
+    old TELEGATE_API_KEY still works, with a warning), or create a first admin key.
 
     The first admin key is printed once when ``out`` is a terminal. Anywhere else (a log
     file, journald, a container's log) it would stay readable for as long as the log
     does: then it goes to a new file readable by its owner only (0600) beside the SQLite
     database, or in the working folder for PostgreSQL, and ``out`` names that file.
     """
-    env_key = _env_key(environ)
+    env_key, variable = _env_key(environ)
+    if env_key and variable == "TELEGATE_API_KEY":
+        log.warning("registering TELEGATE_API_KEY as an admin key is deprecated: that variable is the"
+                    " workers' key; set TELEGATE_ADMIN_KEY (the CLI's name for the admin key) instead")
     if env_key:
         if not store.has_key(env_key):
             name = "env-admin"
@@ -133,7 +137,7 @@ def ensure_key(store: PoolStore, environ: Mapping[str, str], out: TextIO, db: Pa
                 suffix += 1
                 name = f"env-admin-{suffix}"
             store.create_key(name, "admin", key=env_key)
-            log.info("registered TELEGATE_API_KEY as admin key %r", name)
+            log.info("registered %s as admin key %r", variable, name)
         return
     if store.count_keys() == 0:
         key = store.create_key("admin", "admin")
@@ -180,17 +184,27 @@ def _write_key_file(key: str, db: Path | str) -> Path:
                 file.write(key + "\n")
             return path
     raise SettingsError(f"cannot write the first admin key beside {folder}: {stem}.admin-key and its"
-                        " numbered variants exist; remove them, or set TELEGATE_API_KEY")
+                        " numbered variants exist; remove them, or set TELEGATE_ADMIN_KEY")
 
 
-def _env_key(environ: Mapping[str, str]) -> str:
-    """TELEGATE_API_KEY, stripped; SettingsError (one line, exit 1) when it is too short to be safe."""
-    env_key = environ.get("TELEGATE_API_KEY", "").strip()
+def _env_key(environ: Mapping[str, str]) -> tuple[str, str]:
+    """The admin key to register and the variable it came from: TELEGATE_ADMIN_KEY, else (deprecated)
+    TELEGATE_API_KEY; SettingsError (one line, exit 1) when it is too short to be safe.
+
+    TELEGATE_API_KEY is the workers' key in the SDK's examples (the seed's ``api_key``): a
+    machine that runs both a worker and the server must not turn it into an admin key by
+    accident, so TELEGATE_ADMIN_KEY, when set, is the only one read.
+    """
+    variable = "TELEGATE_ADMIN_KEY"
+    env_key = environ.get(variable, "").strip()
+    if not env_key:
+        variable = "TELEGATE_API_KEY"
+        env_key = environ.get(variable, "").strip()
     if env_key and len(env_key) < MIN_ENV_KEY_LENGTH:
         raise SettingsError(
-            f"TELEGATE_API_KEY is {len(env_key)} characters; an admin key needs at least {MIN_ENV_KEY_LENGTH}"
+            f"{variable} is {len(env_key)} characters; an admin key needs at least {MIN_ENV_KEY_LENGTH}"
             " (make one with: python -c \"import secrets; print(secrets.token_urlsafe(32))\")")
-    return env_key
+    return env_key, variable
 
 
 def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: TextIO | None = None) -> int:
@@ -212,7 +226,8 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None, out: 
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     stops = StopHandlers()  # SIGTERM, Ctrl-Break, the console closing: all stop like Ctrl-C
     keys = master_key_source(environ, settings.master_key_file, settings.db)  # a malformed key: one line
-    store = open_store(settings.db, synchronous=settings.synchronous, vault=keys.vault())
+    store = open_store(settings.db, synchronous=settings.synchronous, vault=keys.vault(),
+                       handover_grace=settings.handover_grace)
     if isinstance(settings.db, Path):
         restrict(settings.db)  # Windows: a database made by an older TeleGate or copied in has its folder's ACL
     server = room = None

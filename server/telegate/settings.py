@@ -131,6 +131,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("peer_flood_rest", _ranged_int(1, 366 * 86400), 86400,
             "Seconds a session rests after PEER_FLOOD (Telegram's spam limit names no wait), for the method that hit it.",
             "SECONDS"),
+    Setting("handover_grace", _ranged_int(0, 3600), 15,
+            "Seconds after its lease ends before an account without a proxy is leased to another host than the one"
+            " that used it last (Telegram must see the old connection closed first); 0 turns it off.", "SECONDS"),
     Setting("max_client_rest", _ranged_int(1, 366 * 86400), 7 * 86400,
             "Longest rest (flood wait, PEER_FLOOD) a client key may report, in seconds; longer ones are clamped"
             " to it and logged. Admin keys may report longer.", "SECONDS"),
@@ -173,6 +176,7 @@ class Settings:
     trusted_proxy: str | None = _default("trusted_proxy")
     max_waiters: int = _default("max_waiters")
     peer_flood_rest: int = _default("peer_flood_rest")
+    handover_grace: int = _default("handover_grace")
     max_client_rest: int = _default("max_client_rest")
     event_retention_days: int = _default("event_retention_days")
     synchronous: str = _default("synchronous")

@@ -214,11 +214,26 @@ def test_first_admin_key_goes_to_a_private_file_when_output_is_no_terminal(tmp_p
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-def test_telegate_api_key_registers_that_key(db):
+def test_telegate_admin_key_registers_that_key_and_leaves_the_workers_key_alone(db):
     own = "my-own-secret-key-of-32-characters"  # shorter keys are refused (tests/test_hygiene.py)
+    worker = "the-workers-key-on-this-machine-000"
+    server = Serving(db, {"TELEGATE_ADMIN_KEY": own, "TELEGATE_API_KEY": worker})
+    assert own not in server.output and worker not in server.output and "tg_" not in server.output
+    assert "deprecated" not in server.output
+    server.interrupt()
+    with open_store(db) as store:
+        assert store.authenticate(own).scope == "admin"
+        assert store.authenticate(worker) is None  # the SDK's variable is not an admin key
+        assert store.count_keys() == 1
+
+
+def test_telegate_api_key_still_registers_an_admin_key_with_a_deprecation_warning(db):
+    own = "my-own-secret-key-of-32-characters"
     server = Serving(db, {"TELEGATE_API_KEY": own})
     assert own not in server.output and "tg_" not in server.output
     server.interrupt()
+    assert "registering TELEGATE_API_KEY as an admin key is deprecated" in server.output
+    assert "set TELEGATE_ADMIN_KEY" in server.output
     with open_store(db) as store:
         assert store.authenticate(own).scope == "admin"
         assert store.count_keys() == 1

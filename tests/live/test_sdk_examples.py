@@ -124,3 +124,30 @@ def test_telethon_worker_example_imports_and_shows_help():
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.py")), ids=lambda p: p.name)
 def test_every_example_compiles(path):
     compile(path.read_text(encoding="utf-8"), str(path), "exec")
+
+
+@pytest.mark.parametrize("example", ["telethon_ready.py", "telethon_ready_async.py",
+                                     "pyrogram_ready.py", "pyrogram_ready_async.py"])
+def test_ready_client_examples_build_a_client_per_job(live_server, tmp_path, example):
+    """File mode (--sessions-dir), offline: each job leases a session of the example's kind, builds its client."""
+    from support.sessions import pyrogram_file, telethon_file
+
+    kind = "telethon" if example.startswith("telethon") else "pyrogram"
+    other = "pyrogram" if kind == "telethon" else "telethon"
+    folder = tmp_path / "sessions"
+    folder.mkdir()
+    live_server.add_sessions("t1", "t2", kind="telethon")
+    live_server.add_sessions("p1", "p2", kind="pyrogram")
+    for name in ("t1", "t2"):
+        telethon_file(folder, name)
+    for name in ("p1", "p2"):
+        pyrogram_file(folder, name)
+    done = run_example(example, "--sessions-dir", str(folder), "--offline", "--jobs", "2", "--api-id", "2040",
+                       "--api-hash", "0" * 32, env=example_env(live_server))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("built a ") == 2 and "api_id 2040" in done.stdout
+    status = live_server.status()
+    assert status["in_use"] == 0 and status["free"] == 4
+    names = {row["name"]: row["use_count"] for row in live_server.store.list_sessions()[0]}
+    assert names[f"{kind[0]}1"] + names[f"{kind[0]}2"] == 2  # its own kind only
+    assert names[f"{other[0]}1"] + names[f"{other[0]}2"] == 0

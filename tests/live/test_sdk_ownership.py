@@ -105,12 +105,19 @@ def test_a_key_at_its_lease_limit_waits_under_auto_wait_and_says_why(live_server
         with pytest.raises(LeaseLimitReached) as caught:
             holder.get_session(auto_wait=False)
         assert caught.value.limit == 1 and "max_leases=1" in str(caught.value)
-        sleeps = Sleeps(lambda n: n == 2 and holder.release_session(first.session_id))
+        # The waiter long-polls: the server holds it in line until one of the key's leases ends.
+        releaser = threading.Thread(target=lambda: (
+            eventually(lambda: live_server.status()["waiting_workers"] == 1, what="the waiter in line"),
+            holder.release_session(first.session_id)))
+        sleeps = Sleeps()
         with TelegramSessionManagerClient(live_server.url, key, sleep=sleeps) as waiter:
             with caplog.at_level(logging.WARNING, logger=LOGGER):
-                assert waiter.get_session().session_name in ("a", "b")
-        assert len(sleeps.waits) == 2
-        assert "lease limit" in caplog.text and "waiting 1 s for one of this key's leases to end" in caplog.text
+                releaser.start()
+                assert waiter.get_session().session_name in ("a", "b")  # once the key gave one back
+                releaser.join()
+        assert sleeps.waits == []  # no polling: it was served when the lease ended
+        said = [r.getMessage() for r in caplog.records if "lease limit" in r.getMessage()]
+        assert len(said) == 1 and said[0].endswith("waiting for one of this key's leases to end")
 
 
 def test_a_key_at_its_wait_cap_sleeps_and_asks_again_under_auto_wait(live_server):

@@ -10,6 +10,7 @@ import ast
 import asyncio
 import logging
 import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -94,7 +95,11 @@ def test_block_outcome_classifies_merges_and_says_so(core, caplog):
 def test_acquire_body_and_wait_state(core):
     call = core._acquire_call(ttl=120, name="acc1", auto_wait=False, max_wait=None)
     request_id = call.body.pop("request_id")
-    assert call.body == {"ttl": 120, "holder": "me:1", "name": "acc1"} and call.waiting is None
+    assert call.body == {"ttl": 120, "holder": "me:1", "name": "acc1", "host": core.host} and call.waiting is None
+    assert core.host == socket.gethostname()  # the machine's name, unless host= says otherwise
+    assert core._acquire_call(None, None, None, None, kind="pyrogram").body["kind"] == "pyrogram"
+    with pytest.raises(ValueError, match="telethon, pyrogram"):
+        core._acquire_call(None, None, None, None, kind="Telethon")
     assert re.fullmatch(r"[0-9a-f]{32}", request_id)  # the contract: 1..64 of [A-Za-z0-9._:-]
     assert core._acquire_call(None, None, None, None).body["request_id"] != request_id
     assert core._acquire_call(None, None, None, 5).waiting.max_wait == 5
@@ -201,20 +206,22 @@ def test_the_async_client_reuses_its_request_id_too():
 
     lease, fake = asyncio.run(main())
     assert lease.session_id == 1 and len({body["request_id"] for _, _, body in fake.sent}) == 1
-    assert waits == [0.5, 1.0]
+    assert waits == [0.5]  # the transient failure's backoff; the lease limit is long-polled
 
 
 def test_auto_wait_waits_on_the_lease_limit_and_says_why(caplog):
     sleeps = Sleeps()
     client = TelegramSessionManagerClient("http://tg", "key", keepalive=False, sleep=sleeps)
-    client._transport.send = FakeServer(limit_reached(), limit_reached(), granted(1))
+    client._transport.send = fake = FakeServer(limit_reached(), limit_reached(), granted(1))
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         assert client.get_session().session_id == 1
-    assert sleeps.waits == [1.0, 1.0]
+    # A long-poll the server holds until one of the key's leases ends; this fake answers it
+    # at once (as an older server would), so the next try is paced by Retry-After first.
+    assert [body.get("wait") for _, _, body in fake.sent] == [None, 30.0, 30.0]
+    assert sleeps.waits == [1.0]
     lines = [r.getMessage() for r in caplog.records if "lease limit" in r.getMessage()]
-    assert lines[0] == ("TeleGate: this API key is at its lease limit: key 'w1' already holds 1 leases, its "
-                        "limit (max_leases=1); release one first; waiting 1 s for one of this key's leases to end")
-    assert len(lines) == 2
+    assert lines == ["TeleGate: this API key is at its lease limit: key 'w1' already holds 1 leases, its "
+                     "limit (max_leases=1); release one first; waiting for one of this key's leases to end"]
 
 
 def test_without_auto_wait_the_lease_limit_is_raised_at_once():
@@ -229,7 +236,8 @@ def test_without_auto_wait_the_lease_limit_is_raised_at_once():
 def test_max_wait_bounds_the_lease_limit_wait():
     sleeps = Sleeps()
     client = TelegramSessionManagerClient("http://tg", "key", keepalive=False, sleep=sleeps, max_wait=1.5)
-    client._transport.send = FakeServer(limit_reached(), limit_reached(), limit_reached())
+    client._transport.send = fake = FakeServer(*[limit_reached() for _ in range(4)])
     with pytest.raises(LeaseLimitReached):
         client.get_session()
     assert sleeps.waits == [1.0, 0.5]
+    assert [body.get("wait") for _, _, body in fake.sent] == [None, 1.5, 1.5, 0.5]

@@ -65,7 +65,11 @@ def store_account(tx: Tx, vault: Vault, session_id: int, account: Mapping[str, A
             phone = excluded.phone, username = excluded.username, premium = excluded.premium,
             device = excluded.device, proxy_host = excluded.proxy_host, updated_at = excluded.updated_at""",
            params)
-    tx.run("UPDATE sessions SET has_account = 1 WHERE id = :sid", params)
+    # An account with a proxy of its own is proxy-bound: Telegram always sees the proxy's
+    # address, so it moves between hosts at once; one without keeps the handover grace
+    # (``_sql.Fit``, ``--handover-grace``). Set on every store and update, in this transaction.
+    tx.run("UPDATE sessions SET has_account = 1, proxy_bound = :bound WHERE id = :sid",
+           {"sid": session_id, "bound": 1 if account.get("proxy") else 0})
 
 
 _ROW = "session_id, master_key_id, wrapped_key, sealed, state, revision"

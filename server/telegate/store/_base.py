@@ -112,9 +112,10 @@ class NoSessionAvailable(StoreError):
     def __init__(self, *, waiting_count: int, in_use: int, next_release_in: float | None,
                  next_lease_end_in: float | None, total: int, waiting_workers: int = 0,
                  flood_waiting: int | None = None, purpose: str | None = None, account: bool = False,
-                 groups: tuple[str, ...] = ()) -> None:
+                 groups: tuple[str, ...] = (), kind: str | None = None) -> None:
         super().__init__("no session is available")
         self.groups = groups  # the asking key's groups: every count covers those sessions alone
+        self.kind = kind  # the kind asked for, if any (then every count is of that kind)
         self.waiting_workers = waiting_workers  # long-polls waiting in line now (every server)
         # waiting_count (the seed's name) counts every session resting for this caller:
         # account-wide flood waits, and scoped rests for the caller's ``purpose`` (for any
@@ -302,7 +303,8 @@ class PoolStore(Protocol):
     def acquire(self, ttl: float, holder: str | None = None, name: str | None = None, *,
                 key: KeyInfo | None = None, request_id: str | None = None,
                 purpose: str | None = None, wait: float = 0, owner: str | None = None,
-                keep_polls: int = 1000, account: bool = False) -> Lease | Ticket: ...
+                keep_polls: int = 1000, account: bool = False, kind: str | None = None,
+                host: str | None = None) -> Lease | Ticket: ...
 
     def claimed(self, ticket: int) -> Lease | None: ...
 

@@ -22,7 +22,7 @@ from ._namekeys import fill_name_keys, key_of, name_clashes
 from ._base import KeyInfo, NotFound, Tx
 from ._sql import STATE_SQL, padded, session_row
 
-__all__ = ["add", "update", "set_disabled_by_name", "forget", "page", "named", "one", "find_id",
+__all__ = ["add", "update", "set_proxy_bound", "set_disabled_by_name", "forget", "page", "named", "one", "find_id",
            "events", "prune"]
 
 #: Names looked up per statement by :func:`named`: a power of two, under the 999
@@ -138,6 +138,12 @@ def update(tx: Tx, session_id: int, *, disabled: bool | None, reason: str | None
         set_groups(tx, session_id, groups, who)
     # Enabled, rested, or in a waiting key's groups now: maybe free for a waiter.
     return disabled is False or clear_flood_wait or groups is not None
+
+
+def set_proxy_bound(tx: Tx, session_id: int, bound: bool) -> bool:
+    """Mark whether the session's account has a proxy of its own (``_sql.Fit``); False: no such session."""
+    return bool(tx.run("UPDATE sessions SET proxy_bound = :bound WHERE id = :id",
+                       {"id": session_id, "bound": 1 if bound else 0}))
 
 
 def set_disabled_by_name(tx: Tx, names: Sequence[str], disabled: bool, reason: str | None) -> list[str]:

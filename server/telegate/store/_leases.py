@@ -40,9 +40,10 @@ from ._base import (
     Engine, Grant, KeyInfo, KeyRevoked, Lease, LeaseLimit, LeaseMismatch, NoSessionAvailable, NotFound,
     NotLeaseHolder, SessionDisabled, Tx,
 )
-from ._sql import IS_FREE, LEASE_COLUMNS, PLAIN_AVAIL, RESTING_FOR, in_groups, key_groups, lease_from
+from ._sql import ANY, IS_FREE, LEASE_COLUMNS, PLAIN_AVAIL, RESTING_FOR, Fit, in_groups, key_groups, lease_from
 
-__all__ = ["claim", "serve_line", "release", "renew", "holder_check", "leases_held", "key_name", "visible"]
+__all__ = ["claim", "serve_line", "release", "renew", "holder_check", "leases_held", "at_limit", "key_name",
+           "visible"]
 
 _CLAIM_ORDER = "ORDER BY avail_at, id LIMIT 1 /*skip_locked*/"
 # A claim without a purpose may not take a session resting for any method: it walks
@@ -54,7 +55,7 @@ _CLAIM = """
     UPDATE sessions
     SET lease_token = :token, lease_expires_at = :now + :ttl, avail_at = :now + :ttl,
         leased_at = :now, holder = :holder, lease_key_id = :key_id, request_id = :request_id,
-        use_count = use_count + 1,
+        last_host = :host, use_count = use_count + 1,
         expired_count = expired_count + CASE WHEN lease_token IS NULL THEN 0 ELSE 1 END
     WHERE id = :id"""
 _RELEASE = """
@@ -74,22 +75,22 @@ _RELEASE = """
 
 def claim(tx: Tx, engine: Engine, ttl: float, holder: str | None, name: str | None,
           key: KeyInfo | None, request_id: str | None, purpose: str | None,
-          account: bool = False) -> Lease | NoSessionAvailable:
+          fit: Fit = ANY) -> Lease | NoSessionAvailable:
     """The claim of one acquire (or of a waiting ticket), in ``tx``: the lease, or the counts
     of a pool with nothing for this caller.
 
     ``request_id`` (with ``key``): while that key's lease taken with it lives, the same
     lease again. ``purpose`` (lower case): skip sessions resting for that method; without
-    it, sessions resting for any method are skipped. ``account``: only sessions holding an
+    it, sessions resting for any method are skipped. ``fit.account``: only sessions holding an
     account (``has_account``), and the lease's event says it was handed out with it. A key
     confined to groups claims and counts the sessions of its groups alone.
     Raises :class:`KeyRevoked` and :class:`LeaseLimit`.
     """
+    # ``fit``: only sessions of its kind, and the handover grace between hosts (see
+    # ``_sql.Fit``; the least recently used first still, so rotation stays even).
     key_id = key.id if key is not None else None
     groups = key.confined if key is not None else ()
-    target = "name = :name AND " if name is not None else ""
-    if account:
-        target += "has_account = 1 AND "
+    target = ("name = :name AND " if name is not None else "") + fit.where()
     if purpose:
         where, order = f"{target}{IS_FREE} AND NOT EXISTS ({RESTING_FOR})", _CLAIM_ORDER
     else:
@@ -100,7 +101,8 @@ def claim(tx: Tx, engine: Engine, ttl: float, holder: str | None, name: str | No
         pick.insert(0, _front_pick(where, order, in_groups(groups, probe=True)[0]))
     params: dict[str, Any] = {
         "token": secrets.token_urlsafe(18), "ttl": ttl, "holder": holder, "name": name,
-        "key_id": key_id, "request_id": request_id, "purpose": purpose, "now": tx.now, **group_params}
+        "key_id": key_id, "request_id": request_id, "purpose": purpose, "now": tx.now, **fit.params(),
+        **group_params}
     limit = None
     if key is not None:
         # The key was authenticated in an earlier read: a revocation that committed
@@ -140,7 +142,7 @@ def claim(tx: Tx, engine: Engine, ttl: float, holder: str | None, name: str | No
         # it then passes over, and deadlock with another) rather than answer 503
         # "nothing in use" to a busy pool. SQLite serialises writers, so there the
         # count never finds one free.
-        refused, free = counts.unavailable(tx, name, purpose, account, groups)
+        refused, free = counts.unavailable(tx, name, purpose, fit, groups)
         if not free:
             return refused
         if picks > 1:
@@ -159,7 +161,7 @@ def claim(tx: Tx, engine: Engine, ttl: float, holder: str | None, name: str | No
     event = history.event_params(tx, candidate["id"], "lease", key_name=key.name if key else None, holder=holder,
                                  detail={"ttl": ttl, "lease": history.lease_tag(params["token"]),
                                          **({"purpose": purpose} if purpose else {}),
-                                         **({"account": True} if account else {})})
+                                         **({"account": True} if fit.account else {})})
     row = history.changed_and_logged(tx, engine.writes_in_with, _CLAIM, params, event, returning=LEASE_COLUMNS)
     assert row is not None  # the row was picked (and locked) in this transaction
     return lease_from(row)
@@ -193,16 +195,17 @@ def _pick(tx: Tx, pick: list[str], params: Mapping[str, Any]) -> Mapping[str, An
     return None
 
 
-def serve_line(tx: Tx, engine: Engine) -> list[Grant]:
+def serve_line(tx: Tx, engine: Engine, grace: float = 0.0) -> list[Grant]:
     """Hand what is free to waiting tickets, in fair order, in ``tx``; announce any grant
-    to the other server processes (the engine's commit feed)."""
-    grants = line.serve_line(tx, lambda tx, waiter: _claim_for_waiter(tx, engine, waiter))
+    to the other server processes (the engine's commit feed). ``grace``: the handover
+    grace between hosts (see ``_sql.Fit``)."""
+    grants = line.serve_line(tx, lambda tx, waiter: _claim_for_waiter(tx, engine, waiter, grace))
     if grants:
         engine.announce(tx)
     return grants
 
 
-def _claim_for_waiter(tx: Tx, engine: Engine, waiter: Mapping[str, Any]) -> Lease | str:
+def _claim_for_waiter(tx: Tx, engine: Engine, waiter: Mapping[str, Any], grace: float = 0.0) -> Lease | str:
     """The claim for a waiting ticket, or why none (see ``_line.Claim``)."""
     key = None
     if waiter["key_id"] is not None:
@@ -216,7 +219,8 @@ def _claim_for_waiter(tx: Tx, engine: Engine, waiter: Mapping[str, Any]) -> Leas
             return "turn"  # a retry of its request is being served right now: that one gets the lease
     try:
         outcome = claim(tx, engine, float(waiter["ttl"]), waiter["holder"], waiter["name"], key,
-                        waiter["request_id"], waiter["purpose"], bool(waiter["account"]))
+                        waiter["request_id"], waiter["purpose"],
+                        Fit(waiter["kind"], waiter["host"], grace, bool(waiter["account"])))
     except LeaseLimit:  # its key holds all it may: the next release of that key serves it
         return "key"
     except KeyRevoked:  # revoked while waiting: nothing for it (its wait ends by itself)
@@ -407,6 +411,19 @@ def _stale_state(tx: Tx, session_id: int) -> None:
         raise NotFound(f"no session with id {session_id}")
     raise LeaseMismatch(f"lease token is not the current lease of session {session_id}; your lease ended"
                         " (released, expired or taken over), so its state was not written")
+
+
+def at_limit(tx: Tx, key_id: int) -> LeaseLimit | None:
+    """A :class:`LeaseLimit` to raise when the key ``key_id`` holds its ``max_leases`` already."""
+    row = tx.row("SELECT name, max_leases FROM api_keys WHERE id = :id", {"id": key_id})
+    if row is None or row["max_leases"] is None:
+        return None
+    held = leases_held(tx, key_id)
+    if held < row["max_leases"]:
+        return None
+    return LeaseLimit(f"key {row['name']!r} still holds {held} lease(s), its limit (max_leases="
+                      f"{row['max_leases']}); release one first, or ask an admin to raise the limit",
+                      limit=row["max_leases"], held=held)
 
 
 def leases_held(tx: Tx, key_id: int | None) -> int:

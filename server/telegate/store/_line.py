@@ -76,7 +76,7 @@ _WAITING = "session_id IS NULL AND deadline > :now AND alive_until > :now"
 # and among equal turns the older ticket goes first. With one key waiting this is plain
 # ticket order. A ticket by name is only read while that session is free and enabled.
 _FAIR_ORDER = f"""
-    WITH w AS (SELECT id, owner, ttl, holder, name, key_id, purpose, request_id, account,
+    WITH w AS (SELECT id, owner, ttl, holder, name, key_id, purpose, request_id, account, kind, host,
                       ROW_NUMBER() OVER (PARTITION BY key_id ORDER BY id) AS place
                FROM waiters WHERE {_WAITING}),
          held AS (SELECT lease_key_id AS key_id, COUNT(*) AS n FROM sessions
@@ -101,7 +101,8 @@ def park_cap(max_leases: int | None, max_waiting: int | None) -> int | None:
 
 def enqueue(tx: Tx, *, owner: str, ttl: float, wait: float, holder: str | None = None, name: str | None = None,
             key_id: int | None = None, purpose: str | None = None, request_id: str | None = None,
-            cap: int | None = None, keep: int = 1000, account: bool = False) -> int | tuple[int, int]:
+            cap: int | None = None, keep: int = 1000, account: bool = False, kind: str | None = None,
+            host: str | None = None) -> int | tuple[int, int]:
     """Add a ticket at the end of the line, waiting ``wait`` seconds at most; returns it, or
     ``(cap, waiting)`` when the key parks ``cap`` polls already (see :func:`park_cap`).
 
@@ -123,14 +124,15 @@ def enqueue(tx: Tx, *, owner: str, ttl: float, wait: float, holder: str | None =
     if request_id is not None and key_id is not None:
         again = tx.row("""
             UPDATE waiters SET owner = :owner, ttl = :ttl, holder = :holder, name = :name, purpose = :purpose,
-                               deadline = :deadline, alive_until = :alive, account = :account
+                               account = :account, kind = :kind, host = :host, deadline = :deadline,
+                               alive_until = :alive
             WHERE id = (SELECT id FROM waiters WHERE key_id = :key_id AND request_id = :request_id
                           AND session_id IS NULL AND (deadline <= :now OR alive_until <= :now)
                         ORDER BY id LIMIT 1)
             RETURNING id""",
             {"owner": owner, "ttl": ttl, "holder": holder, "name": name, "purpose": purpose, "key_id": key_id,
              "request_id": request_id, "now": tx.now, "deadline": tx.now + wait, "alive": tx.now + ALIVE_FOR,
-             "account": int(account)})
+             "account": int(account), "kind": kind, "host": host})
         if again is not None:
             return int(again["id"])
     if key_id is not None:
@@ -146,12 +148,13 @@ def enqueue(tx: Tx, *, owner: str, ttl: float, wait: float, holder: str | None =
                    {"key_id": key_id, "now": tx.now, "edge": edge["id"]})
     row = tx.row("""
         INSERT INTO waiters (owner, ttl, holder, name, key_id, purpose, request_id, created_at, deadline, alive_until,
-                             account)
-        VALUES (:owner, :ttl, :holder, :name, :key_id, :purpose, :request_id, :now, :deadline, :alive, :account)
+                             account, kind, host)
+        VALUES (:owner, :ttl, :holder, :name, :key_id, :purpose, :request_id, :now, :deadline, :alive, :account,
+                :kind, :host)
         RETURNING id""",
         {"owner": owner, "ttl": ttl, "holder": holder, "name": name, "key_id": key_id, "purpose": purpose,
          "request_id": request_id, "now": tx.now, "deadline": tx.now + wait, "alive": tx.now + ALIVE_FOR,
-         "account": int(account)})
+         "account": int(account), "kind": kind, "host": host})
     assert row is not None
     return int(row["id"])
 
@@ -173,7 +176,7 @@ def serve_line(tx: Tx, claim: Claim) -> list[Grant]:
                   " LIMIT :limit) AS f", {"now": tx.now, "limit": PASS_LIMIT})
     left = int(free["n"]) if free else 0
     grants: list[Grant] = []
-    no_fit: set[tuple[Any, Any, Any]] = set()  # (name, purpose, account) nothing fits now
+    no_fit: set[tuple[Any, ...]] = set()  # (name, purpose, account, kind, host) nothing fits now
     stuck_keys: set[Any] = set()  # keys that may take no lease now
     seen: set[int] = set()
     turn, after = 0, 0
@@ -184,7 +187,7 @@ def serve_line(tx: Tx, claim: Claim) -> list[Grant]:
                 break
             turn, after = int(waiter["turn"]), int(waiter["id"])
             if waiter["id"] in seen or waiter["key_id"] in stuck_keys \
-                    or (waiter["name"], waiter["purpose"], waiter["account"]) in no_fit:
+                    or (waiter["name"], waiter["purpose"], waiter["account"], waiter["kind"], waiter["host"]) in no_fit:
                 continue
             seen.add(waiter["id"])
             # Locked (PostgreSQL): a ticket whose request is leaving the line right now
@@ -195,7 +198,7 @@ def serve_line(tx: Tx, claim: Claim) -> list[Grant]:
                 continue
             lease = claim(tx, waiter)
             if lease == "fit":
-                no_fit.add((waiter["name"], waiter["purpose"], waiter["account"]))
+                no_fit.add((waiter["name"], waiter["purpose"], waiter["account"], waiter["kind"], waiter["host"]))
                 continue
             if lease == "key":
                 stuck_keys.add(waiter["key_id"])
@@ -242,9 +245,8 @@ def leave(tx: Tx, ticket: int) -> Mapping[str, Any] | None:
     None when a lease was granted to it first (see :func:`claimed`)."""
     # Locked (PostgreSQL): a grant being committed to this ticket right now is waited for and
     # then seen, instead of the ticket being deleted under it (an orphan lease until its TTL).
-    row = tx.row("SELECT name, purpose, account, session_id, request_id, key_id FROM waiters"
-                 " WHERE id = :id /*for_update*/",
-                 {"id": ticket})
+    row = tx.row("SELECT name, purpose, account, kind, host, session_id, request_id, key_id FROM waiters"
+                 " WHERE id = :id /*for_update*/", {"id": ticket})
     if row is not None and row["session_id"] is not None:
         return None
     if row is not None and row["request_id"] is not None and row["key_id"] is not None:
@@ -253,7 +255,8 @@ def leave(tx: Tx, ticket: int) -> Mapping[str, Any] | None:
         tx.run("UPDATE waiters SET deadline = :now WHERE id = :id", {"id": ticket, "now": tx.now})
     else:
         tx.run("DELETE FROM waiters WHERE id = :id", {"id": ticket})
-    return row or {"name": None, "purpose": None, "account": 0, "session_id": None}
+    return row or {"name": None, "purpose": None, "account": 0, "kind": None, "host": None, "session_id": None,
+                   "key_id": None}
 
 
 def keep_alive(tx: Tx, owner: str) -> int:
@@ -276,8 +279,17 @@ def granted_for(tx: Tx, owner: str, first: int) -> list[int]:
     return [int(r["id"]) for r in rows]
 
 
-def next_free_at(tx: Tx) -> float | None:
-    """When the next session frees up by time alone (a lease or flood wait ends), if any does."""
+def next_free_at(tx: Tx, grace: float = 0.0) -> float | None:
+    """When the next session frees up by time alone (a lease or flood wait ends, or, with a
+    handover ``grace``, an account becomes free for another host), if any does."""
     row = tx.row("SELECT MIN(avail_at) AS at FROM sessions WHERE disabled = 0 AND avail_at > :now",
                  {"now": tx.now})
-    return None if row is None or row["at"] is None else float(row["at"])
+    at = None if row is None or row["at"] is None else float(row["at"])
+    if grace > 0:
+        handover = tx.row("SELECT MIN(avail_at) AS at FROM sessions WHERE disabled = 0 AND last_host IS NOT NULL"
+                          " AND proxy_bound = 0 AND avail_at <= :now AND avail_at > :since",
+                          {"now": tx.now, "since": tx.now - grace})
+        if handover is not None and handover["at"] is not None:
+            ends = float(handover["at"]) + grace
+            at = ends if at is None else min(at, ends)
+    return at

@@ -38,13 +38,14 @@ def open_engine(db: str | Path, *, clock: Callable[[], float] = time.time, synch
 
 
 def open_store(db: str | Path, *, clock: Callable[[], float] = time.time, synchronous: str = "full",
-               busy_timeout: float = 30.0, vault: "Vault | None" = None) -> Store:
+               busy_timeout: float = 30.0, vault: "Vault | None" = None, handover_grace: float = 15.0) -> Store:
     """The pool at ``db`` (a SQLite file path, or a ``postgresql://`` URL), its schema brought
     up to date (see :func:`open_engine` for the options). ``vault`` seals and opens its
-    accounts (``telegate.accounts``); without one, accounts cannot be stored or read."""
+    accounts (``telegate.accounts``); without one, accounts cannot be stored or read.
+    ``handover_grace``: see ``Store``."""
     engine = open_engine(db, clock=clock, synchronous=synchronous, busy_timeout=busy_timeout)
     try:
-        return Store(engine, vault=vault)
+        return Store(engine, vault=vault, handover_grace=handover_grace)
     except BaseException:
         engine.close()
         raise

@@ -33,12 +33,12 @@ from . import _leases as leases
 from . import _line as line
 from . import _reports as reports
 from ._base import (
-    STATES, CommitFeed, DatabaseError, Engine, Grant, KeyInfo, Lease, NoSessionAvailable, NotFound, PoolStore, Ticket, Tx,
-    WaitLimit, check_groups,
+    STATES, CommitFeed, DatabaseError, Engine, Grant, KeyInfo, Lease, LeaseLimit, NoSessionAvailable, NotFound,
+    PoolStore, Ticket, Tx, WaitLimit, check_groups,
 )
 from ._copy import copy_pool
 from ._namekeys import fill_name_keys, key_of
-from ._sql import IS_FREE, lease_from, padded
+from ._sql import IS_FREE, Fit, lease_from, padded
 from ..accounts import AccountError, Vault, check_account
 
 __all__ = ["Store"]
@@ -55,7 +55,10 @@ Serve = Callable[[], None]
 class _Base:
     """The engine, the pool's lifecycle, and the one write path that may free sessions."""
 
-    def __init__(self, engine: Engine, *, vault: Vault | None = None) -> None:
+    def __init__(self, engine: Engine, *, vault: Vault | None = None, handover_grace: float = 15.0) -> None:
+        #: Seconds after its lease ends before an account without a proxy goes to another
+        #: host than the one that used it last (``--handover-grace``; see ``_sql.Fit``).
+        self.handover_grace = float(handover_grace)
         self.engine = engine
         #: Seals and opens accounts (``telegate.accounts``); without a master key, storing or
         #: reading an account raises :class:`~telegate.accounts.MasterKeyMissing`.
@@ -131,7 +134,7 @@ class _Base:
             del grants[:]
 
             def serve() -> None:
-                grants.extend(leases.serve_line(tx, self.engine))
+                grants.extend(leases.serve_line(tx, self.engine, self.handover_grace))
 
             return op(tx, serve)
 
@@ -175,7 +178,8 @@ class _Leasing(_Base):
     def acquire(self, ttl: float, holder: str | None = None, name: str | None = None, *,
                 key: KeyInfo | None = None, request_id: str | None = None,
                 purpose: str | None = None, wait: float = 0, owner: str | None = None,
-                keep_polls: int = 1000, account: bool = False) -> Lease | Ticket:
+                keep_polls: int = 1000, account: bool = False, kind: str | None = None,
+                host: str | None = None) -> Lease | Ticket:
         """Lease the least recently used free session (or the one called ``name``) to ``key``.
 
         ``request_id`` makes the call idempotent: a repeat from the same key while that
@@ -192,26 +196,41 @@ class _Leasing(_Base):
         ``account``: only sessions that hold an account (read it with :meth:`lease_account`);
         the lease's event says so. A key confined to groups leases, counts and finds by name
         only sessions in its groups: any other is "not registered".
+
+        ``kind`` ("telethon", "pyrogram") leases only sessions of that kind (none of that
+        kind: answered at once, never a ticket). ``host`` (the worker's machine): an
+        account without a proxy that another host used goes to this one only
+        :attr:`handover_grace` seconds after that lease ended; without a host no grace
+        applies (old clients). A long-poll at its key's ``max_leases`` waits in line too:
+        the release of one of the key's leases serves it (the line skips it until then).
         """
         purpose = purpose.lower() if purpose else None
+        fit = Fit(kind, host, self.handover_grace, account)
 
-        def claim(tx: Tx, serve: Serve) -> Lease | Ticket | NoSessionAvailable | WaitLimit:
+        def claim(tx: Tx, serve: Serve) -> Lease | Ticket | NoSessionAvailable | WaitLimit | LeaseLimit:
             serve()
-            outcome = leases.claim(tx, self.engine, ttl, holder, name, key, request_id, purpose, account)
+            try:
+                outcome: Lease | NoSessionAvailable | LeaseLimit = leases.claim(
+                    tx, self.engine, ttl, holder, name, key, request_id, purpose, fit)
+            except LeaseLimit as at_limit:
+                if not (wait > 0 and owner is not None):
+                    raise
+                outcome = at_limit
             if account and isinstance(outcome, Lease):
                 # The sealed account in the claim's own transaction: one statement, not a
                 # read transaction of its own after it; opened after the commit.
                 outcome = dataclasses.replace(outcome, sealed=vaulted.sealed_row(tx, outcome.session_id))
             # Only a request something can free up for parks: one for a disabled session,
             # or while every session it could take is disabled, is answered now.
-            if isinstance(outcome, NoSessionAvailable) and wait > 0 and owner is not None and outcome.total \
+            if isinstance(outcome, (NoSessionAvailable, LeaseLimit)) and wait > 0 and owner is not None \
+                    and (isinstance(outcome, LeaseLimit) or outcome.total) \
                     and tx.row("SELECT 1 AS x FROM sessions WHERE disabled = 0"
                                + (" AND name = :name" if name is not None else "") + " LIMIT 1", {"name": name}):
                 cap = None if key is None or key.is_admin else line.park_cap(key.max_leases, key.max_waiting)
                 ticket = line.enqueue(tx, owner=owner, ttl=ttl, wait=wait, holder=holder, name=name,
                                       key_id=key.id if key is not None else None, purpose=purpose,
                                       request_id=request_id, cap=cap, keep=max(cap or 0, keep_polls),
-                                      account=account)
+                                      account=account, kind=kind, host=host)
                 if isinstance(ticket, tuple):
                     limit, waiting = ticket
                     assert key is not None
@@ -220,7 +239,7 @@ class _Leasing(_Base):
                         f"{limit}{'' if key.max_waiting is not None else ', 4 per max_leases'});"
                         " wait for one to end, or ask an admin to raise it (telegate keys create --max-waiting)",
                         limit=limit, waiting=waiting)
-                return Ticket(ticket, line.next_free_at(tx))
+                return Ticket(ticket, line.next_free_at(tx, self.handover_grace))
             return outcome
 
         # The request's turn first, holding nothing yet: a retry of this request that
@@ -230,9 +249,9 @@ class _Leasing(_Base):
         outcome = self._write(claim, batch=True, turn=turn)
         if isinstance(outcome, (Lease, Ticket)):
             return outcome
-        if isinstance(outcome, WaitLimit):
+        if isinstance(outcome, (WaitLimit, LeaseLimit)):
             raise outcome
-        if name is not None and outcome.total == 0:
+        if name is not None and kind is None and outcome.total == 0:
             raise NotFound(f"no session named {name!r}")
         raise outcome
 
@@ -305,15 +324,21 @@ class _Leasing(_Base):
     def leave_line(self, ticket: int) -> Lease:
         """End ``ticket``'s wait: its lease if one was granted just before, else out of the line
         and :class:`NoSessionAvailable` with the pool's counts (taken in that transaction)."""
-        def leave(tx: Tx) -> Lease | NoSessionAvailable:
+        def leave(tx: Tx) -> Lease | NoSessionAvailable | LeaseLimit:
             asked = line.leave(tx, ticket)
             if asked is None:
                 row = line.claimed(tx, ticket)
                 if row is not None:
                     return lease_from(row)
-                asked = {"name": None, "purpose": None, "account": 0, "key_id": None}  # granted, lease over
-            refused, free = counts.unavailable(tx, asked["name"], asked["purpose"], bool(asked["account"]),
-                                               keys.confined_to(tx, dict(asked).get("key_id")))
+                asked = {"name": None, "purpose": None, "account": 0, "kind": None, "host": None,
+                         "key_id": None}  # granted, but that lease is over already
+            elif asked["key_id"] is not None:
+                limit = leases.at_limit(tx, asked["key_id"])
+                if limit is not None:
+                    return limit  # still at its key's limit: say that, not "no session"
+            fit = Fit(asked["kind"], asked["host"], self.handover_grace, bool(asked["account"]))
+            refused, free = counts.unavailable(tx, asked["name"], asked["purpose"], fit,
+                                               keys.confined_to(tx, asked["key_id"]))
             # Sessions free at this instant, whose turn went to tickets ahead of this one or that
             # a serving pass has not reached yet, are about to be leased: count them as in use,
             # so the caller polls again rather than reads "nothing in use, nothing resting" as
@@ -343,7 +368,7 @@ class _Leasing(_Base):
         def look(tx: Tx) -> tuple[bool, float | None]:
             waiting, _ = line.line_stats(tx)
             free = waiting and tx.row(f"SELECT 1 AS free FROM sessions WHERE {IS_FREE} LIMIT 1", {"now": tx.now})
-            return bool(free), line.next_free_at(tx)
+            return bool(free), line.next_free_at(tx, self.handover_grace)
 
         worth_it, next_free = self.engine.read(look)
         if not worth_it:
@@ -351,7 +376,7 @@ class _Leasing(_Base):
 
         def serve_now(tx: Tx, serve: Serve) -> float | None:
             serve()
-            return line.next_free_at(tx)
+            return line.next_free_at(tx, self.handover_grace)
 
         next_free, grants = self._write_granting(serve_now, batch=True)
         return grants, next_free
@@ -437,6 +462,14 @@ class _Catalogue(_Base):
 
         self._write(change)
         return self.get_session(session_id)
+
+    def set_proxy_bound(self, session_id: int, bound: bool) -> None:
+        """Say whether the session's account connects through a proxy of its own (the vault
+        sets it when it stores an account): such an account moves between hosts at once,
+        since Telegram always sees the proxy's address; one without waits out the handover
+        grace (see :meth:`acquire`)."""
+        if not self.engine.write(lambda tx: catalogue.set_proxy_bound(tx, session_id, bound)):
+            raise NotFound(f"no session with id {session_id}")
 
     def set_disabled_by_name(self, names: Sequence[str], disabled: bool, reason: str | None = None,
                              ) -> list[str]:

@@ -11,14 +11,15 @@ scoped rest (rests only lengthen, so it is the max of ``session_rests.until``).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
-from typing import Any, Mapping, Sequence, TypeVar
+from typing import Any, Mapping, Optional, Sequence, TypeVar
 
 from ._base import Lease
 
 __all__ = ["IS_DISABLED", "IS_IN_USE", "IS_FLOODWAIT", "IS_FREE", "IS_RESTING_SCOPED", "STATE_SQL", "RESTING",
            "RESTING_FOR", "PLAIN_AVAIL", "count", "padded", "session_row", "lease_from", "LEASE_COLUMNS",
-           "in_groups", "key_groups"]
+           "in_groups", "key_groups", "Fit", "HANDOVER_OK", "HANDING_OVER"]
 
 T = TypeVar("T")
 
@@ -43,6 +44,44 @@ STATE_SQL = (
 )
 #: When a session can next be leased without a purpose (past every scoped rest too).
 PLAIN_AVAIL = "GREATEST(avail_at, rest_until)"
+
+#: A claim from host ``:host`` may take this session: that host used it last, or no known
+#: host did, or its account has a proxy (Telegram sees the proxy's address wherever the
+#: worker runs), or its last lease ended ``:grace`` seconds ago (see :class:`Fit`).
+HANDOVER_OK = "(last_host IS NULL OR last_host = :host OR proxy_bound = 1 OR avail_at <= :now - :grace)"
+#: A free session kept from host ``:host`` by the handover grace (the negation, for free rows).
+HANDING_OVER = "last_host IS NOT NULL AND last_host <> :host AND proxy_bound = 0 AND avail_at > :now - :grace"
+
+
+@dataclasses.dataclass(frozen=True)
+class Fit:
+    """What else a claim must fit: its ``kind`` (telethon, pyrogram), and its ``host``.
+
+    An account without a proxy that another host used goes to ``host`` only ``grace``
+    seconds after that host's lease ended (released or lapsed: ``avail_at``), so Telegram
+    sees the old connection closed before the auth key shows up from a new address (it
+    may answer AUTH_KEY_DUPLICATED for good). Its last host may take it back at once.
+    Without a host (old clients) no grace applies; the claim records the host it saw.
+    ``account``: only sessions holding an account (``has_account``; POST /session
+    ``"account": true``).
+    """
+
+    kind: Optional[str] = None
+    host: Optional[str] = None
+    grace: float = 0.0
+    account: bool = False
+
+    def where(self) -> str:
+        """Conditions (each followed by AND) a session must meet."""
+        return ("kind = :kind AND " if self.kind is not None else "") + (
+            f"{HANDOVER_OK} AND " if self.host is not None else "") + (
+            "has_account = 1 AND " if self.account else "")
+
+    def params(self) -> dict[str, Any]:
+        return {"kind": self.kind, "host": self.host, "grace": self.grace}
+
+
+ANY = Fit()
 
 #: The columns a :class:`Lease` is made of (see :func:`lease_from`).
 LEASE_COLUMNS = "id, name, lease_token, lease_expires_at, kind, meta"

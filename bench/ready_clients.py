@@ -1,0 +1,248 @@
+"""Benchmark: what ready clients cost, and what the host preference costs.
+
+    python bench/ready_clients.py [--quick] [--seconds S] [--rounds R] [--entities 1000]
+
+Three measurements, each side by side in alternating rounds, every round printed:
+
+1. **Building a ready client** from an Account JSON with ``--entities`` cached entities
+   (in process, no server): ``ready.build_telethon`` / ``ready.build_pyrogram`` plus
+   reading back what changed at the end (``telethon_state`` + ``state_changes``), in
+   milliseconds per lease; beside it the same library client built bare (an empty
+   in-memory session), so the entity cache's share shows.
+2. **A ready-client cycle** ``with client.telethon(connect=False, sessions_dir=DIR)`` (lease
+   of its kind, open the .session file, build the client, disconnect, release) against a
+   bare ``with client.session()`` cycle on the same server, at 1 and 16 workers. The goal
+   is at most 1.3x the bare cycle's time (ratio = bare rate / ready rate). File mode: the
+   server of this branch hands out no accounts (issue 16's vault does; once merged, the
+   account mode's build is measurement 1 plus the same HTTP cycle).
+3. **Host preference**: the same cycle with every acquire sending ``host`` against none sent
+   (goal: at least 0.95x the throughput), one host for all workers and two hosts sharing the
+   pool (then the handover grace keeps each account on its host for 15 s).
+"""
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as c  # noqa: E402
+
+
+def account(entities: int) -> dict[str, Any]:
+    return {
+        "dc_id": 2, "server_address": "149.154.167.51", "port": 443,
+        "auth_key": base64.b64encode(os.urandom(256)).decode("ascii"), "user_id": 12345, "is_bot": False,
+        "test_mode": False, "api_id": 2040, "api_hash": os.urandom(16).hex(),
+        "device_model": "Bench", "system_version": "1", "app_version": "1", "lang_code": "en",
+        "system_lang_code": "en-US", "lang_pack": "tdesktop", "proxy": "socks5://u:p@10.0.0.1:1080",
+        "state": {"entities": [{"id": 1000 + n, "hash": secrets.randbits(63), "type": "user",
+                                "username": f"user{n}", "phone": None, "name": f"User {n}"}
+                               for n in range(entities)],
+                  "update_state": {"pts": 1, "qts": 0, "date": 1700000000, "seq": 1}},
+    }
+
+
+def build_times(entities: int, rounds: int, per_round: int) -> list[list[Any]]:
+    from telethon import TelegramClient
+    from telethon.sessions import MemorySession
+
+    from telegram_session_manager import ready
+
+    acc = account(entities)
+
+    def telethon_ready() -> None:
+        tg = ready.build_telethon(acc)
+        ready.state_changes(acc, ready.telethon_state(tg))
+
+    def telethon_bare() -> None:
+        TelegramClient(MemorySession(), 2040, acc["api_hash"])
+
+    def pyrogram_ready() -> None:
+        app = ready.build_pyrogram(acc)
+        ready.state_changes(acc, ready.pyrogram_state(app))
+        app.storage.dispose()
+        app.executor.shutdown(wait=False)
+
+    def pyrogram_bare() -> None:
+        import pyrogram
+        app = pyrogram.Client("bare", api_id=2040, api_hash=acc["api_hash"], in_memory=True)
+        app.executor.shutdown(wait=False)
+
+    kinds = {"telethon ready": telethon_ready, "telethon bare": telethon_bare,
+             "kurigram ready": pyrogram_ready, "kurigram bare": pyrogram_bare}
+    got: dict[str, list[float]] = {name: [] for name in kinds}
+    for run in kinds.values():
+        run()  # warm-up: the first call imports the library (seconds for kurigram)
+    for number in range(rounds):
+        names = list(kinds)
+        shift = number % len(names)
+        for name in names[shift:] + names[:shift]:
+            # CPU time of this process: the build is pure Python on one thread, and CPU time
+            # hardly moves when other work shares the machine (wall time does, a lot).
+            began = time.process_time()
+            for _ in range(per_round):
+                kinds[name]()
+            got[name].append((time.process_time() - began) / per_round)
+    rows = []
+    for library in ("telethon", "kurigram"):
+        readies, bares = got[f"{library} ready"], got[f"{library} bare"]
+        rows.append([library, entities, c.ms(c.median(readies)), c.ms(c.median(bares)),
+                     ", ".join(f"{c.ms(r):.2f}" for r in readies)])
+    return rows
+
+
+def telethon_file(folder: Path, name: str) -> None:
+    """A Telethon .session file with a random key and a few entities."""
+    from telethon.crypto import AuthKey
+    from telethon.sessions import SQLiteSession
+    from telethon.tl.types import User
+
+    session = SQLiteSession(str(folder / name))
+    session.set_dc(2, "149.154.167.51", 443)
+    session.auth_key = AuthKey(os.urandom(256))
+    users = [User(id=1000 + n, access_hash=secrets.randbits(63), username=f"user{n}") for n in range(100)]
+    session.process_entities(type("Result", (), {"users": users, "chats": []})())
+    session.save()
+    session.close()
+
+
+class ReadyTelethon:
+    """``with client.telethon(connect=False, sessions_dir=DIR)`` per cycle (file mode)."""
+
+    folder: Path
+    host: str | None = None
+
+    def __init__(self, server: c.Server) -> None:
+        from telegram_session_manager import TelegramSessionManagerClient
+        self.client = TelegramSessionManagerClient(server.url, server.api_key, auto_wait=False, ttl=60,
+                                                   host=self.host)
+
+    def cycle(self) -> bool:
+        from telegram_session_manager import NoSessionAvailable
+        try:
+            with self.client.telethon(connect=False, sessions_dir=self.folder, api_id=2040, api_hash="0" * 32):
+                pass
+        except NoSessionAvailable:
+            return False
+        return True
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class Bare:
+    """``with client.session()`` per cycle, sending ``host`` (or none: "")."""
+
+    host: str | None = None
+
+    def __init__(self, server: c.Server) -> None:
+        from telegram_session_manager import TelegramSessionManagerClient
+        self.client = TelegramSessionManagerClient(server.url, server.api_key, auto_wait=False, ttl=60,
+                                                   host=self.host)
+
+    def cycle(self) -> bool:
+        from telegram_session_manager import NoSessionAvailable
+        try:
+            with self.client.session():
+                pass
+        except NoSessionAvailable:
+            return False
+        return True
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def client_kind(name: str, base: type, **attributes: Any) -> str:
+    c.CLIENTS[name] = type(name, (base,), attributes)
+    return name
+
+
+class TwoHosts(Bare):
+    """Workers alternate between two host names (two machines sharing one pool)."""
+
+    count = 0
+
+    def __init__(self, server: c.Server) -> None:
+        TwoHosts.count += 1
+        self.host = f"bench-host-{TwoHosts.count % 2}"
+        super().__init__(server)
+
+
+def alternate(kinds: list[str], server: c.Server, clients: int, seconds: float, rounds: int) -> dict[str, list]:
+    got: dict[str, list[c.Result]] = {kind: [] for kind in kinds}
+    for number in range(rounds):
+        shift = number % len(kinds)
+        for kind in kinds[shift:] + kinds[:shift]:
+            got[kind].append(c.run_load(server, clients, seconds, kind))
+    return got
+
+
+def ratio_row(label: str, clients: int, got: dict[str, list], kind: str, baseline: str, time_ratio: bool) -> list:
+    pairs = [(a, b) for a, b in zip(got[kind], got[baseline]) if a.rate and b.rate]
+    ratios = [b.rate / a.rate if time_ratio else a.rate / b.rate for a, b in pairs]
+    return [label, clients, c.median([r.rate for r in got[kind]]), c.median([r.rate for r in got[baseline]]),
+            c.median(ratios), ", ".join(f"{r:.2f}" for r in ratios)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = c.arg_parser(__doc__.splitlines()[0])
+    parser.add_argument("--entities", type=int, default=1000)
+    parser.add_argument("--clients", default="1,16")
+    args = parser.parse_args(argv)
+    seconds = args.seconds or (0.3 if args.quick else 1.5)
+    rounds = args.rounds or (1 if args.quick else 5)
+    counts = [int(n) for n in args.clients.split(",")][: 1 if args.quick else None]
+    print(f"# Ready clients ({c.environment_note()})")
+    print(f"# {rounds} alternating rounds, {seconds:g} s per kind and round; every round's ratio printed")
+
+    print(f"\n## 1. Building a ready client with {args.entities} cached entities (CPU ms per lease, build +"
+          " state read at the end)")
+    print(c.table(["library", "entities", "ready ms", "bare client ms", "ready ms per round"],
+                  build_times(args.entities, rounds, 3 if args.quick else 20)))
+
+    from telegate.store import open_store
+
+    with c.workspace(args.workdir) as where, c.Servers(where) as running:
+        folder = where / "sessions"
+        folder.mkdir(exist_ok=True)
+        server = running.start("telegate", sessions=0, extra=("--access-log", args.access_log))
+        names = [f"t{n:03d}" for n in range(64)]
+        with open_store(server.db) as store:
+            store.add_sessions(names, kind="telethon")
+        for name in names:
+            telethon_file(folder, name)
+        ReadyTelethon.folder = folder
+        ready_kind = client_kind("ready-telethon", ReadyTelethon)
+        bare_kind = client_kind("bare-session", Bare)
+        no_host = client_kind("bare-no-host", Bare, host="")
+        one_host = client_kind("bare-one-host", Bare, host="bench-host")
+        two_hosts = client_kind("bare-two-hosts", TwoHosts)
+
+        print("\n## 2. `with client.telethon(connect=False)` (file mode) against a bare `with client.session()`")
+        rows = []
+        for clients in counts:
+            got = alternate([ready_kind, bare_kind], server, clients, seconds, rounds)
+            rows.append(ratio_row("ready / bare", clients, got, ready_kind, bare_kind, time_ratio=True))
+        print(c.table(["cycle", "workers", "ready cycles/s", "bare cycles/s", "time ratio (goal <= 1.3)",
+                       "per round"], rows))
+
+        print("\n## 3. Host preference: acquires sending host against none (throughput ratio, goal >= 0.95)")
+        rows = []
+        for clients in counts:
+            got = alternate([one_host, two_hosts, no_host], server, clients, seconds, rounds)
+            rows.append(ratio_row("one host", clients, got, one_host, no_host, time_ratio=False))
+            rows.append(ratio_row("two hosts", clients, got, two_hosts, no_host, time_ratio=False))
+        print(c.table(["with host", "workers", "cycles/s", "no host cycles/s", "ratio (goal >= 0.95)",
+                       "per round"], rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
