@@ -456,27 +456,12 @@ def _vault(args: argparse.Namespace, out: TextIO, err: TextIO, environ: Mapping[
         current = store.vault.current_id()
         before = store.account_key_ids()
         total = sum(n for key_id, n in before.items() if key_id != current)
-        done = store.rotate_keys(progress=_progress(err, total, "rewrapped"))
+        with Progress("rewrap", total, err) as bar:  # each batch commits whole: Ctrl-C leaves no half
+            done = store.rotate_keys(progress=bar.advance)
         after = store.account_key_ids()
     err.write(f"rewrapped {done} account data key(s) under master key {current};"
               f" {after.get(current, 0)} account(s) in {store.path} now use it\n")
     return 0
-
-
-def _progress(err: TextIO, total: int, verb: str):
-    """A progress callback: a line per tenth on a terminal; the caller prints the summary."""
-    counted = [0, 0]
-
-    def step(count: int) -> None:
-        counted[0] += count
-        if total and err.isatty() and counted[0] * 10 // total > counted[1]:
-            counted[1] = counted[0] * 10 // total
-            err.write(f"\r{verb} {counted[0]}/{total}")
-            err.flush()
-            if counted[0] >= total:
-                err.write("\n")
-
-    return step
 
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None,

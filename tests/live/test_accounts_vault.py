@@ -8,6 +8,7 @@ key files are clear errors; rotation runs on a live server while workers use acc
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import stat
@@ -314,6 +315,26 @@ def test_rotation_without_the_previous_key_says_so_and_changes_nothing(fresh_db)
     assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert f"sealed under master key {key_id_of(old)}" in done.stderr and "TELEGATE_PREVIOUS_MASTER_KEYS" in done.stderr
     assert _fingerprint(db) == before
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_rotation_shows_progress_on_a_terminal(fresh_db):
+    """Long work shows a bar with counts and an ETA on a terminal, erased before the summary line."""
+    from telegate.cli import main
+
+    old, new = os.urandom(32), new_master_key()
+    db = fresh_db()
+    _sealed_database(db, old, count=5)
+    err = _Terminal()
+    environ = {"TELEGATE_MASTER_KEY": new, "TELEGATE_PREVIOUS_MASTER_KEYS": base64.b64encode(old).decode()}
+    assert main(["vault", "rotate", "--db", str(db)], out=io.StringIO(), err=err, environ=environ) == 0
+    shown = err.getvalue()
+    assert "rewrap  [" in shown and "5/5" in shown and "ETA" in shown
+    assert shown.split("\r")[-1].startswith("\x1b[Krewrapped 5 account data key(s)")
 
 
 def test_vault_keygen_prints_a_fresh_key():
