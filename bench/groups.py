@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     rounds = max(3, args.rounds or (3 if args.quick else 5))
     sessions = 500 if args.quick else args.sessions
     shares = [int(n) for n in args.share.split(",")]
-    print(f"# groups: confined keys against an unconfined one ({c.environment_note()})")
+    print(f"# Benchmark: groups, confined keys against an unconfined one ({c.environment_note()})")
     print(f"# {seconds:g} s per round shared by its contenders in {SLICE * 1000:g} ms turns, {rounds} rounds")
     with c.workspace(args.workdir) as where:
         for kind in args.stores.split(","):

@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = args.seconds or (0.3 if args.quick else 1.5)
     rounds = args.rounds or (1 if args.quick else 5)
     counts = [int(n) for n in args.clients.split(",")][: 1 if args.quick else None]
-    print(f"# Ready clients ({c.environment_note()})")
+    print(f"# Benchmark: ready clients ({c.environment_note()})")
     print(f"# {rounds} alternating rounds, {seconds:g} s per kind and round; every round's ratio printed")
 
     print(f"\n## 1. Building a ready client with {args.entities} cached entities (CPU ms per lease, build +"
