@@ -147,7 +147,8 @@ def test_max_wait_gives_up_at_once_when_only_a_later_flood_end_could_help(live_s
     client.release_session(client.get_session().session_id, flood_wait=30)
     with pytest.raises(NoSessionAvailable) as caught:
         client.get_session(max_wait=10)
-    assert sleeps.waits == [] and caught.value.waited == 0
+    # No sleep at all; ``waited`` counts the request's own time too, a tenth of a second on a busy machine.
+    assert sleeps.waits == [] and caught.value.waited < 1
 
 
 def test_constructor_max_wait_and_per_call_override(live_server, other, sleeps):
