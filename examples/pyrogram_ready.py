@@ -20,6 +20,11 @@ from pyrogram import errors
 
 from telegram_session_manager import NoSessionAvailable, TelegramSessionManagerClient
 
+# A console that cannot show a character (an emoji session name on a cp1251 Windows console, or
+# output piped to a file there) gets an escape like \U0001f642 instead of a crash.
+if hasattr(sys.stdout, "reconfigure"):
+    sys.stdout.reconfigure(errors="backslashreplace")
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="a kurigram worker with ready clients from TeleGate")

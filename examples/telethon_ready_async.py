@@ -17,6 +17,11 @@ from telethon import errors
 
 from telegram_session_manager import AsyncTelegramSessionManagerClient, NoSessionAvailable
 
+# A console that cannot show a character (an emoji session name on a cp1251 Windows console, or
+# output piped to a file there) gets an escape like \U0001f642 instead of a crash.
+if hasattr(sys.stdout, "reconfigure"):
+    sys.stdout.reconfigure(errors="backslashreplace")
+
 
 async def one_job(client: AsyncTelegramSessionManagerClient, args: argparse.Namespace, extra: dict) -> None:
     try:
