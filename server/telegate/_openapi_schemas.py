@@ -175,8 +175,8 @@ SCHEMAS: dict[str, Any] = {
             "name": text(MAX_NAME_LENGTH, "The session's name.", nullable=False),
             "kind": {"type": "string", "enum": ["telethon", "pyrogram", "unknown", None], "nullable": True},
             "meta": {**_META, "nullable": True},
-            "groups": {"type": "array", "nullable": True, "maxItems": 0,
-                       "items": {"type": "string"}, "description": "Not kept by this server yet: leave it out."},
+            "groups": {**_GROUPS, "nullable": True,
+                       "description": "The session's groups (with update: given ones replace the old ones)."},
             "account": None,  # the Account schema, nullable (set below)
         },
     },
