@@ -68,6 +68,8 @@ def tls_server(tmp_path: Path):
             except OSError:
                 return
             with conn:
+                if stop.is_set():  # the teardown's wake-up call
+                    return
                 try:
                     with context.wrap_socket(conn, server_side=True) as tls:
                         tls.recv(100)
@@ -80,8 +82,11 @@ def tls_server(tmp_path: Path):
         yield f"http://127.0.0.1:{listener.getsockname()[1]}"
     finally:
         stop.set()
-        listener.close()
+        # accept() does not return when the socket is closed under it: a connection wakes it.
+        socket.create_connection(listener.getsockname(), timeout=5).close()
         thread.join(timeout=5)
+        listener.close()
+        assert not thread.is_alive()
 
 
 def test_the_sdk_says_a_tls_server_needs_https(tls_server, sleeps):
