@@ -58,14 +58,19 @@ import pytest  # noqa: E402
 
 
 def fresh_venv(where: Path) -> Path:
-    """A new virtual environment with pip and nothing else; its python."""
-    venv.EnvBuilder(with_pip=True, clear=True).create(where)
+    """A new virtual environment with nothing in it, not even pip; its python.
+
+    pip is the test run's own, pointed at it with ``--python`` (see :func:`pip`): installing
+    pip into each venv first (ensurepip) took seconds and is not what these tests check.
+    """
+    venv.EnvBuilder(with_pip=False, clear=True).create(where)
     return where / ("Scripts" if sys.platform == "win32" else "bin") / "python"
 
 
 def pip(python: Path, *args: str, cwd: Path = ROOT) -> str:
-    done = subprocess.run([str(python), "-m", "pip", "--disable-pip-version-check", *args], cwd=cwd,
-                          capture_output=True, text=True, encoding="utf-8")
+    """pip (this run's) acting on ``python``'s environment."""
+    done = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "--disable-pip-version-check",
+                           *args], cwd=cwd, capture_output=True, text=True, encoding="utf-8")
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
