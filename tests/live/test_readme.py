@@ -39,7 +39,7 @@ KEY = re.compile(r"\btg_[A-Za-z0-9_-]{43}\b")
 
 INSTALL = "python3 -m venv .venv\n. .venv/bin/activate\npip install .\n"
 SERVE = "telegate serve"
-SUITE = "pip install '.[test]' && python -m pytest"
+SUITE = "pip install '.[test]' && python -m pytest -n 2 --dist loadfile"
 URL_PLACEHOLDER = "http://127.0.0.1:8000"
 KEY_PLACEHOLDER = "tg_..."
 BLOCK_TIMEOUT = 120
@@ -130,6 +130,8 @@ def test_readme_blocks_run_in_order(tmp_path):
     assert commands.count(SERVE) == 1, "the README starts the server with `telegate serve`"
     assert INSTALL.strip() in commands, "the README installs with venv + pip install ."
     assert SUITE in commands, "the README's test command (what .ci/run runs) changed"
+    ci_run = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert SUITE.split(" && ")[1] in ci_run, ".ci/run runs the README's test command"
     assert sum(KEY_PLACEHOLDER in code for _, code in blocks) == 1, "one place takes the admin key serve printed"
     assert sum(URL_PLACEHOLDER in code for _, code in blocks) == 1, "one place says where the server listens"
     assert len(blocks) >= 5
