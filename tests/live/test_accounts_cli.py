@@ -124,10 +124,20 @@ def test_progress_eta_in_hours_and_unknown_total():
 # -- import: what is not imported, and why ----------------------------------------------------------
 
 
-def _empty_telethon(path: Path) -> None:
-    from telethon.sessions import SQLiteSession
+_EMPTY_TELETHON: list[bytes] = []
 
-    SQLiteSession(str(path)).close()
+
+def _empty_telethon(path: Path) -> None:
+    """A never-logged-in Telethon .session file, as Telethon writes it (made once, then copied:
+    every such file holds the same bytes, and Telethon's own commits wait on the disk)."""
+    if not _EMPTY_TELETHON:
+        from telethon.sessions import SQLiteSession
+
+        made = path.with_name("made-by-telethon.session")
+        SQLiteSession(str(made)).close()
+        _EMPTY_TELETHON.append(made.read_bytes())
+        made.unlink()
+    path.write_bytes(_EMPTY_TELETHON[0])
 
 
 def test_import_names_every_entry_not_imported(where, tmp_path):
