@@ -28,7 +28,7 @@ from ._base import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ._pool import Store
+    from ._pool import _Base as Store
 
 __all__ = ["acquire", "release", "serve_line", "CallRefused", "clean_text"]
 

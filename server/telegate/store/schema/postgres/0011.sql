@@ -84,14 +84,101 @@ BEGIN
                               'free', c.free - c.handing_over);
 END $$;
 
--- The pick of a claim (_leases.claim): the least recently used free session that fits, its
--- row locked (SKIP LOCKED: rows other transactions hold are passed by). A confined key
--- (p_groups) looks at the first 64 free sessions in claim order first (_leases._front_pick),
--- then through its groups' members.
+-- A confined key's pick (_leases._front_pick, then its groups' members), the planner's choice
+-- of plan: through the members (as costly as its groups are large) or down the index.
+CREATE FUNCTION telegate_pick_confined(p_now double precision, p_purpose text, p_kind text, p_host text,
+                                       p_grace double precision, p_account integer, p_groups text[])
+RETURNS TABLE (id bigint, lease_token text, lease_key_id bigint, holder text)
+LANGUAGE plpgsql VOLATILE
+SET plan_cache_mode TO DEFAULT SET enable_sort TO DEFAULT SET enable_bitmapscan TO DEFAULT
+AS $$
+#variable_conflict use_column
+BEGIN
+    IF p_purpose IS NOT NULL THEN
+        RETURN QUERY SELECT s.id, s.lease_token, s.lease_key_id, s.holder FROM sessions s
+            WHERE s.id IN (SELECT f.id FROM sessions f
+                           WHERE (p_kind IS NULL OR f.kind = p_kind)
+                             AND (p_host IS NULL OR f.last_host IS NULL OR f.last_host = p_host
+                                  OR f.proxy_bound = 1 OR f.avail_at <= p_now - p_grace)
+                             AND (p_account = 0 OR f.has_account = 1)
+                             AND f.disabled = 0 AND f.avail_at <= p_now AND COALESCE(f.lease_expires_at, 0) <= p_now
+                             AND COALESCE(f.flood_wait_until, 0) <= p_now
+                             AND NOT EXISTS (SELECT 1 FROM session_rests r WHERE r.session_id = f.id
+                                               AND r.until > p_now AND r.scope = p_purpose)
+                           ORDER BY f.avail_at, f.id LIMIT 64)
+              AND (p_kind IS NULL OR s.kind = p_kind)
+              AND (p_host IS NULL OR s.last_host IS NULL OR s.last_host = p_host OR s.proxy_bound = 1
+                   OR s.avail_at <= p_now - p_grace)
+              AND (p_account = 0 OR s.has_account = 1)
+              AND s.disabled = 0 AND s.avail_at <= p_now AND COALESCE(s.lease_expires_at, 0) <= p_now
+              AND COALESCE(s.flood_wait_until, 0) <= p_now
+              AND NOT EXISTS (SELECT 1 FROM session_rests r WHERE r.session_id = s.id AND r.until > p_now
+                                AND r.scope = p_purpose)
+              AND EXISTS (SELECT 1 FROM session_groups g WHERE g.session_id = s.id AND g.name = ANY (p_groups))
+            ORDER BY s.avail_at, s.id LIMIT 1 FOR UPDATE SKIP LOCKED;
+        IF FOUND THEN
+            RETURN;
+        END IF;
+        RETURN QUERY SELECT s.id, s.lease_token, s.lease_key_id, s.holder FROM sessions s
+            WHERE (p_kind IS NULL OR s.kind = p_kind)
+              AND (p_host IS NULL OR s.last_host IS NULL OR s.last_host = p_host OR s.proxy_bound = 1
+                   OR s.avail_at <= p_now - p_grace)
+              AND (p_account = 0 OR s.has_account = 1)
+              AND s.disabled = 0 AND s.avail_at <= p_now AND COALESCE(s.lease_expires_at, 0) <= p_now
+              AND COALESCE(s.flood_wait_until, 0) <= p_now
+              AND NOT EXISTS (SELECT 1 FROM session_rests r WHERE r.session_id = s.id AND r.until > p_now
+                                AND r.scope = p_purpose)
+              AND s.id IN (SELECT g.session_id FROM session_groups g WHERE g.name = ANY (p_groups))
+            ORDER BY s.avail_at, s.id LIMIT 1 FOR UPDATE SKIP LOCKED;
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT s.id, s.lease_token, s.lease_key_id, s.holder FROM sessions s
+        WHERE s.id IN (SELECT f.id FROM sessions f
+                       WHERE (p_kind IS NULL OR f.kind = p_kind)
+                         AND (p_host IS NULL OR f.last_host IS NULL OR f.last_host = p_host
+                              OR f.proxy_bound = 1 OR f.avail_at <= p_now - p_grace)
+                         AND (p_account = 0 OR f.has_account = 1)
+                         AND f.disabled = 0 AND f.avail_at <= p_now AND COALESCE(f.lease_expires_at, 0) <= p_now
+                         AND COALESCE(f.flood_wait_until, 0) <= p_now
+                         AND GREATEST(f.avail_at, f.rest_until) <= p_now
+                       ORDER BY GREATEST(f.avail_at, f.rest_until), f.id LIMIT 64)
+          AND (p_kind IS NULL OR s.kind = p_kind)
+          AND (p_host IS NULL OR s.last_host IS NULL OR s.last_host = p_host OR s.proxy_bound = 1
+               OR s.avail_at <= p_now - p_grace)
+          AND (p_account = 0 OR s.has_account = 1)
+          AND s.disabled = 0 AND s.avail_at <= p_now AND COALESCE(s.lease_expires_at, 0) <= p_now
+          AND COALESCE(s.flood_wait_until, 0) <= p_now
+          AND GREATEST(s.avail_at, s.rest_until) <= p_now
+          AND EXISTS (SELECT 1 FROM session_groups g WHERE g.session_id = s.id AND g.name = ANY (p_groups))
+        ORDER BY GREATEST(s.avail_at, s.rest_until), s.id LIMIT 1 FOR UPDATE SKIP LOCKED;
+    IF FOUND THEN
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT s.id, s.lease_token, s.lease_key_id, s.holder FROM sessions s
+        WHERE (p_kind IS NULL OR s.kind = p_kind)
+          AND (p_host IS NULL OR s.last_host IS NULL OR s.last_host = p_host OR s.proxy_bound = 1
+               OR s.avail_at <= p_now - p_grace)
+          AND (p_account = 0 OR s.has_account = 1)
+          AND s.disabled = 0 AND s.avail_at <= p_now AND COALESCE(s.lease_expires_at, 0) <= p_now
+          AND COALESCE(s.flood_wait_until, 0) <= p_now
+          AND GREATEST(s.avail_at, s.rest_until) <= p_now
+          AND s.id IN (SELECT g.session_id FROM session_groups g WHERE g.name = ANY (p_groups))
+        ORDER BY GREATEST(s.avail_at, s.rest_until), s.id LIMIT 1 FOR UPDATE SKIP LOCKED;
+END $$;
+
+-- The pick of a claim (_leases.claim): the least recently used free session that fits, its row
+-- locked (SKIP LOCKED: rows other transactions hold are passed by), by name, for a purpose
+-- (down the index on (avail_at, id)), or without one (down the index on
+-- (GREATEST(avail_at, rest_until), id), past every scoped rest); a confined key's, above.
+-- Planned once per connection, down the index: a plan made again at every call costs more than
+-- the pick, and a bitmap scan or a sort of the free rows reads every index entry that claims and
+-- releases leave dead until a vacuum, where the walk down the index marks them and skips them.
 CREATE FUNCTION telegate_pick(p_now double precision, p_name text, p_purpose text, p_kind text, p_host text,
                               p_grace double precision, p_account integer, p_groups text[])
 RETURNS TABLE (id bigint, lease_token text, lease_key_id bigint, holder text)
-LANGUAGE plpgsql VOLATILE AS $$
+LANGUAGE plpgsql VOLATILE
+SET plan_cache_mode = force_generic_plan SET enable_sort = off SET enable_bitmapscan = off
+AS $$
 #variable_conflict use_column
 BEGIN
     IF p_name IS NOT NULL THEN
@@ -111,33 +198,12 @@ BEGIN
             LIMIT 1 FOR UPDATE SKIP LOCKED;
         RETURN;
     END IF;
+    IF p_groups IS NOT NULL THEN
+        RETURN QUERY SELECT * FROM telegate_pick_confined(p_now, p_purpose, p_kind, p_host, p_grace, p_account,
+                                                          p_groups);
+        RETURN;
+    END IF;
     IF p_purpose IS NOT NULL THEN
-        IF p_groups IS NOT NULL THEN
-            RETURN QUERY SELECT s.id, s.lease_token, s.lease_key_id, s.holder FROM sessions s
-                WHERE s.id IN (SELECT f.id FROM sessions f
-                               WHERE (p_kind IS NULL OR f.kind = p_kind)
-                                 AND (p_host IS NULL OR f.last_host IS NULL OR f.last_host = p_host
-                                      OR f.proxy_bound = 1 OR f.avail_at <= p_now - p_grace)
-                                 AND (p_account = 0 OR f.has_account = 1)
-                                 AND f.disabled = 0 AND f.avail_at <= p_now AND COALESCE(f.lease_expires_at, 0) <= p_now
-                                 AND COALESCE(f.flood_wait_until, 0) <= p_now
-                                 AND NOT EXISTS (SELECT 1 FROM session_rests r WHERE r.session_id = f.id
-                                                   AND r.until > p_now AND r.scope = p_purpose)
-                               ORDER BY f.avail_at, f.id LIMIT 64)
-                  AND (p_kind IS NULL OR s.kind = p_kind)
-                  AND (p_host IS NULL OR s.last_host IS NULL OR s.last_host = p_host OR s.proxy_bound = 1
-                       OR s.avail_at <= p_now - p_grace)
-                  AND (p_account = 0 OR s.has_account = 1)
-                  AND s.disabled = 0 AND s.avail_at <= p_now AND COALESCE(s.lease_expires_at, 0) <= p_now
-                  AND COALESCE(s.flood_wait_until, 0) <= p_now
-                  AND NOT EXISTS (SELECT 1 FROM session_rests r WHERE r.session_id = s.id AND r.until > p_now
-                                    AND r.scope = p_purpose)
-                  AND EXISTS (SELECT 1 FROM session_groups g WHERE g.session_id = s.id AND g.name = ANY (p_groups))
-                ORDER BY s.avail_at, s.id LIMIT 1 FOR UPDATE SKIP LOCKED;
-            IF FOUND THEN
-                RETURN;
-            END IF;
-        END IF;
         RETURN QUERY SELECT s.id, s.lease_token, s.lease_key_id, s.holder FROM sessions s
             WHERE (p_kind IS NULL OR s.kind = p_kind)
               AND (p_host IS NULL OR s.last_host IS NULL OR s.last_host = p_host OR s.proxy_bound = 1
@@ -147,35 +213,8 @@ BEGIN
               AND COALESCE(s.flood_wait_until, 0) <= p_now
               AND NOT EXISTS (SELECT 1 FROM session_rests r WHERE r.session_id = s.id AND r.until > p_now
                                 AND r.scope = p_purpose)
-              AND (p_groups IS NULL OR s.id IN (SELECT g.session_id FROM session_groups g
-                                                WHERE g.name = ANY (p_groups)))
             ORDER BY s.avail_at, s.id LIMIT 1 FOR UPDATE SKIP LOCKED;
         RETURN;
-    END IF;
-    -- Without a purpose: the index on (GREATEST(avail_at, rest_until), id), past every scoped rest.
-    IF p_groups IS NOT NULL THEN
-        RETURN QUERY SELECT s.id, s.lease_token, s.lease_key_id, s.holder FROM sessions s
-            WHERE s.id IN (SELECT f.id FROM sessions f
-                           WHERE (p_kind IS NULL OR f.kind = p_kind)
-                             AND (p_host IS NULL OR f.last_host IS NULL OR f.last_host = p_host
-                                  OR f.proxy_bound = 1 OR f.avail_at <= p_now - p_grace)
-                             AND (p_account = 0 OR f.has_account = 1)
-                             AND f.disabled = 0 AND f.avail_at <= p_now AND COALESCE(f.lease_expires_at, 0) <= p_now
-                             AND COALESCE(f.flood_wait_until, 0) <= p_now
-                             AND GREATEST(f.avail_at, f.rest_until) <= p_now
-                           ORDER BY GREATEST(f.avail_at, f.rest_until), f.id LIMIT 64)
-              AND (p_kind IS NULL OR s.kind = p_kind)
-              AND (p_host IS NULL OR s.last_host IS NULL OR s.last_host = p_host OR s.proxy_bound = 1
-                   OR s.avail_at <= p_now - p_grace)
-              AND (p_account = 0 OR s.has_account = 1)
-              AND s.disabled = 0 AND s.avail_at <= p_now AND COALESCE(s.lease_expires_at, 0) <= p_now
-              AND COALESCE(s.flood_wait_until, 0) <= p_now
-              AND GREATEST(s.avail_at, s.rest_until) <= p_now
-              AND EXISTS (SELECT 1 FROM session_groups g WHERE g.session_id = s.id AND g.name = ANY (p_groups))
-            ORDER BY GREATEST(s.avail_at, s.rest_until), s.id LIMIT 1 FOR UPDATE SKIP LOCKED;
-        IF FOUND THEN
-            RETURN;
-        END IF;
     END IF;
     RETURN QUERY SELECT s.id, s.lease_token, s.lease_key_id, s.holder FROM sessions s
         WHERE (p_kind IS NULL OR s.kind = p_kind)
@@ -185,7 +224,6 @@ BEGIN
           AND s.disabled = 0 AND s.avail_at <= p_now AND COALESCE(s.lease_expires_at, 0) <= p_now
           AND COALESCE(s.flood_wait_until, 0) <= p_now
           AND GREATEST(s.avail_at, s.rest_until) <= p_now
-          AND (p_groups IS NULL OR s.id IN (SELECT g.session_id FROM session_groups g WHERE g.name = ANY (p_groups)))
         ORDER BY GREATEST(s.avail_at, s.rest_until), s.id LIMIT 1 FOR UPDATE SKIP LOCKED;
 END $$;
 
@@ -197,7 +235,11 @@ CREATE FUNCTION telegate_claim(p_now double precision, p_ttl double precision, p
                                p_key_id bigint, p_key_name text, p_lock_key boolean, p_request_id text,
                                p_purpose text, p_kind text, p_host text, p_grace double precision,
                                p_account integer, p_groups text[])
-RETURNS jsonb LANGUAGE plpgsql VOLATILE AS $$
+RETURNS jsonb LANGUAGE plpgsql VOLATILE
+-- Planned once per connection; the request_id and the key's leases looked up in their index
+-- (a bitmap scan would read its entries left dead until a vacuum, every time).
+SET plan_cache_mode = force_generic_plan SET enable_bitmapscan = off
+AS $$
 DECLARE
     v_key record;
     v_limit bigint;
@@ -209,6 +251,7 @@ DECLARE
     v_token text;
     v_expired_key text;
     v_detail jsonb;
+    v_lease jsonb;
 BEGIN
     IF p_key_name IS NOT NULL THEN
         -- The key was authenticated in an earlier read: a revocation that committed since
@@ -271,10 +314,12 @@ BEGIN
         leased_at = p_now, holder = p_holder, lease_key_id = p_key_id, request_id = p_request_id,
         last_host = p_host, use_count = use_count + 1,
         expired_count = expired_count + CASE WHEN lease_token IS NULL THEN 0 ELSE 1 END
-    WHERE id = v_pick.id;
+    WHERE id = v_pick.id
+    RETURNING jsonb_build_object('id', id, 'name', name, 'lease_token', lease_token,
+                                 'lease_expires_at', lease_expires_at, 'kind', kind, 'meta', meta) INTO v_lease;
     INSERT INTO session_events (session_id, at, type, key_name, holder, detail)
     VALUES (v_pick.id, p_now, 'lease', p_key_name, p_holder, v_detail::text);
-    RETURN jsonb_build_object('status', 'lease', 'lease', telegate_lease_json(v_pick.id));
+    RETURN jsonb_build_object('status', 'lease', 'lease', v_lease);
 END $$;
 
 -- The waiting line served (_line.serve_line with _leases._claim_for_waiter): free sessions go to
