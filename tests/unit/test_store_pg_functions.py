@@ -99,3 +99,51 @@ def test_a_database_of_schema_10_gets_the_functions_when_upgraded(pg_url):
     with psycopg.connect(pg_url, autocommit=True) as conn:
         names = {row[0] for row in conn.execute("SELECT proname FROM pg_proc WHERE proname LIKE 'telegate%'")}
     assert {"telegate_acquire", "telegate_release", "telegate_claim", "telegate_serve_line"} <= names
+
+
+def _refusals(store: Any) -> list[tuple[str, str]]:
+    """Every refusal of an acquire and a release, as (type, message), in one scenario."""
+    from telegate.store import StoreError
+
+    said: list[tuple[str, str]] = []
+
+    def attempt(call: Any) -> Any:
+        try:
+            return call()
+        except StoreError as exc:
+            extra = {name: getattr(exc, name) for name in ("limit", "held", "waiting", "in_use", "total",
+                                                           "waiting_count", "next_lease_end_in") if hasattr(exc, name)}
+            said.append((type(exc).__name__, f"{exc} {sorted(extra.items())}"))
+            return None
+
+    store.add_sessions(["a", "b"])
+    store.create_key("one", key="tg_one_0000000000000000000000000000000000000", max_leases=1, max_waiting=1)
+    store.create_key("two", key="tg_two_0000000000000000000000000000000000000")
+    store.create_key("gone", key="tg_gone_000000000000000000000000000000000000")
+    one = store.authenticate("tg_one_0000000000000000000000000000000000000")
+    two = store.authenticate("tg_two_0000000000000000000000000000000000000")
+    gone = store.authenticate("tg_gone_000000000000000000000000000000000000")
+    store.revoke_key("gone")
+    attempt(lambda: store.acquire(60, "x", key=gone))  # KeyRevoked
+    first = store.acquire(60, "x", key=one)
+    attempt(lambda: store.acquire(60, "x", key=one))  # LeaseLimit
+    attempt(lambda: store.release(first.session_id, key=two))  # NotLeaseHolder
+    attempt(lambda: store.release(first.session_id, "not-the-token", key=one))  # LeaseMismatch
+    attempt(lambda: store.acquire(60, "x", name="nobody", key=two))  # NotFound
+    attempt(lambda: store.acquire(60, "x", name="a", key=two))  # NoSessionAvailable (a is leased)
+    store.acquire(60, "x", key=two)
+    attempt(lambda: store.acquire(60, "x", key=two))  # NoSessionAvailable, every session leased
+    store.acquire(60, "x", key=one, wait=30, owner="here")  # at its limit, it may wait: a ticket
+    attempt(lambda: store.acquire(60, "x", key=one, wait=30, owner="here"))  # WaitLimit (max_waiting=1)
+    said.append(("released twice", str([store.release(first.session_id, first.lease_token, key=one),
+                                        store.release(first.session_id, first.lease_token, key=one)])))
+    return said
+
+
+def test_refusals_say_the_same_on_both_stores(pg_url, tmp_path, clock):
+    with open_store(tmp_path / "pool.db", clock=clock) as sqlite, open_store(pg_url, clock=clock) as postgres:
+        on_sqlite = _refusals(sqlite)
+        assert [kind for kind, _ in on_sqlite] == [
+            "KeyRevoked", "LeaseLimit", "NotLeaseHolder", "LeaseMismatch", "NotFound", "NoSessionAvailable",
+            "NoSessionAvailable", "WaitLimit", "released twice"]
+        assert _refusals(postgres) == on_sqlite
