@@ -19,7 +19,7 @@ sealed in Python, inside the release's transaction.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, cast
 
 from . import _line as line
 from ._base import (
@@ -62,6 +62,23 @@ def clean_text(value: str | None) -> str | None:
     return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace").replace("\x00", "\ufffd")
 
 
+class _Calling(Protocol):
+    """What this module needs of the engine (``PostgresEngine``)."""
+
+    def call(self, sql: str, params: Mapping[str, Any], *, what: str, idempotent: bool) -> Any: ...
+
+    def fixed_now(self) -> float | None: ...
+
+
+def _engine(store: "Store") -> _Calling:
+    return cast(_Calling, store.engine)
+
+
+def _lease_limit(key: KeyInfo, limit: int, held: int) -> LeaseLimit:
+    return LeaseLimit(f"key {key.name!r} already holds {held} lease(s), its limit (max_leases={limit});"
+                      " release one first, or ask an admin to raise the limit", limit=limit, held=held)
+
+
 def _lease(data: Mapping[str, Any], sealed: Any = None) -> Lease:
     return Lease(int(data["id"]), data["name"], data["lease_token"], float(data["lease_expires_at"]),
                  data["kind"], json.loads(data["meta"]), sealed=sealed)
@@ -85,7 +102,7 @@ def acquire(store: "Store", ttl: float, holder: str | None, name: str | None, ke
     cap = None if key is None or key.is_admin else line.park_cap(key.max_leases, key.max_waiting)
     groups = key.confined if key is not None else ()
     params = {
-        "now": store.engine.fixed_now(), "ttl": ttl, "holder": holder, "name": name,  # type: ignore[attr-defined]
+        "now": _engine(store).fixed_now(), "ttl": ttl, "holder": holder, "name": name,
         "key_id": key.id if key is not None else None, "key_name": key.name if key is not None else None,
         "lock_key": int(key is not None and key.max_leases is not None), "request_id": request_id,
         "purpose": purpose, "kind": kind, "host": host, "grace": store.handover_grace, "account": int(account),
@@ -93,21 +110,20 @@ def acquire(store: "Store", ttl: float, holder: str | None, name: str | None, ke
         "keep": max(cap or 0, keep_polls)}
     idempotent = request_id is not None and key is not None and key.id is not None
     try:
-        answer = store.engine.call(_ACQUIRE, params, what="acquire", idempotent=idempotent)  # type: ignore[attr-defined]
+        answer = _engine(store).call(_ACQUIRE, params, what="acquire", idempotent=idempotent)
     except CallRefused as refused:
         assert key is not None  # only a key is revoked or limited
         if refused.sqlstate == "TGKR1":
             raise KeyRevoked(f"API key {key.name!r} was revoked; ask an admin for a valid key") from None
         at = json.loads(refused.detail or "{}")
-        raise LeaseLimit(
-            f"key {key.name!r} already holds {at['held']} lease(s), its limit (max_leases={at['limit']});"
-            " release one first, or ask an admin to raise the limit", limit=at["limit"], held=at["held"]) from None
+        raise _lease_limit(key, at["limit"], at["held"]) from None
     _announce(store, _grants(answer))
     status = answer["status"]
     if status == "lease":
         return _lease(answer["lease"], answer.get("sealed") if account else None)
     if status == "ticket":
-        return Ticket(int(answer["ticket"]), None if answer["next_free_at"] is None else float(answer["next_free_at"]))
+        free_at = answer["next_free_at"]
+        return Ticket(int(answer["ticket"]), None if free_at is None else float(free_at))
     if status == "wait_limit":
         assert key is not None
         raise WaitLimit(
@@ -117,9 +133,7 @@ def acquire(store: "Store", ttl: float, holder: str | None, name: str | None, ke
             limit=answer["limit"], waiting=answer["waiting"])
     if status == "limit":
         assert key is not None
-        raise LeaseLimit(
-            f"key {key.name!r} already holds {answer['held']} lease(s), its limit (max_leases={answer['limit']});"
-            " release one first, or ask an admin to raise the limit", limit=answer["limit"], held=answer["held"])
+        raise _lease_limit(key, answer["limit"], answer["held"])
     now = float(answer["now"])
     rest_end, lease_end = answer["rest_end"], answer["lease_end"]
     refused_now = NoSessionAvailable(
@@ -137,13 +151,14 @@ def release(store: "Store", session_id: int, token: str | None, key: KeyInfo | N
             flood_wait: float | None, scope: str | None, disable: str | None, peer_flood: bool) -> bool:
     """``Store.release`` without a write-back on PostgreSQL: one call of ``telegate_release``."""
     params = {
-        "now": store.engine.fixed_now(), "sid": session_id, "token": clean_text(token),  # type: ignore[attr-defined]
+        "now": _engine(store).fixed_now(), "sid": session_id, "token": clean_text(token),
         "key_id": key.id if key is not None else None, "key_name": key.name if key is not None else None,
-        "admin": int(key is not None and key.is_admin), "groups": list(key.confined) if key is not None and
-        key.confined else None, "fw": flood_wait, "scope": scope, "disable": disable,
-        "peer_flood": int(peer_flood), "grace": store.handover_grace}
+        "admin": int(key is not None and key.is_admin),
+        "groups": list(key.confined) if key is not None and key.confined else None,
+        "fw": flood_wait, "scope": scope, "disable": disable, "peer_flood": int(peer_flood),
+        "grace": store.handover_grace}
     try:
-        answer = store.engine.call(_RELEASE, params, what="release", idempotent=True)  # type: ignore[attr-defined]
+        answer = _engine(store).call(_RELEASE, params, what="release", idempotent=True)
     except CallRefused as refused:
         if refused.sqlstate == "TGNH1":
             raise NotLeaseHolder(
