@@ -39,7 +39,11 @@ $$;
 -- could lease now ("free", less those handed over to another host).
 CREATE FUNCTION telegate_unavailable(p_now double precision, p_name text, p_purpose text, p_kind text,
                                      p_host text, p_grace double precision, p_account integer, p_groups text[])
-RETURNS jsonb LANGUAGE plpgsql VOLATILE AS $$
+RETURNS jsonb LANGUAGE plpgsql VOLATILE
+-- Planned for its values (a count for one name reads that name's row, not the pool), whatever
+-- the claim that calls it plans by.
+SET plan_cache_mode = auto SET enable_bitmapscan = on
+AS $$
 DECLARE
     c record;
     v_lease_end double precision;
@@ -90,7 +94,7 @@ CREATE FUNCTION telegate_pick_confined(p_now double precision, p_purpose text, p
                                        p_grace double precision, p_account integer, p_groups text[])
 RETURNS TABLE (id bigint, lease_token text, lease_key_id bigint, holder text)
 LANGUAGE plpgsql VOLATILE
-SET plan_cache_mode TO DEFAULT SET enable_sort TO DEFAULT SET enable_bitmapscan TO DEFAULT
+SET plan_cache_mode = auto SET enable_sort = on SET enable_bitmapscan = on
 AS $$
 #variable_conflict use_column
 BEGIN
