@@ -147,3 +147,17 @@ def test_refusals_say_the_same_on_both_stores(pg_url, tmp_path, clock):
             "KeyRevoked", "LeaseLimit", "NotLeaseHolder", "LeaseMismatch", "NotFound", "NoSessionAvailable",
             "NoSessionAvailable", "WaitLimit", "released twice"]
         assert _refusals(postgres) == on_sqlite
+
+
+def test_calls_on_connections_the_database_dropped_run_again(pg_url, pg_databases, clock):
+    """A backend terminated while its connection idled in the pool answers the next call with
+    57P01 before running it: the call runs again on a fresh connection, even an acquire
+    without a request_id (which is not run again when the connection is lost mid-call)."""
+    with open_store(pg_url, clock=clock) as store:
+        store.add_sessions(["a", "b"])
+        lease = store.acquire(60, "w")
+        store.release(lease.session_id, lease.lease_token)
+        assert pg_databases.terminate_connections(pg_url) >= 1
+        lease = store.acquire(60, "w")
+        assert store.release(lease.session_id, lease.lease_token) is True
+        assert [event["type"] for event in store.events(lease.session_id)][:2] == ["release", "lease"]

@@ -10,7 +10,8 @@ No pool SQL lives here (that is the store's parts, shared with SQLite), nor the 
 - **Few round trips.** A write sends ``BEGIN`` and the clock read as one simple-protocol
   query on an autocommit connection, then the op's statements, then ``COMMIT``. A read
   runs its statements in autocommit: no BEGIN, no COMMIT. Statements run as server-side
-  prepared statements once seen a few times.
+  prepared statements once seen a few times. An acquire and a release are one statement
+  each (:meth:`call`: a function of schema 11, in autocommit, prepared at once).
 - **Survives its database.** A connection found dead (``pg_terminate_backend``, a restart,
   a failover) before ``COMMIT`` was sent means the transaction never happened, so the op
   runs again on a fresh connection after the pool has checked its idle ones. A deadlock,
