@@ -15,11 +15,14 @@ Three measurements, each side by side in alternating rounds, every round printed
    cycle's time (ratio = bare rate / ready rate). Both modes: **file mode**
    (``sessions_dir=``: a lease of its kind, the .session file opened) on a pool of names,
    and **account mode** (the vault hands out the account with ``--entities`` cached
-   entities; the client is built in memory from it) on a pool of accounts. Beside them,
-   what the floor is: ``TelegramClient`` construction alone (a memory session), in CPU
-   milliseconds, against the bare cycle's client CPU.
+   entities; the client is built in memory from it) on a pool of accounts; beside the
+   rates, the server's CPU per cycle. Then the floor, in CPU milliseconds: what a ready
+   cycle cannot do without, each part alone (``TelegramClient`` construction on a memory
+   session and on a .session file, decoding a hand-out's JSON), against each cycle's
+   client CPU.
 3. **Host preference**: the same bare cycle with every acquire sending ``host`` against
-   none sent (goal: at least 0.95x the throughput), on a server of its own (no other kind
+   none sent (goal: at least 0.95x the throughput; and the server's CPU per cycle, which the
+   machine's load hardly moves), on a server of its own (no other kind
    of cycle leaves accounts in another host's grace). Two hosts sharing one pool (then
    the handover grace keeps each account on its host for 15 s) are measured apart, from 2
    workers up: a single worker is on one host.
@@ -225,10 +228,13 @@ def alternate(kinds: list[str], server: c.Server, clients: int, seconds: float, 
 
 
 def ratio_row(label: str, clients: int, got: dict[str, list], kind: str, baseline: str, time_ratio: bool) -> list:
+    """Rates, their ratio every round, and the server's CPU per cycle of each (which the
+    machine's load hardly moves, unlike the rates)."""
     pairs = [(a, b) for a, b in zip(got[kind], got[baseline]) if a.rate and b.rate]
     ratios = [b.rate / a.rate if time_ratio else a.rate / b.rate for a, b in pairs]
     return [label, clients, c.median([r.rate for r in got[kind]]), c.median([r.rate for r in got[baseline]]),
-            c.median(ratios), ", ".join(f"{r:.2f}" for r in ratios)]
+            c.median(ratios), ", ".join(f"{r:.2f}" for r in ratios),
+            c.ms(c.median([r.cpu_per_cycle for r in got[kind]])), c.ms(c.median([r.cpu_per_cycle for r in got[baseline]]))]
 
 
 def accounts_server(running: c.Servers, where: Path, entities: int, access_log: str) -> c.Server:
@@ -245,24 +251,35 @@ def accounts_server(running: c.Servers, where: Path, entities: int, access_log: 
     return running.start("telegate", db=db, api_key=key, label="accounts", extra=("--access-log", access_log))
 
 
-def floor_row(rounds: int, per_round: int) -> list[Any]:
-    """CPU ms of ``TelegramClient(MemorySession(), ...)`` alone, and of a bare cycle's client side
-    is in the HTTP rows: this is what no ready client can go under."""
+def floor_rows(folder: Path, entities: int, rounds: int, per_round: int) -> list[list[Any]]:
+    """CPU ms of what a ready cycle cannot do without, each alone: ``TelegramClient`` built on
+    a memory session; built on a .session file (Telethon opens it: file mode's build); and
+    decoding a hand-out's JSON answer with ``entities`` cached entities (account mode)."""
+    import json
+
     from telethon import TelegramClient
     from telethon.sessions import MemorySession
 
-    def construct() -> None:
-        TelegramClient(MemorySession(), 2040, "0" * 32)
+    path = str(folder / "t000.session")
+    answer = json.dumps({"session_id": 1, "account": account(entities)})
 
-    construct()
-    times = []
-    for _ in range(rounds):
-        began = time.process_time()
-        for _ in range(per_round):
-            construct()
-        times.append((time.process_time() - began) / per_round)
-    return ["TelegramClient(MemorySession()) alone", c.ms(c.median(times)),
-            ", ".join(f"{c.ms(t):.3f}" for t in times)]
+    def opened() -> None:
+        TelegramClient(path, 2040, "0" * 32).session.close()
+
+    parts = {"TelegramClient(MemorySession()) alone": lambda: TelegramClient(MemorySession(), 2040, "0" * 32),
+             "TelegramClient(<the .session file>) alone, file closed after": opened,
+             f"json.loads of a hand-out with {entities} entities": lambda: json.loads(answer)}
+    rows = []
+    for label, part in parts.items():
+        part()
+        times = []
+        for _ in range(rounds):
+            began = time.process_time()
+            for _ in range(per_round):
+                part()
+            times.append((time.process_time() - began) / per_round)
+        rows.append([label, c.ms(c.median(times)), ", ".join(f"{c.ms(t):.3f}" for t in times)])
+    return rows
 
 
 def client_cpu_rows(server: c.Server, kinds: dict[str, str], cycles: int, rounds: int) -> list[list[Any]]:
@@ -339,10 +356,10 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(ratio_row(f"account mode ({args.entities} entities), kurigram", clients, got,
                                   account_kurigram, bare_kind, time_ratio=True))
         print(c.table(["cycle", "workers", "ready cycles/s", "bare cycles/s", "time ratio (goal <= 1.3)",
-                       "per round"], rows))
+                       "per round", "ready server CPU ms/cycle", "bare server CPU ms/cycle"], rows))
         cycles = 20 if args.quick else 200
         print("\nThe floor, in CPU ms (one worker in the benchmark's own thread; the server's CPU is not in it):")
-        rows = [floor_row(rounds, 20 if args.quick else 500)]
+        rows = floor_rows(folder, args.entities, rounds, 20 if args.quick else 200)
         rows += client_cpu_rows(server, {"bare": bare_kind, "file mode, Telethon": file_telethon}, cycles, rounds)
         rows += client_cpu_rows(accounts, {"bare (accounts pool)": bare_kind, "account mode, Telethon": account_telethon,
                                            "account mode, kurigram": account_kurigram}, cycles, rounds)
@@ -362,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
                 got = alternate([two_hosts, no_host], shared, clients, seconds, rounds)
                 rows.append(ratio_row("two hosts", clients, got, two_hosts, no_host, time_ratio=False))
         print(c.table(["with host", "workers", "cycles/s", "no host cycles/s", "ratio (goal >= 0.95)",
-                       "per round"], rows))
+                       "per round", "server CPU ms/cycle", "no host server CPU ms/cycle"], rows))
     return 0
 
 
