@@ -219,22 +219,39 @@ class TwoHosts(Bare):
 
 
 def alternate(kinds: list[str], server: c.Server, clients: int, seconds: float, rounds: int) -> dict[str, list]:
+    """Each kind in turn, the order rotating every round; each result also carries the CPU per
+    cycle of this process (the workers: the client side), beside the server's."""
     got: dict[str, list[c.Result]] = {kind: [] for kind in kinds}
     for number in range(rounds):
         shift = number % len(kinds)
         for kind in kinds[shift:] + kinds[:shift]:
-            got[kind].append(c.run_load(server, clients, seconds, kind))
+            began = time.process_time()
+            result = c.run_load(server, clients, seconds, kind)
+            result.client_cpu = (time.process_time() - began) / result.all_cycles if result.all_cycles else float("nan")
+            got[kind].append(result)
     return got
 
 
+def cpu_per_cycle(result: c.Result) -> float:
+    """Client and server CPU seconds per cycle: what a cycle costs the machine, which its load
+    hardly moves (the rates it moves a lot)."""
+    return getattr(result, "client_cpu", float("nan")) + result.cpu_per_cycle
+
+
 def ratio_row(label: str, clients: int, got: dict[str, list], kind: str, baseline: str, time_ratio: bool) -> list:
-    """Rates, their ratio every round, and the server's CPU per cycle of each (which the
-    machine's load hardly moves, unlike the rates)."""
+    """Rates and their ratio every round; then the CPU (client + server) per cycle of each and
+    its ratio, the same comparison in a figure the machine's load hardly moves."""
     pairs = [(a, b) for a, b in zip(got[kind], got[baseline]) if a.rate and b.rate]
     ratios = [b.rate / a.rate if time_ratio else a.rate / b.rate for a, b in pairs]
+    cpu = [cpu_per_cycle(a) / cpu_per_cycle(b) if time_ratio else cpu_per_cycle(b) / cpu_per_cycle(a)
+           for a, b in zip(got[kind], got[baseline])]
     return [label, clients, c.median([r.rate for r in got[kind]]), c.median([r.rate for r in got[baseline]]),
             c.median(ratios), ", ".join(f"{r:.2f}" for r in ratios),
-            c.ms(c.median([r.cpu_per_cycle for r in got[kind]])), c.ms(c.median([r.cpu_per_cycle for r in got[baseline]]))]
+            f"{c.ms(c.median([getattr(r, 'client_cpu', float('nan')) for r in got[kind]])):.2f}"
+            f" + {c.ms(c.median([r.cpu_per_cycle for r in got[kind]])):.2f}",
+            f"{c.ms(c.median([getattr(r, 'client_cpu', float('nan')) for r in got[baseline]])):.2f}"
+            f" + {c.ms(c.median([r.cpu_per_cycle for r in got[baseline]])):.2f}",
+            c.median(cpu), ", ".join(f"{r:.2f}" for r in cpu)]
 
 
 def accounts_server(running: c.Servers, where: Path, entities: int, access_log: str) -> c.Server:
@@ -356,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(ratio_row(f"account mode ({args.entities} entities), kurigram", clients, got,
                                   account_kurigram, bare_kind, time_ratio=True))
         print(c.table(["cycle", "workers", "ready cycles/s", "bare cycles/s", "time ratio (goal <= 1.3)",
-                       "per round", "ready server CPU ms/cycle", "bare server CPU ms/cycle"], rows))
+                       "per round", "ready CPU ms/cycle (client + server)", "bare CPU ms/cycle", "CPU ratio (ready / bare)",
+                       "CPU ratio per round"], rows))
         cycles = 20 if args.quick else 200
         print("\nThe floor, in CPU ms (one worker in the benchmark's own thread; the server's CPU is not in it):")
         rows = floor_rows(folder, args.entities, rounds, 20 if args.quick else 200)
@@ -379,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
                 got = alternate([two_hosts, no_host], shared, clients, seconds, rounds)
                 rows.append(ratio_row("two hosts", clients, got, two_hosts, no_host, time_ratio=False))
         print(c.table(["with host", "workers", "cycles/s", "no host cycles/s", "ratio (goal >= 0.95)",
-                       "per round", "server CPU ms/cycle", "no host server CPU ms/cycle"], rows))
+                       "per round", "CPU ms/cycle (client + server)", "no host CPU ms/cycle",
+                       "CPU ratio (no host / host)", "CPU ratio per round"], rows))
     return 0
 
 
