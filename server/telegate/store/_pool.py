@@ -31,6 +31,7 @@ from . import _history as history
 from . import _keys as keys
 from . import _leases as leases
 from . import _line as line
+from . import _pg_calls as pg_calls
 from . import _reports as reports
 from ._base import (
     STATES, CommitFeed, DatabaseError, Engine, Grant, KeyInfo, Lease, LeaseLimit, NoSessionAvailable, NotFound,
@@ -66,6 +67,8 @@ class _Base:
         self.clock = engine.now
         #: Called after each commit that granted sessions to waiting tickets, with the grants.
         self.grant_listeners: list[Callable[[list[Grant]], None]] = []
+        #: PostgreSQL: acquire, release and the line's serving run as server-side functions (_pg_calls).
+        self._calls = getattr(engine, "call", None) is not None
         engine.migrate()
         # Names registered before they were unique regardless of case get their keys (a
         # read finds none to fill once they have them; see _namekeys.py).
@@ -134,7 +137,8 @@ class _Base:
             del grants[:]
 
             def serve() -> None:
-                grants.extend(leases.serve_line(tx, self.engine, self.handover_grace))
+                grants.extend(pg_calls.serve_line(tx, self.handover_grace) if self._calls
+                              else leases.serve_line(tx, self.engine, self.handover_grace))
 
             return op(tx, serve)
 
@@ -205,6 +209,9 @@ class _Leasing(_Base):
         the release of one of the key's leases serves it (the line skips it until then).
         """
         purpose = purpose.lower() if purpose else None
+        if self._calls:
+            return pg_calls.acquire(self, ttl, holder, name, key, request_id, purpose, wait, owner, keep_polls,
+                                    account, kind, host)
         fit = Fit(kind, host, self.handover_grace, account)
 
         def claim(tx: Tx, serve: Serve) -> Lease | Ticket | NoSessionAvailable | WaitLimit | LeaseLimit:
@@ -272,6 +279,9 @@ class _Leasing(_Base):
         and a token that is not the current lease writes nothing (:class:`LeaseMismatch`).
         """
         scope = flood_scope.lower() if flood_scope else None
+        if self._calls and state is None:
+            return pg_calls.release(self, session_id, token, key, flood_wait=flood_wait, scope=scope,
+                                    disable=disable, peer_flood=peer_flood)
         write_state = self._state_writer(session_id, state)
 
         def end_lease(tx: Tx, serve: Serve) -> bool:
