@@ -537,7 +537,8 @@ def changed_state(library: str, client: Any, account: Mapping[str, Any]) -> dict
         session = client.session
         seeded = getattr(session, "_telegate_seeded", None)
         rows = getattr(session, "_entities", ())
-        return state_changes(account, _telethon_state(client, rows if seeded is None else rows - seeded))
+        fresh = rows - seeded if isinstance(seeded, set) and isinstance(rows, (set, frozenset)) else rows
+        return state_changes(account, _telethon_state(client, fresh))
     conn = client.storage.conn
     tracked = conn.execute("SELECT 1 FROM temp.sqlite_master WHERE name = ?", (_TOUCHED,)).fetchone()
     return state_changes(account, _pyrogram_state(client, touched_only=tracked is not None))
