@@ -28,6 +28,7 @@ log = logging.getLogger("telegate.app")
 def _dumps(data: Any) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))  # as app.py's answers
 
+
 NO_ACCOUNTS = ApiError(403, "accounts_not_allowed",
                        "this API key may not receive accounts; an admin creates one that may with:"
                        " telegate keys create NAME --accounts")
