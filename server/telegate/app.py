@@ -229,6 +229,7 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
     app = bottle.Bottle()
     app.config["catchall"] = True
     app.default_error_handler = _bottle_error
+    store.cache_keys()  # a key is read once, then again only after a key change
     app.install(_ApiPlugin(store))
     clock = store.clock
     gate = AccountGate(settings, store)
