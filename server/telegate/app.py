@@ -15,7 +15,7 @@ from typing import Any, Callable
 import bottle
 
 from . import _keys
-from ._access_log import access_log, access_logged  # noqa: F401 (access_logged: serve's)
+from ._access_log import EVENT, access_log, access_logged  # noqa: F401 (access_logged: serve's)
 from ._account_routes import AccountGate, account_error
 from . import accounts as accounts_mod
 from . import store as store_mod
@@ -290,13 +290,14 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
             if place is not None:
                 room.leave(place)
         account = gate.lease_account(lease, key) if with_account else None
-        log.info("leased session %d (%s) to %s until %s", lease.session_id, lease.session_name,
-                 holder, iso(lease.lease_expires_at))
+        expires = iso(lease.lease_expires_at)
+        bottle.request.environ[EVENT] = ("leased session %d (%s) to %s until %s",
+                                         (lease.session_id, lease.session_name, holder, expires))
         return _json({
             "session_id": lease.session_id,
             "session_name": lease.session_name,
             "lease_token": lease.lease_token,
-            "lease_expires_at": iso(lease.lease_expires_at),
+            "lease_expires_at": expires,
             "ttl": ttl,
             "kind": lease.kind,
             "meta": lease.meta,
@@ -353,7 +354,7 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
             extra = f", flood wait {flood_wait:g} s" if flood_wait else ""
             extra += f" for {scope}" if scope and flood_wait else ""
             extra += f", disabled: {reason}" if reason else ""
-            log.info("released session %d%s", session_id, extra)
+            bottle.request.environ[EVENT] = ("released session %d%s", (session_id, extra))
         return _json({"status": "released"})
 
     @route("/renew", "POST")
