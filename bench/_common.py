@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -198,13 +199,19 @@ class Servers:
 # -- clients ------------------------------------------------------------------------------
 
 
+def acquire_body(ttl: float, **more: Any) -> bytes:
+    """The JSON body of one acquire, with a fresh ``request_id`` as the SDK sends with each
+    (the server then also looks for an earlier lease of that request: part of the real cost)."""
+    return json.dumps({"ttl": ttl, "request_id": uuid.uuid4().hex, **more}).encode()
+
+
 class ThinClient:
     """The thinnest HTTP client: one http.client keep-alive connection, JSON by hand."""
 
     def __init__(self, server: Server, ttl: float = 60) -> None:
         self.conn = http.client.HTTPConnection(server.host, server.port, timeout=60)
         self.headers = {"X-API-Key": server.api_key, "Content-Type": "application/json"}
-        self.acquire_body = json.dumps({"ttl": ttl}).encode()
+        self.ttl = ttl
 
     def _post(self, path: str, body: bytes) -> tuple[int, bytes]:
         self.conn.request("POST", path, body, self.headers)
@@ -213,7 +220,7 @@ class ThinClient:
 
     def cycle(self) -> bool:
         """Acquire then release; True when a lease was granted."""
-        status, data = self._post("/session", self.acquire_body)
+        status, data = self._post("/session", acquire_body(self.ttl))
         if status != 200:
             if status == 503:
                 return False
@@ -242,10 +249,10 @@ class Urllib3Client:
         self.url = server.url
         self.headers = {"X-API-Key": server.api_key, "Content-Type": "application/json",
                         "Accept": "application/json", "User-Agent": "bench"}
-        self.acquire_body = json.dumps({"ttl": ttl}).encode()
+        self.ttl = ttl
 
     def cycle(self) -> bool:
-        reply = self.pool.request("POST", self.url + "/session", body=self.acquire_body, headers=self.headers)
+        reply = self.pool.request("POST", self.url + "/session", body=acquire_body(self.ttl), headers=self.headers)
         if reply.status != 200:
             if reply.status == 503:
                 return False

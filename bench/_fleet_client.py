@@ -31,6 +31,7 @@ import json
 import sys
 import threading
 import time
+import uuid
 
 
 class Worker:
@@ -67,7 +68,8 @@ class Worker:
             began = time.time()
             if began >= stop:
                 return
-            status, lease = self.post("/session", {"ttl": 60})
+            # A fresh request_id with each acquire, as the SDK sends one.
+            status, lease = self.post("/session", {"ttl": 60, "request_id": uuid.uuid4().hex})
             if status != 200:
                 if status != 503:
                     raise RuntimeError(f"acquire answered {status}: {lease}")
@@ -81,14 +83,16 @@ class Worker:
 
     def handoff_loop(self, start: float, stop: float, hold: float, wait: float, poll: bool = False) -> None:
         asked = time.time()
+        request_id = uuid.uuid4().hex  # one per lease asked for, kept over its tries, as the SDK does
         while True:
             if time.time() >= stop:
                 self.unserved = stop - max(asked, start)
                 return
             if poll:
-                status, lease = self.post("/session", {"ttl": 60})
+                status, lease = self.post("/session", {"ttl": 60, "request_id": request_id})
             else:
-                status, lease = self.post("/session", {"ttl": 60, "wait": min(wait, max(0.0, stop - time.time()))})
+                status, lease = self.post("/session", {"ttl": 60, "request_id": request_id,
+                                                       "wait": min(wait, max(0.0, stop - time.time()))})
             granted = time.time()
             if status != 200:
                 if status != 503:
@@ -104,10 +108,12 @@ class Worker:
             if asked >= start:
                 self.cycles += 1
             asked = time.time()
+            request_id = uuid.uuid4().hex
 
     def once(self, start: float, stop: float) -> None:
         asked = time.time()
-        status, lease = self.post("/session", {"ttl": 120, "wait": min(60.0, max(0.5, stop - asked + 1))})
+        status, lease = self.post("/session", {"ttl": 120, "request_id": uuid.uuid4().hex,
+                                               "wait": min(60.0, max(0.5, stop - asked + 1))})
         granted = time.time()
         if status == 200:
             self.grants.append((asked, granted, lease["session_id"]))

@@ -192,7 +192,7 @@ def _one_failover(primary: c.Server, backup: c.Server, key: str, kind: str) -> f
         def cycle() -> None:
             import json
 
-            status, data = post("/session", b'{"ttl": 30}')
+            status, data = post("/session", c.acquire_body(30))
             if status != 200:
                 raise RuntimeError(f"acquire {status}: {data[:200]!r}")
             lease = json.loads(data)

@@ -51,6 +51,12 @@ _ID_PARAM = {"name": "session_id", "in": "path", "required": True,
 _KEYED: list[dict[str, list[str]]] = [{"ApiKey": []}, {"Bearer": []}]
 
 
+def _key_name_param(description: str) -> dict[str, Any]:
+    """The ``{name}`` path parameter of the /keys/{name} routes."""
+    return {"name": "name", "in": "path", "required": True,
+            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_NAME}, "description": description}
+
+
 def _op(summary: str, description: str, responses: dict[str, Any], *, tag: str, auth: bool = True,
         body: dict[str, Any] | None = None, parameters: list[dict[str, Any]] | None = None,
         operation_id: str) -> dict[str, Any]:
@@ -180,9 +186,7 @@ def build_openapi() -> dict[str, Any]:
                 body=_json_body(_ref("CreateKeyRequest"), example={"name": "worker-2"})),
         },
         "/keys/{name}": {
-            "parameters": [{"name": "name", "in": "path", "required": True,
-                            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_NAME},
-                            "description": "The key's name (URL-encoded)."}],
+            "parameters": [_key_name_param("The key's name (URL-encoded).")],
             "delete": _op(
                 "Revoke an API key",
                 "The key gets 401 from the next request on, in every server process. Its leases end with it"
@@ -205,9 +209,7 @@ def build_openapi() -> dict[str, Any]:
                        tag="admin", operation_id="getAccount"),
         },
         "/keys/{name}/undo-reports": {
-            "parameters": [{"name": "name", "in": "path", "required": True,
-                            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_NAME},
-                            "description": "The key's name (URL-encoded); revoked keys too."}],
+            "parameters": [_key_name_param("The key's name (URL-encoded); revoked keys too.")],
             "post": _op(
                 "Undo a key's reports",
                 "Every disable and rest the key reported on release (since `since`) is undone, except where"

@@ -9,11 +9,13 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 from .store import is_database_url
 
 __all__ = ["SETTINGS", "Setting", "Settings", "SettingsError", "resolve", "env_name"]
+
+N = TypeVar("N", int, float)
 
 
 class SettingsError(ValueError):
@@ -42,15 +44,22 @@ def _choice(*choices: str) -> Callable[[Any], str]:
     return convert
 
 
-def _ranged_int(low: int, high: int) -> Callable[[Any], int]:
-    def convert(value: Any) -> int:
-        number = int(value)
+def _in_range(kind: Callable[[Any], N], low: N, high: N, words: str, label: str) -> Callable[[Any], N]:
+    """A converter to ``kind`` that refuses values outside ``low``..``high`` (``words``: what
+    the error calls them); ``label`` names it in ``--help``."""
+    def convert(value: Any) -> N:
+        number = kind(value)
         if not low <= number <= high:
-            raise ValueError(f"expected a whole number from {low} to {high}, got {value!r}")
+            shown = (f"{low}", f"{high}") if kind is int else (f"{low:g}", f"{high:g}")
+            raise ValueError(f"expected {words} from {shown[0]} to {shown[1]}, got {value!r}")
         return number
 
-    convert.__name__ = "int"
+    convert.__name__ = label
     return convert
+
+
+def _ranged_int(low: int, high: int) -> Callable[[Any], int]:
+    return _in_range(int, low, high, "a whole number", "int")
 
 
 def _database(value: Any) -> Path | str:
@@ -64,14 +73,7 @@ def _database(value: Any) -> Path | str:
 
 
 def _seconds(low: float, high: float) -> Callable[[Any], float]:
-    def convert(value: Any) -> float:
-        number = float(value)
-        if not low <= number <= high:
-            raise ValueError(f"expected seconds from {low:g} to {high:g}, got {value!r}")
-        return number
-
-    convert.__name__ = "seconds"
-    return convert
+    return _in_range(float, low, high, "seconds", "seconds")
 
 
 def _optional_text(value: Any) -> str | None:
