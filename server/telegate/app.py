@@ -49,8 +49,12 @@ POLL_WHILE_LEASED = 5
 MAX_WAIT = 60
 
 
+#: One encoder for every answer: ``json.dumps`` with options builds a new one per call.
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> bottle.HTTPResponse:
-    body = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    body = _ENCODE(data)
     response = bottle.HTTPResponse(body, status=status, headers=headers)
     response.content_type = "application/json"
     return response
