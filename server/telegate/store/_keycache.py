@@ -207,19 +207,10 @@ class _PostgresKeyWatch:
                     break
                 self._busy = True
                 if ready:
-                    tokens = [note.payload for note in self._conn.notifies(timeout=0)]
-                    self._generation += 1
-                    for token in tokens:  # after forgetting: the change may answer now
-                        if token:
-                            self._conn.execute("SELECT pg_notify(%s, %s)", (ACK_CHANNEL, token))
+                    self._generation += 1  # something came: forget first, read after
                 else:
                     self._conn.execute("SELECT 1")  # still there? (notifications meanwhile are kept)
-                    tokens = [note.payload for note in self._conn.notifies(timeout=0)]
-                    if tokens:
-                        self._generation += 1
-                        for token in tokens:
-                            if token:
-                                self._conn.execute("SELECT pg_notify(%s, %s)", (ACK_CHANNEL, token))
+                self._drain()
                 self._busy = False
             except (psycopg.Error, OSError, ValueError) as exc:
                 if not self._stop.is_set():
@@ -229,6 +220,19 @@ class _PostgresKeyWatch:
                 self._stop.wait(delay)
                 delay = min(delay * 2, 5.0)
         self._drop()
+
+    def _drain(self) -> None:
+        """Read every notification received (on the socket, or kept while a query ran) and
+        acknowledge each change's token, until none is left: an acknowledgement is a query,
+        during which more may come."""
+        while True:
+            tokens = [note.payload for note in self._conn.notifies(timeout=0)]
+            if not tokens:
+                return
+            self._generation += 1  # forget, then let the changes answer
+            for token in tokens:
+                if token:
+                    self._conn.execute("SELECT pg_notify(%s, %s)", (ACK_CHANNEL, token))
 
     def close(self) -> None:
         self._stop.set()
@@ -257,6 +261,10 @@ class KeyCache:
             self._watch = _SQLiteKeyWatch(self._engine)
         elif self._engine.dialect == "postgresql":
             self._watch = _PostgresKeyWatch(self._engine.listen_conninfo())
+
+    def trusted(self) -> bool:
+        """Whether a lookup now may be answered from the cache (on, and its watch up)."""
+        return self._watch is not None and self._watch.version(self._epoch) is not None
 
     def lookup(self, key: str) -> KeyInfo | None:
         digest = hash_key(key)
