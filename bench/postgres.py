@@ -32,6 +32,7 @@ import os
 import random
 import secrets
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -55,8 +56,9 @@ class Databases:
         self.prefix = f"telegate_bench_{os.getpid()}_{secrets.token_hex(2)}"
         self.names: list[str] = []
 
-    def create(self, sessions: int) -> tuple[str, str]:
-        """A new database with ``sessions`` sessions and a client key; (URL, key)."""
+    def create(self, sessions: int, tree: Path | None = None) -> tuple[str, str]:
+        """A new database with ``sessions`` sessions and a client key; (URL, key). ``tree``: its
+        schema and key made by the TeleGate of that checkout (a baseline of an older schema)."""
         import psycopg
         from psycopg.conninfo import conninfo_to_dict
 
@@ -69,8 +71,15 @@ class Databases:
         user = info.get("user", "")
         auth = f"{user}:{info['password']}@" if info.get("password") else (f"{user}@" if user else "")
         url = f"postgresql://{auth}{info.get('host', '127.0.0.1')}:{info.get('port', 5432)}/{name}"
-        with open_store(url) as store:
-            key = store.create_key("bench", "client")
+        if tree is None:
+            with open_store(url) as store:
+                key = store.create_key("bench", "client")
+        else:
+            made = subprocess.run(
+                [sys.executable, "-c", "import sys; from telegate.store import open_store\n"
+                 "with open_store(sys.argv[1]) as store: print(store.create_key('bench', 'client'))", url],
+                env=c.server_env(tree), capture_output=True, text=True, check=True)
+            key = made.stdout.strip().splitlines()[-1]
         with psycopg.connect(url, autocommit=True) as conn:  # bulk: one statement for 100k rows
             conn.execute("INSERT INTO sessions (name, created_at) SELECT 'acc' || lpad(n::text, 6, '0'),"
                          " EXTRACT(EPOCH FROM now()) FROM generate_series(0, %s - 1) AS n", (sessions,))
@@ -271,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         contenders = [sqlite, pg]
         if args.baseline_tree:
             tree = args.baseline_tree.resolve()
-            base_url, base_key = databases.create(64)
+            base_url, base_key = databases.create(64, tree)
             base_pg = start("baseline_pg", db=base_url, api_key=base_key, tree=tree)
             databases.count_database_cpu(base_pg, base_url)
             contenders += [start("baseline_sqlite", sessions=64, tree=tree), base_pg]

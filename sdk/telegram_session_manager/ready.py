@@ -26,9 +26,12 @@ import asyncio
 import base64
 import contextlib
 import datetime
+import functools
 import logging
+import operator
 import os
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator, Mapping
 from urllib.parse import unquote, urlsplit
@@ -42,6 +45,7 @@ __all__ = [
     "telethon_state",
     "pyrogram_state",
     "state_changes",
+    "changed_state",
     "SESSIONS_DIR_ENV",
 ]
 
@@ -196,6 +200,25 @@ def _telethon() -> Any:
     return telethon
 
 
+_ROW = operator.itemgetter("id", "hash", "username", "phone", "name")
+
+
+def _telethon_rows(entities: Any) -> set[tuple[Any, ...]]:
+    """The entities as Telethon's MemorySession rows (id, hash, username, phone, name).
+
+    The server hands them out whole (every field, ids and hashes whole numbers): those are
+    taken field by field in C; anything else (a missing field, a null hash, which Telethon
+    keeps as 0) row by row."""
+    try:
+        rows = set(map(_ROW, entities))
+        if all(type(row[0]) is int and type(row[1]) is int for row in rows):
+            return rows
+    except (KeyError, TypeError):
+        pass
+    return {(int(e["id"]), int(e.get("hash") or 0), e.get("username"), e.get("phone"), e.get("name"))
+            for e in entities if isinstance(e, dict) and "id" in e}
+
+
 def _account_session(account: Mapping[str, Any]) -> Any:
     """A Telethon MemorySession seeded with the account's key, DC, entities and update state."""
     _telethon()
@@ -211,8 +234,11 @@ def _account_session(account: Mapping[str, Any]) -> Any:
                                " re-import it") from None
     session.auth_key = AuthKey(_auth_key(account))
     state = account.get("state") or {}
-    session._entities = {(int(e["id"]), int(e.get("hash") or 0), e.get("username"), e.get("phone"), e.get("name"))
-                         for e in state.get("entities") or () if isinstance(e, dict) and "id" in e}
+    seeded = _telethon_rows(state.get("entities") or ())
+    session._entities = set(seeded)
+    # The rows as seeded: at the end of the block only the rows not among them (met or
+    # changed since) are compared with the account's (see :func:`changed_state`).
+    session._telegate_seeded = seeded
     update = state.get("update_state")
     if isinstance(update, Mapping):
         session.set_update_state(0, State(
@@ -258,9 +284,14 @@ def _telethon_file(path: Path, meta: Mapping[str, Any], **kwargs: Any) -> Any:
 
 def telethon_state(client: Any) -> dict[str, Any]:
     """What a Telethon client built by :func:`build_telethon` holds now, in the contract's shape."""
+    return _telethon_state(client, getattr(client.session, "_entities", ()))
+
+
+def _telethon_state(client: Any, rows: Any) -> dict[str, Any]:
+    """:func:`telethon_state` with the entity ``rows`` given (all of them, or those not seeded)."""
     session = client.session
     entities = [{"id": row[0], "hash": row[1], "username": row[2], "phone": row[3], "name": row[4]}
-                for row in getattr(session, "_entities", ())]
+                for row in rows]
     update = session.get_update_state(0)
     key = session.auth_key.key if session.auth_key is not None else None
     return {
@@ -291,10 +322,68 @@ def _pyrogram() -> Any:
     return pyrogram
 
 
+#: Tables of kurigram's in-memory storage whose writes the ready client tracks: at the end
+#: of the block only the peers written since the seeding are compared with the account's.
+_TRACKED = ("peers", "usernames")
+_TOUCHED = "telegate_touched"
+
+
+def _tracking_sql() -> str:
+    """TEMP triggers (kept out of kurigram's own schema) noting every peer id written after the seeding."""
+    script = [f"CREATE TEMP TABLE {_TOUCHED} (id INTEGER PRIMARY KEY);"]
+    for table in _TRACKED:
+        for event, rows in (("INSERT", ("NEW",)), ("UPDATE", ("OLD", "NEW")), ("DELETE", ("OLD",))):
+            notes = " ".join(f"INSERT OR IGNORE INTO {_TOUCHED} VALUES ({row}.id);" for row in rows)
+            script.append(f"CREATE TEMP TRIGGER telegate_{table}_{event.lower()} AFTER {event} ON main.{table}"
+                          f" BEGIN {notes} END;")
+    return "\n".join(script)
+
+
+class _Schema:
+    """kurigram's storage schema, made once per process (it never changes) and copied into each
+    new in-memory storage: its tables first, then, after the peers are in, its indexes and
+    trigger (building an index over rows already there is cheaper than keeping it up row by row)."""
+
+    def __init__(self, script: str) -> None:
+        cut = script.find("CREATE INDEX")
+        self.tables, self.rest = (script[:cut], script[cut:]) if cut > 0 else (script, "")
+        self.image: bytes | None = None
+        probe = sqlite3.connect(":memory:")
+        try:
+            probe.executescript(self.tables)
+            if hasattr(probe, "serialize") and hasattr(probe, "deserialize"):  # Python 3.11+
+                self.image = probe.serialize()
+            probe.executescript(self.rest)
+            whole = sqlite3.connect(":memory:")
+            whole.executescript(script)
+            split_ok = _schema_of(probe) == _schema_of(whole)
+            whole.close()
+        finally:
+            probe.close()
+        if not split_ok:  # a kurigram whose schema does not split so: run it whole, as it is
+            self.tables, self.rest, self.image = script, "", None
+
+    def connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(":memory:", timeout=1, check_same_thread=False)
+        if self.image is not None:
+            conn.deserialize(self.image)
+        else:
+            conn.executescript(self.tables)
+        return conn
+
+
+def _schema_of(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+    return conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name").fetchall()
+
+
+@functools.lru_cache(maxsize=None)
 def _account_storage_class() -> type:
     _pyrogram()
     from pyrogram.storage import SQLiteStorage
     from pyrogram.storage.sqlite_storage import SCHEMA
+
+    schema = _Schema(SCHEMA)
+    tracking = _tracking_sql()
 
     class AccountStorage(SQLiteStorage):
         """kurigram's storage in memory, seeded from the account; it outlives the client's
@@ -302,8 +391,7 @@ def _account_storage_class() -> type:
 
         def __init__(self, name: str, account: Mapping[str, Any]) -> None:
             super().__init__(name, workdir=Path("."), in_memory=True)
-            conn = sqlite3.connect(":memory:", timeout=1, check_same_thread=False)
-            conn.executescript(SCHEMA)
+            conn = schema.connect()
             conn.execute("INSERT INTO version VALUES (?)", (self.VERSION,))
             try:
                 conn.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (
@@ -314,19 +402,26 @@ def _account_storage_class() -> type:
                 raise ReadyClientError("the lease's account has no usable dc_id/server_address; an admin must"
                                        " re-import it") from None
             state = account.get("state") or {}
-            entities = [e for e in state.get("entities") or () if isinstance(e, dict) and "id" in e]
-            conn.executemany("REPLACE INTO peers (id, access_hash, type, phone_number) VALUES (?, ?, ?, ?)",
-                             [(int(e["id"]), int(e.get("hash") or 0), _peer_type(int(e["id"]), e.get("type")),
-                               e.get("phone")) for e in entities])
+            # By id, the last one winning (as kurigram's REPLACE would): the table is empty, so
+            # a plain INSERT does; last_update_on as its default would set it (now), once.
+            entities = {int(e["id"]): e for e in state.get("entities") or () if isinstance(e, dict) and "id" in e}
+            now = int(time.time())
+            conn.executemany(
+                "INSERT INTO peers (id, access_hash, type, phone_number, last_update_on) VALUES (?, ?, ?, ?, ?)",
+                [(peer_id, int(e.get("hash") or 0), _peer_type(peer_id, e.get("type")), e.get("phone"), now)
+                 for peer_id, e in entities.items()])
             conn.executemany("INSERT INTO usernames (id, username) VALUES (?, ?)",
-                             [(int(e["id"]), e["username"].lower()) for e in entities if e.get("username")])
+                             [(peer_id, e["username"].lower()) for peer_id, e in entities.items() if e.get("username")])
             update = state.get("update_state")
             if isinstance(update, Mapping):
                 conn.execute("INSERT INTO update_state (id, pts, qts, date, seq) VALUES (0, ?, ?, ?, ?)",
                              (update.get("pts"), update.get("qts"), update.get("date"), update.get("seq")))
             conn.commit()
+            if schema.rest:
+                conn.executescript(schema.rest)
+            conn.executescript(tracking)  # from here on, every peer written is noted
             self.conn = conn
-            self.types = {int(e["id"]): e.get("type") for e in entities}
+            self.types = {peer_id: e.get("type") for peer_id, e in entities.items()}
 
         async def open(self) -> None:
             pass  # seeded at construction
@@ -363,15 +458,21 @@ def _pyrogram_file(path: Path, meta: Mapping[str, Any], **kwargs: Any) -> Any:
 
 def pyrogram_state(client: Any) -> dict[str, Any]:
     """What a kurigram client built by :func:`build_pyrogram` holds now, in the contract's shape."""
+    return _pyrogram_state(client, touched_only=False)
+
+
+def _pyrogram_state(client: Any, touched_only: bool) -> dict[str, Any]:
+    """:func:`pyrogram_state`; ``touched_only``: of the peers written since the seeding alone."""
     storage = client.storage
     conn = storage.conn
+    only = f" WHERE id IN (SELECT id FROM temp.{_TOUCHED})" if touched_only else ""
     names: dict[int, str] = {}
-    for peer_id, username in conn.execute("SELECT id, username FROM usernames ORDER BY rowid"):
+    for peer_id, username in conn.execute(f"SELECT id, username FROM usernames{only} ORDER BY rowid"):
         names.setdefault(peer_id, username)
     entities = [{"id": peer_id, "hash": access_hash, "type": _peer_type(peer_id, kind), "username": names.get(peer_id),
                  "phone": phone, "name": None}
                 for peer_id, access_hash, kind, phone in conn.execute(
-                    "SELECT id, access_hash, type, phone_number FROM peers")]
+                    f"SELECT id, access_hash, type, phone_number FROM peers{only}")]
     update = conn.execute("SELECT pts, qts, date, seq FROM update_state WHERE id = 0").fetchone()
     dc_id, address, port, key = conn.execute("SELECT dc_id, server_address, port, auth_key FROM sessions").fetchone()
     return {
@@ -398,7 +499,7 @@ def state_changes(account: Mapping[str, Any], now: Mapping[str, Any]) -> dict[st
     of cached entities reads and compares them all at the end of every block.
     """
     before = {e["id"]: e for e in (account.get("state") or {}).get("entities") or ()
-              if isinstance(e, dict) and "id" in e}
+              if isinstance(e, dict) and "id" in e} if now["entities"] else {}
     changed = []
     for entity in now["entities"]:
         old = before.get(entity["id"])
@@ -424,6 +525,23 @@ def state_changes(account: Mapping[str, Any], now: Mapping[str, Any]) -> dict[st
             account.get("dc_id"), account.get("server_address"), account.get("port"), account.get("auth_key")):
         state["dc"] = {key: value for key, value in dc.items() if value is not None}
     return state or None
+
+
+def changed_state(library: str, client: Any, account: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What the end of a block writes back: ``state_changes(account, <library>_state(client))``
+    for a client built by :func:`build_telethon` / :func:`build_pyrogram`, without reading back
+    the entities it was seeded with and never wrote again (thousands on a big cache): only
+    Telethon's rows not among the seeded ones, and the peers kurigram wrote since the seeding
+    (noted by TEMP triggers), are compared with the account's."""
+    if library == "telethon":
+        session = client.session
+        seeded = getattr(session, "_telegate_seeded", None)
+        rows = getattr(session, "_entities", ())
+        fresh = rows - seeded if isinstance(seeded, set) and isinstance(rows, (set, frozenset)) else rows
+        return state_changes(account, _telethon_state(client, fresh))
+    conn = client.storage.conn
+    tracked = conn.execute("SELECT 1 FROM temp.sqlite_master WHERE name = ?", (_TOUCHED,)).fetchone()
+    return state_changes(account, _pyrogram_state(client, touched_only=tracked is not None))
 
 
 # --------------------------------------------------------------------------------------
@@ -470,12 +588,19 @@ class _Plan:
         return _pyrogram_file(path, lease.meta, **self.kwargs)
 
     def collect(self, built: Any, lease: Lease) -> None:
-        """After the disconnect: what changed goes with the release (account mode)."""
+        """After the disconnect: what changed goes with the release (account mode). In file mode
+        Telethon's session file is closed (committed) now, also when the client never connected
+        (a connected client's disconnect closed it already): the file is not held open until the
+        garbage collector finds the client, and whatever the block wrote to it is kept."""
         if self.account is None:
+            if self.library == "telethon":
+                try:
+                    built.session.close()
+                except Exception:
+                    log.exception("TeleGate: closing the session file of session %s failed", lease.session_name)
             return
         try:
-            now = telethon_state(built) if self.library == "telethon" else pyrogram_state(built)
-            lease._state = state_changes(self.account, now)
+            lease._state = changed_state(self.library, built, self.account)
         except Exception:
             log.exception("TeleGate: could not read what changed in session %s; releasing it without"
                           " writing its state back", lease.session_name)

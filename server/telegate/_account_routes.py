@@ -8,6 +8,7 @@ routes; :class:`AccountGate` holds the rules and the parsing they share.
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 from typing import Any, Callable, Mapping
 
@@ -22,6 +23,11 @@ from .store import KeyInfo, PoolStore
 __all__ = ["AccountGate", "account_error", "tls_rule", "listens_on_loopback", "NO_ACCOUNTS", "TLS_REQUIRED", "MAX_PUT_SESSIONS"]
 
 log = logging.getLogger("telegate.app")
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))  # as app.py's answers
+
 
 NO_ACCOUNTS = ApiError(403, "accounts_not_allowed",
                        "this API key may not receive accounts; an admin creates one that may with:"
@@ -94,9 +100,10 @@ class AccountGate:
             raise NO_ACCOUNTS
 
     def lease_account(self, lease: store_mod.Lease, key: KeyInfo) -> dict[str, Any]:
-        """The leased session's account; a lease whose account cannot be opened is given back."""
+        """The leased session's account; a lease whose account cannot be opened is given back.
+        Its ``state`` is the sealed JSON text as it is (see :func:`answer_with_account`)."""
         try:
-            account = self.store.lease_account(lease, key)
+            account = self.store.lease_account(lease, key, raw_state=True)
         except Exception:
             self.store.release(lease.session_id, lease.lease_token, key=key)
             raise
@@ -105,6 +112,19 @@ class AccountGate:
             raise ApiError(503, "no_session_available", "the leased session lost its account; ask again",
                            headers={"Retry-After": "1"})
         return account
+
+    @staticmethod
+    def answer_with_account(answer: Mapping[str, Any], account: Mapping[str, Any]) -> str:
+        """The JSON text of a hand-out: ``answer`` with ``"account"`` last, whose ``state``
+        (the entity cache, thousands of entities on a big one) goes in as the JSON text it
+        was sealed as, neither parsed nor encoded again; the text is the same as encoding
+        the parsed state would give (same compact separators, same order)."""
+        state = account.get("state")
+        rest = {name: value for name, value in account.items() if name != "state"}
+        state_text = state if isinstance(state, store_mod.RawJSON) else _dumps(state)
+        head, tail = _dumps(answer)[:-1], _dumps(rest)[1:-1]
+        return (f"{head}{',' if len(head) > 1 else ''}\"account\":{{{tail}{',' if tail else ''}"
+                f"\"state\":{state_text}}}}}")
 
     def state(self, fields: Fields, token: str | None, key: KeyInfo,
               environ: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -53,8 +53,9 @@ MAX_WAIT = 60
 _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
-def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> bottle.HTTPResponse:
-    body = _ENCODE(data)
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None, *,
+          text: str | None = None) -> bottle.HTTPResponse:
+    body = text if text is not None else _ENCODE(data)
     response = bottle.HTTPResponse(body, status=status, headers=headers)
     response.content_type = "application/json"
     return response
@@ -297,16 +298,11 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
         expires = iso(lease.lease_expires_at)
         bottle.request.environ[EVENT] = ("leased session %d (%s) to %s until %s",
                                          (lease.session_id, lease.session_name, holder, expires))
-        return _json({
-            "session_id": lease.session_id,
-            "session_name": lease.session_name,
-            "lease_token": lease.lease_token,
-            "lease_expires_at": expires,
-            "ttl": ttl,
-            "kind": lease.kind,
-            "meta": lease.meta,
-            **({"account": account} if with_account else {}),
-        }, headers={"Cache-Control": "no-store"} if with_account else None)
+        answer = {"session_id": lease.session_id, "session_name": lease.session_name, "lease_token": lease.lease_token,
+                  "lease_expires_at": expires, "ttl": ttl, "kind": lease.kind, "meta": lease.meta}
+        if account is None:
+            return _json(answer)
+        return _json(None, headers={"Cache-Control": "no-store"}, text=gate.answer_with_account(answer, account))
 
     def _wait_in_line(ticket: Ticket, wait: float, place: Place | None) -> store_mod.Lease:
         """Park a long-poll until its ticket is granted a session, or its wait runs out (503)."""

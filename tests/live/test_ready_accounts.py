@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import secrets
 from typing import Any, Iterator
 
@@ -21,7 +22,7 @@ from telethon.errors import AuthKeyUnregisteredError, rpc_message_to_error
 from telethon.tl import functions as tl_functions
 from telethon.tl.types import RpcError, User
 
-from support import LiveServer, server_env
+from support import LiveServer, server_env, wait_for_log
 from support.accounts import new_account
 from telegate.accounts import new_master_key
 from telegram_session_manager import AsyncTelegramSessionManagerClient, TelegramSessionManagerClient
@@ -142,6 +143,50 @@ def test_telethon_holds_the_account_and_a_new_entity_is_in_the_next_client(accou
             assert tg.session.get_input_entity("newfriend").access_hash == met.access_hash
             assert_telethon_holds(tg, account)  # the imported entities stay
     assert accounts.info(sid)["state"] == "free"
+
+
+@pytest.mark.parametrize("library", ["telethon", "pyrogram"])
+def test_the_write_back_rides_on_the_release_and_only_when_something_changed(accounts, library):
+    """A block that learned something sends it with its release (one request: no renew, no
+    second release); a block that learned nothing sends no state. Counted in the access log."""
+    account = new_account()
+    sid = accounts.put(library, account)
+    with TelegramSessionManagerClient(accounts.url, accounts.key, keepalive=False) as client:
+        with getattr(client, library)(connect=False) as built:
+            if library == "telethon":
+                met = User(id=4242, access_hash=4343, username="newfriend", first_name="New")
+                built.session.process_entities(type("Result", (), {"users": [met], "chats": []})())
+            else:
+                asyncio.run(built.storage.update_peers([(4242, 4343, "user", None)]))
+        wait_for_log(accounts.server, r"POST /release 200")
+        requests = re.findall(r"(POST|GET) (/\S+) (\d+)", accounts.server.log)
+        assert [(method, path) for method, path, _ in requests if path in ("/session", "/release", "/renew")] == [
+            ("POST", "/session"), ("POST", "/release")]
+        stored = accounts.server.request("GET", f"/sessions/{sid}/account", key="admin").json["account"]["state"][
+            "entities"]
+        assert {entity["id"]: entity["hash"] for entity in stored}[4242] == 4343  # written by that release
+        revision = accounts.server.store.engine.read(
+            lambda tx: tx.row("SELECT revision FROM accounts WHERE session_id = :sid", {"sid": sid}))["revision"]
+        with getattr(client, library)(connect=False):
+            pass  # nothing learned: nothing written
+        assert accounts.server.store.engine.read(
+            lambda tx: tx.row("SELECT revision FROM accounts WHERE session_id = :sid", {"sid": sid}))["revision"] == revision
+
+
+def test_the_hand_out_carries_the_state_as_it_was_stored(accounts):
+    """The hand-out passes the sealed state's JSON on as it is: the answer is the account,
+    unicode and escapes included, and it parses as JSON whole."""
+    account = new_account()
+    account["state"]["entities"].append({"id": 888, "hash": -5, "type": "channel", "username": None,
+                                         "phone": None, "name": 'Ünïcode "quoted" \\ \u2028 ✓'})
+    accounts.put("telethon", account)
+    answer = accounts.server.request("POST", "/session", {"account": True}, key=accounts.key)
+    assert answer.status == 200, answer
+    handed = answer.json["account"]
+    assert handed["state"] == account["state"]
+    assert {name: handed[name] for name in account if name != "state"} == {
+        name: value for name, value in account.items() if name != "state"}
+    assert answer.json["session_name"] == "acc1" and answer.headers.get("Cache-Control") == "no-store"
 
 
 def test_kurigram_holds_the_account_and_a_new_entity_is_in_the_next_client(accounts):

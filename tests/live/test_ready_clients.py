@@ -15,6 +15,7 @@ import os
 import secrets
 import sqlite3
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +179,87 @@ def test_a_dc_move_goes_back_with_the_new_key():
                               "auth_key": base64.b64encode(new_key).decode("ascii")}}
 
 
+def by_id(state: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A write-back with its entities in id order (a set of rows has no order of its own)."""
+    if state is None or "entities" not in state:
+        return state
+    return {**state, "entities": sorted(state["entities"], key=lambda entity: entity["id"])}
+
+
+def test_the_end_of_a_telethon_block_sends_what_reading_every_entity_back_would():
+    """``changed_state`` compares only the rows Telethon wrote since the seeding; the write-back
+    is the one the whole cache read back and compared gives: nothing, new, changed, DC moved."""
+    account = new_account()
+    account["state"]["entities"] += [{"id": 5000 + n, "hash": n, "type": "user", "username": f"u{n}",
+                                      "phone": None, "name": f"U {n}"} for n in range(200)]
+    tg = ready.build_telethon(account)
+
+    def both():
+        return ready.changed_state("telethon", tg, account), ready.state_changes(account, ready.telethon_state(tg))
+
+    assert both() == (None, None)
+    met = User(id=4242, access_hash=secrets.randbits(63), username="newfriend", first_name="New")
+    moved = User(id=5007, access_hash=99, username="u7", first_name="U 7")  # its hash changed
+    same = User(id=5008, access_hash=8, username="u8", first_name="U 8")  # seen again, unchanged
+    tg.session.process_entities(type("Result", (), {"users": [met, moved, same], "chats": []})())
+    fast, full = both()
+    assert by_id(fast) == by_id(full)
+    assert [entity["id"] for entity in by_id(fast)["entities"]] == [4242, 5007]
+    tg.session.set_dc(2, "149.154.167.51", 443)
+    tg.session.auth_key = AuthKey(os.urandom(256))
+    fast, full = both()
+    assert by_id(fast) == by_id(full) and "dc" in fast
+
+
+def test_the_end_of_a_kurigram_block_sends_what_reading_every_peer_back_would():
+    """kurigram's peers written since the seeding are noted by TEMP triggers; the write-back is
+    the one the whole storage read back and compared gives (new, changed, renamed, update state)."""
+    account = new_account()
+    account["state"]["entities"] += [{"id": 5000 + n, "hash": n, "type": "user", "username": f"u{n}",
+                                      "phone": None, "name": f"U {n}"} for n in range(200)]
+    app = ready.build_pyrogram(account)
+
+    def both():
+        return ready.changed_state("pyrogram", app, account), ready.state_changes(account, ready.pyrogram_state(app))
+
+    assert both() == (None, None)
+
+    async def meet():
+        from pyrogram.storage import UpdateState
+        await app.storage.update_peers([(4242, 99, "user", None), (5007, 1234, "user", None),
+                                        (5008, 8, "user", None)])  # new, hash changed, unchanged
+        await app.storage.update_usernames([(4242, ["newfriend"]), (5009, ["renamed"])])
+        await app.storage.set_update_state(UpdateState(0, 11, None, 1700000100, None))
+        assert (await app.storage.get_peer_by_username("u10")).access_hash == 10  # seeded peers still found
+
+    asyncio.run(meet())
+    fast, full = both()
+    assert by_id(fast) == by_id(full)
+    assert [entity["id"] for entity in by_id(fast)["entities"]] == [4242, 5007, 5009]
+    assert fast["update_state"] == {"pts": 11, "qts": 2, "date": 1700000100, "seq": 3}
+    app.storage.dispose()
+
+
+def test_the_kurigram_storage_has_kurigram_schema_and_notes_writes_in_temp_tables():
+    """The storage is seeded from a copy of kurigram's schema made once per process, indexes
+    built after the rows: the schema is kurigram's own, and the change tracking is TEMP."""
+    from pyrogram.storage.sqlite_storage import SCHEMA
+
+    before = int(time.time())
+    app = ready.build_pyrogram(new_account())
+    after = int(time.time())
+    with contextlib.closing(sqlite3.connect(":memory:")) as kurigram:
+        kurigram.executescript(SCHEMA)
+        schema = "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name"
+        assert app.storage.conn.execute(schema).fetchall() == kurigram.execute(schema).fetchall()
+    temp = {row[0] for row in app.storage.conn.execute("SELECT name FROM temp.sqlite_master")}
+    assert "telegate_touched" in temp and "telegate_peers_insert" in temp
+    assert app.storage.conn.execute("SELECT COUNT(*) FROM temp.telegate_touched").fetchone() == (0,)
+    last_update = app.storage.conn.execute("SELECT last_update_on FROM peers WHERE id = 777").fetchone()[0]
+    assert before <= last_update <= after  # as kurigram's default (now) would set it
+    app.storage.dispose()
+
+
 # -- file mode and the end of a block, against a live server ------------------------------
 
 
@@ -209,6 +291,22 @@ def test_file_mode_opens_the_session_file_of_its_own_kind(live_server, client, f
         assert tg.session.get_input_entity("friend").access_hash == 5
         assert live_server.status()["in_use"] == 1
     assert live_server.status()["in_use"] == 0
+
+
+def test_file_mode_closes_the_telethon_file_at_the_end_and_keeps_what_the_block_wrote(live_server, client, folder):
+    """Not connected, Telethon's disconnect never runs: the block's end closes the session file
+    itself (not left open until the garbage collector finds the client), committing it."""
+    live_server.add_sessions("t1", kind="telethon")
+    telethon_file(folder, "t1")
+    met = User(id=4242, access_hash=4343, username="newfriend", first_name="New")
+    with client.telethon(connect=False, sessions_dir=folder, **APP) as tg:
+        tg.session.process_entities(type("Result", (), {"users": [met], "chats": []})())
+    assert tg.session._conn is None  # closed
+    again = SQLiteSession(str(folder / "t1"))
+    try:
+        assert again.get_input_entity("newfriend").access_hash == 4343
+    finally:
+        again.close()
 
 
 def test_file_mode_takes_sessions_dir_from_the_environment(live_server, client, folder, monkeypatch):

@@ -6,6 +6,7 @@ In process (the Bottle app over a real store, both stores), with the TLS rule's 
 from __future__ import annotations
 
 import base64
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from support.accounts import VaultWsgi, new_account
+from telegate import store as store_mod
 from telegate.accounts import MAX_ENTITIES_PER_WRITE
 
 
@@ -98,6 +100,27 @@ def test_hand_out_only_to_accounts_keys(api):
     # A lease without "account" still gets the plain session, and no account.
     plain = api("POST", "/session", {}, key=api.accounts_key)
     assert plain.status == 200 and plain.json["session_name"] == "plain" and "account" not in plain.json
+
+
+def test_the_hand_out_passes_the_sealed_state_on_byte_for_byte(api):
+    """The hand-out's state goes out as the JSON text it was sealed as (neither parsed nor
+    encoded again): the answer is byte for byte what encoding the parsed account would give,
+    unicode and escapes included; a lease granted to a waiting poll (no sealed row read by the
+    claim) opens the account the same way."""
+    account = new_account()
+    account["state"]["entities"].append({"id": 888, "hash": -5, "type": "channel", "username": None, "phone": None,
+                                         "name": 'Ünïcode "quoted" \\ \u2028 \x7f ✓'})
+    sid = _put(api, {"name": "acc", "account": account}).json["added"][0]["id"]
+    lease = api("POST", "/session", {"account": True}, key=api.accounts_key)
+    assert lease.status == 200, lease
+    parsed = json.loads(lease.data)
+    assert parsed["account"] == account
+    assert lease.data == json.dumps(parsed, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    key = api.store.authenticate(api.accounts_key)
+    unsealed = store_mod.Lease(sid, "acc", parsed["lease_token"], 0.0, "telethon", {})
+    raw = api.store.lease_account(unsealed, key, raw_state=True)
+    assert isinstance(raw["state"], store_mod.RawJSON) and json.loads(raw["state"]) == account["state"]
+    assert api.store.lease_account(unsealed, key) == account  # parsed, as before, unless asked
 
 
 def test_no_account_in_the_pool_says_so(api):

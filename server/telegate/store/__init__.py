@@ -14,6 +14,7 @@ from ._base import (
     LeaseMismatch, NoSessionAvailable, NotFound, NotLeaseHolder, PoolStore, SessionDisabled,
     StoreError, Ticket, Tx, WaitLimit, check_groups, hash_key, MAX_GROUPS,
 )
+from ._accounts import RawJSON
 from ._line import ALIVE_FOR
 from ._open import URL_SCHEMES, is_database_url, open_engine, open_store
 from ._leases import CONFINED_FRONT
@@ -24,5 +25,5 @@ __all__ = [
     "Store", "open_store", "open_engine", "is_database_url", "URL_SCHEMES", "ALIVE_FOR", "PoolStore", "Engine", "Tx",
     "StoreError", "DatabaseError", "NotFound", "Conflict", "LeaseMismatch", "NotLeaseHolder",
     "SessionDisabled", "LeaseLimit", "WaitLimit", "KeyRevoked", "NoSessionAvailable", "Lease", "KeyInfo", "Ticket", "Grant", "CommitFeed",
-    "SCHEMA_VERSION", "MAX_NAME_LENGTH", "STATES", "hash_key", "check_groups", "MAX_GROUPS", "CONFINED_FRONT",
+    "RawJSON", "SCHEMA_VERSION", "MAX_NAME_LENGTH", "STATES", "hash_key", "check_groups", "MAX_GROUPS", "CONFINED_FRONT",
 ]

@@ -39,7 +39,7 @@ from typing import Any, Callable, TypeVar
 from . import _keys as keys
 from ._base import DatabaseError, KeyInfo, hash_key
 
-__all__ = ["KeyCache", "KEYS_CHANNEL", "keys_changed"]
+__all__ = ["KeyCache", "CachedKeys", "KEYS_CHANNEL", "keys_changed"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -312,3 +312,17 @@ class KeyCache:
         self.forget()
         if watch is not None:
             watch.close()
+
+
+class CachedKeys:
+    """The store's authentication (a part of ``Store``): from its :class:`KeyCache` once on."""
+
+    key_cache: KeyCache
+
+    def authenticate(self, key: str) -> KeyInfo | None:
+        """The key's name, scope, id, lease limit and groups, or ``None`` for an unknown or revoked key."""
+        return self.key_cache.lookup(key)
+
+    def cache_keys(self) -> None:
+        """Keep looked-up keys in this process, every server forgetting them when a key changes."""
+        self.key_cache.start()

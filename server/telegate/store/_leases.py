@@ -7,6 +7,9 @@ passed simply stops counting, and the next claim takes the session over with a f
 token. Claims scan the partial index on ``(avail_at, id)`` from the start (or on
 ``(GREATEST(avail_at, rest_until), id)`` without a purpose), so the least recently used
 free session is found in O(log n) even with 100,000 sessions, most of them busy or resting.
+On PostgreSQL an acquire and a release run these steps server-side instead, in one call each
+(schema 11's functions, ``_pg_calls``); the functions follow this module statement for
+statement, and a release with a write-back (``state``) still runs :func:`release` here.
 
 Invariants:
 

@@ -31,13 +31,14 @@ from . import _history as history
 from . import _keys as keys
 from . import _leases as leases
 from . import _line as line
+from . import _pg_calls as pg_calls
 from . import _reports as reports
 from ._base import (
     STATES, CommitFeed, DatabaseError, Engine, Grant, KeyInfo, Lease, LeaseLimit, NoSessionAvailable, NotFound,
     PoolStore, Ticket, Tx, WaitLimit, check_groups,
 )
 from ._copy import copy_pool
-from ._keycache import KeyCache, keys_changed
+from ._keycache import CachedKeys, KeyCache, keys_changed
 from ._namekeys import fill_name_keys, key_of
 from ._sql import IS_FREE, Fit, lease_from, padded
 from ..accounts import AccountError, Vault, check_account
@@ -68,6 +69,8 @@ class _Base:
         #: Called after each commit that granted sessions to waiting tickets, with the grants.
         self.grant_listeners: list[Callable[[list[Grant]], None]] = []
         self.key_cache = KeyCache(engine)  # off until cache_keys()
+        #: PostgreSQL: acquire, release and the line's serving run as server-side functions (_pg_calls).
+        self._calls = getattr(engine, "call", None) is not None
         engine.migrate()
         # Names registered before they were unique regardless of case get their keys (a
         # read finds none to fill once they have them; see _namekeys.py).
@@ -137,7 +140,8 @@ class _Base:
             del grants[:]
 
             def serve() -> None:
-                grants.extend(leases.serve_line(tx, self.engine, self.handover_grace))
+                grants.extend(pg_calls.serve_line(tx, self.handover_grace) if self._calls
+                              else leases.serve_line(tx, self.engine, self.handover_grace))
 
             return op(tx, serve)
 
@@ -208,6 +212,9 @@ class _Leasing(_Base):
         the release of one of the key's leases serves it (the line skips it until then).
         """
         purpose = purpose.lower() if purpose else None
+        if self._calls:
+            return pg_calls.acquire(self, ttl, holder, name, key, request_id, purpose, wait, owner, keep_polls,
+                                    account, kind, host)
         fit = Fit(kind, host, self.handover_grace, account)
 
         def claim(tx: Tx, serve: Serve) -> Lease | Ticket | NoSessionAvailable | WaitLimit | LeaseLimit:
@@ -275,6 +282,9 @@ class _Leasing(_Base):
         and a token that is not the current lease writes nothing (:class:`LeaseMismatch`).
         """
         scope = flood_scope.lower() if flood_scope else None
+        if self._calls and state is None:
+            return pg_calls.release(self, session_id, token, key, flood_wait=flood_wait, scope=scope,
+                                    disable=disable, peer_flood=peer_flood)
         write_state = self._state_writer(session_id, state)
 
         def end_lease(tx: Tx, serve: Serve) -> bool:
@@ -508,7 +518,7 @@ class _Catalogue(_Base):
         return self.engine.read(totals)
 
 
-class _Keys(_Base):
+class _Keys(_Base, CachedKeys):
     """API keys (``_keys``)."""
 
     # -- API keys (_keys.py) ------------------------------------------------------------
@@ -577,15 +587,6 @@ class _Keys(_Base):
             return done
 
         return self._write(undo)
-
-    def authenticate(self, key: str) -> KeyInfo | None:
-        """The key's name, scope, id, lease limit and groups, or ``None`` for an unknown or revoked key
-        (from this process's cache once :meth:`cache_keys` turned it on: ``_keycache``)."""
-        return self.key_cache.lookup(key)
-
-    def cache_keys(self) -> None:
-        """Keep looked-up keys in this process, every server forgetting them when a key changes."""
-        self.key_cache.start()
 
 
 class Store(_Leasing, _Catalogue, _Keys, AccountsPart):

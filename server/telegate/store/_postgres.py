@@ -10,7 +10,8 @@ No pool SQL lives here (that is the store's parts, shared with SQLite), nor the 
 - **Few round trips.** A write sends ``BEGIN`` and the clock read as one simple-protocol
   query on an autocommit connection, then the op's statements, then ``COMMIT``. A read
   runs its statements in autocommit: no BEGIN, no COMMIT. Statements run as server-side
-  prepared statements once seen a few times.
+  prepared statements once seen a few times. An acquire and a release are one statement
+  each (:meth:`call`: a function of schema 11, in autocommit, prepared at once).
 - **Survives its database.** A connection found dead (``pg_terminate_backend``, a restart,
   a failover) before ``COMMIT`` was sent means the transaction never happened, so the op
   runs again on a fresh connection after the pool has checked its idle ones. A deadlock,
@@ -25,16 +26,17 @@ No pool SQL lives here (that is the store's parts, shared with SQLite), nor the 
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import threading
 import time
-import zlib
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar
 from urllib.parse import quote
 
 from ._base import DatabaseError, StoreError
+from ._pg_calls import CallRefused
 from ._pg_feed import PostgresCommitFeed, announce
 from ._schema import SCHEMA_VERSION, migrations
 
@@ -206,6 +208,15 @@ class _Tx:
             query = _with_nulls(query, nulls)
         return self._cursor.execute(query, params)
 
+    def call(self, sql: str, params: Mapping[str, Any]) -> Any:
+        """One function call (``_pg_calls``), prepared at once; its answer, or :class:`CallRefused`."""
+        try:
+            return _one(self._cursor.execute(sql, params, prepare=True))["answer"]
+        except psycopg.Error as exc:
+            if exc.sqlstate is None or not exc.sqlstate.startswith("TG"):
+                raise
+            raise CallRefused(exc.sqlstate, exc.diag.message_detail) from None
+
     def rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         return self._execute(sql, params).fetchall()
 
@@ -301,6 +312,19 @@ class PostgresEngine:
         """
         return self._run(op, "BEGIN ISOLATION LEVEL READ COMMITTED", _what(op, "write"),
                          turn=None if turn is None else _turn_lock(*turn))
+
+    def call(self, sql: str, params: Mapping[str, Any], *, what: str, idempotent: bool) -> Any:
+        """One statement in autocommit, its own transaction in one round trip: a function of schema
+        11 (``_pg_calls``). Run again when the server rolled it back; a connection lost without a
+        word from the server may have committed it, so only an ``idempotent`` call runs again then."""
+        answer = self._run(lambda tx: tx.call(sql, params), None, what, single=idempotent)
+        if self._clock is None and isinstance(answer, dict) and "now" in answer:
+            self._clock_from(float(answer["now"]))  # the database's clock, read for free
+        return answer
+
+    def fixed_now(self) -> float | None:
+        """A test's clock reading, passed to the functions; None: they read the database's."""
+        return None if self._clock is None else self._clock()
 
     def read(self, op: Callable[[Any], T]) -> T:
         """Run ``op(tx)``'s statements in autocommit: each reads the latest committed data
@@ -405,7 +429,7 @@ class PostgresEngine:
     # -- plumbing -----------------------------------------------------------------------
 
     def _run(self, op: Callable[[_Tx], T] | None, begin: str | None, what: str, *,
-             timeout: float | None = None, turn: tuple[int, int] | None = None) -> T:
+             timeout: float | None = None, turn: tuple[int, int] | None = None, single: bool | None = None) -> T:
         """Run ``op`` in a transaction opened by ``begin``, or (``begin`` None) statement by
         statement in autocommit, as reads do; no ``op``: just read the database's clock."""
         if self._closed:
@@ -424,8 +448,8 @@ class PostgresEngine:
                         cursor.execute(f"{begin}; SELECT EXTRACT(EPOCH FROM now()) AS now{lock}")
                         cursor.nextset()
                         now = self._clock_from(_one(cursor)["now"])
-                    else:
-                        now = self._current_time(cursor, refresh=op is None)
+                    else:  # a call (``single`` set) reads the clock itself
+                        now = self._current_time(cursor, refresh=op is None) if single is None else 0.0
                     if op is None:
                         return now  # type: ignore[return-value]  # no op: the clock read is the answer (T is float)
                     result = op(_Tx(cursor, now, self.prepare))
@@ -435,7 +459,7 @@ class PostgresEngine:
                 return result
             except psycopg.Error as exc:
                 _rollback(conn)
-                retry = _retryable(conn, exc, committing)
+                retry = _retryable(conn, exc, committing) if single is None else _call_retryable(conn, exc, single)
                 if exc.sqlstate == "23505":
                     retry = attempt == 1  # one rerun settles a race; a second would be a real duplicate
                 if retry and attempt < _ATTEMPTS and time.monotonic() < deadline:
@@ -514,10 +538,11 @@ class PostgresEngine:
 
 def _turn_lock(key_id: int, request_id: str) -> tuple[int, int]:
     """The two 32-bit keys of a request's advisory lock (a key space apart from the one-bigint
-    migration lock): the API key's id, and a CRC-32 of the ``request_id``. Two requests that
-    share one only take turns needlessly."""
-    digest = zlib.crc32(request_id.encode("utf-8", "surrogatepass"))
-    return (key_id & 0x7FFFFFFF, digest - (1 << 32) if digest >= 1 << 31 else digest)
+    migration lock): the API key's id, and the first 32 bits of the MD5 of the ``request_id``,
+    as schema 11's ``telegate_turn_key`` reads them. Two requests that share one only take
+    turns needlessly."""
+    digest = hashlib.md5(request_id.encode("utf-8", "surrogatepass"), usedforsecurity=False).digest()
+    return (key_id & 0x7FFFFFFF, int.from_bytes(digest[:4], "big", signed=True))
 
 
 def _rollback(conn: _Conn) -> None:
@@ -540,6 +565,14 @@ def _retryable(conn: _Conn, exc: psycopg.Error, committing: bool) -> bool:
         return not committing
     # The server is shutting down or we were terminated (57P01..57P03): same reasoning.
     return exc.sqlstate is not None and exc.sqlstate.startswith("57P") and not committing
+
+
+def _call_retryable(conn: _Conn, exc: psycopg.Error, idempotent: bool) -> bool:
+    """A call (autocommit) the server rolled back, or reported ending (57P0x: its transaction aborted,
+    a commit is not interrupted), or an idempotent one whose connection was lost."""
+    if exc.sqlstate in _ROLLED_BACK or (exc.sqlstate or "").startswith("57P"):
+        return True
+    return idempotent and _retryable(conn, exc, False)
 
 
 def _one(cursor: "psycopg.Cursor[dict[str, Any]]") -> dict[str, Any]:

@@ -1,0 +1,3 @@
+-- 11: nothing on SQLite. PostgreSQL's schema 11 adds the server-side functions of an acquire and a
+-- release in one round trip (schema/postgres/0011.sql); SQLite runs the same steps as function calls
+-- in-process already (_leases.py, _line.py).
