@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import secrets
 import select
+import socket
 import sqlite3
 import threading
 import time
@@ -152,6 +153,8 @@ class _PostgresKeyWatch:
         self._generation = 0
         self._busy = True  # not trusted until listening
         self._stop = threading.Event()
+        # close() writes a byte here to wake the thread's select at once (not a HEARTBEAT later).
+        self._wake_read, self._wake_write = socket.socketpair()
         self._thread = threading.Thread(target=self._run, name="telegate-keys", daemon=True)
         self._thread.start()
 
@@ -202,9 +205,11 @@ class _PostgresKeyWatch:
                     self._busy = False
                     delay = 0.1
                     log.info("API keys: listening for key changes")
-                ready = select.select([self._fd], [], [], HEARTBEAT)[0]
+                wake = self._wake_read.fileno()
+                ready = select.select([self._fd, wake], [], [], HEARTBEAT)[0]
                 if self._stop.is_set():
                     break
+                ready = [fd for fd in ready if fd != wake]
                 self._busy = True
                 if ready:
                     self._generation += 1  # something came: forget first, read after
@@ -236,7 +241,13 @@ class _PostgresKeyWatch:
 
     def close(self) -> None:
         self._stop.set()
+        try:
+            self._wake_write.send(b"x")
+        except OSError:  # the thread is gone already
+            pass
         self._thread.join(HEARTBEAT + 1)
+        self._wake_read.close()
+        self._wake_write.close()
 
 
 class KeyCache:
