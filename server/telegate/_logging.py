@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -31,8 +32,20 @@ def safe_output(stream: Any) -> None:
 class TextFormatter(logging.Formatter):
     """Plain lines; a database password in any message (a driver's, say) is masked."""
 
+    _second: tuple[int, str] = (-1, "")  # the last second written, as text: one strftime a second
+
     def format(self, record: logging.LogRecord) -> str:
         return mask_secrets(super().format(record))
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 (logging's)
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second, text = self._second
+        if second != int(record.created):
+            second = int(record.created)
+            text = time.strftime(self.default_time_format, self.converter(record.created))
+            self._second = (second, text)
+        return f"{text},{int(record.msecs):03d}"  # logging's default_msec_format
 
 
 class JsonFormatter(logging.Formatter):

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import bottle
 
 from . import _keys
-from ._access_log import access_log, access_logged  # noqa: F401 (access_logged: serve's)
+from ._access_log import EVENT, access_log, access_logged  # noqa: F401 (access_logged: serve's)
 from ._account_routes import AccountGate, account_error
 from . import accounts as accounts_mod
 from . import store as store_mod
@@ -49,9 +49,13 @@ POLL_WHILE_LEASED = 5
 MAX_WAIT = 60
 
 
+#: One encoder for every answer: ``json.dumps`` with options builds a new one per call.
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None, *,
           text: str | None = None) -> bottle.HTTPResponse:
-    body = text if text is not None else json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    body = text if text is not None else _ENCODE(data)
     response = bottle.HTTPResponse(body, status=status, headers=headers)
     response.content_type = "application/json"
     return response
@@ -230,6 +234,7 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
     app = bottle.Bottle()
     app.config["catchall"] = True
     app.default_error_handler = _bottle_error
+    store.cache_keys()  # a key is read once, then again only after a key change
     app.install(_ApiPlugin(store))
     clock = store.clock
     gate = AccountGate(settings, store)
@@ -290,10 +295,11 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
             if place is not None:
                 room.leave(place)
         account = gate.lease_account(lease, key) if with_account else None
-        log.info("leased session %d (%s) to %s until %s", lease.session_id, lease.session_name,
-                 holder, iso(lease.lease_expires_at))
+        expires = iso(lease.lease_expires_at)
+        bottle.request.environ[EVENT] = ("leased session %d (%s) to %s until %s",
+                                         (lease.session_id, lease.session_name, holder, expires))
         answer = {"session_id": lease.session_id, "session_name": lease.session_name, "lease_token": lease.lease_token,
-                  "lease_expires_at": iso(lease.lease_expires_at), "ttl": ttl, "kind": lease.kind, "meta": lease.meta}
+                  "lease_expires_at": expires, "ttl": ttl, "kind": lease.kind, "meta": lease.meta}
         if account is None:
             return _json(answer)
         return _json(None, headers={"Cache-Control": "no-store"}, text=gate.answer_with_account(answer, account))
@@ -348,7 +354,7 @@ def create_app(settings: Settings, store: PoolStore, *, room: WaitRoom | None = 
             extra = f", flood wait {flood_wait:g} s" if flood_wait else ""
             extra += f" for {scope}" if scope and flood_wait else ""
             extra += f", disabled: {reason}" if reason else ""
-            log.info("released session %d%s", session_id, extra)
+            bottle.request.environ[EVENT] = ("released session %d%s", (session_id, extra))
         return _json({"status": "released"})
 
     @route("/renew", "POST")

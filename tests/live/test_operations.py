@@ -41,9 +41,12 @@ def test_access_line_names_the_key_never_shows_it(live_server):
     wait_for_log(live_server, r"telegate\.access: 127\.0\.0\.1 POST /session 200 [\d.]+ms key=test-client\b")
     wait_for_log(live_server, r"telegate\.access: 127\.0\.0\.1 GET /sessions 200 [\d.]+ms key=test-admin\b")
     wait_for_log(live_server, r"telegate\.access: 127\.0\.0\.1 GET /status 401 [\d.]+ms key=-")
-    # Lease events at INFO, with the holder:
-    wait_for_log(live_server, rf"INFO telegate\.app: leased session {sid} \(acc1\) to box:42")
-    wait_for_log(live_server, rf"INFO telegate\.app: released session {sid}, flood wait 30 s")
+    # Lease events at INFO, with the holder, on the request's one line:
+    wait_for_log(live_server, rf"(?m)INFO telegate\.access: 127\.0\.0\.1 POST /session 200 [\d.]+ms key=test-client"
+                              rf" leased session {sid} \(acc1\) to box:42 until \d{{4}}-\d\d-\d\dT[\d:.]+Z$")
+    wait_for_log(live_server, rf"(?m)INFO telegate\.access: 127\.0\.0\.1 POST /release 200 [\d.]+ms key=test-client"
+                              rf" released session {sid}, flood wait 30 s$")
+    assert "telegate.app: leased" not in live_server.log and "telegate.app: released" not in live_server.log
     for secret in (live_server.client_key, live_server.admin_key, "tg_this-key-is-wrong"):
         assert secret not in live_server.log
 
@@ -57,9 +60,19 @@ def test_json_log_format(server_factory):
     entries = [json.loads(line) for line in chatty.log.splitlines() if line.startswith("{")]
     access = [e for e in entries if e["logger"] == "telegate.access"]
     assert access and access[0]["level"] == "info"
-    assert re.fullmatch(r"127\.0\.0\.1 POST /session 200 [\d.]+ms key=test-client", access[0]["message"])
+    assert re.fullmatch(r"127\.0\.0\.1 POST /session 200 [\d.]+ms key=test-client"
+                        r" leased session 1 \(acc1\) to test-client until \S+Z", access[0]["message"])
     assert chatty.client_key not in chatty.log
 
+
+def test_without_access_lines_the_lease_events_keep_their_own_lines(server_factory):
+    quiet = server_factory("--access-log", "false")
+    (sid,) = quiet.add_sessions("acc1")
+    lease = quiet.request("POST", "/session", {"holder": "box:7"}).json
+    quiet.request("POST", "/release", {"session_id": sid, "lease_token": lease["lease_token"], "disable": "banned"})
+    wait_for_log(quiet, rf"(?m)INFO telegate\.app: leased session {sid} \(acc1\) to box:7 until \S+Z$")
+    wait_for_log(quiet, rf"(?m)INFO telegate\.app: released session {sid}, disabled: banned$")
+    assert "telegate.access" not in quiet.log
 
 
 @pytest.fixture

@@ -3,7 +3,8 @@
 ``snapshot(db)`` reads every table (and, on PostgreSQL, every sequence; on SQLite the
 ``sqlite_sequence`` table is one of the tables) of a SQLite file or a PostgreSQL URL;
 ``restore(db, state)`` deletes every row of every table and writes the snapshot back, in
-one transaction, so the ids a test sees start where a fresh server's would. Tables are
+one transaction, so the ids a test sees start where a fresh server's would; the servers on
+the database forget the API keys they kept, as after any key change. Tables are
 found in the database itself, not listed here: a table added by a later schema version
 is emptied too. Foreign keys are not checked during the swap (SQLite leaves them off on
 a new connection; PostgreSQL skips them under ``session_replication_role = replica``).
@@ -67,9 +68,17 @@ def _sqlite_restore(path: Path, state: State) -> None:
             if rows:
                 marks = ", ".join("?" * len(rows[0]))
                 conn.executemany(f'INSERT INTO "{table}" VALUES ({marks})', rows)
+        _sqlite_keys_changed(conn)
         conn.execute("COMMIT")
     finally:
         conn.close()
+
+
+def _sqlite_keys_changed(conn: sqlite3.Connection) -> None:
+    """The keys were put back: the servers on the file forget the keys they kept, as a fresh
+    server has none (the key-change counter of ``telegate.store._keycache``)."""
+    counter = conn.execute("PRAGMA application_id").fetchone()[0]
+    conn.execute(f"PRAGMA application_id = {(counter + 1) % 2**31}")
 
 
 # -- PostgreSQL --------------------------------------------------------------------------
@@ -107,6 +116,7 @@ def _pg_restore(url: str, state: State) -> None:
                     cur.executemany(f'INSERT INTO "{table}" OVERRIDING SYSTEM VALUE'
                                     f' SELECT * FROM json_populate_record(NULL::"{table}", %s::json)',
                                     [(row,) for row in rows])
+            conn.execute("NOTIFY telegate_keys")  # the servers forget the keys they kept (see _sqlite_keys_changed)
             for sequence, last_value in state.sequences.items():
                 if last_value is None:  # never used: the next value is the start
                     conn.execute("SELECT setval(%s, (SELECT start_value FROM pg_sequences"

@@ -385,6 +385,9 @@ class PoolStore(Protocol):
 
     def authenticate(self, key: str) -> KeyInfo | None: ...
 
+    def cache_keys(self) -> None:
+        """From now on keep looked-up keys in this process (a server's; see ``_keycache``)."""
+
     def metric_totals(self) -> dict[str, Any]: ...
 
     def prune_events(self, older_than: float) -> int:

@@ -38,6 +38,7 @@ from ._base import (
     PoolStore, Ticket, Tx, WaitLimit, check_groups,
 )
 from ._copy import copy_pool
+from ._keycache import CachedKeys, KeyCache, keys_changed
 from ._namekeys import fill_name_keys, key_of
 from ._sql import IS_FREE, Fit, lease_from, padded
 from ..accounts import AccountError, Vault, check_account
@@ -67,6 +68,7 @@ class _Base:
         self.clock = engine.now
         #: Called after each commit that granted sessions to waiting tickets, with the grants.
         self.grant_listeners: list[Callable[[list[Grant]], None]] = []
+        self.key_cache = KeyCache(engine)  # off until cache_keys()
         #: PostgreSQL: acquire, release and the line's serving run as server-side functions (_pg_calls).
         self._calls = getattr(engine, "call", None) is not None
         engine.migrate()
@@ -90,6 +92,7 @@ class _Base:
 
     def close(self) -> None:
         """Close every connection; safe to call twice."""
+        self.key_cache.close()
         self.engine.close()
 
     def __enter__(self: _S) -> _S:
@@ -515,7 +518,7 @@ class _Catalogue(_Base):
         return self.engine.read(totals)
 
 
-class _Keys(_Base):
+class _Keys(_Base, CachedKeys):
     """API keys (``_keys``)."""
 
     # -- API keys (_keys.py) ------------------------------------------------------------
@@ -542,8 +545,11 @@ class _Keys(_Base):
         if checked and scope == "admin":
             raise ValueError("an admin key sees every session: groups are for client keys")
         secret = key or _KEY_PREFIX + secrets.token_urlsafe(32)
-        self.engine.write(lambda tx: keys.insert(tx, name, secret, scope, max_leases, max_waiting, accounts,
-                                                 checked))
+        def insert(tx: Tx) -> None:
+            keys.insert(tx, name, secret, scope, max_leases, max_waiting, accounts, checked)
+            keys_changed(self.engine, tx)
+
+        self.key_cache.changing(lambda: self.engine.write(insert))
         return secret
 
     def has_key(self, key: str) -> bool:
@@ -564,11 +570,12 @@ class _Keys(_Base):
         """
         def revoke(tx: Tx, serve: Serve) -> int:
             ended = keys.revoke(tx, name, end_leases=end_leases)
+            keys_changed(self.engine, tx)
             if ended:
                 serve()  # the freed sessions go to those waiting
             return ended
 
-        return self._write(revoke)
+        return self.key_cache.changing(lambda: self._write(revoke))
 
     def undo_reports(self, name: str, *, since: float | None = None, by: str | None = None) -> dict[str, Any]:
         """Undo what the key(s) called ``name`` reported on release (disables, rests) at or
@@ -580,10 +587,6 @@ class _Keys(_Base):
             return done
 
         return self._write(undo)
-
-    def authenticate(self, key: str) -> KeyInfo | None:
-        """The key's name, scope, id, lease limit and groups, or ``None`` for an unknown or revoked key."""
-        return self.engine.read(lambda tx: keys.lookup(tx, key))
 
 
 class Store(_Leasing, _Catalogue, _Keys, AccountsPart):

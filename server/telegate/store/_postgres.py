@@ -396,6 +396,10 @@ class PostgresEngine:
         """A ``LISTEN`` on a connection of its own, with this engine's connection settings."""
         return PostgresCommitFeed(self._conninfo)
 
+    def listen_conninfo(self) -> str:
+        """This engine's connection settings, for a ``LISTEN`` of its own (``_keycache``)."""
+        return self._conninfo
+
     def release_connection(self) -> None:
         """Nothing to do: connections go back to the pool after every op."""
 

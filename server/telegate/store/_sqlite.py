@@ -62,13 +62,16 @@ class _RolledBack(Exception):
 class _Pending:
     """One write waiting for a group commit, then its outcome."""
 
-    __slots__ = ("op", "result", "error", "done")
+    __slots__ = ("op", "result", "error", "done", "wake")
 
     def __init__(self, op: Callable[[Any], Any]) -> None:
         self.op = op
         self.result: Any = None
         self.error: BaseException | None = None
         self.done = False
+        # Released once: when done, or when its turn came to commit the next batch.
+        self.wake = threading.Lock()
+        self.wake.acquire()
 
     def run(self, tx: Any) -> None:
         try:
@@ -103,7 +106,7 @@ class SQLiteEngine:
         # which sleeps in growing steps; other processes still meet at BEGIN IMMEDIATE.
         self._write_lock = threading.Lock()
         # Group commit: see write(batch=True).
-        self._batch_cv = threading.Condition(threading.Lock())
+        self._batch_lock = threading.Lock()
         self._batch_queue: list[_Pending] = []
         self._batch_running = False
         self._closed = False
@@ -197,25 +200,38 @@ class SQLiteEngine:
         and COMMITs once. Every caller gets its result only after that commit, so a 200
         still means "on disk", and ops run one after another exactly as if each had its
         own transaction.
+
+        After a commit, each caller of the batch is woken alone, and so is the first of
+        those that queued meanwhile, which commits the next batch: nobody is woken only to
+        find its write still queued.
         """
         if not batch:
             with self._transaction() as conn:
                 return op(_Tx(conn, self.clock()))
         item = _Pending(op)
-        with self._batch_cv:
+        with self._batch_lock:
             self._batch_queue.append(item)
-            while self._batch_running and not item.done:
-                self._batch_cv.wait()
-            if not item.done:
-                self._batch_running = True
-                pending, self._batch_queue = self._batch_queue, []
+            lead = not self._batch_running
+            self._batch_running = True
+        if not lead:
+            item.wake.acquire()  # done, or our turn to commit what queued meanwhile
         if not item.done:
+            with self._batch_lock:
+                pending, self._batch_queue = self._batch_queue, []
+            following = None
             try:
                 self._run_batch(pending)
             finally:
-                with self._batch_cv:
-                    self._batch_running = False
-                    self._batch_cv.notify_all()
+                with self._batch_lock:
+                    if self._batch_queue:
+                        following = self._batch_queue[0]
+                    else:
+                        self._batch_running = False
+                for other in pending:
+                    if other is not item:
+                        other.wake.release()
+                if following is not None:
+                    following.wake.release()
         if item.error is not None:
             raise item.error
         return item.result
