@@ -272,11 +272,13 @@ class SdkClient:
     """``with client.session():`` through the TeleGate SDK (one client per load thread)."""
 
     keepalive = True
+    #: The ``host`` sent with each acquire (None: the SDK's default, this machine's name; "": none).
+    host: str | None = None
 
     def __init__(self, server: Server, ttl: float = 60) -> None:
         from telegram_session_manager import TelegramSessionManagerClient
         self.client = TelegramSessionManagerClient(server.url, server.api_key, auto_wait=False, ttl=ttl,
-                                                   keepalive=self.keepalive)
+                                                   keepalive=self.keepalive, host=self.host)
         self.ttl = ttl
 
     def cycle(self) -> bool:

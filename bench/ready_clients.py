@@ -179,27 +179,8 @@ class Ready:
         self.client.close()
 
 
-class Bare:
+class Bare(c.SdkClient):
     """``with client.session()`` per cycle, sending ``host`` (or none: "")."""
-
-    host: str | None = None
-
-    def __init__(self, server: c.Server) -> None:
-        from telegram_session_manager import TelegramSessionManagerClient
-        self.client = TelegramSessionManagerClient(server.url, server.api_key, auto_wait=False, ttl=60,
-                                                   host=self.host)
-
-    def cycle(self) -> bool:
-        from telegram_session_manager import NoSessionAvailable
-        try:
-            with self.client.session():
-                pass
-        except NoSessionAvailable:
-            return False
-        return True
-
-    def close(self) -> None:
-        self.client.close()
 
 
 def client_kind(name: str, base: type, **attributes: Any) -> str:
